@@ -1,0 +1,287 @@
+"""Typed configuration: a YAML file validated up front, with errors that name the key and line.
+
+Core keys (server, store, ledger, models) are validated here. Each lever owns a section of
+the same name (`cache:`, `route:`, ...) with its defaults, and `routes.<name>.<lever>`
+overrides it for one route; the lever validates its own section with `lever_model()`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: Sections that belong to levers and tools. Each is a mapping the lever validates itself.
+LEVER_SECTIONS = (
+    "canonicalize",
+    "cache",
+    "semantic_cache",
+    "dedup",
+    "compress",
+    "cap",
+    "route",
+    "engine",
+    "shadow",
+    "metrics",
+    "dashboard",
+)
+
+KNOWN_PROVIDERS = ("openai", "anthropic", "local", "replay")
+
+#: Base URLs of the providers that have a well-known one.
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased so that a person can fix it."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class PriceConfig(Strict):
+    """USD per 1M tokens. Unset cache prices fall back to the catalog, then to `input`."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    cache_write_1h: float | None = Field(default=None, ge=0)
+
+
+class ModelConfig(Strict):
+    name: str = Field(min_length=1)
+    provider: Literal["openai", "anthropic", "local", "replay"]
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str | None = None
+    price: PriceConfig | None = None
+    #: Seconds for the whole upstream call (and between stream chunks).
+    timeout: float = Field(default=600.0, gt=0)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    #: Other configured model names to try, in order, when this one fails.
+    fallbacks: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    #: Provider-specific settings (the local engine's context size, a replay dataset, ...).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+    def api_key(self) -> str | None:
+        """The provider key from the environment. It is never logged or stored."""
+        if not self.api_key_env:
+            return None
+        return os.environ.get(self.api_key_env)
+
+
+class KeyConfig(Strict):
+    """A gateway key. Only its sha256 is kept: `sha256` in config, or the key in `key_env`."""
+
+    name: str
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    key_env: str | None = None
+    tenant: str | None = None
+    admin: bool = False
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    keys: list[KeyConfig] = Field(default_factory=list)
+    #: Log each request on one line (never with keys or bodies).
+    access_log: bool = False
+
+
+class LedgerConfig(Strict):
+    flush_interval: float = Field(default=0.25, gt=0)
+    batch_size: int = Field(default=512, gt=0)
+    #: Keep request and response bodies in the ledger (for audit and fine-tune export).
+    store_bodies: bool = False
+
+
+class Config(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    store: str = "sqlite:///thrifty.db"
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    #: Per-route overrides of lever sections: routes.<route>.<lever>: {...}
+    routes: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    canonicalize: dict[str, Any] = Field(default_factory=dict)
+    cache: dict[str, Any] = Field(default_factory=dict)
+    semantic_cache: dict[str, Any] = Field(default_factory=dict)
+    dedup: dict[str, Any] = Field(default_factory=dict)
+    compress: dict[str, Any] = Field(default_factory=dict)
+    cap: dict[str, Any] = Field(default_factory=dict)
+    route: dict[str, Any] = Field(default_factory=dict)
+    engine: dict[str, Any] = Field(default_factory=dict)
+    shadow: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    dashboard: dict[str, Any] = Field(default_factory=dict)
+
+    source: str | None = Field(default=None, exclude=True)
+    lines: dict[tuple[str | int, ...], int] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("routes")
+    @classmethod
+    def _route_levers(cls, v: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+        for route, levers in v.items():
+            for lever in levers:
+                if lever not in LEVER_SECTIONS:
+                    raise ValueError(f"routes.{route}.{lever}: unknown lever; known: {', '.join(LEVER_SECTIONS)}")
+        return v
+
+    def model_post_init(self, __context: Any) -> None:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"models: the name {dupes[0]!r} is used twice")
+        for m in self.models:
+            for fb in m.fallbacks:
+                if fb not in names:
+                    raise ValueError(f"models: {m.name!r} falls back to {fb!r}, which is not a configured model")
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def has_model(self, name: str) -> bool:
+        return any(m.name == name for m in self.models)
+
+    def lever_settings(self, lever: str, route: str = "default") -> dict[str, Any]:
+        """A lever's settings for `route`: the top-level section with the route's keys on top."""
+        base: dict[str, Any] = dict(getattr(self, lever, {}) or {})
+        override = self.routes.get(route, {}).get(lever)
+        if override:
+            base.update(override)
+        return base
+
+    def lever_routes(self, lever: str) -> list[str]:
+        """Routes that override `lever`."""
+        return [r for r, levers in self.routes.items() if lever in levers]
+
+    def line_of(self, *path: str | int) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def lever_model(config: Config, lever: str, model: type[M], route: str = "default") -> M:
+    """Validate a lever's settings for `route` with `model`, reporting errors with YAML lines."""
+    data = config.lever_settings(lever, route)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        prefix: tuple[str | int, ...] = ("routes", route, lever) if route in config.routes else (lever,)
+        raise ConfigError(_describe(exc, config, prefix)) from None
+
+
+def _describe(exc: ValidationError, config: Config, prefix: tuple[str | int, ...] = ()) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = prefix + tuple(p for p in err["loc"] if isinstance(p, str | int))
+        dotted = _dotted(loc)
+        line = config.line_of(*loc)
+        where = f"{config.source or 'config'}:{line}" if line else (config.source or "config")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if dotted:
+            parts.append(f"{where}: {dotted}: {msg}")
+        else:
+            parts.append(f"{where}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(parts)
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A YAML loader that remembers the line of every mapping key and sequence item."""
+
+
+def _load_with_lines(text: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    lines: dict[tuple[str | int, ...], int] = {}
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, lines
+
+        def walk(n: yaml.Node, path: tuple[str | int, ...]) -> None:
+            if isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    key = k.value
+                    lines[path + (key,)] = k.start_mark.line + 1
+                    walk(v, path + (key,))
+            elif isinstance(n, yaml.SequenceNode):
+                for i, item in enumerate(n.value):
+                    lines[path + (i,)] = item.start_mark.line + 1
+                    walk(item, path + (i,))
+
+        walk(node, ())
+        data = loader.construct_document(node)
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def parse_config(text: str, source: str | None = None) -> Config:
+    """Parse and validate YAML text into a Config."""
+    try:
+        data, lines = _load_with_lines(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source or 'config'}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source or 'config'}: the top level must be a mapping of keys such as server, models")
+    holder = Config.model_construct(source=source, lines=lines)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, holder)) from None
+    except ValueError as exc:  # model_post_init checks
+        raise ConfigError(f"{source or 'config'}: {exc}") from None
+    config.source = source
+    config.lines = lines
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    return parse_config(text, source=str(p))
