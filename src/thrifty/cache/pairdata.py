@@ -1,0 +1,123 @@
+"""The question-pair data the verifier learns from, and the fixed split that keeps its test apart.
+
+QQP questions recur across pairs, so a split by pair would let a question seen in training
+show up again in the test. Pairs that share a question (after lower-casing and collapsing
+white space) form one group, and a group's split is decided by the sha256 of its smallest
+question: digits 0-5 of the first 8 hex digits mod 10 train, 6-7 validate, 8-9 test. The
+rule needs no seed and gives the same split on every machine; the training script only
+ever reads `train` (and `val` for the threshold), the benchmark only `test`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+Split = Literal["train", "val", "test"]
+
+QQP_FILE = "cache/qqp_dev.jsonl"
+MOCK_FILE = "cache/gptcache_mock_data.json"
+
+
+def shared_data(relative: str, start: Path | None = None) -> Path:
+    """A file of the evaluation data: `$THRIFTY_SHARED_DATA/relative`, else the first
+    `shared/data/relative` beside the project root or one of its parents (../shared/data
+    from a checkout, ../../shared/data from a worktree)."""
+    env = os.environ.get("THRIFTY_SHARED_DATA")
+    if env:
+        return Path(env) / relative
+    here = (start or Path(__file__)).resolve()
+    for parent in here.parents:
+        candidate = parent / "shared" / "data" / relative
+        if candidate.exists():
+            return candidate
+    return Path("../shared/data") / relative
+
+
+@dataclass(frozen=True)
+class Pair:
+    text_a: str
+    text_b: str
+    label: int
+    split: Split
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def split_of_key(key: str) -> Split:
+    bucket = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % 10
+    if bucket < 6:
+        return "train"
+    if bucket < 8:
+        return "val"
+    return "test"
+
+
+def assign_splits(rows: list[tuple[str, str, int]]) -> list[Pair]:
+    """Split pairs by connected group of shared questions (see the module docstring)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b, _ in rows:
+        ra, rb = find(normalise(a)), find(normalise(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    smallest: dict[str, str] = {}
+    for q in list(parent):
+        root = find(q)
+        if root not in smallest or q < smallest[root]:
+            smallest[root] = q
+    return [Pair(a, b, label, split_of_key(smallest[find(normalise(a))])) for a, b, label in rows]
+
+
+def load_qqp(path: Path | None = None) -> list[Pair]:
+    """Read `qqp_dev.jsonl` (text_a, text_b, label) and assign each pair its split."""
+    rows: list[tuple[str, str, int]] = []
+    path = path or shared_data(QQP_FILE)
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                rows.append((str(r["text_a"]), str(r["text_b"]), int(r["label"])))
+    return assign_splits(rows)
+
+
+def load_mock_pairs(path: Path | None = None) -> list[tuple[str, str]]:
+    """GPTCache's paraphrase pairs (origin, similar): positives only, used for training."""
+    path = path or shared_data(MOCK_FILE)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [(str(d["origin"]), str(d["similar"])) for d in data]
+
+
+def embed_cached(texts: list[str], cache_dir: Path | None = None) -> np.ndarray:
+    """Embed `texts` with the shipped embedder, keeping the result on disk for the next run.
+
+    The training script and the benchmark embed the same 40,000 questions; the cache file is
+    named by the sha256 of the texts, so a different list never reads a stale file.
+    """
+    from thrifty.embed import shared_embedder
+
+    digest = hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:16]
+    folder = cache_dir or Path.home() / ".cache" / "thrifty"
+    path = folder / f"embeddings-{digest}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    vecs = shared_embedder().embed(texts, batch_size=64)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(path, vecs, allow_pickle=False)
+    return vecs

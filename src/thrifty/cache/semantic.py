@@ -1,0 +1,385 @@
+"""The `semantic_cache` stage: the same question in other words gets the stored answer.
+
+Only where it is safe: the route must enable it, everything in the request but the
+question must be identical (it is hashed into the namespace), the request must be
+single-turn (or `question: last` says the last user message is the question and the rest
+is part of the namespace), and tool use or sampling (temperature > 0, or unset, which
+providers treat as 1) bypass it unless the route opts in. A candidate found by the vector
+index is served only when the verifier (`thrifty.cache.verifier`) agrees the two
+questions ask the same thing; a tenant only ever searches its own entries. Only complete,
+successful answers are stored: never errors, truncated or cut-off streams, or tool calls.
+
+Settings (`semantic_cache:` and `routes.<route>.semantic_cache:`): see `SemanticCacheSettings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from thrifty.cache.index import Hit, InProcessIndex
+from thrifty.cache.verifier import Verifier, default_verifier
+from thrifty.config import Config, lever_model
+from thrifty.pipeline.context import Context, EventStream, Handler, Reply, SSEEvent, Usage
+
+if TYPE_CHECKING:
+    from thrifty.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+NAME = "semantic_cache"
+
+#: Request keys that do not change the answer and so stay out of the namespace.
+_VOLATILE_KEYS = ("stream", "stream_options", "user", "metadata")
+_OPENAI_DONE = ("stop",)
+_ANTHROPIC_DONE = ("end_turn", "stop_sequence")
+
+
+class SemanticCacheSettings(BaseModel):
+    """`semantic_cache:` settings, per route."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Off unless a route (or the top level) turns it on.
+    enabled: bool = False
+    #: Seconds a stored answer may be served.
+    ttl: float = Field(default=86_400.0, gt=0)
+    #: Candidates the index returns for the verifier to check.
+    top_k: int = Field(default=4, ge=1, le=50)
+    #: Candidates below this cosine similarity are not even checked.
+    min_cosine: float = Field(default=0.7, ge=-1.0, le=1.0)
+    #: Verifier probability needed to serve; unset uses the shipped threshold (precision >= 0.95 on QQP validation).
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: "only": the request must have one user message (after system messages);
+    #: "last": the last user message is the question, the earlier turns join the namespace.
+    question: Literal["only", "last"] = "only"
+    #: Serve and store requests with temperature > 0 (or no temperature).
+    allow_sampling: bool = False
+    #: Serve and store requests that offer tools.
+    allow_tools: bool = False
+    #: Entries per tenant and namespace before the oldest give way.
+    max_entries: int = Field(default=100_000, ge=1)
+    #: Longer questions are not cached (they are rarely asked twice, and cost embedding time).
+    max_question_chars: int = Field(default=4_000, ge=1)
+
+
+@dataclass(frozen=True)
+class Question:
+    """The question of a request and the namespace its answer may be shared in."""
+
+    text: str
+    namespace: str
+
+
+def _text_of(content: Any) -> str | None:
+    """The text of a message's content; None when it holds anything but text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                return None
+            parts.append(part["text"])
+        return "\n".join(parts)
+    return None
+
+
+def extract_question(protocol: str, body: dict[str, Any], settings: SemanticCacheSettings) -> Question | str:
+    """The question and namespace of `body`, or the reason it cannot use the semantic cache."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "no messages"
+    if not settings.allow_tools and any(body.get(k) for k in ("tools", "functions", "tool_choice")):
+        return "tools"
+    temperature = body.get("temperature")
+    if not settings.allow_sampling and not (isinstance(temperature, int | float) and temperature <= 0):
+        return "sampling"
+    if body.get("n", 1) != 1:
+        return "n > 1"
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if any(r not in ("system", "developer", "user", "assistant") for r in roles):
+        return "tool messages"
+    for m in messages:
+        if m.get("tool_calls") or m.get("function_call"):
+            return "tool messages"
+        content = m.get("content")
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in ("tool_use", "tool_result") for p in content
+        ):
+            return "tool messages"
+    users = [i for i, r in enumerate(roles) if r == "user"]
+    if not users or roles[-1] != "user":
+        return "no final user message"
+    if settings.question == "only" and (len(users) != 1 or "assistant" in roles):
+        return "multi-turn"
+    index = users[-1]
+    text = _text_of(messages[index].get("content"))
+    if text is None:
+        return "non-text question"
+    text = text.strip()
+    if not text:
+        return "empty question"
+    if len(text) > settings.max_question_chars:
+        return "question too long"
+    rest = {k: v for k, v in body.items() if k not in _VOLATILE_KEYS}
+    rest["messages"] = [m if i != index else {**m, "content": None} for i, m in enumerate(messages)]
+    key = orjson.dumps({"protocol": protocol, "request": rest}, option=orjson.OPT_SORT_KEYS)
+    return Question(text, hashlib.sha256(key).hexdigest())
+
+
+def complete_body(protocol: str, body: dict[str, Any]) -> bool:
+    """A finished, tool-free, untruncated answer (the only kind worth storing)."""
+    if protocol == "anthropic":
+        content = body.get("content") or []
+        if any(isinstance(b, dict) and b.get("type") != "text" for b in content):
+            return False
+        return body.get("stop_reason") in _ANTHROPIC_DONE
+    choices = body.get("choices") or []
+    if len(choices) != 1:
+        return False
+    message = choices[0].get("message") or {}
+    if message.get("tool_calls") or message.get("function_call"):
+        return False
+    return choices[0].get("finish_reason") in _OPENAI_DONE
+
+
+def complete_events(protocol: str, events: list[dict[str, Any]]) -> bool:
+    """The same test for a recorded stream: it ended normally and called no tool."""
+    finished = False
+    for data in events:
+        if protocol == "anthropic":
+            if data.get("type") == "content_block_start" and (data.get("content_block") or {}).get("type") != "text":
+                return False
+            if data.get("type") == "message_delta" and (data.get("delta") or {}).get("stop_reason") in _ANTHROPIC_DONE:
+                finished = True
+        else:
+            for choice in data.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("tool_calls") or delta.get("function_call"):
+                    return False
+                if choice.get("index", 0) != 0:
+                    return False
+                if choice.get("finish_reason") in _OPENAI_DONE:
+                    finished = True
+    return finished
+
+
+def _replay_events(recorded: list[dict[str, Any]]) -> EventStream:
+    """A stored stream played back event by event, then `[DONE]` where the protocol had it."""
+
+    async def events() -> AsyncIterator[SSEEvent]:
+        for item in recorded:
+            yield SSEEvent(data=copy.deepcopy(item["data"]), event=item.get("event"))
+        stream.complete = True
+
+    stream = EventStream(events())
+    return stream
+
+
+def _replay_body(protocol: str, body: dict[str, Any]) -> EventStream | None:
+    """A stored complete answer as a stream, by the protocol helpers (`thrifty.protocol`)."""
+    try:
+        from thrifty import protocol as proto
+    except ImportError:  # pragma: no cover - the package always exists
+        return None
+    replay = getattr(proto, f"replay_{protocol}", None)
+    if replay is None:
+        return None
+    result = replay(copy.deepcopy(body))
+    return result if isinstance(result, EventStream) else EventStream(result)
+
+
+class SemanticCache:
+    """The stage. `index` and `verifier` are shared by every route."""
+
+    name = NAME
+
+    def __init__(self, config: Config, index: InProcessIndex, verifier: Verifier, embed: Any) -> None:
+        self.config = config
+        self.index = index
+        self.verifier = verifier
+        self.embed = embed
+        self._settings: dict[str, SemanticCacheSettings] = {}
+
+    def settings(self, route: str) -> SemanticCacheSettings:
+        s = self._settings.get(route)
+        if s is None:
+            s = self._settings[route] = lever_model(self.config, NAME, SemanticCacheSettings, route)
+        return s
+
+    async def handle(self, ctx: Context, next: Handler) -> Reply:
+        settings = self.settings(ctx.route)
+        if not settings.enabled:
+            return await next(ctx)
+        found = extract_question(ctx.protocol, ctx.body, settings)
+        if isinstance(found, str):
+            ctx.extra[NAME] = {"outcome": "bypass", "reason": found}
+            return await next(ctx)
+        cache_control = {k.lower(): v.lower() for k, v in ctx.headers.items()}.get("cache-control", "")
+        vector, hit = await asyncio.to_thread(self._lookup, ctx.tenant, found, settings, "no-cache" in cache_control)
+        if hit is not None:
+            reply = self._serve(ctx, hit)
+            if reply is not None:
+                return reply
+        ctx.extra[NAME] = {"outcome": "miss"}
+        reply = await next(ctx)
+        if "no-store" not in cache_control:
+            self._store_later(ctx, reply, found, vector, settings)
+        return reply
+
+    # -- lookup ------------------------------------------------------------------------
+
+    def _lookup(
+        self, tenant: str, q: Question, settings: SemanticCacheSettings, skip: bool
+    ) -> tuple[np.ndarray, tuple[Hit, float] | None]:
+        """Embed, search and verify, in a worker thread: the vector and the accepted hit."""
+        vector = self.embed(q.text)
+        if skip:
+            return vector, None
+        hits = self.index.search(tenant, q.namespace, vector, settings.top_k, settings.min_cosine)
+        if not hits:
+            return vector, None
+        n = len(hits)
+        verdicts = self.verifier.decide(
+            [h.entry.question for h in hits],
+            [q.text] * n,
+            np.stack([h.entry.vector for h in hits]),
+            np.repeat(vector[None, :], n, axis=0),
+            settings.threshold,
+        )
+        best = max(
+            ((h, v.score) for h, v in zip(hits, verdicts, strict=True) if v.same), key=lambda x: x[1], default=None
+        )
+        return vector, best
+
+    def _serve(self, ctx: Context, found: tuple[Hit, float]) -> Reply | None:
+        hit, score = found
+        payload = hit.entry.payload
+        if ctx.stream:
+            if payload.get("events") is not None:
+                stream = _replay_events(payload["events"])
+            elif payload.get("body") is not None:
+                replayed = _replay_body(ctx.protocol, payload["body"])
+                if replayed is None:
+                    return None
+                stream = replayed
+            else:
+                return None
+            reply = Reply(status=200, stream=stream)
+        else:
+            if payload.get("body") is None:
+                return None
+            reply = Reply(status=200, body=copy.deepcopy(payload["body"]))
+        reply.usage = Usage()
+        reply.served_model = payload.get("model", "")
+        reply.provider = NAME
+        reply.headers["X-Thrifty-Cache"] = "semantic-hit"
+        usage = Usage.from_dict(payload.get("usage") or {})
+        ctx.save(NAME, Decimal(payload.get("cost", "0")), usage.total_input_tokens + usage.output_tokens)
+        ctx.cache_outcome = "semantic_hit"
+        ctx.extra[NAME] = {
+            "outcome": "hit",
+            "score": round(score, 4),
+            "cosine": round(hit.score, 4),
+            "matched": hit.entry.question[:200],
+        }
+        return reply
+
+    # -- store -------------------------------------------------------------------------
+
+    def _store_later(
+        self, ctx: Context, reply: Reply, q: Question, vector: np.ndarray, settings: SemanticCacheSettings
+    ) -> None:
+        if not reply.ok:
+            return
+        tenant, protocol = ctx.tenant, ctx.protocol
+        if reply.stream is None:
+            if reply.body is None or not complete_body(protocol, reply.body):
+                return
+            payload = self._payload(reply, reply.usage, body=copy.deepcopy(reply.body))
+            ctx.extra.setdefault(NAME, {})["stored"] = True
+            asyncio.get_running_loop().create_task(self._add(tenant, q, vector, payload, settings))
+            return
+        reply.stream = self._recording(reply, tenant, protocol, q, vector, settings)
+
+    def _recording(
+        self, reply: Reply, tenant: str, protocol: str, q: Question, vector: np.ndarray, settings: SemanticCacheSettings
+    ) -> EventStream:
+        """Wrap a stream so that, once it ends complete, its events are stored for replay."""
+        inner = reply.stream
+        assert inner is not None
+        recorded: list[dict[str, Any]] = []
+
+        async def events() -> AsyncIterator[SSEEvent]:
+            try:
+                async for event in inner:
+                    if isinstance(event.data, dict):
+                        recorded.append({"data": copy.deepcopy(event.data), "event": event.event})
+                    else:
+                        recorded.append({"data": event.data, "event": event.event})
+                    yield event
+            finally:
+                outer.usage, outer.complete, outer.error = inner.usage, inner.complete, inner.error
+                outer.first_event_at = inner.first_event_at
+
+        async def finished(stream: EventStream) -> None:
+            if not stream.complete or stream.error:
+                return
+            if not complete_events(protocol, [r["data"] for r in recorded if isinstance(r["data"], dict)]):
+                return
+            payload = self._payload(reply, stream.usage, events=recorded)
+            await self._add(tenant, q, vector, payload, settings)
+
+        outer = EventStream(events())
+        outer.on_finish(finished)
+        return outer
+
+    @staticmethod
+    def _payload(reply: Reply, usage: Usage, **stored: Any) -> dict[str, Any]:
+        return {
+            **stored,
+            "model": reply.served_model,
+            "usage": usage.to_dict(),
+            "cost": str(reply.cost),
+        }
+
+    async def _add(
+        self, tenant: str, q: Question, vector: np.ndarray, payload: dict[str, Any], settings: SemanticCacheSettings
+    ) -> None:
+        try:
+            await asyncio.to_thread(self.index.add, tenant, q.namespace, q.text, vector, payload, settings.ttl)
+        except Exception:  # a cache that cannot store must never fail the request
+            log.exception("semantic cache: storing an answer failed")
+
+
+def _any_route_enabled(config: Config) -> bool:
+    routes = ["default", *config.lever_routes(NAME)]
+    return any(lever_model(config, NAME, SemanticCacheSettings, r).enabled for r in routes)
+
+
+def build(gateway: Gateway) -> SemanticCache | None:
+    """The stage, or None when no route enables the semantic cache."""
+    config = gateway.config
+    if not _any_route_enabled(config):
+        return None
+    from thrifty.embed import shared_embedder
+
+    max_entries = max(
+        lever_model(config, NAME, SemanticCacheSettings, r).max_entries for r in ["default", *config.lever_routes(NAME)]
+    )
+    index = gateway.state.get("semantic_index")
+    if index is None:
+        index = gateway.state["semantic_index"] = InProcessIndex(max_entries=max_entries)
+    embedder = shared_embedder()
+    return SemanticCache(config, index, default_verifier(), embedder.embed_one)
