@@ -3,14 +3,13 @@
 The audit needs a model's rates (input, cached input, output), not just a total, because
 each lever changes a different part of the bill. `Rates` are looked up once per model name
 and memoised, so pricing a million rows costs a dict lookup each. The lookup function is
-injectable (`RateFn`); the default reads the genai-prices catalog (bundled, offline).
+injectable (`RateFn`); the default is thrifty.ledger.prices (genai-prices, offline).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
 MILLION = 1_000_000
 
@@ -31,29 +30,30 @@ class Rates:
 RateFn = Callable[[str], Rates | None]
 
 
+def _provider_of(model: str) -> str:
+    m = model.lower()
+    if m.startswith(("gpt-", "o1", "o3", "o4", "chatgpt", "text-embedding")):
+        return "openai"
+    if m.startswith("claude"):
+        return "anthropic"
+    return ""
+
+
 def catalog_rates(model: str) -> Rates | None:
-    """Rates for `model` from genai-prices, or None when the catalog does not know it."""
+    """Rates for `model` from thrifty's price catalog (genai-prices), or None when unknown."""
+    from thrifty.ledger.prices import catalog_rates as lookup
+
+    name = model.split("/", 1)[1] if "/" in model else model
     try:
-        from genai_prices import Usage, calc_price
-    except ImportError:  # pragma: no cover - a declared dependency
+        rates = lookup(name, _provider_of(name), None)
+    except Exception:  # an odd model name must not stop an audit
         return None
-    name = model.split("/", 1)[1] if "/" in model and not model.startswith("models/") else model
-
-    def total(usage: Usage) -> Decimal | None:
-        try:
-            return calc_price(usage, model_ref=name).total_price
-        except Exception:  # the catalog raises LookupError and friends for unknown models
-            return None
-
-    inp = total(Usage(input_tokens=MILLION))
-    out = total(Usage(output_tokens=MILLION))
-    if inp is None or out is None:
+    if rates is None:
         return None
-    cached = total(Usage(input_tokens=MILLION, cache_read_tokens=MILLION))
     return Rates(
-        input=float(inp) / MILLION,
-        output=float(out) / MILLION,
-        cache_read=float(cached if cached is not None else inp) / MILLION,
+        input=float(rates.input.base) / MILLION,
+        output=float(rates.output.base) / MILLION,
+        cache_read=float(rates.cache_read.base) / MILLION,
     )
 
 

@@ -84,6 +84,10 @@ def print_summary(audit: Audit, console: Console | None = None, top: int = 8) ->
     con.print("[bold]Assumptions[/bold]")
     for lv in a.levers:
         con.print(f"  [cyan]{lv.lever}[/cyan]: {lv.assumptions}")
+    con.print(
+        f"[bold green]All levers together: ~{usd(a.saving_total)} ({pct(a.saving_total / a.total_cost if a.total_cost else 0)})"
+        "[/bold green] of this spend (each acting on what the others leave; dedup counted under cache)"
+    )
     tk = a.tasks
     line = f"cost per request {usd(tk['cost_per_request'])}"
     if tk["tasks"]:

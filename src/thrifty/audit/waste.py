@@ -107,14 +107,23 @@ class Audit:
 
     @property
     def saving_total(self) -> float:
-        return sum(lv.saving for lv in self.levers)
+        """All levers together, each acting on what the ones before left: 1 - prod(1 - share).
+
+        `dedup` is left out: its retries are exact repeats, already counted under `cache`.
+        """
+        left = 1.0
+        for lv in self.levers:
+            if lv.lever != "dedup":
+                left *= 1.0 - min(max(lv.share, 0.0), 1.0)
+        return self.total_cost * (1.0 - left)
 
 
 @dataclass
 class _Sample:
     text: str
     cost: float
-    model: str
+    #: Near-duplicates are only looked for within one model and one system prompt.
+    group: bytes
 
 
 class Analyzer:
@@ -257,7 +266,7 @@ class Analyzer:
             self._bump("exact", cost)
             self.repeated.add(row.fingerprint, cost, (row.prompt_text or "")[:160])
         elif row.prompt_text:
-            self.samples.add(_Sample(row.prompt_text, cost, row.model))
+            self.samples.add(_Sample(row.prompt_text, cost, row.model.encode() + (row.system_hash or b"")))
         if row.ts is not None:
             k = (row.fingerprint, row.key)
             prev = self.recent.get(k)
@@ -417,7 +426,7 @@ class Analyzer:
                 return info
         vecs = np.asarray(embed([s.text for s in sample]), dtype=np.float32)
         # Item i is a near-duplicate when an item sampled before it (same model) is close.
-        models = np.array([s.model for s in sample])
+        groups = np.array([hash(s.group) for s in sample])
         matched = np.zeros(len(sample), dtype=bool)
         best = np.zeros(len(sample), dtype=np.float32)
         partner = np.full(len(sample), -1)
@@ -429,7 +438,7 @@ class Analyzer:
                 row = sims[r, :i]
                 if i == 0:
                     continue
-                row = np.where(models[:i] == models[i], row, -1.0)
+                row = np.where(groups[:i] == groups[i], row, -1.0)
                 j = int(np.argmax(row))
                 best[i], partner[i] = row[j], j
                 matched[i] = row[j] >= self.s.near_dup_threshold
@@ -443,7 +452,9 @@ class Analyzer:
             estimated_requests=est_requests,
             estimated_cost=mean_cost * est_requests,
         )
-        order = np.argsort(-np.where(matched, best, -2))[: min(5, k)]
+        # Show paraphrases first: identical texts (sent with other settings) teach less.
+        rank = np.where(matched, np.where(best < 0.9995, best + 2.0, best), -9.0)
+        order = np.argsort(-rank)[: min(5, k)]
         info["examples"] = [
             {"a": sample[int(partner[i])].text[:160], "b": sample[int(i)].text[:160], "similarity": float(best[i])}
             for i in order
@@ -472,7 +483,7 @@ class Analyzer:
                 "semantic_cache", near.get("estimated_cost", 0.0) * s.semantic_accept_rate,
                 near.get("estimated_cost", 0.0) * s.semantic_accept_rate / total,
                 f"~{near.get('estimated_requests', 0):,} requests are near-duplicates of an earlier one "
-                f"(cosine >= {s.near_dup_threshold}, same model)",
+                f"(cosine >= {s.near_dup_threshold}, same model and system prompt)",
                 f"the verifier accepts {s.semantic_accept_rate:.0%} of near-duplicates; measured on {scope}; "
                 "status: " + str(near.get("status")),
             ),

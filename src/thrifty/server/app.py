@@ -31,7 +31,11 @@ log = logging.getLogger("thrifty.server")
 
 #: HTTP extensions, as "module:setup" where `setup(app: web.Application, gateway: Gateway)`
 #: adds routes (admin API, dashboard, metrics, feedback). Each tool adds one line here.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [
+    "thrifty.server.metrics:setup",
+    "thrifty.server.dashboard:setup",
+    "thrifty.server.feedback:setup",
+]
 
 GATEWAY = web.AppKey("gateway", Gateway)
 KEYS = web.AppKey("keys", KeyRing)
