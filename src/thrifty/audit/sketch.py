@@ -44,10 +44,12 @@ class Bloom:
         h1 = int.from_bytes(digest[:8], "little")
         h2 = int.from_bytes(digest[8:16], "little") | 1
         seen = True
-        arr = self._array
-        for i in range(self.k):
-            bit = (h1 + i * h2) % self.bits
-            byte, mask = bit >> 3, 1 << (bit & 7)
+        arr, bits = self._array, self.bits
+        for _ in range(self.k):
+            bit = h1 % bits
+            h1 += h2
+            mask = 1 << (bit & 7)
+            byte = bit >> 3
             if not arr[byte] & mask:
                 seen = False
                 arr[byte] |= mask
@@ -139,9 +141,9 @@ class LogHistogram:
     def __init__(self, per_octave: int = 8, max_octaves: int = 40) -> None:
         self.per_octave = per_octave
         n = per_octave * max_octaves + 1
-        self.counts = np.zeros(n, dtype=np.int64)
-        self.sums = np.zeros(n, dtype=np.float64)
-        self.side = np.zeros(n, dtype=np.float64)
+        self.counts = [0] * n
+        self.sums = [0.0] * n
+        self.side = [0.0] * n
         self.total = 0
 
     def bucket(self, value: float) -> int:
@@ -172,7 +174,7 @@ class LogHistogram:
     def above(self, threshold: float) -> tuple[int, float, float]:
         """(count, value sum, side sum) of the buckets that lie wholly above `threshold`."""
         start = self.bucket(threshold) + 1
-        return int(self.counts[start:].sum()), float(self.sums[start:].sum()), float(self.side[start:].sum())
+        return sum(self.counts[start:]), float(sum(self.sums[start:])), float(sum(self.side[start:]))
 
 
 @dataclass

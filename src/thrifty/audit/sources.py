@@ -102,10 +102,10 @@ def detect_format(location: str) -> Format:
         except orjson.JSONDecodeError:
             continue
         if isinstance(obj, dict):
+            if {"spend", "call_type", "startTime"} & obj.keys():  # LiteLLM rows also have `response`
+                return "litellm"
             if "request" in obj or "response" in obj:
                 return "jsonl"
-            if {"spend", "call_type", "startTime"} & obj.keys():
-                return "litellm"
     return "jsonl"
 
 

@@ -166,6 +166,7 @@ class Analyzer:
             )
         }  # fmt: skip
         self.ledger_savings: dict[str, float] = {}
+        self._days: dict[int, str] = {}
 
     # -- streaming -----------------------------------------------------------------------
 
@@ -197,7 +198,7 @@ class Analyzer:
         self.by_route.add(row.route or "(none)", *args)
         self.by_feature.add(row.feature or "(none)", *args)
         self.by_key.add(row.key or "(none)", *args)
-        day = datetime.fromtimestamp(row.ts, UTC).strftime("%Y-%m-%d") if row.ts is not None else "(no time)"
+        day = self._day(row.ts)
         self.by_day.add(day, *args)
         self.drivers.add(
             "\x1f".join((row.model, row.route or "-", row.feature or "-", row.key or "-")), *args
@@ -227,6 +228,17 @@ class Analyzer:
         self._route(row, cost, rates)
         if row.fingerprint is not None:
             self._repeats(row, cost, in_cost)
+
+    def _day(self, ts: float | None) -> str:
+        if ts is None:
+            return "(no time)"
+        n = int(ts // 86400)
+        day = self._days.get(n)
+        if day is None:
+            day = datetime.fromtimestamp(n * 86400, UTC).strftime("%Y-%m-%d")
+            if len(self._days) < 100_000:
+                self._days[n] = day
+        return day
 
     def _bump(self, name: str, cost: float, extra: float = 0.0) -> None:
         w = self.w[name]
