@@ -14,6 +14,7 @@ cannot be read is counted in `BadLines` with its number and reason, and reading 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -251,7 +252,7 @@ def _ledger_rows_postgres(location: str) -> Iterator[tuple[dict[str, Any] | None
     import psycopg
     from psycopg.rows import dict_row
 
-    with psycopg.connect(location, row_factory=dict_row) as conn:  # type: ignore[arg-type]
+    with psycopg.connect(location, row_factory=dict_row) as conn:
         with conn.cursor(name="thrifty_audit") as cur:  # server-side: streams
             cur.itersize = 2000
             cur.execute("SELECT * FROM requests ORDER BY ts")
@@ -390,9 +391,9 @@ def read_litellm(path: str, bad: BadLines, position: list[int] | None = None) ->
     with open(path, "rb") as fb:
         head = fb.read(4096).lstrip()
     if head.startswith(b"["):
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, "rb") as binary, io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as f:
             for obj, n in iter_json_array(f, bad):
-                position[0] = f.buffer.tell()
+                position[0] = binary.tell()
                 yield from _litellm_item(obj, n, bad)
         return
     with open(path, "rb") as fb:

@@ -116,7 +116,7 @@ def collect(store: LedgerStore, since: float | None = None, now: float | None = 
     answered = {str(k): int(c) for k, c in ex(
         f"SELECT answered_by, COUNT(*) FROM requests {w} AND answered_by IS NOT NULL GROUP BY 1", p)}  # fmt: skip
 
-    routing = [
+    routing: list[dict[str, Any]] = [
         {"requested": str(rq), "served": str(sv), "requests": int(c), "cost": _usd(cp)}
         for rq, sv, c, cp in ex(
             f"""SELECT requested_model, served_model, COUNT(*), SUM(cost_pico) FROM requests {w}
@@ -153,7 +153,7 @@ def collect(store: LedgerStore, since: float | None = None, now: float | None = 
         p,
     )[0]
     (with_outcome,) = ex(
-        f"""SELECT COUNT(DISTINCT r.task) FROM requests r JOIN task_outcomes o ON o.task = r.task
+        """SELECT COUNT(DISTINCT r.task) FROM requests r JOIN task_outcomes o ON o.task = r.task
             WHERE r.ts >= ?""",
         p,
     )[0]
