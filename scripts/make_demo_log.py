@@ -11,7 +11,9 @@ On top of that the script adds what production traffic has and a benchmark does 
 - exact repeats (popular prompts asked again), paraphrases of earlier prompts, client retries
   after a 429/500, double submits, and calls truncated by a low `max_tokens`;
 - agent tasks (`tags.task`) with their outcome lines {"task", "success"} taken from the
-  dataset's correctness labels, so that cost per resolved task can be reported.
+  dataset's correctness labels, so that cost per resolved task can be reported;
+- on each unmodified request, `labels.correct`: RouterBench's verdict for every model, so
+  that `thrifty replay` can report quality as well as cost.
 
 Usage: python scripts/make_demo_log.py --out demo.jsonl [--requests 4000] [--bad 0] [--seed 1]
 """
@@ -176,6 +178,8 @@ def main() -> None:
             },
         }
         out["cost"] = round(cost, 10)
+        if prompt is None and max_tokens is None:  # RouterBench's own labels, for `thrifty replay`
+            out["labels"] = {"correct": {MODELS[m][0]: v["correct"] for m, v in item["models"].items()}}
         out["latency_ms"] = round(300 + out_tok * ms_per_tok * rng.lognormvariate(0, 0.25), 1)
         return out
 

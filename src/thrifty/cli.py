@@ -14,6 +14,7 @@ SUBCOMMANDS: list[str] = [
     "thrifty.server.cli:serve",
     "thrifty.ledger.spend:spend",
     "thrifty.audit.cli:audit",
+    "thrifty.audit.cli:replay",
 ]
 
 
