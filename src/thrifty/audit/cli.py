@@ -97,7 +97,7 @@ def replay(
     if live:
         click.echo("replaying against the candidate's real providers (--live): this is billed", err=True)
     try:
-        res = run_replay(logs, config, fmt=fmt, live=live, model_map=mapping, limit=limit)  # type: ignore[arg-type]
+        res = run_replay(logs, config, fmt=fmt, live=live, model_map=mapping, limit=limit)
     except (ValueError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     except FileNotFoundError:

@@ -149,7 +149,8 @@ class RecordedProvider(Provider):
             raise UpstreamError(502, "no recorded answer for this request", retryable=False)
         out = copy.deepcopy(past.response)
         out["model"] = self.config.upstream_model
-        usage = out.get("usage") if isinstance(out.get("usage"), dict) else {}
+        logged = out.get("usage")
+        usage: dict[str, Any] = logged if isinstance(logged, dict) else {}
         logged_in = int(usage.get("prompt_tokens") or 0)
         logged_out = int(usage.get("completion_tokens") or 0)
         # A lever that rewrote the prompt changes its size; scale the logged count with it.
