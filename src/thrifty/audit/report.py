@@ -58,14 +58,14 @@ def print_summary(audit: Audit, console: Console | None = None, top: int = 8) ->
         t = Table(title=f"Cost by {title}", title_justify="left")
         for col, just in ((title, "left"), ("requests", "right"), ("cost", "right"), ("share", "right"),
                           ("in tok", "right"), ("out tok", "right"), ("errors", "right")):  # fmt: skip
-            t.add_column(col, justify=just)  # type: ignore[arg-type]
+            t.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
         for r in rows[:top]:
             t.add_row(r["name"], f"{r['requests']:,}", usd(r["cost"]), pct(r["share"]),
                       f"{r['input_tokens']:,}", f"{r['output_tokens']:,}", f"{r['errors']:,}")  # fmt: skip
         con.print(t)
     t = Table(title="Top cost drivers (model, route, feature, key)", title_justify="left")
     for col in ("model", "route", "feature", "key", "requests", "cost", "share"):
-        t.add_column(col, justify="right" if col in ("requests", "cost", "share") else "left")
+        t.add_column(col, justify="right" if col in ("requests", "cost", "share") else "left", overflow="fold")
     for d in a.top_drivers[:top]:
         t.add_row(d["model"], d["route"], d["feature"], d["key"], f"{d['requests']:,}", usd(d["cost"]), pct(d["share"]))
     con.print(t)

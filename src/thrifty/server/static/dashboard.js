@@ -8,7 +8,7 @@
   const charts = {};
   window.__charts = charts;
 
-  const usd = (v) => v == null ? "-" : (Math.abs(v) >= 100 ? "$" + v.toLocaleString(undefined, {maximumFractionDigits: 0})
+  const usd = (v) => v == null ? "-" : v === 0 ? "$0" : (Math.abs(v) >= 100 ? "$" + v.toLocaleString(undefined, {maximumFractionDigits: 0})
     : Math.abs(v) >= 1 ? "$" + v.toFixed(2) : Math.abs(v) >= 0.01 ? "$" + v.toFixed(4) : "$" + v.toPrecision(2));
   const pct = (v) => v == null ? "-" : (100 * v).toFixed(1) + "%";
   const num = (v) => v == null ? "-" : Math.round(v).toLocaleString();
