@@ -129,11 +129,11 @@ def _ms(text: str) -> float:
 
 LUA = """
 wrk.method = "POST"
-wrk.body = '%s'
+wrk.body = 'BODY'
 wrk.headers["Content-Type"] = "application/json"
 local extra = os.getenv("WRK_HEADERS")
-for k, v in string.gmatch(extra, '"([^"]+)":%%s*"([^"]+)"') do wrk.headers[k] = v end
-""" % json.dumps(BODY)
+for k, v in string.gmatch(extra, '"([^"]+)":%s*"([^"]+)"') do wrk.headers[k] = v end
+""".replace("BODY", json.dumps(BODY))
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ import httpx
 import openai
 
 from tests.conftest import RunningGateway
+from thrifty.config import ModelConfig
 from thrifty.ledger.prices import Pricer
 from thrifty.ledger.record import from_pico
-from thrifty.config import ModelConfig
 from thrifty.pipeline.context import Usage
 
 M = Decimal(1_000_000)

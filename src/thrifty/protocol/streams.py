@@ -14,7 +14,11 @@ from typing import Any
 
 from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.anthropic import usage_from_anthropic, usage_to_anthropic
-from thrifty.protocol.errors import anthropic_error_to_openai, openai_error_to_anthropic, status_of_anthropic_error
+from thrifty.protocol.errors import (
+    anthropic_error_to_openai,
+    openai_error_to_anthropic,
+    status_of_anthropic_error,
+)
 from thrifty.protocol.mapping import anthropic_id, finish_reason_for, openai_id, stop_reason_for
 from thrifty.protocol.openai import DONE, usage_from_openai, usage_to_openai
 
