@@ -202,7 +202,9 @@ class Handlers:
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(f"request body is {request.content_length} bytes; the limit is {limit} (server.max_body_bytes)", status=413)
         try:
-            raw = await request.content.read(limit + 1)
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest(f"request body is over the limit of {limit} bytes (server.max_body_bytes)", status=413) from None
         except Exception as exc:
             raise BadRequest(f"could not read the request body: {exc.__class__.__name__}") from None
         if len(raw) > limit:
@@ -378,7 +380,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
 def create_app(gateway: Gateway) -> web.Application:
     """The aiohttp application. The gateway is started on startup and closed on cleanup."""
     keys = KeyRing(gateway.config.server.keys)
-    app = web.Application(middlewares=[_errors], client_max_size=gateway.config.server.max_body_bytes + 1024)
+    app = web.Application(middlewares=[_errors], client_max_size=gateway.config.server.max_body_bytes)
     app[GATEWAY] = gateway
     app[KEYS] = keys
     h = Handlers(gateway, keys)
