@@ -253,6 +253,33 @@ class Handlers:
                                                for m in self.config.models]}
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
 
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's token counter (Claude Code calls it): the upstream's count for Anthropic
+        models, an offline estimate for the others."""
+        if self._principal(request) is None:
+            return error_response("anthropic", 401, "missing or invalid thrifty key")
+        try:
+            body = await self._read_json(request)
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise BadRequest("missing required field 'model'", "model")
+            if not isinstance(body.get("messages"), list):
+                raise BadRequest("'messages' must be an array", "messages")
+        except BadRequest as exc:
+            return error_response("anthropic", exc.status, exc.message)
+        if not self.config.has_model(model):
+            return error_response("anthropic", 404, f"the model {model!r} is not configured in thrifty")
+        provider = self.gateway.providers[model]
+        counter = getattr(provider, "count_tokens", None)
+        if counter is not None:
+            try:
+                return web.json_response({"input_tokens": await counter(body, request.headers)})
+            except UpstreamError as exc:
+                return error_response("anthropic", exc.status, exc.message)
+        from thrifty.ledger.tokens import estimate_request_tokens
+
+        return web.json_response({"input_tokens": estimate_request_tokens("anthropic", body)})
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -387,6 +414,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/v1/chat/completions", h.openai_chat)
     app.router.add_post("/chat/completions", h.openai_chat)
     app.router.add_post("/v1/messages", h.anthropic_messages)
+    app.router.add_post("/v1/messages/count_tokens", h.count_tokens)
     app.router.add_get("/v1/models", h.models)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_get("/readyz", h.readyz)
