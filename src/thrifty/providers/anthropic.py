@@ -56,7 +56,7 @@ class AnthropicProvider(Provider):
                 if resp.status >= 400:
                     raise await upstream_error(resp, key)
                 return int((await resp.json())["input_tokens"])
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, f"{self.name} upstream") from None
 
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
