@@ -83,7 +83,11 @@ def _part_tokens(part: Any, protocol: str) -> int:
         source = part.get("source") or {}
         return count_text(source.get("data", "")) if source.get("type") == "text" else DOCUMENT_TOKENS
     if kind == "tool_use":
-        return TOKENS_PER_TOOL_CALL + count_text(part.get("name", "")) + count_text(_json(part.get("input") or {}))
+        return (
+            TOKENS_PER_TOOL_CALL
+            + count_text(part.get("name", ""))
+            + count_text(_json(part.get("input") or {}))
+        )
     if kind == "tool_result":
         return TOKENS_PER_TOOL_CALL + _content_tokens(part.get("content"), protocol)
     if kind == "thinking":
@@ -110,7 +114,11 @@ def _message_tokens(message: dict[str, Any], protocol: str) -> int:
         tokens += TOKENS_PER_NAME + count_text(str(message["name"]))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        tokens += TOKENS_PER_TOOL_CALL + count_text(function.get("name", "")) + count_text(function.get("arguments", ""))
+        tokens += (
+            TOKENS_PER_TOOL_CALL
+            + count_text(function.get("name", ""))
+            + count_text(function.get("arguments", ""))
+        )
     return tokens
 
 

@@ -105,8 +105,10 @@ class _Choice:
         index = call.get("index")
         if index is None:  # some servers omit it: a new id starts a new call
             ids = [c.get("id") for c in self.tool_calls.values()]
-            index = len(self.tool_calls) if call.get("id") and call["id"] not in ids else max(
-                self.tool_calls, default=position
+            index = (
+                len(self.tool_calls)
+                if call.get("id") and call["id"] not in ids
+                else max(self.tool_calls, default=position)
             )
         slot = self.tool_calls.setdefault(
             index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
@@ -231,7 +233,12 @@ def _choice_chunks(body: dict[str, Any], choice: dict[str, Any]) -> list[SSEEven
             events.append(delta({"tool_calls": [{"index": i, "function": {"arguments": fragment}}]}))
     if message.get("function_call"):
         events.append(delta({"function_call": copy.deepcopy(message["function_call"])}))
-    events.append(_chunk(body, [{"index": index, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}]))
+    events.append(
+        _chunk(
+            body,
+            [{"index": index, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}],
+        )
+    )
     return events
 
 
