@@ -70,25 +70,27 @@ class _Choice:
         self.extra: dict[str, Any] = {}
 
     def add(self, choice: dict[str, Any]) -> None:
-        delta = choice.get("delta") or {}
-        if delta.get("role"):
-            self.role = delta["role"]
-        if isinstance(delta.get("content"), str):
-            self.content.append(delta["content"])
-        if isinstance(delta.get("refusal"), str):
-            self.refusal = (self.refusal or []) + [delta["refusal"]]
-        for position, call in enumerate(delta.get("tool_calls") or []):
-            self._add_tool_call(position, call)
-        if delta.get("function_call"):
-            fc = self.function_call or {"name": "", "arguments": ""}
-            fc["name"] += delta["function_call"].get("name") or ""
-            fc["arguments"] += delta["function_call"].get("arguments") or ""
-            self.function_call = fc
-        if delta.get("annotations"):
-            self.annotations = (self.annotations or []) + list(delta["annotations"])
-        for key in ("reasoning_content", "reasoning"):  # vLLM, DeepSeek, OpenRouter
-            if isinstance(delta.get(key), str):
-                self.extra[key] = self.extra.get(key, "") + delta[key]
+        for key, value in (choice.get("delta") or {}).items():  # usually a single key
+            if value is None:
+                continue
+            if key == "content":
+                self.content.append(value)
+            elif key == "role":
+                self.role = value or self.role
+            elif key == "refusal":
+                self.refusal = (self.refusal or []) + [value]
+            elif key == "tool_calls":
+                for position, call in enumerate(value):
+                    self._add_tool_call(position, call)
+            elif key == "function_call":
+                fc = self.function_call or {"name": "", "arguments": ""}
+                fc["name"] += value.get("name") or ""
+                fc["arguments"] += value.get("arguments") or ""
+                self.function_call = fc
+            elif key == "annotations":
+                self.annotations = (self.annotations or []) + list(value)
+            elif key in ("reasoning_content", "reasoning") and isinstance(value, str):  # vLLM, DeepSeek
+                self.extra[key] = self.extra.get(key, "") + value
         logprobs = choice.get("logprobs")
         if logprobs:
             merged = self.logprobs or {}
@@ -156,14 +158,19 @@ def collect_openai(events: list[SSEEvent]) -> dict[str, Any]:
         chunk = event.data
         if not isinstance(chunk, dict) or "error" in chunk:
             continue
-        for key in _ENVELOPE:
-            if chunk.get(key) is not None and (key not in envelope or key == "system_fingerprint"):
-                envelope[key] = chunk[key]
+        if not envelope or chunk.get("system_fingerprint"):
+            envelope.update(
+                (k, chunk[k]) for k in _ENVELOPE if chunk.get(k) is not None and k not in envelope
+            )
+            if chunk.get("system_fingerprint"):
+                envelope["system_fingerprint"] = chunk["system_fingerprint"]
         if chunk.get("usage"):
             usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             index = int(choice.get("index", 0))
-            choices.setdefault(index, _Choice(index)).add(choice)
+            if index not in choices:
+                choices[index] = _Choice(index)
+            choices[index].add(choice)
     body: dict[str, Any] = {
         "id": envelope.get("id", ""),
         "object": "chat.completion",
