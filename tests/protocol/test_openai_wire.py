@@ -314,3 +314,26 @@ async def test_openai_sdk_iterates_raw_chunks_of_a_replay(upstream: Upstream) ->
     text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     await client.close()
     assert "".join(text) == text_of(_bodies()[1])
+
+
+def test_collect_tool_calls_sent_whole_without_index() -> None:
+    # some OpenAI-compatible servers send each call whole, in one chunk, with no index
+    events = [
+        chunk({"role": "assistant", "content": None}),
+        chunk(
+            {"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "a", "arguments": "{}"}}]}
+        ),
+        chunk(
+            {
+                "tool_calls": [
+                    {"id": "c2", "type": "function", "function": {"name": "b", "arguments": '{"x":1}'}}
+                ]
+            }
+        ),
+        chunk({}, "tool_calls"),
+    ]
+    calls = collect_openai(events)["choices"][0]["message"]["tool_calls"]
+    assert [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in calls] == [
+        ("c1", "a", "{}"),
+        ("c2", "b", '{"x":1}'),
+    ]

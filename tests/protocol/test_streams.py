@@ -4,6 +4,8 @@ and the official SDKs read them like a live stream."""
 from __future__ import annotations
 
 import copy
+import json
+import random
 from typing import Any
 
 import anthropic
@@ -15,7 +17,7 @@ from pydantic import TypeAdapter
 
 from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.anthropic import collect_anthropic, replay_anthropic
-from thrifty.protocol.openai import collect_openai, replay_openai
+from thrifty.protocol.openai import collect_openai, replay_openai, usage_from_openai, usage_to_openai
 from thrifty.protocol.translate import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
@@ -248,3 +250,102 @@ async def test_anthropic_sdk_raises_on_a_translated_error_event(upstream: Upstre
         ) as s:
             await s.get_final_message()
     await client.close()
+
+
+def test_tool_calls_without_index_become_separate_blocks() -> None:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> SSEEvent:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return SSEEvent(
+            data={
+                "id": "chatcmpl-g",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gemini",
+                "choices": [choice],
+            }
+        )
+
+    events = [
+        chunk(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "a", "arguments": "{}"}}
+                ],
+            }
+        ),
+        chunk(
+            {
+                "tool_calls": [
+                    {"id": "c2", "type": "function", "function": {"name": "b", "arguments": '{"x": 1}'}}
+                ]
+            }
+        ),
+        chunk({}, "tool_calls"),
+        SSEEvent(data="[DONE]"),
+    ]
+    _, out = to_anthropic(events)
+    message = collect_anthropic(out)
+    assert [(b["id"], b["name"], b["input"]) for b in message["content"]] == [
+        ("c1", "a", {}),
+        ("c2", "b", {"x": 1}),
+    ]
+    assert message["stop_reason"] == "tool_use"
+
+
+def _random_completion(rng: random.Random) -> dict[str, Any]:
+    words = ["Paris", "weather", "naïve", "你好", "🌍", "\n\n", "  ", "x", "the", "{json}"]
+    text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))
+    calls = [
+        {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {
+                "name": f"tool_{i}",
+                "arguments": json.dumps({"q": rng.choice(words), "n": rng.randint(0, 9)}, ensure_ascii=False),
+            },
+        }
+        for i in range(rng.randint(0, 3))
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    prompt, cached = rng.randint(10, 5000), rng.randint(0, 9)
+    return {
+        "id": f"chatcmpl-{rng.randint(0, 10**6)}",
+        "object": "chat.completion",
+        "created": 1731000000,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "tool_calls" if calls else rng.choice(["stop", "length"]),
+            }
+        ],
+        "usage": usage_to_openai(
+            usage_from_openai(
+                {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": rng.randint(1, 500),
+                    "prompt_tokens_details": {"cached_tokens": cached},
+                }
+            )
+        ),
+    }
+
+
+def test_random_answers_survive_every_path_between_protocols() -> None:
+    """Complete and streamed, in both directions, every path gives the same answer."""
+    rng = random.Random(11)
+    for _ in range(60):
+        completion = _random_completion(rng)
+        message = openai_response_to_anthropic(completion)
+        Message.model_validate(message)
+        # OpenAI stream -> Anthropic stream -> collected == complete translation
+        _, out = to_anthropic(replay_openai(completion, True))
+        assert collect_anthropic(out) == message
+        # Anthropic stream -> OpenAI stream -> collected == complete translation == the original
+        _, back = to_openai(replay_anthropic(message), include_usage=True)
+        assert collect_openai(back) == anthropic_response_to_openai(message, created=1731000000) == completion

@@ -54,6 +54,21 @@ def usage_to_openai(u: Usage) -> dict[str, Any]:
     }
 
 
+def tool_call_index(call: dict[str, Any], position: int, known: dict[int, str]) -> int:
+    """Which tool call a streamed tool-call delta belongs to.
+
+    `known` maps the indexes seen so far to their ids. Some servers leave `index` out and
+    send each call whole: then a new id starts a new call, and a delta without an id
+    continues the latest one.
+    """
+    index = call.get("index")
+    if isinstance(index, int):
+        return index
+    if call.get("id") and call["id"] not in known.values():
+        return max(known, default=-1) + 1
+    return max(known, default=position)
+
+
 class _Choice:
     """One choice being assembled from its deltas."""
 
@@ -104,14 +119,7 @@ class _Choice:
             self.finish_reason = choice["finish_reason"]
 
     def _add_tool_call(self, position: int, call: dict[str, Any]) -> None:
-        index = call.get("index")
-        if index is None:  # some servers omit it: a new id starts a new call
-            ids = [c.get("id") for c in self.tool_calls.values()]
-            index = (
-                len(self.tool_calls)
-                if call.get("id") and call["id"] not in ids
-                else max(self.tool_calls, default=position)
-            )
+        index = tool_call_index(call, position, {i: c["id"] for i, c in self.tool_calls.items()})
         slot = self.tool_calls.setdefault(
             index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
         )

@@ -20,7 +20,7 @@ from thrifty.protocol.errors import (
     status_of_anthropic_error,
 )
 from thrifty.protocol.mapping import anthropic_id, finish_reason_for, openai_id, stop_reason_for
-from thrifty.protocol.openai import DONE, usage_from_openai, usage_to_openai
+from thrifty.protocol.openai import DONE, tool_call_index, usage_from_openai, usage_to_openai
 
 
 class AnthropicToOpenAIStream:
@@ -139,6 +139,7 @@ class OpenAIToAnthropicStream:
         self._open_kind = ""
         self._blocks = 0
         self._tool_block: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
+        self._tool_ids: dict[int, str] = {}  # OpenAI tool_calls index -> call id
 
     @property
     def usage(self) -> Usage:
@@ -186,7 +187,7 @@ class OpenAIToAnthropicStream:
         return events
 
     def _tool_call(self, position: int, call: dict[str, Any]) -> list[SSEEvent]:
-        index = int(call.get("index", position))
+        index = tool_call_index(call, position, self._tool_ids)
         function = call.get("function") or {}
         events: list[SSEEvent] = []
         if index not in self._tool_block:
@@ -199,6 +200,7 @@ class OpenAIToAnthropicStream:
             events += self._open_block("tool", block)
             assert self._open is not None
             self._tool_block[index] = self._open
+            self._tool_ids[index] = call.get("id") or ""
         if function.get("arguments"):
             delta = {"type": "input_json_delta", "partial_json": function["arguments"]}
             events.append(_event("content_block_delta", index=self._tool_block[index], delta=delta))
