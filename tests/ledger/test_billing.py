@@ -39,7 +39,9 @@ async def test_plain_openai_bill(thrifty: RunningGateway) -> None:
 
 
 async def test_openai_cached_input_is_billed_at_the_cached_rate(thrifty: RunningGateway) -> None:
-    await oa(thrifty).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "[cached 8] hi"}])
+    await oa(thrifty).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "[cached 8] hi"}]
+    )
     [row] = thrifty.rows()
     # 13 prompt tokens of which 8 cached: 5 at 0.15, 8 at 0.075
     assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (5, 8, 2)
@@ -47,7 +49,9 @@ async def test_openai_cached_input_is_billed_at_the_cached_rate(thrifty: Running
 
 
 async def test_reasoning_tokens_are_billed_as_output(thrifty: RunningGateway) -> None:
-    await oa(thrifty).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "[reason 50] hi"}])
+    await oa(thrifty).chat.completions.create(
+        model="gpt-test", messages=[{"role": "user", "content": "[reason 50] hi"}]
+    )
     [row] = thrifty.rows()
     assert row["reasoning_tokens"] == 50 and row["output_tokens"] == 52
     assert bill(row) == (row["input_tokens"] * Decimal("0.15") + 52 * Decimal("0.60")) / M
@@ -56,13 +60,17 @@ async def test_reasoning_tokens_are_billed_as_output(thrifty: RunningGateway) ->
 async def test_anthropic_cache_write_and_read(thrifty: RunningGateway) -> None:
     client = anthropic.AsyncAnthropic(base_url=thrifty.url, api_key="unused", max_retries=0)
     await client.messages.create(
-        model="claude-test", max_tokens=10,
+        model="claude-test",
+        max_tokens=10,
         messages=[{"role": "user", "content": "hi [cached 40] [write 10] [write1h 20]"}],
     )
     [row] = thrifty.rows()
     assert (row["cache_read_tokens"], row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (40, 10, 20)
     expected = (
-        row["input_tokens"] * Decimal(3) + 40 * Decimal("0.30") + 10 * Decimal("3.75") + 20 * Decimal(6)
+        row["input_tokens"] * Decimal(3)
+        + 40 * Decimal("0.30")
+        + 10 * Decimal("3.75")
+        + 20 * Decimal(6)
         + row["output_tokens"] * Decimal(15)
     ) / M
     assert bill(row) == expected
@@ -70,7 +78,10 @@ async def test_anthropic_cache_write_and_read(thrifty: RunningGateway) -> None:
 
 async def test_streaming_with_usage_bills_like_non_streaming(thrifty: RunningGateway) -> None:
     stream = await oa(thrifty).chat.completions.create(
-        model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        model="gpt-test",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     async for _ in stream:
         pass
@@ -81,8 +92,14 @@ async def test_streaming_with_usage_bills_like_non_streaming(thrifty: RunningGat
 
 async def test_a_stream_cut_short_is_billed_on_estimated_usage(thrifty: RunningGateway) -> None:
     async with httpx.AsyncClient() as http:
-        await http.post(thrifty.url + "/v1/chat/completions", json={
-            "model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "[cut] one two three four"}]})
+        await http.post(
+            thrifty.url + "/v1/chat/completions",
+            json={
+                "model": "gpt-test",
+                "stream": True,
+                "messages": [{"role": "user", "content": "[cut] one two three four"}],
+            },
+        )
     [row] = thrifty.rows()
     assert row["usage_estimated"] and row["outcome"] == "partial"
     assert row["input_tokens"] > 0 and row["output_tokens"] > 0

@@ -17,13 +17,26 @@ from thrifty.ledger.writer import LedgerWriter
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def record(model: str = "m", cost: str = "0.001", saved: dict[str, Decimal] | None = None, **kw: object) -> LedgerRecord:
+def record(
+    model: str = "m", cost: str = "0.001", saved: dict[str, Decimal] | None = None, **kw: object
+) -> LedgerRecord:
     saved = saved or {}
     c = Decimal(cost)
     return LedgerRecord(
-        request_id="req_" + uuid.uuid4().hex, ts=time.time(), protocol="openai", requested_model=model,
-        served_model=model, provider="openai", status=200, outcome="ok", input_tokens=10, output_tokens=5,
-        cost=c, counterfactual_cost=c + sum(saved.values(), Decimal(0)), savings=saved, **kw,  # type: ignore[arg-type]
+        request_id="req_" + uuid.uuid4().hex,
+        ts=time.time(),
+        protocol="openai",
+        requested_model=model,
+        served_model=model,
+        provider="openai",
+        status=200,
+        outcome="ok",
+        input_tokens=10,
+        output_tokens=5,
+        cost=c,
+        counterfactual_cost=c + sum(saved.values(), Decimal(0)),
+        savings=saved,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -51,11 +64,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStor
 
 
 def test_spend_groups_and_sums_exactly(store: LedgerStore) -> None:
-    store.write([
-        record("a", "0.1", {"cache": Decimal("0.3")}, route="search"),
-        record("a", "0.2", route="chat"),
-        record("b", "0.0000001"),
-    ])
+    store.write(
+        [
+            record("a", "0.1", {"cache": Decimal("0.3")}, route="search"),
+            record("a", "0.2", route="chat"),
+            record("b", "0.0000001"),
+        ]
+    )
     by_model = {r["model"]: r for r in store.spend("model")}
     assert by_model["a"]["cost"] == Decimal("0.3") and by_model["a"]["requests"] == 2
     assert by_model["a"]["saved"] == Decimal("0.3") and by_model["a"]["counterfactual_cost"] == Decimal("0.6")
@@ -68,7 +83,9 @@ def test_spend_groups_and_sums_exactly(store: LedgerStore) -> None:
 
 
 def test_writer_batches_and_flushes(tmp_path: Path) -> None:
-    writer = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "spill.jsonl")
+    writer = LedgerWriter(
+        SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "spill.jsonl"
+    )
     for _ in range(1000):
         writer.submit(record())
     assert writer.flush(5)
@@ -89,7 +106,9 @@ class FlakyStore(SQLiteStore):
 
 
 def test_a_failing_store_loses_nothing(tmp_path: Path) -> None:
-    writer = LedgerWriter(FlakyStore(str(tmp_path / "f.db"), fail=2), flush_interval=0.01, spill_path=tmp_path / "s.jsonl")
+    writer = LedgerWriter(
+        FlakyStore(str(tmp_path / "f.db"), fail=2), flush_interval=0.01, spill_path=tmp_path / "s.jsonl"
+    )
     for _ in range(10):
         writer.submit(record())
     assert writer.flush(10)
@@ -99,7 +118,9 @@ def test_a_failing_store_loses_nothing(tmp_path: Path) -> None:
 
 def test_rows_the_store_refuses_at_shutdown_are_spilled_and_replayed(tmp_path: Path) -> None:
     spill = tmp_path / "s.jsonl"
-    writer = LedgerWriter(FlakyStore(str(tmp_path / "g.db"), fail=10**6), flush_interval=0.01, spill_path=spill)
+    writer = LedgerWriter(
+        FlakyStore(str(tmp_path / "g.db"), fail=10**6), flush_interval=0.01, spill_path=spill
+    )
     r = record(saved={"cache": Decimal("0.5")})
     writer.submit(r)
     writer.close(timeout=0.3)
