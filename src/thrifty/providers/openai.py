@@ -61,7 +61,7 @@ class OpenAIProvider(Provider):
             finally:
                 resp.release()
             return Reply(status=resp.status, body=data, usage=usage_from_openai(data.get("usage")))
-        stream = EventStream(self._relay(resp, lambda: stream))
+        stream: EventStream = EventStream(self._relay(resp, lambda: stream))
         return Reply(status=resp.status, stream=stream)
 
     async def _relay(self, resp: aiohttp.ClientResponse, holder: Any) -> AsyncIterator[SSEEvent]:
