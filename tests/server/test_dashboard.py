@@ -250,3 +250,32 @@ async def test_dashboard_draws_every_chart_in_chromium(server: Server, tmp_path:
     errors = [e for e in seen["logs"] if e["level"] == "SEVERE"]
     assert errors == []
     assert shot.stat().st_size > 20_000
+
+
+async def test_real_requests_reach_metrics_stats_and_cost_per_task(thrifty: Any) -> None:
+    """Through the real server and the mock upstream: tasks, feedback, /metrics and stats agree."""
+    import orjson
+
+    async with aiohttp.ClientSession() as s:
+        for i, task in enumerate(["build-1", "build-1", "build-2", None]):
+            headers = {"X-Thrifty-Task": task} if task else {}
+            body = {"model": "gpt-test", "messages": [{"role": "user", "content": f"step {i} please"}]}
+            async with s.post(thrifty.url + "/v1/chat/completions", json=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+        async with s.post(thrifty.url + "/v1/thrifty/feedback", json={"task": "build-1", "success": True}) as r:
+            assert r.status == 200
+        async with s.post(thrifty.url + "/v1/thrifty/feedback", json={"task": "build-2", "success": False}) as r:
+            assert r.status == 200
+        rows = thrifty.rows()
+        async with s.get(thrifty.url + "/v1/thrifty/stats?since=1h") as r:
+            stats = orjson.loads(await r.read())
+        async with s.get(thrifty.url + "/metrics") as r:
+            metrics = await r.text()
+    costs = {row["request_id"]: row["cost_pico"] / 1e12 for row in rows}
+    assert stats["totals"]["requests"] == 4 == _metric(metrics, "thrifty_requests_total", outcome="ok")
+    assert stats["totals"]["cost"] == pytest.approx(sum(costs.values()))
+    assert _metric(metrics, "thrifty_cost_usd_total") == pytest.approx(sum(costs.values()))
+    task_costs = [row["cost_pico"] / 1e12 for row in rows if row["task"] in ("build-1", "build-2")]
+    assert stats["tasks"]["tasks"] == 2 and stats["tasks"]["successful"] == 1
+    # both judged tasks' spend over the one that succeeded
+    assert stats["tasks"]["cost_per_successful_task"] == pytest.approx(sum(task_costs))
