@@ -29,7 +29,7 @@ def audit_log(
     analyzer = Analyzer(settings, rates, embed)
     size = source.size_hint() if source.format != "ledger" else None
     bar = tqdm(
-        total=size,
+        total=size or (source.row_count() if progress else None),
         unit="B" if size else " rows",
         unit_scale=True,
         desc=f"audit {source.format}",

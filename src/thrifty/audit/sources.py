@@ -74,6 +74,27 @@ class LogSource:
         except OSError:
             return None
 
+    def row_count(self) -> int | None:
+        """Rows in a ledger (for a progress bar), or None for files or when it cannot be counted."""
+        if self.format != "ledger":
+            return None
+        try:
+            if self.location.startswith(("postgres://", "postgresql://")):
+                import psycopg
+
+                with psycopg.connect(self.location) as conn:
+                    found = conn.execute("SELECT COUNT(*) FROM requests").fetchone()
+            else:
+                path = self.location.removeprefix("sqlite:///").removeprefix("sqlite://")
+                conn2 = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    found = conn2.execute("SELECT COUNT(*) FROM requests").fetchone()
+                finally:
+                    conn2.close()
+        except Exception:  # the read itself will report the real problem
+            return None
+        return int(found[0]) if found else None
+
     def __iter__(self) -> Iterator[AuditRow | TaskOutcome]:
         if self.format == "ledger":
             yield from read_ledger(self.location, self.bad)
