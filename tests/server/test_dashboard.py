@@ -24,10 +24,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.conftest import RunningGateway, StartGateway, mock_config
 from thrifty.config import parse_config
 from thrifty.gateway import Gateway
 from thrifty.ledger.record import LedgerRecord
 from thrifty.server.app import create_app
+from thrifty.testing.mock_upstream import MockUpstream
 
 ADMIN, USER = "sk-admin-test", "sk-user-test"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -252,7 +254,7 @@ async def test_dashboard_draws_every_chart_in_chromium(server: Server, tmp_path:
     assert shot.stat().st_size > 20_000
 
 
-async def test_real_requests_reach_metrics_stats_and_cost_per_task(thrifty: Any) -> None:
+async def test_real_requests_reach_metrics_stats_and_cost_per_task(thrifty: RunningGateway) -> None:
     """Through the real server and the mock upstream: tasks, feedback, /metrics and stats agree."""
     import orjson
 
@@ -279,3 +281,30 @@ async def test_real_requests_reach_metrics_stats_and_cost_per_task(thrifty: Any)
     assert stats["tasks"]["tasks"] == 2 and stats["tasks"]["successful"] == 1
     # both judged tasks' spend over the one that succeeded
     assert stats["tasks"]["cost_per_successful_task"] == pytest.approx(sum(task_costs))
+
+
+async def test_opentelemetry_spans_follow_the_genai_conventions(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk is not installed (pip install 'thrifty[otel]')")
+    gw = await start_gateway(mock_config(upstream, tmp_path, "metrics: {otel: {exporter: memory}}"))
+    async with aiohttp.ClientSession() as s:
+        body = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello there"}]}
+        async with s.post(gw.url + "/v1/chat/completions", json=body, headers={"X-Thrifty-Tags": "route=docs"}) as r:
+            assert r.status == 200
+        async with s.post(gw.url + "/v1/chat/completions", json={**body, "messages": [
+                {"role": "user", "content": "[500 always]"}]}) as r:  # fmt: skip
+            assert r.status >= 500
+    row = [r for r in gw.rows() if r["status"] == 200][0]
+    spans = gw.gateway.state["otel"]["exporter"].get_finished_spans()
+    assert len(spans) == 2
+    ok = next(s for s in spans if s.attributes["http.response.status_code"] == 200)
+    failed = next(s for s in spans if s.attributes["http.response.status_code"] != 200)
+    assert ok.name == "chat gpt-test"
+    a = ok.attributes
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "gpt-test"
+    assert a["gen_ai.usage.input_tokens"] == row["input_tokens"] + row["cache_read_tokens"]
+    assert a["gen_ai.usage.output_tokens"] == row["output_tokens"]
+    assert a["thrifty.route"] == "docs" and a["thrifty.cost_usd"] == pytest.approx(row["cost_pico"] / 1e12)
+    assert (ok.end_time - ok.start_time) / 1e6 == pytest.approx(row["latency_ms"], abs=0.01)
+    assert failed.attributes["error.type"].startswith("5") and not failed.status.is_ok

@@ -35,6 +35,7 @@ EXTENSIONS: list[str] = [
     "thrifty.server.metrics:setup",
     "thrifty.server.dashboard:setup",
     "thrifty.server.feedback:setup",
+    "thrifty.server.otel:setup",
 ]
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -18,7 +18,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
+from thrifty.config import lever_model
 from thrifty.gateway import Gateway
 from thrifty.ledger.record import LedgerRecord
 
@@ -205,6 +207,18 @@ def _gateway_lines(gateway: Gateway) -> list[str]:
 COLLECTOR = web.AppKey("metrics_collector", MetricsCollector)
 
 
+class MetricsSettings(BaseModel):
+    """The `metrics:` config section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: Serve /metrics without a key (for a scraper inside a private network).
+    public: bool = False
+    #: OpenTelemetry traces (see thrifty.server.otel); validated there.
+    otel: dict[str, Any] | None = None
+
+
 def setup(app: web.Application, gateway: Gateway) -> None:
     """Register GET /metrics and count every ledger record from start-up on.
 
@@ -213,10 +227,13 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     """
     from thrifty.server.guard import require_admin
 
+    settings = lever_model(gateway.config, "metrics", MetricsSettings)
+    if not settings.enabled:
+        return
     collector = MetricsCollector()
     app[COLLECTOR] = collector
     gateway.state["metrics"] = collector
-    public = bool(gateway.config.metrics.get("public", False))
+    public = settings.public
 
     async def attach(_app: web.Application) -> None:
         if gateway.pipeline is None:  # the server's own start-up hook then skips its start
