@@ -120,6 +120,11 @@ def wrk(url: str, seconds: int, connections: int, script: Path, headers: dict[st
     return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "requests": total, "errors": int(non2xx.group(1)) if non2xx else 0}
 
 
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return ordered[len(ordered) // 2]
+
+
 def _ms(text: str) -> float:
     m = re.match(r"([\d.]+)(us|ms|s|m)", text)
     assert m, text
@@ -138,7 +143,8 @@ for k, v in string.gmatch(extra, '"([^"]+)":%s*"([^"]+)"') do wrk.headers[k] = v
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each load run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is reported")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--litellm", metavar="VENV", help="a venv with litellm[proxy] installed, to add target (d)")
     parser.add_argument("--role", choices=["mock", "relay"], help=argparse.SUPPRESS)
@@ -199,11 +205,17 @@ model_list:
             headers["d. LiteLLM proxy"] = {"Authorization": "Bearer sk-litellm-bench"}
         for url in targets.values():
             wait_port(int(url.split(":")[2].split("/")[0]), timeout=180)
-        results: dict[str, dict[str, float]] = {}
         for name, url in targets.items():
             wrk(url, 2, args.connections, script, headers.get(name))  # warm up
-            print(f"running {name} for {args.seconds}s ...", file=sys.stderr, flush=True)
-            results[name] = wrk(url, args.seconds, args.connections, script, headers.get(name))
+        # Interleave the targets over several rounds and keep each one's median round, so that
+        # noise from other work on the machine falls on every target alike.
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for r in range(args.rounds):
+            for name, url in targets.items():
+                print(f"round {r + 1}/{args.rounds}: {name} for {args.seconds}s ...", file=sys.stderr, flush=True)
+                runs[name].append(wrk(url, args.seconds, args.connections, script, headers.get(name)))
+        results = {name: _median_run(rs) for name, rs in runs.items()}
+        measured = sum(int(r["requests"]) for r in runs["c. thrifty (ledger on)"])
         time.sleep(1.0)  # let the ledger's last batch land
         # every request thrifty answered (warm-up included) must be in its ledger
         ledger_rows = sqlite3.connect(tmp / "ledger.db").execute("SELECT COUNT(*) FROM requests").fetchone()[0]
@@ -216,7 +228,8 @@ model_list:
             except subprocess.TimeoutExpired:
                 p.kill()
 
-    print(f"\ngateway overhead: {args.connections} concurrent connections, {args.seconds}s per target, loopback, "
+    print(f"\ngateway overhead: {args.connections} concurrent connections, median of {args.rounds} interleaved "
+          f"{args.seconds}s rounds per target, loopback, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print(f"{'target':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
@@ -228,7 +241,7 @@ model_list:
     if "d. LiteLLM proxy" in results:
         print(f"thrifty / LiteLLM throughput:    {thr['rps'] / results['d. LiteLLM proxy']['rps']:.1f}x (target >= 20x)")
     print(f"median latency thrifty adds over direct: {thr['p50'] - direct['p50']:.2f} ms (target <= 1 ms)")
-    print(f"ledger rows: {ledger_rows} (wrk counted {int(thr['requests'])} in the measured run, plus the warm-up)")
+    print(f"ledger rows: {ledger_rows} (wrk counted {measured} in the measured rounds, plus the warm-up)")
 
 
 if __name__ == "__main__":

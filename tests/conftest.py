@@ -99,3 +99,13 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
 async def thrifty(upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway) -> RunningGateway:
     """thrifty in front of the mock upstream, with no levers configured."""
     return await start_gateway(mock_config(upstream, tmp_path))
+
+
+@pytest.fixture
+def upstream_config(tmp_path: Path) -> str:
+    """A config naming a mock upstream address that nothing listens on (for CLI checks)."""
+    return f"""
+store: sqlite:///{tmp_path}/ledger.db
+models:
+  - {{name: gpt-test, provider: openai, model: gpt-4o-mini, base_url: "http://127.0.0.1:9/v1"}}
+"""

@@ -41,6 +41,24 @@ class AnthropicProvider(Provider):
             headers["x-api-key"] = key
         return headers
 
+    async def count_tokens(self, body: dict[str, Any], headers: Any) -> int:
+        """Ask the upstream's own token counter (exact for Anthropic models)."""
+        payload = {k: v for k, v in body.items() if k in ("messages", "system", "tools", "tool_choice", "thinking")}
+        payload["model"] = self.config.upstream_model
+        hdrs = {"Content-Type": "application/json", "anthropic-version": headers.get("anthropic-version", API_VERSION)}
+        key = self.config.api_key()
+        if key:
+            hdrs["x-api-key"] = key
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout, connect=self.config.connect_timeout)
+        try:
+            async with session().post(self.url + "/count_tokens", data=orjson.dumps(payload), headers=hdrs,
+                                      timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise await upstream_error(resp, key)
+                return int((await resp.json())["input_tokens"])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error(exc, f"{self.name} upstream") from None
+
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
         body = {**body, "model": self.config.upstream_model}
         streaming = bool(body.get("stream"))

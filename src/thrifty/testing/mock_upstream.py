@@ -68,6 +68,7 @@ class MockUpstream:
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self.openai)
         self.app.router.add_post("/v1/messages", self.anthropic)
+        self.app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -161,6 +162,11 @@ class MockUpstream:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        self.calls["count_tokens"] += 1
+        body = await request.json()
+        return web.json_response({"input_tokens": len(json.dumps(body.get("messages"))) // 4 + 10})
 
     async def anthropic(self, request: web.Request) -> web.StreamResponse:
         pre = await self._prelude(request, "anthropic")
