@@ -22,7 +22,10 @@ EXIT_OK, EXIT_REGRESSED, EXIT_ERROR = 0, 1, 2
 
 
 def _console() -> Console:
-    return Console(stderr=False, highlight=False, soft_wrap=True)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # CI logs and pipes: do not squeeze tables into 80 columns
+        console = Console(highlight=False, width=200)
+    return console
 
 
 def _load(set_path: str) -> EvalSet:
@@ -30,9 +33,8 @@ def _load(set_path: str) -> EvalSet:
         eval_set = load_set(set_path)
     except SetError as exc:
         raise click.ClickException(str(exc)) from None
-    err = Console(stderr=True, highlight=False)
     for problem in eval_set.problems:
-        err.print(f"[yellow]{set_path}:{problem.line}: skipped: {problem.message}[/yellow]")
+        click.echo(f"{set_path}:{problem.line}: skipped: {problem.message}", err=True)
     if not eval_set.items:
         raise click.ClickException(f"{set_path}: no usable items")
     return eval_set

@@ -338,7 +338,9 @@ class GatewayTarget:
             latency = (time.perf_counter() - started) * 1000
             return Answer("", 0.0, latency, error=f"{type(exc).__name__}: {exc}"[:300])
         latency = (time.perf_counter() - started) * 1000
-        cost = float(reply.cost + Decimal(str(ctx.extra.get("side_cost", "0"))))
+        side = Decimal(str(ctx.extra.get("side_cost", "0")))
+        # a direct call's own cost is already in side_cost; a pipeline reply's is not
+        cost = float(side if model is not None else reply.cost + side)
         if not reply.ok:
             return Answer("", cost, latency, reply.served_model, _error_text(reply.body, reply.status))
         return Answer(reply_text(reply.body), cost, latency, reply.served_model)
