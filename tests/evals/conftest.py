@@ -7,6 +7,7 @@ Each reply carries usage so that the gateway prices it; `judge-model` returns a 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ async def mock_openai() -> AsyncIterator[MockOpenAI]:
         body = await request.json()
         mock.calls.append(body)
         model = body["model"]
+        if model.startswith("slow-"):  # a slow model: answers like the rest of its name, after 0.5 s
+            await asyncio.sleep(0.5)
+            model = model[len("slow-"):]
         question = body["messages"][-1]["content"]
         if model == "judge-model":
             if mock.judge_status != 200:
