@@ -14,6 +14,7 @@ SUBCOMMANDS: list[str] = [
     "thrifty.server.cli:serve",
     "thrifty.ledger.spend:spend",
     "thrifty.evals.cli:eval_group",
+    "thrifty.evals.export:export_group",
 ]
 
 

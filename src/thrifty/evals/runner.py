@@ -310,6 +310,7 @@ class GatewayTarget:
         ctx = Context(protocol="openai", body=body, config=self.config, tags={"route": route, "source": "eval"})
         ctx.requested_model = str(body.get("model", ""))
         ctx.original_body = copy.deepcopy(body)
+        ctx.extra["shadow_skip"] = True  # eval traffic is not live traffic
         return ctx
 
     async def ask(self, item: EvalItem, model: str | None = None) -> Answer:

@@ -277,7 +277,7 @@ class ShadowStage:
         return self._settings[route]
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        if ctx.extra.get("shadow_run"):
+        if ctx.extra.get("shadow_run") or ctx.extra.get("shadow_skip"):  # our own reruns; eval traffic
             return await next(ctx)
         settings = self.settings(ctx.route)
         if not settings.enabled or settings.sample <= 0 or ctx.stream:
