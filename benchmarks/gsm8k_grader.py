@@ -63,10 +63,10 @@ async def responses_via_replay(rows: list[dict[str, str]], data: Path) -> dict[s
     items = [parse_item({"id": str(i), "prompt": r["prompt"], "grader": {"type": "regex", "pattern": ""}}, i)
              for i, r in enumerate(rows)]  # fmt: skip
     out: dict[str, list[str]] = {}
+    sem = asyncio.Semaphore(32)
     async with GatewayTarget(config, "replay") as target:
         for m in MODELS:
             name = m.split("/")[-1]
-            sem = asyncio.Semaphore(32)
 
             async def one(item: object, name: str = name) -> str:
                 async with sem:

@@ -14,7 +14,16 @@ from rich.console import Console
 from rich.table import Table
 
 from thrifty.config import ConfigError, load_config
-from thrifty.evals.runner import Comparison, GatewayTarget, ResultCache, RunResult, Summary, compare, labels, run_set
+from thrifty.evals.runner import (
+    Comparison,
+    GatewayTarget,
+    ResultCache,
+    RunResult,
+    Summary,
+    compare,
+    labels,
+    run_set,
+)
 from thrifty.evals.sets import EvalSet, SetError, load_set
 
 #: Exit codes of `eval gate`.

@@ -42,9 +42,8 @@ def _text_only(content: Any) -> str | None:
     """Plain text of a message content, or None when it holds anything but text."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        if all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-            return content_text(content)
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return content_text(content)
     return None
 
 

@@ -28,7 +28,7 @@ def disabled_levers(state: dict[str, Any]) -> set[tuple[str, str]]:
     if levers is None:
         levers = set()
         state[STATE_KEY] = levers
-    return levers  # type: ignore[no-any-return]
+    return levers
 
 
 def lever_disabled(gateway: Any, ctx: Any, lever: str) -> bool:
@@ -37,4 +37,4 @@ def lever_disabled(gateway: Any, ctx: Any, lever: str) -> bool:
     if off and lever in off:
         return True
     levers = gateway.state.get(STATE_KEY) if gateway is not None else None
-    return bool(levers) and (ctx.route, lever) in levers
+    return levers is not None and (ctx.route, lever) in levers
