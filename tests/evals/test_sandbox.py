@@ -63,3 +63,22 @@ async def test_audit_hook_refuses_sockets_even_without_a_network_namespace(monke
     result = await run_python("import socket\nsocket.socket()\n")
     assert not result.network_namespace
     assert result.returncode != 0 and "sandbox: socket.__new__ is not allowed" in result.stderr
+
+
+async def test_files_outside_cannot_be_changed(tmp_path: pytest.TempPathFactory) -> None:
+    import os
+    from pathlib import Path
+
+    victim = Path(str(tmp_path)) / "victim.txt"
+    victim.write_text("keep me")
+    for code in (f"import os\nos.remove({str(victim)!r})\n", f"import os\nos.rename({str(victim)!r}, 'mine.txt')\n",
+                 f"import os\nos.chmod({str(victim)!r}, 0o777)\n", "import _posixsubprocess\n_posixsubprocess.fork_exec()\n",
+                 "import sys\ndel sys.modules['_posixsubprocess']\nimport _posixsubprocess\n"):
+        result = await run_python(code)
+        assert result.returncode != 0 and "not allowed" in result.stderr, code
+    assert victim.read_text() == "keep me"
+    from thrifty.evals.sandbox import run_as_nobody
+
+    if os.geteuid() == 0 and run_as_nobody():  # root may drop to nobody where the interpreter allows it
+        who = await run_python("import os\nprint(os.getuid())\n")
+        assert who.as_nobody and who.stdout.strip() in {"0", "65534"}  # 0 = nobody mapped in its user namespace

@@ -2,11 +2,14 @@
 
 Model-written code is untrusted. It runs in a child process that has
 - its own session (process group), killed as a whole when the wall-clock limit passes;
+- when thrifty runs as root, the identity of `nobody` (so file permissions apply to it);
 - `setrlimit` caps on address space (memory), CPU seconds, file size, open files and core dumps;
 - no network: a fresh network namespace (`unshare -rn`) where the kernel allows it, and in
-  every case an audit hook that refuses sockets, subprocesses, `exec`, `fork` and `ctypes`;
-- a fresh temporary directory as its working directory (removed afterwards), where alone it
-  may write files, and an environment with nothing of the parent's in it;
+  every case an audit hook that refuses sockets, subprocesses, `exec`, `fork` and `ctypes`
+  (and `_posixsubprocess.fork_exec`, which raises no audit event, is replaced);
+- a fresh temporary directory as its working directory (removed afterwards), the only place
+  where it may create, change or remove files, and an environment with nothing of the
+  parent's in it;
 - `python -I` (isolated mode: no user site, no PYTHON* variables).
 Nothing here ever runs the code without these limits: if a limit cannot be set the child
 exits before the code is read.
@@ -41,19 +44,48 @@ _BLOCKED_PREFIXES = ("socket.", "subprocess.", "os.exec", "os.spawn", "os.posix_
                      "sys.addaudithook", "os.chdir", "shutil.rmtree")
 
 
+# _posixsubprocess.fork_exec starts programs without an audit event: it is loaded here, before
+# the program runs, and replaced; loading a fresh copy of it is refused.
+_BLOCKED_MODULES = {"_posixsubprocess"}
+_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink",
+                "os.link", "os.truncate", "os.utime", "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod"}
+
+
+def _inside(path):
+    if isinstance(path, bytes):
+        path = path.decode("utf-8", "replace")
+    if not isinstance(path, str):
+        return True  # file descriptors: already opened under these rules
+    p = os.path.realpath(path)
+    return p == _ROOT or p.startswith(_ROOT + "/")
+
+
 def _guard(event, args):
     if event.startswith(_BLOCKED_PREFIXES):
         raise PermissionError("sandbox: %s is not allowed" % event)
+    if event == "import" and args and args[0] in _BLOCKED_MODULES:
+        raise PermissionError("sandbox: importing %s is not allowed" % args[0])
     if event == "open" and args:
         path, mode, flags = args[0], args[1], args[2]
         writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
             isinstance(flags, int) and flags & 3 != 0)
-        if writing and isinstance(path, (str, bytes)):
-            p = os.path.realpath(path if isinstance(path, str) else path.decode())
-            if not (p == _ROOT or p.startswith(_ROOT + "/")):
-                raise PermissionError("sandbox: writing outside the sandbox directory is not allowed")
+        if writing and not _inside(path):
+            raise PermissionError("sandbox: writing outside the sandbox directory is not allowed")
+    if event in _PATH_EVENTS:
+        for arg in args:
+            if isinstance(arg, (str, bytes)) and not _inside(arg):
+                raise PermissionError("sandbox: %s outside the sandbox directory is not allowed" % event)
 
 
+import _posixsubprocess
+import subprocess
+
+
+def _no_fork_exec(*args, **kwargs):
+    raise PermissionError("sandbox: starting programs is not allowed")
+
+
+_posixsubprocess.fork_exec = _no_fork_exec
 _source = open(_ROOT + "/program.py", encoding="utf-8").read()
 _code = compile(_source, "program.py", "exec")
 sys.addaudithook(_guard)
@@ -81,26 +113,54 @@ class SandboxResult:
     #: why the run ended badly, in words: "time limit", "memory limit", "cpu limit", "signal N"
     killed_reason: str | None = None
     network_namespace: bool = False
+    as_nobody: bool = False
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0 and not self.timed_out
 
 
+NOBODY = 65534
+
+
+def _become_nobody() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
 @functools.lru_cache(maxsize=1)
-def network_namespace_available() -> bool:
-    """Whether `unshare -rn` works here (unprivileged user and network namespaces)."""
-    exe = shutil.which("unshare")
-    if exe is None:
+def run_as_nobody() -> bool:
+    """Whether to drop to `nobody`: only when running as root and the interpreter runs so."""
+    if os.geteuid() != 0:
         return False
     try:
-        done = subprocess.run([exe, "-rn", "--", "true"], capture_output=True, timeout=5, check=False)
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", "pass"], capture_output=True, timeout=10, check=False,
+            preexec_fn=_become_nobody,
+        )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
 
 
-def _apply_limits(limits: Limits) -> None:
+@functools.lru_cache(maxsize=1)
+def network_namespace_available() -> bool:
+    """Whether `unshare -rn` works here, as the identity the sandbox runs under."""
+    exe = shutil.which("unshare")
+    if exe is None:
+        return False
+    try:
+        done = subprocess.run(
+            [exe, "-rn", "--", "true"], capture_output=True, timeout=5, check=False,
+            preexec_fn=_become_nobody if run_as_nobody() else None,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def _apply_limits(limits: Limits, as_nobody: bool) -> None:
     """Runs in the child between fork and exec. Any failure here aborts the exec."""
     mem = limits.memory_mb * 1024 * 1024
     cpu = max(1, int(limits.timeout_s) + 1)
@@ -110,6 +170,8 @@ def _apply_limits(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
+    if as_nobody:
+        _become_nobody()
 
 
 async def _drain(stream: asyncio.StreamReader | None, cap: int) -> bytes:
@@ -137,7 +199,10 @@ async def run_python(source: str, limits: Limits | None = None) -> SandboxResult
     root = str(workdir.resolve())
     (workdir / "program.py").write_text(source, encoding="utf-8")
     (workdir / "bootstrap.py").write_text(_BOOTSTRAP, encoding="utf-8")
+    as_nobody = run_as_nobody()
     use_netns = network_namespace_available()
+    if as_nobody:
+        os.chown(workdir, NOBODY, NOBODY)
     cmd = [sys.executable, "-I", "-X", "utf8", str(workdir / "bootstrap.py"), root]
     if use_netns:
         cmd = [shutil.which("unshare") or "unshare", "-rn", "--", *cmd]
@@ -153,7 +218,7 @@ async def run_python(source: str, limits: Limits | None = None) -> SandboxResult
             cwd=root,
             env=env,
             start_new_session=True,
-            preexec_fn=functools.partial(_apply_limits, limits),
+            preexec_fn=functools.partial(_apply_limits, limits, as_nobody),
         )
         readers = asyncio.gather(
             _drain(proc.stdout, limits.max_output_bytes), _drain(proc.stderr, limits.max_output_bytes)
@@ -192,4 +257,5 @@ async def run_python(source: str, limits: Limits | None = None) -> SandboxResult
         timed_out=timed_out,
         killed_reason=reason,
         network_namespace=use_netns,
+        as_nobody=as_nobody,
     )
