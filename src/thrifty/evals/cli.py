@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thrifty.config import ConfigError, load_config
+from thrifty.evals.graders import Services
 from thrifty.evals.runner import (
     Comparison,
     GatewayTarget,
@@ -99,9 +100,11 @@ async def _run_config(config_path: str, eval_set: EvalSet, opts: dict[str, Any])
     cache = None if opts["no_cache"] else ResultCache(opts["cache"])
     try:
         async with GatewayTarget(config, label=Path(config_path).name, default_model=opts["model"]) as target:
+            services = Services(judge_model=opts["judge_model"])
             return await run_set(
-                eval_set.items, target, concurrency=opts["concurrency"], cache=cache, progress=not opts["quiet"]
-            )
+                eval_set.items, target, concurrency=opts["concurrency"], cache=cache, services=services,
+                progress=not opts["quiet"],
+            )  # fmt: skip
     finally:
         if cache is not None:
             cache.close()
@@ -119,7 +122,7 @@ async def _run_all_models(config_path: str, eval_set: EvalSet, opts: dict[str, A
                     raise click.ClickException(f"{model!r} is not a model in {config_path}")
                 runs[model] = await run_set(
                     eval_set.items, target, concurrency=opts["concurrency"], cache=cache, model=model,
-                    progress=not opts["quiet"], desc=model,
+                    services=Services(judge_model=opts["judge_model"]), progress=not opts["quiet"], desc=model,
                 )  # fmt: skip
     finally:
         if cache is not None:
@@ -138,6 +141,7 @@ def _common(fn: Any) -> Any:
         click.option("--confidence", default=0.95, show_default=True, type=click.FloatRange(0.5, 0.999)),
         click.option("--report", type=click.Path(dir_okay=False), help="Also write the full report (JSON) here."),
         click.option("--max-diffs", default=30, show_default=True, help="Changed items to list."),
+        click.option("--judge-model", default=None, help="Judge for `judge` graders that name no model (a configured model)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]  # fmt: skip
     for option in reversed(options):

@@ -288,8 +288,9 @@ class GatewayTarget:
     def __init__(self, config: Config, label: str = "", default_model: str | None = None) -> None:
         self.config = config
         self.label = label or (config.source or "config")
-        self.hash = config_hash(config)
         self.default_model = default_model or (config.models[0].name if config.models else None)
+        # the default model answers items that name none, so it is part of what decides a result
+        self.hash = hashlib.sha256(f"{config_hash(config)}:{self.default_model}".encode()).hexdigest()[:32]
         self.gateway: Gateway | None = None
 
     async def __aenter__(self) -> GatewayTarget:
@@ -369,7 +370,7 @@ async def run_set(
     desc: str | None = None,
 ) -> RunResult:
     """Answer and grade every item (at most `concurrency` at a time)."""
-    services = services or Services(judge=target.judge)
+    services = services or Services()
     if services.judge is None:
         services.judge = target.judge
     run = RunResult(label=target.label if model is None else model, config_hash=target.hash)
