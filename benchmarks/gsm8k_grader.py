@@ -7,9 +7,11 @@ model and every disagreement (gold number, extracted number, label, the answer's
 
     PYTHONPATH=src python benchmarks/gsm8k_grader.py [--data ../shared/data/routing]
 
-The answers are read from the CSV directly; when the replay provider
-(`thrifty.providers.replay`) is installed, `--replay` sends every question through an
-in-process gateway whose models replay the recorded answers, and grades what comes back.
+When the replay provider (`thrifty.providers.replay`) is installed, every question goes
+through an in-process gateway whose two models replay the recorded answers (the eval runner,
+as `thrifty eval run --all-models` does) and what comes back is graded; the script checks
+that this gives the same verdict as grading the CSV's text. Otherwise (or with `--direct`)
+it grades the CSV's answers directly.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import importlib.util
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,52 +51,66 @@ def load(data: Path) -> tuple[list[dict[str, str]], dict[str, str]]:
     return rows, gold
 
 
-async def responses_via_replay(rows: list[dict[str, str]], data: Path) -> dict[str, list[str]]:
-    """Ask an in-process gateway whose two models replay the recorded answers."""
-    from thrifty.config import parse_config
-    from thrifty.evals.runner import GatewayTarget
+def replay_available() -> bool:
+    try:
+        return importlib.util.find_spec("thrifty.providers.replay") is not None and (
+            importlib.util.find_spec("thrifty.routing.datasets") is not None
+        )
+    except ModuleNotFoundError:
+        return False
+
+
+async def grades_via_replay(rows: list[dict[str, str]], gold: dict[str, str], data: Path) -> dict[str, list[bool]]:
+    """Run the set as an eval through an in-process gateway whose models replay the recorded
+    answers (`thrifty eval run --all-models` in code), grading each with the numeric grader."""
+    from thrifty.config import parse_config  # noqa: I001 (thrifty.routing lands from another branch)
+    from thrifty.evals.runner import GatewayTarget, run_set
     from thrifty.evals.sets import parse_item
+    from thrifty.routing.datasets import convert_routellm_gsm8k
+    from thrifty.routing.labeled import write_labeled
 
-    csv_path = data / "routellm_gsm8k_responses.csv"
-    models = "\n".join(
-        f"  - name: {m.split('/')[-1]}\n    provider: replay\n"
-        f"    options: {{dataset: {json.dumps(str(csv_path))}, prompt_column: prompt, response_column: {json.dumps(m + '_response')}}}"
-        for m in MODELS
-    )
-    config = parse_config(f'store: "sqlite:///:memory:"\nmodels:\n{models}\n', source="gsm8k-replay")
-    items = [parse_item({"id": str(i), "prompt": r["prompt"], "grader": {"type": "regex", "pattern": ""}}, i)
-             for i, r in enumerate(rows)]  # fmt: skip
-    out: dict[str, list[str]] = {}
-    sem = asyncio.Semaphore(32)
-    async with GatewayTarget(config, "replay") as target:
-        for m in MODELS:
-            name = m.split("/")[-1]
-
-            async def one(item: object, name: str = name) -> str:
-                async with sem:
-                    answer = await target.ask(item, name)  # type: ignore[arg-type]
-                    if answer.error:
-                        raise RuntimeError(f"replay failed: {answer.error}")
-                    return answer.text
-
-            out[m] = await asyncio.gather(*(one(it) for it in items))
+    conversion = convert_routellm_gsm8k(data / "routellm_gsm8k_responses.csv")
+    if conversion.problems:
+        print("conversion problems:\n" + conversion.report())
+    with tempfile.TemporaryDirectory() as tmp:
+        labeled = Path(tmp) / "gsm8k_labeled.jsonl"
+        write_labeled(conversion.examples, labeled)
+        models = "\n".join(
+            f"  - name: {m.split('/')[-1]}\n    provider: replay\n    model: {json.dumps(m)}\n"
+            f"    options: {{dataset: {json.dumps(str(labeled))}}}"
+            for m in MODELS
+        )
+        config = parse_config(f'store: "sqlite:///:memory:"\nmodels:\n{models}\n', source="gsm8k-replay")
+        items = [
+            parse_item({"id": str(i), "prompt": r["prompt"], "expected": gold[r["prompt"]], "grader": {"type": "numeric"}}, i)
+            for i, r in enumerate(rows)
+        ]
+        out: dict[str, list[bool]] = {}
+        async with GatewayTarget(config, "replay") as target:
+            for m in MODELS:
+                run = await run_set(items, target, concurrency=32, model=m.split("/")[-1], progress=False)
+                errors = [r.answer.error for r in run.results.values() if r.answer.error]
+                if errors:
+                    raise SystemExit(f"{m}: {len(errors)} replay errors, first: {errors[0]}")
+                out[m] = [run.results[str(i)].grade.passed for i in range(len(rows))]
+                print(f"  replayed {m}: {len(run.results)} answers, recorded cost ${run.summary().cost_total:.4f}")
     return out
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data_dir())
-    parser.add_argument("--replay", action="store_true", help="go through the replay provider")
+    parser.add_argument("--direct", action="store_true", help="read the answers from the CSV, not through replay")
     args = parser.parse_args()
     rows, gold = load(args.data)
     started = time.perf_counter()
-    if args.replay:
-        answers = await responses_via_replay(rows, args.data)
-        source = "replay provider through an in-process gateway"
-    else:
-        answers = {m: [r[f"{m}_response"] for r in rows] for m in MODELS}
-        source = "the CSV, read directly"
-    print(f"GSM8K test: {len(rows)} questions; answers from {source}; grader: numeric (abs_tol 1e-6)\n")
+    answers = {m: [r[f"{m}_response"] for r in rows] for m in MODELS}
+    via_replay = not args.direct and replay_available()
+    source = "the replay provider through an in-process gateway (eval runner)" if via_replay else (
+        "the CSV, read directly" + ("" if args.direct else " (thrifty.providers.replay is not installed)"))
+    print(f"GSM8K test: {len(rows)} questions; answers from {source}; grader: numeric (abs_tol 1e-6)")
+    replayed = await grades_via_replay(rows, gold, args.data) if via_replay else None
+    print()
     worst = 1.0
     for m in MODELS:
         agree = passed = labelled = 0
@@ -100,6 +118,8 @@ async def main() -> int:
         for i, (row, text) in enumerate(zip(rows, answers[m], strict=True)):
             gold_answer = gold[row["prompt"]]
             g = await grade({"type": "numeric"}, text, gold_answer)
+            if replayed is not None and replayed[m][i] != g.passed:
+                raise SystemExit(f"{m} #{i}: the replayed answer graded differently from the recorded one")
             label = row[m].strip() == "True"
             passed += g.passed
             labelled += label
