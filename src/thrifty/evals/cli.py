@@ -83,10 +83,10 @@ def _print_comparison(console: Console, cmp: Comparison, max_diffs: int) -> None
     )  # fmt: skip
     if cmp.diffs:
         table = Table(title=f"per-item diff ({len(cmp.diffs)} items changed)")
-        for col in ("id", "change", "A", "B", "Δ cost $"):
+        for col in ("id", "change", "A", "B", "Δ cost $", "grader says"):
             table.add_column(col)
         for diff in cmp.diffs[:max_diffs]:
-            table.add_row(diff.id, diff.kind, diff.a, diff.b, f"{diff.cost_delta:+.6f}")
+            table.add_row(diff.id, diff.kind, diff.a, diff.b, f"{diff.cost_delta:+.6f}", diff.detail[:80])
         console.print(table)
         if len(cmp.diffs) > max_diffs:
             console.print(f"... and {len(cmp.diffs) - max_diffs} more (see --report)")

@@ -136,6 +136,8 @@ class ItemDiff:
     a_score: float | None
     b_score: float | None
     cost_delta: float
+    #: what B's grader said (or A's, if B's says nothing)
+    detail: str = ""
 
     @property
     def kind(self) -> str:
@@ -172,7 +174,7 @@ class Comparison:
             "regressed": self.regressed,
             "diffs": [
                 {"id": d.id, "kind": d.kind, "a": d.a, "b": d.b, "a_score": d.a_score, "b_score": d.b_score,
-                 "cost_delta": d.cost_delta}
+                 "cost_delta": d.cost_delta, "detail": d.detail}
                 for d in self.diffs
             ],
         }  # fmt: skip
@@ -193,7 +195,10 @@ def compare(a: RunResult, b: RunResult, max_drop_pp: float = 1.0, confidence: fl
     for i in common:
         ra, rb = a.results[i], b.results[i]
         if ra.grade.status != rb.grade.status or ra.score != rb.score:
-            diffs.append(ItemDiff(i, ra.grade.status, rb.grade.status, ra.score, rb.score, rb.answer.cost - ra.answer.cost))
+            diffs.append(
+                ItemDiff(i, ra.grade.status, rb.grade.status, ra.score, rb.score, rb.answer.cost - ra.answer.cost,
+                         rb.grade.detail or ra.grade.detail)
+            )  # fmt: skip
     diffs.sort(key=lambda d: ({"regressed": 0, "ungraded": 1, "improved": 2}[d.kind], d.id))
     return Comparison(
         a=a.summary(confidence),
