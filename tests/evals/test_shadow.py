@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -212,3 +213,29 @@ async def test_state_over_http(tmp_path: Path, mock_openai: MockOpenAI) -> None:
     finally:
         await client.close()
     await asyncio.sleep(0)
+
+
+async def test_shadow_calls_are_in_the_ledger(tmp_path: Path, mock_openai: MockOpenAI) -> None:
+    extra = f"shadow:\n  sample: 1.0\n  reference_model: good-model\n  grader: {{type: numeric}}\n  db: {tmp_path / 's.db'}\n"
+    cfg = write_config(tmp_path / "c.yaml", mock_openai.url, ["good-model", "bad-model"], extra)
+    text = cfg.read_text().replace('store: "sqlite:///:memory:"', f'store: "sqlite:///{tmp_path / "ledger.db"}"')
+    cfg.write_text(text)
+    gw = Gateway(load_config(cfg))
+    await gw.start()
+    stage = shadow.build(gw)
+    assert stage is not None and gw.pipeline is not None and gw.ledger is not None
+    gw.pipeline = Pipeline([stage, Downgrade(gw)], gw.pipeline.terminal)
+    try:
+        for i in range(2):
+            await ask(gw, i)
+        await stage.drain()
+        assert gw.ledger.flush(5.0)
+        rows = list(gw.ledger.store.rows())
+    finally:
+        await gw.close()
+    assert len(rows) == 2
+    for row in rows:
+        assert row["request_id"].endswith("-shadow") and row["served_model"] == "good-model"
+        assert row["cost_usd"] == pytest.approx(0.00014)  # 100 in at $1/M + 20 out at $2/M, counted once
+        assert json.loads(row["tags"])["shadow"] == "good-model"
+        assert json.loads(row["extra"])["grade"] == "fail"

@@ -219,6 +219,9 @@ def gate_cmd(**opts: Any) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(EXIT_ERROR)
+    except Exception as exc:  # a crash must never read as "regressed" (1) or "passed" (0)
+        click.echo(f"gate: cannot decide: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
     cmp = compare(run_a, run_b, opts["max_drop"], opts["confidence"])
     _print_comparison(console, cmp, opts["max_diffs"])
     _write_report(opts["report"], {"comparison": cmp.to_dict(), "items": {"a": _items(run_a), "b": _items(run_b)}})

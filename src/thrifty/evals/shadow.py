@@ -292,6 +292,7 @@ class ShadowStage:
         if not acted or self._random.random() >= settings.sample or len(self._tasks) >= settings.max_in_flight:
             return reply
         served_text = reply_text(reply.body)
+        ctx.extra["shadow_sampled"] = True  # lands in this request's ledger row
         task = asyncio.create_task(
             self._shadow(ctx, original, served_text, reply.served_model or ctx.target_model, sorted(acted), settings)
         )
@@ -320,6 +321,7 @@ class ShadowStage:
     ) -> None:  # fmt: skip
         mode = settings.effective_mode
         body = copy.deepcopy(original)
+        started = time.perf_counter()
         if mode == "reference":
             assert settings.reference_model is not None
             body["model"] = settings.reference_model
@@ -350,10 +352,35 @@ class ShadowStage:
             for lever in levers
         ]  # fmt: skip
         await asyncio.to_thread(self.monitor.store.add, rows)
+        self._ledger(ctx, side, ref_reply, reference, cost, started, g_status, delta)
         for lever in levers:
             event = self.monitor.observe(ctx.route, lever, delta, settings)
             if event is not None:
                 await self._on_disable(event, settings)
+
+    def _ledger(
+        self, ctx: Context, side: Context, reply: Reply, reference: str, cost: Decimal, started: float,
+        status: str, delta: float | None,
+    ) -> None:  # fmt: skip
+        """Shadow calls cost real money: they get their own ledger row, tagged `shadow`."""
+        ledger = self.gateway.ledger
+        if ledger is None:
+            return
+        from thrifty.ledger.record import LedgerRecord
+
+        usage = reply.usage
+        ledger.submit(LedgerRecord(
+            request_id=ctx.request_id + "-shadow", ts=side.started, protocol=side.protocol,
+            requested_model=side.requested_model, served_model=reply.served_model or side.requested_model,
+            provider=reply.provider, status=reply.status, outcome="ok" if reply.ok else "error",
+            key_name=ctx.key_name, tenant=ctx.tenant, route=ctx.route, feature=ctx.tags.get("feature"),
+            tags={**ctx.tags, "shadow": reference}, input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens, output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens, usage_estimated=usage.estimated, cost=cost,
+            counterfactual_cost=cost, latency_ms=(time.perf_counter() - started) * 1000,
+            extra={"shadow_of": ctx.request_id, "grade": status, "delta": delta},
+        ))  # fmt: skip
 
     def _judge(self, side: Context) -> Any:
         async def call(model: str, messages: list[dict[str, Any]], timeout: float) -> str:
