@@ -221,7 +221,10 @@ class ResultCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._pending = 0
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS eval_results (
                 config_hash TEXT NOT NULL, item_key TEXT NOT NULL, model TEXT NOT NULL,
@@ -252,10 +255,14 @@ class ResultCache:
                 (config_hash, item.key(), model, item.id, result.answer.text, result.answer.cost,
                  result.answer.latency_ms, result.answer.served_model, json.dumps(result.grade.to_dict()), time.time()),
             )  # fmt: skip
-            self._db.commit()
+            self._pending += 1
+            if self._pending >= 64:  # a commit per result would cost a sync per item
+                self._db.commit()
+                self._pending = 0
 
     def close(self) -> None:
         with self._lock:
+            self._db.commit()
             self._db.close()
 
 
