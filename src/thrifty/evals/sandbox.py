@@ -3,7 +3,8 @@
 Model-written code is untrusted. It runs in a child process that has
 - its own session (process group), killed as a whole when the wall-clock limit passes;
 - when thrifty runs as root, the identity of `nobody` (so file permissions apply to it);
-- `setrlimit` caps on address space (memory), CPU seconds, file size, open files and core dumps;
+- `setrlimit` caps on address space (memory), CPU seconds, file size, open files and core dumps
+  (set by `prlimit` before the interpreter starts, or between fork and exec without it);
 - no network: a fresh network namespace (`unshare -rn`) where the kernel allows it, and in
   every case an audit hook that refuses sockets, subprocesses, `exec`, `fork` and `ctypes`
   (and `_posixsubprocess.fork_exec`, which raises no audit event, is replaced);
@@ -123,55 +124,80 @@ class SandboxResult:
 NOBODY = 65534
 
 
-def _become_nobody() -> None:
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-
-
-@functools.lru_cache(maxsize=1)
-def run_as_nobody() -> bool:
-    """Whether to drop to `nobody`: only when running as root and the interpreter runs so."""
-    if os.geteuid() != 0:
-        return False
-    try:
-        done = subprocess.run(
-            [sys.executable, "-I", "-c", "pass"], capture_output=True, timeout=10, check=False,
-            preexec_fn=_become_nobody,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
-
-
-@functools.lru_cache(maxsize=1)
-def network_namespace_available() -> bool:
-    """Whether `unshare -rn` works here, as the identity the sandbox runs under."""
-    exe = shutil.which("unshare")
+def _nobody_prefix() -> list[str] | None:
+    """`setpriv` to become nobody, as a command prefix (no Python between fork and exec)."""
+    exe = shutil.which("setpriv")
     if exe is None:
-        return False
-    try:
-        done = subprocess.run(
-            [exe, "-rn", "--", "true"], capture_output=True, timeout=5, check=False,
-            preexec_fn=_become_nobody if run_as_nobody() else None,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
+        return None
+    return [exe, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
 
 
-def _apply_limits(limits: Limits, as_nobody: bool) -> None:
-    """Runs in the child between fork and exec. Any failure here aborts the exec."""
+def _unshare_prefix() -> list[str] | None:
+    exe = shutil.which("unshare")
+    return None if exe is None else [exe, "-rn", "--"]
+
+
+@functools.lru_cache(maxsize=1)
+def isolation() -> tuple[bool, bool]:
+    """(run as nobody, own network namespace): the strongest pair that works on this machine.
+
+    Each candidate is tried by starting the interpreter exactly as the sandbox will. Dropping
+    to nobody is only tried when running as root; a network namespace needs unprivileged user
+    namespaces (or root).
+    """
+    nobody, netns = _nobody_prefix(), _unshare_prefix()
+    candidates: list[tuple[bool, bool]] = []
+    if os.geteuid() == 0 and nobody is not None and netns is not None:
+        candidates.append((True, True))
+    if netns is not None:
+        candidates.append((False, True))
+    if os.geteuid() == 0 and nobody is not None:
+        candidates.append((True, False))
+    for as_nobody, use_netns in candidates:
+        cmd = [*(nobody or [] if as_nobody else []), *(netns or [] if use_netns else []), sys.executable, "-I", "-c", "pass"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0:
+            return as_nobody, use_netns
+    return False, False
+
+
+def run_as_nobody() -> bool:
+    return isolation()[0]
+
+
+def network_namespace_available() -> bool:
+    return isolation()[1]
+
+
+def _numbers(limits: Limits) -> tuple[int, int, int]:
     mem = limits.memory_mb * 1024 * 1024
     cpu = max(1, int(limits.timeout_s) + 1)
     fsize = limits.max_file_mb * 1024 * 1024
+    return mem, cpu, fsize
+
+
+def _prlimit_prefix(limits: Limits) -> list[str] | None:
+    """`prlimit` setting every limit, as a command prefix; None where it is not installed."""
+    exe = shutil.which("prlimit")
+    if exe is None:
+        return None
+    mem, cpu, fsize = _numbers(limits)
+    n = limits.max_open_files
+    return [exe, f"--as={mem}", f"--cpu={cpu}:{cpu + 1}", f"--fsize={fsize}", "--core=0", f"--nofile={n}", "--"]
+
+
+def _apply_limits(limits: Limits) -> None:
+    """The fallback without `prlimit`: runs in the child between fork and exec (any failure
+    aborts the exec). Python code there is not safe next to threads, hence the preference."""
+    mem, cpu, fsize = _numbers(limits)
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
-    if as_nobody:
-        _become_nobody()
 
 
 async def _drain(stream: asyncio.StreamReader | None, cap: int) -> bytes:
@@ -205,7 +231,12 @@ async def run_python(source: str, limits: Limits | None = None) -> SandboxResult
         os.chown(workdir, NOBODY, NOBODY)
     cmd = [sys.executable, "-I", "-X", "utf8", str(workdir / "bootstrap.py"), root]
     if use_netns:
-        cmd = [shutil.which("unshare") or "unshare", "-rn", "--", *cmd]
+        cmd = [*(_unshare_prefix() or []), *cmd]
+    if as_nobody:
+        cmd = [*(_nobody_prefix() or []), *cmd]
+    prlimit = _prlimit_prefix(limits)
+    if prlimit is not None:
+        cmd = [*prlimit, *cmd]
     env = {"PATH": "/usr/bin:/bin", "HOME": root, "TMPDIR": root, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
     started = time.perf_counter()
     timed_out = False
@@ -218,7 +249,7 @@ async def run_python(source: str, limits: Limits | None = None) -> SandboxResult
             cwd=root,
             env=env,
             start_new_session=True,
-            preexec_fn=functools.partial(_apply_limits, limits, as_nobody),
+            preexec_fn=None if prlimit is not None else functools.partial(_apply_limits, limits),
         )
         readers = asyncio.gather(
             _drain(proc.stdout, limits.max_output_bytes), _drain(proc.stderr, limits.max_output_bytes)
