@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -84,8 +85,9 @@ def answer_text(reply: Reply) -> str:
 
 
 async def test_bad_lever_is_turned_off_for_its_route(
-    tmp_path: Path, mock_openai: MockOpenAI, webhook: tuple[str, list[dict[str, Any]]]
+    tmp_path: Path, mock_openai: MockOpenAI, webhook: tuple[str, list[dict[str, Any]]], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="thrifty.shadow")
     url, received = webhook
     db = tmp_path / "shadow.db"
     extra = (
@@ -104,6 +106,7 @@ async def test_bad_lever_is_turned_off_for_its_route(
             await ask(gw, i)
         await stage.drain()
         assert ("math", "route") in gw.state["disabled_levers"]
+        assert "turning lever route off for route math" in caplog.text
         assert received and received[0]["event"] == "lever_disabled"
         assert received[0]["route"] == "math" and received[0]["lever"] == "route" and received[0]["samples"] == 5
         # the lever now stands aside on this route: the client gets the good model's answer
