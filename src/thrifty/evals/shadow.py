@@ -16,7 +16,7 @@ When a lever's mean delta over its last `window` samples on a route exceeds the 
 `tolerance` with at least `min_samples` samples, the lever is turned off for that route:
 `(route, lever)` joins `gateway.state["disabled_levers"]` (kept in `shadow_disabled`, so a
 restart keeps it off), the event is logged at WARNING and POSTed to `webhook`. The state is
-in `gateway.state["shadow"].snapshot()` and at `GET /v1/thrifty/shadow` (admin key);
+in `thrifty.evals.shadow.snapshot(gateway)` and at `GET /v1/thrifty/shadow` (admin key);
 `POST /v1/thrifty/shadow/enable {"route", "lever"}` turns a lever back on.
 
 Config (`shadow:` with `routes.<route>.shadow:` overrides):
@@ -458,6 +458,16 @@ def build(gateway: Gateway) -> ShadowStage | None:
     return stage
 
 
+def snapshot(gateway: Gateway) -> dict[str, Any]:
+    """Shadow state for dashboards: per route and lever the samples, mean quality drop and
+    whether it is off, the (route, lever) pairs turned off, and the recent events."""
+    stage = gateway.state.get(STATE_KEY)
+    if stage is None:
+        off = sorted([list(k) for k in gateway.state.get("disabled_levers", ())])
+        return {"enabled": False, "levers": [], "disabled": off, "events": []}
+    return {"enabled": True, **stage.monitor.snapshot()}
+
+
 def setup(app: web.Application, gateway: Gateway) -> None:
     """HTTP: GET /v1/thrifty/shadow (state) and POST /v1/thrifty/shadow/enable (admin key)."""
     from aiohttp import web
@@ -477,10 +487,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
         denied = admin(request)
         if denied is not None:
             return denied
-        stage = gateway.state.get(STATE_KEY)
-        if stage is None:
-            return web.json_response({"enabled": False, "levers": [], "disabled": [], "events": []})
-        return web.json_response({"enabled": True, **stage.monitor.snapshot()})
+        return web.json_response(snapshot(gateway))
 
     async def enable(request: web.Request) -> web.Response:
         denied = admin(request)
