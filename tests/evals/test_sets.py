@@ -52,3 +52,12 @@ def test_item_key_changes_with_what_decides_the_result(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(SetError, match="not found"):
         load_set("/nonexistent/evals.jsonl")
+
+
+def test_the_shipped_example_set_is_clean() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "evals" / "smoke.jsonl"
+    s = load_set(example)
+    assert not s.problems
+    assert {i.grader["type"] for i in s.items} == {
+        "normalized", "numeric", "choice", "regex", "json_schema", "code", "embedding", "judge",
+    }  # fmt: skip
