@@ -109,7 +109,7 @@ class ResponseStore(ABC):
     async def clear(self) -> int:
         """Remove everything; returns the count (where the store can tell)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections or files."""
 
 
