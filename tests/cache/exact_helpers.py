@@ -120,7 +120,9 @@ class FakeUpstream:
             return Reply(body=body, usage=usage, served_model="gpt-test", provider="mock", cost=COST)
         include_usage = bool((ctx.body.get("stream_options") or {}).get("include_usage"))
         reply = Reply(served_model="gpt-test", provider="mock")
-        reply.stream = EventStream(self._openai_chunks(reply, text, usage, include_usage))
+        holder: list[EventStream] = []
+        reply.stream = EventStream(self._openai_chunks(holder, reply, text, usage, include_usage))
+        holder.append(reply.stream)
         return reply
 
     def _anthropic(self, ctx: Context, text: str, usage: Usage) -> Reply:
@@ -139,21 +141,26 @@ class FakeUpstream:
         from thrifty.protocol.anthropic import replay_anthropic
 
         reply = Reply(served_model="claude-test", provider="mock")
-        reply.stream = EventStream(self._events(reply, replay_anthropic(body), usage))
+        holder: list[EventStream] = []
+        reply.stream = EventStream(self._events(holder, reply, replay_anthropic(body), usage))
+        holder.append(reply.stream)
         return reply
 
-    async def _events(self, reply: Reply, events: list[SSEEvent], usage: Usage) -> AsyncIterator[SSEEvent]:
+    async def _events(
+        self, holder: list[EventStream], reply: Reply, events: list[SSEEvent], usage: Usage
+    ) -> AsyncIterator[SSEEvent]:
         for event in events:
             await asyncio.sleep(self.chunk_delay)
             yield event
-        assert reply.stream is not None
-        reply.stream.usage = usage
-        reply.stream.complete = True
+        holder[0].usage = usage
+        holder[0].complete = True
         reply.cost = COST
 
-    async def _openai_chunks(self, reply: Reply, text: str, usage: Usage, include_usage: bool) -> AsyncIterator[SSEEvent]:
-        stream = reply.stream
-        assert stream is not None
+    async def _openai_chunks(
+        self, holder: list[EventStream], reply: Reply, text: str, usage: Usage, include_usage: bool
+    ) -> AsyncIterator[SSEEvent]:
+        """Chunks as a provider streams them; like dispatch, it prices the reply at the end."""
+        stream = holder[0]
         base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1700000000, "model": "gpt-test"}
         words = text.split(" ")
         chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]

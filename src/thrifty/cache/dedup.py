@@ -222,7 +222,8 @@ class DedupStage:
             self._redis[url] = client
         return client
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
+        """Close the Redis clients (the gateway calls this at shutdown)."""
         for client in self._redis.values():
             await client.aclose()
         self._redis.clear()
@@ -473,10 +474,15 @@ class DedupStage:
                 flight, sub, ctx, dataclasses.replace(head, body=copy.deepcopy(head.body), headers=dict(head.headers))
             )
         reply = dataclasses.replace(head, stream=None, headers=dict(head.headers), usage=Usage(), cost=Decimal(0))
-        reply.stream = EventStream(self._follow(flight, sub, ctx, reply))
+        holder: list[EventStream] = []
+        stream = EventStream(self._follow(flight, sub, ctx, reply, holder))
+        holder.append(stream)  # later stages may wrap reply.stream; this one is ours to finish
+        reply.stream = stream
         return reply
 
-    async def _follow(self, flight: Flight, sub: object, ctx: Context, reply: Reply) -> AsyncIterator[SSEEvent]:
+    async def _follow(
+        self, flight: Flight, sub: object, ctx: Context, reply: Reply, holder: list[EventStream]
+    ) -> AsyncIterator[SSEEvent]:
         try:
             i = 0
             while True:
@@ -488,11 +494,10 @@ class DedupStage:
                     break
                 await changed.wait()
             self._settle(flight, sub, ctx, reply)
-            stream = reply.stream
-            if stream is not None:
-                stream.complete = flight.complete and flight.error is None
-                stream.error = flight.error
-                stream.usage = reply.usage
+            stream = holder[0]
+            stream.complete = flight.complete and flight.error is None
+            stream.error = flight.error
+            stream.usage = reply.usage
         finally:
             flight.detach(sub)
 
@@ -568,4 +573,5 @@ def build(gateway: Gateway) -> DedupStage | None:
     routes = ["default", *config.lever_routes("dedup")]
     if not any(stage.settings(r).enabled for r in routes):
         return None
+    gateway.state["dedup"] = stage
     return stage

@@ -145,7 +145,8 @@ class ExactCacheStage:
             self._settings[route] = found
         return found
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
+        """Close the stores (the gateway calls this at shutdown)."""
         await self.stores.close()
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:

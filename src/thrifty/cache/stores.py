@@ -462,6 +462,8 @@ def open_store(
 ) -> ResponseStore:
     """A store from a URL: `memory`, `sqlite` (next to the ledger), `sqlite:///path`, `redis://...`."""
     memory = MemoryStore(memory_entries, memory_bytes)
+    if url in (None, "", "sqlite") and ledger_store.endswith(":memory:"):
+        return memory  # an in-memory ledger (tests, demos) gets an in-memory cache
     if url in (None, "", "sqlite"):
         return TieredStore(memory, SQLiteStore(default_sqlite_path(ledger_store)))
     if url == "memory":
