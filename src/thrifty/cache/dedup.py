@@ -347,6 +347,7 @@ class DedupStage:
     async def _upstream(self, flight: Flight, ctx: Context, next: Handler, publisher: _Publisher | None) -> None:
         """Make the one upstream call and record what it produced on `flight`."""
         before = dict(ctx.savings)
+        flight.billable = True  # this replica makes the call (perhaps after following one that died)
         self.upstream_calls += 1
         try:
             reply = await next(ctx)
