@@ -13,6 +13,7 @@ from thrifty import __version__
 SUBCOMMANDS: list[str] = [
     "thrifty.server.cli:serve",
     "thrifty.ledger.spend:spend",
+    "thrifty.cache.cli:cache",
 ]
 
 

@@ -31,7 +31,9 @@ log = logging.getLogger("thrifty.server")
 
 #: HTTP extensions, as "module:setup" where `setup(app: web.Application, gateway: Gateway)`
 #: adds routes (admin API, dashboard, metrics, feedback). Each tool adds one line here.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [
+    "thrifty.cache.admin:setup",
+]
 
 GATEWAY = web.AppKey("gateway", Gateway)
 KEYS = web.AppKey("keys", KeyRing)
