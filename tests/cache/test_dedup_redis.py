@@ -113,5 +113,5 @@ async def test_a_slow_leader_keeps_its_lock(replicas: tuple[DedupStage, DedupSta
     follower_ctx = openai_ctx(b.gateway)
     follower = await b.handle(follower_ctx, slow_b)
     await leader
-    assert slow_a.calls == 1 and slow_b.calls == 0
+    assert follower.status == 200 and slow_a.calls == 1 and slow_b.calls == 0
     assert follower_ctx.savings == {"dedup": COST}
