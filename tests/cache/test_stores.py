@@ -154,3 +154,14 @@ def test_store_urls(tmp_path: Path) -> None:
     assert isinstance(open_store("redis://127.0.0.1:6379/0"), RedisStore)
     with pytest.raises(ValueError, match="unknown cache store"):
         open_store("mongodb://nope")
+
+
+async def test_redis_indexes_expire_with_their_longest_lived_entry() -> None:
+    store = RedisStore(REDIS_URL, prefix=f"thrifty-test:{uuid.uuid4().hex}:")
+    await store.set("short", entry(route="r"), ttl=5)
+    await store.set("long", entry(route="r"), ttl=50)
+    await store.set("shorter", entry(route="r"), ttl=1)
+    ttl_ms = await store.redis.pttl(f"{store.prefix}route:r")
+    assert 45_000 < ttl_ms <= 50_000
+    await store.clear()
+    await store.close()

@@ -367,7 +367,8 @@ class RedisStore(ResponseStore):
     """Redis, for replicas sharing one cache. Entries expire by Redis TTL.
 
     Each entry is a string key; sets indexed by route, tag and tenant list the keys that
-    invalidation deletes (a set may name keys that already expired, which is harmless).
+    invalidation deletes (a set may name keys that already expired, which is harmless, and
+    expires itself with the longest-lived entry it names).
     """
 
     def __init__(self, url: str, prefix: str = "thrifty:cache:") -> None:
@@ -391,12 +392,16 @@ class RedisStore(ResponseStore):
 
     async def set(self, key: str, value: CachedResponse, ttl: float | None) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            if ttl is None:
-                pipe.set(self._k(key), value.to_json())
-            else:
-                pipe.set(self._k(key), value.to_json(), px=max(1, int(ttl * 1000)))
+            ttl_ms = None if ttl is None else max(1, int(ttl * 1000))
+            pipe.set(self._k(key), value.to_json(), px=ttl_ms)
             for index in self._index_keys(value):
                 pipe.sadd(index, key)
+                # an index lives as long as its longest-lived entry, so expired entries do not pile up
+                if ttl_ms is None:
+                    pipe.persist(index)
+                else:
+                    pipe.pexpire(index, ttl_ms, nx=True)
+                    pipe.pexpire(index, ttl_ms, gt=True)
             await pipe.execute()
 
     async def delete(self, key: str) -> int:
