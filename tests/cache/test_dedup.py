@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from thrifty.cache.dedup import DedupStage, build
-from thrifty.pipeline.context import Usage
+from thrifty.pipeline.context import Context, Reply, Usage
 from thrifty.providers.base import UpstreamError
 
 from .exact_helpers import COST, FakeUpstream, answer_for, gateway, openai_ctx, read_reply
@@ -143,13 +143,14 @@ async def test_everybody_leaving_cancels_the_call() -> None:
     dedup = stage()
     started, cancelled = asyncio.Event(), asyncio.Event()
 
-    async def slow(ctx):  # type: ignore[no-untyped-def]
+    async def slow(ctx: Context) -> Reply:
         started.set()
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
             cancelled.set()
             raise
+        return Reply()
 
     task = asyncio.create_task(dedup.handle(openai_ctx(dedup.gateway), slow))
     await started.wait()
