@@ -222,6 +222,10 @@ class DedupStage:
             self._redis[url] = client
         return client
 
+    def stats(self) -> dict[str, float]:
+        """Counters since start, for /metrics: calls let through, replies shared, flights now."""
+        return {"upstream_calls": self.upstream_calls, "shared": self.shared, "in_flight": len(self.flights)}
+
     async def aclose(self) -> None:
         """Close the Redis clients (the gateway calls this at shutdown)."""
         for client in self._redis.values():

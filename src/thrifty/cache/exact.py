@@ -145,6 +145,10 @@ class ExactCacheStage:
             self._settings[route] = found
         return found
 
+    def stats(self) -> dict[str, float]:
+        """Counters since start, for /metrics."""
+        return {"hits": self.hits, "misses": self.misses, "stored": self.stored}
+
     async def aclose(self) -> None:
         """Close the stores (the gateway calls this at shutdown)."""
         await self.stores.close()
