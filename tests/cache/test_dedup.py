@@ -36,7 +36,7 @@ async def test_fifty_identical_requests_make_one_call() -> None:
     assert len(followers) == 49
     assert all(c.savings == {"dedup": COST} and c.extra["answered_by"] == "dedup" for c in followers)
     assert all(r.usage == Usage() for r in replies if not r.cost)
-    assert dedup.flights == {}
+    assert dedup.stats() == {"upstream_calls": 1, "shared": 49, "in_flight": 0}
 
 
 async def test_fifty_identical_streams_fan_out() -> None:
