@@ -62,7 +62,12 @@ class Rates:
         return total * BATCH_DISCOUNT if batch else total
 
 
-FREE = Rates(*(Tiered(ZERO) for _ in range(5)), source="free")
+def _flat(rate: Decimal, source: str) -> Rates:
+    t = Tiered(rate)
+    return Rates(input=t, output=t, cache_read=t, cache_write=t, cache_write_1h=t, source=source)
+
+
+FREE = _flat(ZERO, "free")
 
 
 def _tiered(value: Any, fallback: Tiered | None = None) -> Tiered | None:
@@ -148,7 +153,7 @@ class Pricer:
                         cfg.name,
                         cfg.upstream_model,
                     )
-                    rates = Rates(*(Tiered(ZERO) for _ in range(5)), source="unknown")
+                    rates = _flat(ZERO, "unknown")
                 else:
                     rates = found
             self._rates[cfg.name] = rates
