@@ -8,12 +8,14 @@ and the ledger bills one call and attributes the rest to dedup and cache.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import anthropic
 import openai
 import pytest
+import redis.asyncio as aioredis
 
 from tests.conftest import RunningGateway, StartGateway, mock_config
 from thrifty.testing.mock_upstream import MockUpstream
@@ -140,3 +142,35 @@ async def test_anthropic_sdk_stream_is_replayed_from_cache(gateway: RunningGatew
     second = await one()
     assert first == second == ("echo: hello there", 3)
     assert upstream.calls["anthropic"] == 1
+
+
+async def test_two_replicas_share_one_call_and_one_cache_through_redis(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    prefix = f"thrifty-test:{uuid.uuid4().hex}:"
+    levers = (
+        f"cache: {{store: 'redis://127.0.0.1:6379/0', prefix: '{prefix}cache:'}}\n"
+        f"dedup: {{redis: 'redis://127.0.0.1:6379/0', prefix: '{prefix}dedup:'}}\n"
+    )
+    replicas = [
+        await start_gateway(mock_config(upstream, tmp_path / name, levers)) for name in ("one", "two")
+    ]
+    sdks = [client(r) for r in replicas]
+
+    async def one(i: int) -> str:
+        completion = await sdks[i % 2].chat.completions.create(**ask("shared [slow 300]"))  # type: ignore[call-overload]
+        return str(completion.choices[0].message.content)
+
+    assert await asyncio.gather(*(one(i) for i in range(50))) == ["echo: shared"] * 50
+    assert upstream.calls["openai"] == 1
+    for sdk in sdks:  # each replica now answers from the shared cache
+        raw = await sdk.chat.completions.with_raw_response.create(**ask("shared [slow 300]"))  # type: ignore[call-overload]
+        assert raw.headers["x-thrifty-cache"] == "hit"
+    assert upstream.calls["openai"] == 1
+    rows = replicas[0].rows() + replicas[1].rows()
+    assert len(rows) == 52 and sum(1 for r in rows if r["cost_pico"] > 0) == 1
+    redis = aioredis.from_url("redis://127.0.0.1:6379/0")
+    names = [n async for n in redis.scan_iter(match=f"{prefix}*")]
+    if names:
+        await redis.delete(*names)
+    await redis.aclose()
