@@ -165,3 +165,15 @@ async def test_redis_indexes_expire_with_their_longest_lived_entry() -> None:
     assert 45_000 < ttl_ms <= 50_000
     await store.clear()
     await store.close()
+
+
+async def test_sqlite_purges_expired_rows_as_it_writes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "cache.db", purge_every=10)
+    for i in range(5):
+        await store.set(f"old{i}", entry(), ttl=0.05)
+    await asyncio.sleep(0.1)
+    for i in range(5):
+        await store.set(f"new{i}", entry(), ttl=60)
+    count = store._run("SELECT count(*) FROM response_cache").fetchone()[0]
+    assert count == 5
+    await store.close()

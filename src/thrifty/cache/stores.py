@@ -200,8 +200,10 @@ _BUMP = (
 class SQLiteStore(ResponseStore):
     """A SQLite file in WAL mode; every query runs in a worker thread."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, purge_every: int = 1000) -> None:
         self.path = str(path)
+        self.purge_every = purge_every
+        self._writes = 0
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -257,12 +259,21 @@ class SQLiteStore(ResponseStore):
         await self.put(key, value, expires, blob)
 
     async def put(self, key: str, value: CachedResponse, expires: float | None, blob: bytes) -> None:
-        await asyncio.to_thread(
-            self._run,
-            "INSERT OR REPLACE INTO response_cache (key, tenant, route, tags, created, expires, value) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, value.tenant, value.route, orjson.dumps(value.tags).decode(), value.created, expires, blob),
-        )
+        row = (key, value.tenant, value.route, orjson.dumps(value.tags).decode(), value.created, expires, blob)
+        await asyncio.to_thread(self._put, row)
+
+    def _put(self, row: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO response_cache (key, tenant, route, tags, created, expires, value) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            self._writes += 1
+            if self._writes % self.purge_every == 0:  # expired rows are otherwise removed only when read
+                self._db.execute(
+                    "DELETE FROM response_cache WHERE expires IS NOT NULL AND expires <= ?", (time.time(),)
+                )
 
     async def delete(self, key: str) -> int:
         return await asyncio.to_thread(self._invalidate, "DELETE FROM response_cache WHERE key = ?", (key,))
