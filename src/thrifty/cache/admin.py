@@ -1,7 +1,8 @@
 """Cache invalidation: `DELETE /v1/thrifty/cache` on the server, and `thrifty cache clear`.
 
-Both select entries the same way: one `key` (the hex key that responses name in
-`X-Thrifty-Cache-Key` and the ledger keeps in `extra.cache_key`), or a `route`, `tag`s
+Both select entries the same way: one `key` (the hex key the ledger keeps in the row's
+`extra.cache_key`; the reply also carries it as `X-Thrifty-Cache-Key` in `Reply.headers`),
+or a `route`, `tag`s
 (key=value, all must match) and/or a `tenant`, or `all`. A request that selects nothing is
 refused rather than read as "everything". The HTTP route needs an admin key.
 """

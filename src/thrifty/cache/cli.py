@@ -27,7 +27,7 @@ def cache() -> None:
 @cache.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="THRIFTY_CONFIG",
               help="The gateway's YAML config (to find its cache stores).")
-@click.option("--key", help="One cache key (X-Thrifty-Cache-Key, or extra.cache_key in the ledger).")
+@click.option("--key", help="One cache key (extra.cache_key in the ledger row).")
 @click.option("--route", help="Every answer stored for this route.")
 @click.option("--tag", "tags", multiple=True, metavar="K=V", help="Answers carrying this tag (repeatable; all must match).")
 @click.option("--tenant", help="Every answer of this tenant.")
