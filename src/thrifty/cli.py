@@ -15,6 +15,7 @@ SUBCOMMANDS: list[str] = [
     "thrifty.ledger.spend:spend",
     "thrifty.evals.cli:eval_group",
     "thrifty.evals.export:export_group",
+    "thrifty.cache.cli:cache",
 ]
 
 

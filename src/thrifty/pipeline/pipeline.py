@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 STAGES: dict[str, str] = {
     # first: it must see the body as the client sent it and the reply as the client gets it
     "shadow": "thrifty.evals.shadow:build",
+    "cache": "thrifty.cache.exact:build",
+    "dedup": "thrifty.cache.dedup:build",
 }
 
 
