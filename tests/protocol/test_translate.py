@@ -132,6 +132,8 @@ def test_openai_request_defaults_max_tokens_and_leaves_auto_tool_choice_implicit
         out["max_tokens"] == 4096 and "tool_choice" not in out and "stream" not in out and "system" not in out
     )
     assert openai_request_to_anthropic({"model": "m", "messages": [], "max_tokens": 12})["max_tokens"] == 12
+    neutral = openai_request_to_anthropic({"model": "m", "messages": [], "temperature": 0.3, "top_p": 1})
+    assert neutral["temperature"] == 0.3 and "top_p" not in neutral
 
 
 @pytest.mark.parametrize(

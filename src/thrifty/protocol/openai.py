@@ -194,8 +194,9 @@ def collect_openai(events: list[SSEEvent]) -> dict[str, Any]:
     return body
 
 
-def _chunk(body: dict[str, Any], choices: list[dict[str, Any]], **extra: Any) -> SSEEvent:
-    chunk: dict[str, Any] = {
+def _envelope(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields every chunk of a replay repeats."""
+    base: dict[str, Any] = {
         "id": body.get("id", ""),
         "object": "chat.completion.chunk",
         "created": body.get("created", 0),
@@ -203,18 +204,20 @@ def _chunk(body: dict[str, Any], choices: list[dict[str, Any]], **extra: Any) ->
     }
     for key in ("system_fingerprint", "service_tier"):
         if key in body:
-            chunk[key] = body[key]
-    chunk["choices"] = choices
-    chunk.update(extra)
-    return SSEEvent(data=chunk)
+            base[key] = body[key]
+    return base
 
 
-def _choice_chunks(body: dict[str, Any], choice: dict[str, Any]) -> list[SSEEvent]:
+def _chunk(base: dict[str, Any], choices: list[dict[str, Any]], **extra: Any) -> SSEEvent:
+    return SSEEvent(data={**base, "choices": choices, **extra})
+
+
+def _choice_chunks(base: dict[str, Any], choice: dict[str, Any]) -> list[SSEEvent]:
     index = choice.get("index", 0)
     message = choice.get("message") or {}
 
     def delta(d: dict[str, Any], **extra: Any) -> SSEEvent:
-        return _chunk(body, [{"index": index, "delta": d, "logprobs": None, "finish_reason": None, **extra}])
+        return _chunk(base, [{"index": index, "delta": d, "logprobs": None, "finish_reason": None, **extra}])
 
     content = message.get("content")
     if isinstance(content, list):  # content parts: only the text streams
@@ -250,7 +253,7 @@ def _choice_chunks(body: dict[str, Any], choice: dict[str, Any]) -> list[SSEEven
         events.append(delta({"function_call": copy.deepcopy(message["function_call"])}))
     events.append(
         _chunk(
-            body,
+            base,
             [{"index": index, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}],
         )
     )
@@ -263,11 +266,12 @@ def replay_openai(body: dict[str, Any], include_usage: bool) -> list[SSEEvent]:
     The usage chunk (empty `choices`) is sent only when the client asked for it with
     `stream_options.include_usage`; the last event is always `[DONE]`.
     """
+    base = _envelope(body)
     events: list[SSEEvent] = []
     for choice in body.get("choices") or []:
-        events.extend(_choice_chunks(body, choice))
+        events.extend(_choice_chunks(base, choice))
     if include_usage and body.get("usage"):
-        events.append(_chunk(body, [], usage=copy.deepcopy(body["usage"])))
+        events.append(_chunk(base, [], usage=copy.deepcopy(body["usage"])))
     events.append(SSEEvent(data=DONE))
     return events
 

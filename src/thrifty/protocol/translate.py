@@ -195,8 +195,8 @@ def openai_request_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if body.get("temperature") is not None:
         out["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
-    if body.get("top_p") is not None:
-        out["top_p"] = body["top_p"]
+    if body.get("top_p") is not None and body["top_p"] != 1:  # 1 is a no-op; recent Claude models
+        out["top_p"] = body["top_p"]  # refuse temperature and top_p together
     tools = [t for t in body.get("tools") or [] if t.get("type", "function") == "function"]
     if len(tools) != len(body.get("tools") or []):
         raise TranslationError("tools: only function tools can be sent to this model")
