@@ -13,14 +13,11 @@ from thrifty import __version__
 SUBCOMMANDS: list[str] = [
     "thrifty.server.cli:serve",
     "thrifty.ledger.spend:spend",
-<<<<<<< HEAD
-    "thrifty.audit.cli:audit",
-    "thrifty.audit.cli:replay",
-=======
     "thrifty.evals.cli:eval_group",
     "thrifty.evals.export:export_group",
     "thrifty.cache.cli:cache",
->>>>>>> main
+    "thrifty.audit.cli:audit",
+    "thrifty.audit.cli:replay",
 ]
 
 
