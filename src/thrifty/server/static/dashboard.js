@@ -63,9 +63,10 @@
       : `${usd(d.tasks.cost_per_request)} per request · send X-Thrifty-Task to track tasks`;
 
     const labels = d.series.map((p) => label(p.t, d.bucket_s));
+    const dots = d.series.length < 8 ? 4 : 0;  // a line of one or two points needs visible dots
     draw("c-spend", "line", labels, [
-      {label: "actual", data: d.series.map((p) => p.cost), borderColor: PALETTE[0], backgroundColor: PALETTE[0], tension: 0.2, pointRadius: 0},
-      {label: "without levers", data: d.series.map((p) => p.counterfactual_cost), borderColor: PALETTE[9], borderDash: [4, 4], pointRadius: 0},
+      {label: "actual", data: d.series.map((p) => p.cost), borderColor: PALETTE[0], backgroundColor: PALETTE[0], tension: 0.2, pointRadius: dots},
+      {label: "without levers", data: d.series.map((p) => p.counterfactual_cost), borderColor: PALETTE[9], backgroundColor: PALETTE[9], borderDash: [4, 4], pointRadius: dots},
     ], Object.assign({plugins: {legend: {display: true, position: "bottom"}}}, moneyAxis("y")));
     draw("c-requests", "bar", labels, [
       {label: "requests", data: d.series.map((p) => p.requests - p.errors), backgroundColor: PALETTE[0], stack: "s"},
@@ -81,7 +82,9 @@
     hbar("c-feature", d.by_feature);
     hbar("c-key", d.by_key);
     const cache = Object.entries(d.cache.outcomes);
-    draw("c-cache", "doughnut", cache.map((e) => e[0]), [{data: cache.map((e) => e[1]), backgroundColor: PALETTE}],
+    const CACHE_COLORS = {hit: PALETTE[1], miss: PALETTE[2], bypass: PALETTE[9], none: "#cbd5e1"};
+    draw("c-cache", "doughnut", cache.map((e) => e[0]),
+         [{data: cache.map((e) => e[1]), backgroundColor: cache.map((e, i) => CACHE_COLORS[e[0]] || PALETTE[(i + 4) % PALETTE.length])}],
          {plugins: {legend: {display: true, position: "right", labels: {boxWidth: 12}}}});
     const mix = d.routing.mix.slice(0, 8);
     draw("c-routing", "bar", mix.map((r) => r.requested === r.served ? r.served : `${r.requested} → ${r.served}`),
