@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -21,7 +22,7 @@ CHROMIUM_FLAGS = (
 )  # fmt: skip
 
 
-def driver(width: int, height: int):  # type: ignore[no-untyped-def]
+def driver(width: int, height: int) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
