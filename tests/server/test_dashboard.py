@@ -52,7 +52,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     config = parse_config(f"""
 store: sqlite:///{tmp_path}/ledger.db
 ledger: {{flush_interval: 0.05}}
-dashboard: {{refresh_s: 2}}
+dashboard: {{refresh_s: 2, stats_cache_s: 0}}
 server:
   keys:
     - {{name: ops, sha256: {hashlib.sha256(ADMIN.encode()).hexdigest()}, admin: true}}
@@ -273,6 +273,14 @@ async def test_real_requests_reach_metrics_stats_and_cost_per_task(thrifty: Runn
             stats = orjson.loads(await r.read())
         async with s.get(thrifty.url + "/metrics") as r:
             metrics = await r.text()
+        # within dashboard.stats_cache_s (5 s) the same window's answer is shared, not recomputed
+        body = {"model": "gpt-test", "messages": [{"role": "user", "content": "one more"}]}
+        async with s.post(thrifty.url + "/v1/chat/completions", json=body) as r:
+            assert r.status == 200
+        async with s.get(thrifty.url + "/v1/thrifty/stats?since=1h") as r:
+            assert orjson.loads(await r.read())["totals"]["requests"] == 4
+        async with s.get(thrifty.url + "/v1/thrifty/stats?since=2h") as r:
+            assert orjson.loads(await r.read())["totals"]["requests"] == 5
     costs = {row["request_id"]: row["cost_pico"] / 1e12 for row in rows}
     assert stats["totals"]["requests"] == 4 == _metric(metrics, "thrifty_requests_total", outcome="ok")
     assert stats["totals"]["cost"] == pytest.approx(sum(costs.values()))
