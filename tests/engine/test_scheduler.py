@@ -1,0 +1,172 @@
+"""The scheduler on the real model: batching, prefix reuse, drafts, cancellation, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from thrifty.engine.runtime import LocalEngine
+from thrifty.engine.sampling import SamplingParams
+from thrifty.engine.scheduler import Done, EngineError
+
+PROMPTS = [
+    "The capital of France is",
+    "Water boils at a temperature of",
+    "def fibonacci(n):\n",
+    "Once upon a time, in a small village,",
+]
+
+
+def greedy(max_tokens: int = 12, **kw: object) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, **kw)  # type: ignore[arg-type]
+
+
+def tokens(engine: LocalEngine, text: str) -> list[int]:
+    return engine.model.tokenize(text)
+
+
+def run_together(engine: LocalEngine, prompts: list[list[int]], params: list[SamplingParams]) -> list[Done]:
+    """Submit all at once so that they share decode steps."""
+    results: list[Done | None] = [None] * len(prompts)
+    finished = threading.Event()
+    lock = threading.Lock()
+
+    def sink_for(i: int):  # noqa: ANN202
+        def sink(event: object) -> None:
+            if isinstance(event, Done):
+                with lock:
+                    results[i] = event
+                    if all(r is not None for r in results):
+                        finished.set()
+
+        return sink
+
+    for i, (p, sp) in enumerate(zip(prompts, params, strict=True)):
+        engine.engine.submit(p, sp, sink_for(i))
+    assert finished.wait(120)
+    return [r for r in results if r is not None]
+
+
+def wait_idle(engine: LocalEngine) -> None:
+    deadline = time.time() + 30
+    while engine.stats()["active_sequences"] or engine.stats()["queue_depth"]:
+        assert time.time() < deadline
+        time.sleep(0.01)
+
+
+def test_greedy_outputs_are_the_same_batched_as_alone(engine: LocalEngine) -> None:
+    prompts = [tokens(engine, p) for p in PROMPTS]
+    alone = [engine.generate(p, greedy(prompt_lookup=False)) for p in prompts]
+    together = run_together(engine, prompts, [greedy(prompt_lookup=False) for _ in prompts])
+    assert [d.text for d in together] == [d.text for d in alone]
+    assert all(d.output_tokens > 0 for d in alone)
+
+
+def test_prompt_lookup_drafts_do_not_change_greedy_output(engine: LocalEngine) -> None:
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    prompt = tokens(engine, f"Copy the list.\nList: {text}\nCopy: {text}\nList: {text}\nCopy:")
+    plain = engine.generate(prompt, greedy(16, prompt_lookup=False))
+    drafted = engine.generate(prompt, greedy(16, prompt_lookup=True))
+    assert drafted.text == plain.text
+    assert drafted.drafted > 0 and drafted.accepted > 0
+
+
+def test_prefix_cache_hit_gives_the_same_tokens_and_reports_them(engine: LocalEngine) -> None:
+    system = "You are a careful assistant who answers in one short sentence. " * 6
+    first = tokens(engine, system + "Question: what colour is the sky?\nAnswer:")
+    second = tokens(engine, system + "Question: what colour is grass?\nAnswer:")
+    engine.engine.clear_cache()
+    miss = engine.generate(second, greedy())
+    assert miss.cached_tokens == 0
+    engine.engine.clear_cache()
+    assert engine.generate(first, greedy()).cached_tokens == 0
+    hit = engine.generate(second, greedy())
+    shared = len(tokens(engine, system))
+    assert hit.cached_tokens >= shared - 2
+    assert hit.text == miss.text
+
+
+def test_identical_prompt_reuses_all_but_the_last_token(engine: LocalEngine) -> None:
+    prompt = tokens(engine, "A list of prime numbers: 2, 3, 5, 7, 11, 13,")
+    engine.generate(prompt, greedy(4))
+    again = engine.generate(prompt, greedy(4))
+    assert again.cached_tokens == len(prompt) - 1
+
+
+async def test_cancellation_frees_the_sequence(engine: LocalEngine) -> None:
+    wait_idle(engine)
+    free_before = len(engine.engine._free_ids) + len(engine.engine.cache)
+    run = engine.stream(tokens(engine, "Count slowly: one, two, three,"), greedy(400))
+    seen = 0
+    async for _ in run:
+        seen += 1
+        if seen == 2:
+            break  # the consumer goes away, as a disconnecting client does
+    wait_idle(engine)
+    assert engine.stats()["active_sequences"] == 0
+    assert len(engine.engine._free_ids) + len(engine.engine.cache) == free_before
+    seq = run.request  # its KV is gone: no sequence id still holds positions beyond the cache's
+    assert seq.cancelled
+    held = {e.seq_id for e in engine.engine.cache._entries.values()}
+    for sid in engine.engine._free_ids:
+        assert sid not in held
+        assert engine.model.seq_pos_max(sid) == -1
+
+
+async def test_task_cancellation_also_cancels(engine: LocalEngine) -> None:
+    wait_idle(engine)
+    run = engine.stream(tokens(engine, "Write a long essay about rivers."), greedy(400))
+    task = asyncio.create_task(run.collect())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    wait_idle(engine)
+    assert run.request.cancelled
+
+
+def test_overload_is_refused_with_retry_after(engine: LocalEngine) -> None:
+    wait_idle(engine)
+    s = engine.settings
+    prompt = tokens(engine, "Tell me everything about the ocean.")
+    runs = []
+    with pytest.raises(EngineError) as err:
+        for _ in range(s.max_active + s.max_queue + 1):
+            runs.append(engine.engine.submit(list(prompt), greedy(200), lambda e: None))
+    assert err.value.status == 429
+    assert err.value.retry_after is not None and err.value.retry_after >= 1
+    assert len(runs) == s.max_active + s.max_queue
+    for r in runs:
+        engine.engine.cancel(r)
+    wait_idle(engine)
+
+
+def test_prompt_longer_than_context_is_400_naming_the_limit(engine: LocalEngine) -> None:
+    limit = engine.engine.context_limit()
+    with pytest.raises(EngineError) as err:
+        engine.engine.submit([2] + [1000] * limit, greedy(), lambda e: None)
+    assert err.value.status == 400
+    assert str(limit) in err.value.message
+
+
+def test_stop_strings_and_max_tokens(engine: LocalEngine) -> None:
+    prompt = tokens(engine, "1, 2, 3, 4, 5, 6, 7,")
+    free = engine.generate(prompt, greedy(12))
+    assert free.finish_reason in ("length", "stop")
+    cut = free.text[3:6]
+    stopped = engine.generate(prompt, greedy(12, stop=[cut]))
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[: free.text.index(cut)]
+    short = engine.generate(prompt, greedy(3))
+    assert short.output_tokens == 3 and short.finish_reason == "length"
+
+
+def test_stats_and_spill(engine: LocalEngine) -> None:
+    stats = engine.stats()
+    for key in ("queue_depth", "active_sequences", "tokens_per_second", "cached_sequences"):
+        assert key in stats
+    assert engine.stats()["output_tokens"] > 0
+    assert engine.should_spill() is False
