@@ -252,11 +252,15 @@ class Engine:
 
     def _admit(self) -> None:
         s = self.settings
-        while self._waiting and len(self._active) < s.max_active and self._free_ids:
+        while self._waiting and len(self._active) < s.max_active:
             req = self._waiting[0]
             need = len(req.prompt) + req.params.max_tokens + 1
             if self._reserved() + need > self.n_ctx:
                 break  # wait for running sequences to finish
+            if not self._free_ids:
+                if not len(self.cache):
+                    break
+                self._free(self.cache.pop_lru())
             self._waiting.popleft()
             seq_id = self._free_ids.pop()
             entry, common = self.cache.lookup(req.prompt, s.prefix_min_tokens)

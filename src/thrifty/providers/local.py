@@ -181,7 +181,7 @@ def _sampling(body: dict[str, Any], default_max: int, template_stop: list[str]) 
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=num("temperature", 1.0),
-        top_p=min(1.0, max(0.0, num("top_p", 1.0))) or 1.0,
+        top_p=min(1.0, max(1e-6, num("top_p", 1.0))),
         seed=int(seed) if isinstance(seed, int) else None,
         stop=[*stop, *template_stop],
     )
