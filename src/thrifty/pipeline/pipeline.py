@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 #: returns None when its lever is not configured, and the stage then costs nothing.
 #: Levers add their entry here, in request-path order: canonicalize, cache, semantic_cache,
 #: dedup, compress, cap, route.
-STAGES: dict[str, str] = {
-    "canonicalize": "thrifty.pipeline.canonicalize:build",
-}
+STAGES: dict[str, str] = {}
 
 
 class Pipeline:
