@@ -42,10 +42,7 @@ STORY_STARTS = [
     "Deep in the forest there was a village where",
 ]
 
-WORDS = (
-    "policy customer refund order shipping warranty account invoice support product return "
-    "exchange delivery payment address receipt discount subscription service agent ticket"
-).split()
+WORDS = ["policy", "customer", "refund", "order", "shipping", "warranty", "account", "invoice", "support", "product", "return", "exchange", "delivery", "payment", "address", "receipt", "discount", "subscription", "service", "agent", "ticket"]
 
 PASSAGE = (
     "The committee met on Tuesday to review the budget for the coming year. After a long "
@@ -95,11 +92,11 @@ def main() -> None:
     ap.add_argument("--model", default="default", help="GGUF path or 'default' (Gemma 3 270M Q4_K_M)")
     ap.add_argument("--tokens", type=int, default=128, help="output tokens per request")
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
+    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = the engine's default)")
     args = ap.parse_args()
 
     load_before = os.getloadavg()
-    threads = args.threads or os.cpu_count() or 1
+    threads = EngineSettings(n_threads=args.threads).threads()
     settings = EngineSettings(
         n_ctx=4096, max_active=args.concurrency, max_queue=64, n_threads=threads, prefix_cache_slots=8
     )

@@ -19,8 +19,6 @@ def engine() -> Iterator[object]:
         n_ctx=1024,
         max_active=4,
         max_queue=2,
-        n_batch=256,
-        prefill_chunk=64,
         prefix_cache_slots=4,
         prefix_min_tokens=8,
         lookup_draft_tokens=4,

@@ -20,8 +20,24 @@ PROMPTS = [
 ]
 
 
+#: llama.cpp's CPU kernels are not bit-identical across batch shapes and KV layouts; the
+#: logits of one sequence move by up to about one logit when its neighbours change. Greedy
+#: runs may therefore part only where the two best tokens are closer than this.
+NEAR_TIE = 1.5
+
+
 def greedy(max_tokens: int = 12, **kw: object) -> SamplingParams:
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0, **kw)  # type: ignore[arg-type]
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, record_margins=True, **kw)  # type: ignore[arg-type]
+
+
+def assert_same_greedy(a: Done, b: Done) -> None:
+    """The same tokens, or the same up to a step where the model was at a near-tie."""
+    for i, (x, y) in enumerate(zip(a.token_ids, b.token_ids, strict=False)):
+        if x != y:
+            gap = min(a.margins[i], b.margins[i])
+            assert gap < NEAR_TIE, f"token {i} differs ({x} vs {y}) where the model was sure (lead {gap:.2f})"
+            return
+    assert a.token_ids == b.token_ids
 
 
 def tokens(engine: LocalEngine, text: str) -> list[int]:
@@ -50,9 +66,13 @@ def run_together(engine: LocalEngine, prompts: list[list[int]], params: list[Sam
     return [r for r in results if r is not None]
 
 
+def every_id_free_or_cached(engine: LocalEngine) -> bool:
+    return len(engine.engine._free_ids) + len(engine.engine.cache) == engine.model.n_seq
+
+
 def wait_idle(engine: LocalEngine) -> None:
     deadline = time.time() + 30
-    while engine.stats()["active_sequences"] or engine.stats()["queue_depth"]:
+    while engine.stats()["active_sequences"] or engine.stats()["queue_depth"] or not every_id_free_or_cached(engine):
         assert time.time() < deadline
         time.sleep(0.01)
 
@@ -61,7 +81,8 @@ def test_greedy_outputs_are_the_same_batched_as_alone(engine: LocalEngine) -> No
     prompts = [tokens(engine, p) for p in PROMPTS]
     alone = [engine.generate(p, greedy(prompt_lookup=False)) for p in prompts]
     together = run_together(engine, prompts, [greedy(prompt_lookup=False) for _ in prompts])
-    assert [d.text for d in together] == [d.text for d in alone]
+    for a, b in zip(alone, together, strict=True):
+        assert_same_greedy(a, b)
     assert all(d.output_tokens > 0 for d in alone)
 
 
@@ -70,7 +91,7 @@ def test_prompt_lookup_drafts_do_not_change_greedy_output(engine: LocalEngine) -
     prompt = tokens(engine, f"Copy the list.\nList: {text}\nCopy: {text}\nList: {text}\nCopy:")
     plain = engine.generate(prompt, greedy(16, prompt_lookup=False))
     drafted = engine.generate(prompt, greedy(16, prompt_lookup=True))
-    assert drafted.text == plain.text
+    assert_same_greedy(plain, drafted)
     assert drafted.drafted > 0 and drafted.accepted > 0
 
 
@@ -85,31 +106,32 @@ def test_prefix_cache_hit_gives_the_same_tokens_and_reports_them(engine: LocalEn
     assert engine.generate(first, greedy()).cached_tokens == 0
     hit = engine.generate(second, greedy())
     shared = len(tokens(engine, system))
-    assert hit.cached_tokens >= shared - 2
-    assert hit.text == miss.text
+    # reuse stops at a prefill-chunk boundary, so the rest is prefilled where a fresh run would
+    assert shared - engine.settings.prefill_chunk < hit.cached_tokens <= shared
+    assert hit.cached_tokens % engine.settings.prefill_chunk == 0
+    assert_same_greedy(miss, hit)
 
 
-def test_identical_prompt_reuses_all_but_the_last_token(engine: LocalEngine) -> None:
-    prompt = tokens(engine, "A list of prime numbers: 2, 3, 5, 7, 11, 13,")
+def test_identical_prompt_reuses_its_whole_chunks(engine: LocalEngine) -> None:
+    prompt = tokens(engine, "A list of prime numbers: 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47,")
     engine.generate(prompt, greedy(4))
     again = engine.generate(prompt, greedy(4))
-    assert again.cached_tokens == len(prompt) - 1
+    chunk = engine.settings.prefill_chunk
+    assert again.cached_tokens == (len(prompt) - 1) // chunk * chunk
 
 
 async def test_cancellation_frees_the_sequence(engine: LocalEngine) -> None:
     wait_idle(engine)
-    free_before = len(engine.engine._free_ids) + len(engine.engine.cache)
-    run = engine.stream(tokens(engine, "Count slowly: one, two, three,"), greedy(400))
-    seen = 0
-    async for _ in run:
-        seen += 1
-        if seen == 2:
-            break  # the consumer goes away, as a disconnecting client does
+    run = engine.stream(tokens(engine, "1, 2, 3, 4, 5, 6, 7, 8, 9,"), greedy(400))
+    events = aiter(run)
+    await anext(events)
+    await anext(events)
+    await events.aclose()  # what the server does when the client disconnects
     wait_idle(engine)
     assert engine.stats()["active_sequences"] == 0
-    assert len(engine.engine._free_ids) + len(engine.engine.cache) == free_before
-    seq = run.request  # its KV is gone: no sequence id still holds positions beyond the cache's
-    assert seq.cancelled
+    assert run.request.cancelled and run.done is None
+    # every sequence id is free again or holds a cached prefix; the free ones hold no KV
+    assert every_id_free_or_cached(engine)
     held = {e.seq_id for e in engine.engine.cache._entries.values()}
     for sid in engine.engine._free_ids:
         assert sid not in held

@@ -22,7 +22,7 @@ from thrifty.providers.local import LocalProvider  # noqa: E402
 
 @pytest.fixture(scope="module")
 def provider() -> Any:
-    settings = EngineSettings(n_ctx=512, max_active=2, max_queue=0, prefix_cache_slots=2, prefix_min_tokens=8)
+    settings = EngineSettings(n_ctx=1024, max_active=2, max_queue=0, prefix_cache_slots=2, prefix_min_tokens=8)
     engine = LocalEngine.load("default", settings)
     yield LocalProvider(default_local_model_config(), engine=engine)
     engine.close()
@@ -36,7 +36,7 @@ def body(**kw: Any) -> dict[str, Any]:
     return {
         "model": "gemma-3-270m",
         "messages": [
-            {"role": "system", "content": "You answer questions about geography in one sentence."},
+            {"role": "system", "content": "You answer questions about geography in one sentence. " * 8},
             {"role": "user", "content": "What is the capital of Italy?"},
         ],
         "max_tokens": 8,

@@ -9,6 +9,7 @@ decode, read one logits row, and edit a sequence's KV range.
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ def _init_backend(lib: Any) -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
+            # llama-cpp-python prints every llama.cpp log line unless its logger says otherwise.
+            chatty = logging.getLogger("llama-cpp-python")
+            if chatty.level == logging.NOTSET:
+                chatty.setLevel(logging.ERROR)
             lib.llama_backend_init()
             _backend_ready = True
 

@@ -81,7 +81,7 @@ class LocalEngine:
         """Load `model` ("default" or a GGUF path). Blocking: call it in a worker thread."""
         settings = settings or EngineSettings()
         path = resolve_model_path(model)
-        capacity = max(settings.n_batch, settings.max_active * (1 + settings.lookup_draft_tokens) + settings.prefill_chunk)
+        capacity = max(settings.prefill_chunk, settings.max_active * (1 + settings.lookup_draft_tokens))
         n_seq = settings.max_active + settings.prefix_cache_slots
         return cls(LlamaModel(path, settings, n_seq=n_seq, batch_capacity=capacity), settings)
 

@@ -25,6 +25,8 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     #: Prompt-lookup drafts for this request: None = the engine's setting.
     prompt_lookup: bool | None = None
+    #: Keep the gap between the two best logits of every step (diagnostics and tests).
+    record_margins: bool = False
 
 
 class Sampler:
@@ -51,6 +53,12 @@ class Sampler:
         pick = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
         pick = min(pick, len(probs) - 1)
         return int(ids[pick]) if ids is not None else pick
+
+    @staticmethod
+    def margin(logits: np.ndarray) -> float:
+        """How far the best token leads the runner-up, in logits (small = a near-tie)."""
+        top2 = np.partition(logits, -2)[-2:]
+        return float(top2[1] - top2[0])
 
     def _nucleus(self, scaled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The smallest set of most likely tokens whose probability reaches top_p."""

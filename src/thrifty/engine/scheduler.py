@@ -63,6 +63,9 @@ class Done:
     error: str | None = None
     drafted: int = 0
     accepted: int = 0
+    #: Per output token, the lead of the best logit over the next (when record_margins).
+    margins: list[float] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
 
 
 Event = Delta | Done
@@ -98,8 +101,10 @@ class _Sequence:
         self.pending_tokens = 0
         self.first_token_at: float | None = None
         self.finish: str | None = None
+        self.error: str | None = None
         self.drafted = 0
         self.accepted = 0
+        self.margins: list[float] = []
 
     @property
     def reserve(self) -> int:
@@ -265,6 +270,7 @@ class Engine:
             seq_id = self._free_ids.pop()
             entry, common = self.cache.lookup(req.prompt, s.prefix_min_tokens)
             common = min(common, len(req.prompt) - 1)  # always prefill one token to get logits
+            common -= common % s.prefill_chunk  # keep prefill chunks where a fresh run puts them
             if entry is not None and common > 0:
                 self.model.seq_cp(entry.seq_id, seq_id, 0, common)
             else:
@@ -280,12 +286,46 @@ class Engine:
         self.model.seq_rm(seq_id, -1, -1)
         self._free_ids.append(seq_id)
 
-    def _plan(self) -> list[tuple[_Sequence, int, list[int]]]:
-        """Batch entries per sequence: (sequence, start index, tokens)."""
-        s = self.settings
+    def _step(self) -> None:
+        """One decode batch for every decoding sequence, then a bounded amount of prefill."""
+        emitted = 0
+        decoding = [q for q in self._active if q.last is not None]
+        if decoding:
+            plan = self._plan_decode(decoding)
+            if self._decode(decoding):
+                for seq, start, toks in plan:
+                    emitted += self._after_decode(seq, start, toks)
+        budget = self.settings.prefill_per_step if decoding else self.settings.n_batch
+        chunk_size = self.settings.prefill_chunk
+        for seq in self._active:
+            while budget > 0 and seq.todo and seq.finish is None:
+                pos = len(seq.kv)
+                n = min((pos // chunk_size + 1) * chunk_size - pos, len(seq.todo))
+                chunk = seq.todo[:n]
+                final = n == len(seq.todo)
+                self.model.set_batch([(t, pos + j, seq.seq_id, final and j == n - 1) for j, t in enumerate(chunk)])
+                if not self._decode([seq]):
+                    break
+                budget -= n
+                emitted += self._after_prefill(seq, chunk)
+        now = time.perf_counter()
+        for seq in list(self._active):
+            if seq.pending or seq.pending_tokens:
+                seq.req.sink(Delta(seq.pending, seq.pending_tokens))
+                seq.pending, seq.pending_tokens = "", 0
+            if seq.finish is not None:
+                self._retire(seq, seq.finish, error=seq.error)
+        with self._cond:
+            self.totals["steps"] += 1
+            self.totals["output_tokens"] += emitted
+            self._rate.append((now, emitted))
+            while self._rate and self._rate[0][0] < now - _RATE_WINDOW:
+                self._rate.popleft()
+
+    def _plan_decode(self, decoding: list[_Sequence]) -> list[tuple[_Sequence, int, list[int]]]:
+        """Fill the batch with each sequence's last token plus its prompt-lookup draft."""
         plan: list[tuple[_Sequence, int, list[int]]] = []
         entries: list[tuple[int, int, int, bool]] = []
-        decoding = [q for q in self._active if q.last is not None]
         for seq in decoding:
             assert seq.last is not None
             toks = [seq.last]
@@ -296,67 +336,38 @@ class Engine:
             plan.append((seq, len(entries), toks))
             pos = len(seq.kv)
             entries.extend((t, pos + j, seq.seq_id, True) for j, t in enumerate(toks))
-        budget = s.prefill_chunk if decoding else s.n_batch
-        for seq in self._active:
-            if seq.last is not None or budget <= 0:
-                continue
-            n = min(budget, len(seq.todo))
-            chunk = seq.todo[:n]
-            final = n == len(seq.todo)
-            plan.append((seq, len(entries), chunk))
-            pos = len(seq.kv)
-            entries.extend((t, pos + j, seq.seq_id, final and j == n - 1) for j, t in enumerate(chunk))
-            budget -= n
         self.model.set_batch(entries)
         return plan
 
-    def _step(self) -> None:
-        plan = self._plan()
+    def _decode(self, involved: list[_Sequence]) -> bool:
+        """Run the prepared batch; on failure the involved sequences end with an error."""
         rc = self.model.decode()
         while rc == 1 and len(self.cache):  # KV full: give up cached prefixes first
             self._free(self.cache.pop_lru())
             rc = self.model.decode()
-        if rc != 0:
-            for seq, _, _ in plan:
-                self._retire(seq, "error", keep=False, error=f"llama_decode failed ({rc}): KV cache full")
-            return
-        now = time.perf_counter()
-        emitted = 0
-        for seq, start, toks in plan:
-            if seq.last is None:
-                emitted += self._after_prefill(seq, start, toks, now)
-            else:
-                emitted += self._after_decode(seq, start, toks, now)
-        for seq in list(self._active):
-            if seq.pending or seq.pending_tokens:
-                seq.req.sink(Delta(seq.pending, seq.pending_tokens))
-                seq.pending, seq.pending_tokens = "", 0
-            if seq.finish is not None:
-                self._retire(seq, seq.finish)
-        with self._cond:
-            self.totals["steps"] += 1
-            self.totals["output_tokens"] += emitted
-            self._rate.append((now, emitted))
-            while self._rate and self._rate[0][0] < now - _RATE_WINDOW:
-                self._rate.popleft()
+        if rc == 0:
+            return True
+        for seq in involved:
+            seq.finish = "error"
+            seq.error = f"llama_decode failed ({rc}): the KV cache is full"
+        return False
 
-    def _after_prefill(self, seq: _Sequence, start: int, chunk: list[int], now: float) -> int:
+    def _after_prefill(self, seq: _Sequence, chunk: list[int]) -> int:
         seq.kv.extend(chunk)
         del seq.todo[: len(chunk)]
         if seq.todo:
             return 0
-        seq.first_token_at = now
-        tok = seq.sampler.sample(self.model.logits(start + len(chunk) - 1))
-        self._take(seq, tok)
+        seq.first_token_at = time.perf_counter()
+        self._take(seq, self._sample(seq, len(chunk) - 1))
         return 1
 
-    def _after_decode(self, seq: _Sequence, start: int, toks: list[int], now: float) -> int:
+    def _after_decode(self, seq: _Sequence, start: int, toks: list[int]) -> int:
         draft = toks[1:]
         written_end = len(seq.kv) + len(toks)
         seq.kv.append(toks[0])
         taken = 0
         while True:
-            tok = seq.sampler.sample(self.model.logits(start + taken))
+            tok = self._sample(seq, start + taken)
             taken += 1
             self._take(seq, tok)
             if seq.finish is not None or taken > len(draft) or tok != draft[taken - 1]:
@@ -367,6 +378,12 @@ class Engine:
         if len(seq.kv) < written_end:  # drop the KV of rejected drafts
             self.model.seq_rm(seq.seq_id, len(seq.kv), -1)
         return taken
+
+    def _sample(self, seq: _Sequence, row: int) -> int:
+        logits = self.model.logits(row)
+        if seq.req.params.record_margins:
+            seq.margins.append(Sampler.margin(logits))
+        return seq.sampler.sample(logits)
 
     def _take(self, seq: _Sequence, tok: int) -> None:
         """Emit one sampled token and decide whether the sequence is done."""
@@ -406,6 +423,8 @@ class Engine:
                     error=error,
                     drafted=seq.drafted,
                     accepted=seq.accepted,
+                    margins=seq.margins,
+                    token_ids=seq.output,
                 )
             )
         with self._cond:

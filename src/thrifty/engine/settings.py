@@ -21,11 +21,18 @@ class EngineSettings(BaseModel):
     max_active: int = Field(default=8, ge=1, le=64)
     #: Requests allowed to wait for a free sequence; one more is refused with 429.
     max_queue: int = Field(default=32, ge=0)
-    #: Tokens per llama_decode call (decodes + prefill chunks together).
-    n_batch: int = Field(default=512, ge=32)
-    #: Most prompt tokens one sequence prefills in one step, so running decodes keep flowing.
-    prefill_chunk: int = Field(default=256, ge=16)
-    #: CPU threads for llama.cpp; 0 = all cores.
+    #: Prompt tokens prefilled between two decode steps while other sequences are decoding
+    #: (so a long new prompt slows running streams down instead of stalling them).
+    prefill_per_step: int = Field(default=32, ge=1)
+    #: Prompt tokens prefilled per step when nothing is decoding.
+    n_batch: int = Field(default=512, ge=1)
+    #: Prefill works in chunks aligned to multiples of this many positions. At 32 or fewer,
+    #: llama.cpp's CPU attention does not depend on where a sequence's cells sit in the
+    #: shared KV cache, so a sequence prefilled next to others, or after a cached prefix,
+    #: gets bit-identical KV to one prefilled alone (and the same greedy tokens).
+    prefill_chunk: int = Field(default=32, ge=1, le=512)
+    #: CPU threads for llama.cpp; 0 = half the cores (llama.cpp's threads spin on barriers, so
+    #: oversubscribing a busy machine makes every step many times slower).
     n_threads: int = Field(default=0, ge=0)
     #: Finished sequences kept for prefix reuse (each holds one sequence id).
     prefix_cache_slots: int = Field(default=16, ge=0, le=200)
@@ -47,7 +54,7 @@ class EngineSettings(BaseModel):
     template: Literal["auto", "plain", "chat"] = "auto"
 
     def threads(self) -> int:
-        return self.n_threads or os.cpu_count() or 1
+        return self.n_threads or max(1, (os.cpu_count() or 2) // 2)
 
 
 def engine_settings(section: dict[str, Any] | None, options: dict[str, Any] | None = None) -> EngineSettings:

@@ -84,9 +84,8 @@ class LocalProvider(Provider):
             ) from None
         ident = "chatcmpl-" + uuid.uuid4().hex[:24]
         if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             holder: list[EventStream] = []
-            stream = EventStream(self._chunks(run, ident, include_usage, holder))
+            stream = EventStream(self._chunks(run, ident, holder))
             holder.append(stream)
             return Reply(stream=stream, served_model=self.name, provider="local")
         done = await run.collect()
@@ -126,9 +125,13 @@ class LocalProvider(Provider):
         )
 
     async def _chunks(
-        self, run: EngineStream, ident: str, include_usage: bool, holder: list[EventStream]
+        self, run: EngineStream, ident: str, holder: list[EventStream]
     ) -> AsyncIterator[SSEEvent]:
-        """Chunks of one streamed completion; `holder[0]` is the EventStream that wraps them."""
+        """Chunks of one streamed completion; `holder[0]` is the EventStream that wraps them.
+
+        The usage chunk is always sent, as the OpenAI provider asks its upstream to; the
+        server hides it from clients that did not ask for `stream_options.include_usage`.
+        """
         created = int(time.time())
         try:
             yield self._chunk(ident, created, {"role": "assistant", "content": ""}, None)
@@ -143,17 +146,16 @@ class LocalProvider(Provider):
                     stream.error = f"local engine: {event.error}"
                     return
                 yield self._chunk(ident, created, {}, event.finish_reason)
-                if include_usage:
-                    yield SSEEvent(
-                        {
-                            "id": ident,
-                            "object": "chat.completion.chunk",
-                            "created": created,
-                            "model": self.name,
-                            "choices": [],
-                            "usage": _openai_usage(event),
-                        }
-                    )
+                yield SSEEvent(
+                    {
+                        "id": ident,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": self.name,
+                        "choices": [],
+                        "usage": _openai_usage(event),
+                    }
+                )
                 stream.complete = True
                 yield SSEEvent("[DONE]")
         finally:
@@ -169,8 +171,12 @@ def _sampling(body: dict[str, Any], default_max: int, template_stop: list[str]) 
             raise UpstreamError(400, f"{key}: must be a number", error_type="invalid_request_error")
         return float(value)
 
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or default_max
-    if not isinstance(max_tokens, int) or max_tokens < 1:
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = default_max
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise UpstreamError(400, "max_tokens: must be a positive integer", error_type="invalid_request_error")
     stop = body.get("stop") or []
     if isinstance(stop, str):
