@@ -40,8 +40,10 @@ class EngineSettings(BaseModel):
     prefix_cache_tokens: int = Field(default=0, ge=0)
     #: Shortest shared prefix worth reusing.
     prefix_min_tokens: int = Field(default=16, ge=1)
-    #: Prompt-lookup speculative decoding: draft tokens from n-grams of the prompt.
-    prompt_lookup: bool = True
+    #: Prompt-lookup speculative decoding: draft tokens from n-grams of the prompt, verified
+    #: in one batch. Off by default: it pays where decoding is memory-bound (GPU, big models);
+    #: on a CPU whose cores are the bottleneck every drafted row costs a full row of compute.
+    prompt_lookup: bool = False
     lookup_ngram_max: int = Field(default=3, ge=1, le=8)
     lookup_ngram_min: int = Field(default=2, ge=1, le=8)
     lookup_draft_tokens: int = Field(default=8, ge=1, le=32)
