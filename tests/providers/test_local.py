@@ -106,3 +106,21 @@ def test_default_model_config_and_price_free() -> None:
     cfg = default_local_model_config()
     assert isinstance(cfg, ModelConfig) and cfg.provider == "local" and cfg.model == "default"
     assert LocalProvider(cfg).protocol == "openai"
+
+
+def test_bad_engine_options_are_a_config_error() -> None:
+    from thrifty.config import ConfigError
+
+    cfg = ModelConfig(name="tiny", provider="local", model="default", options={"n_ctx": 10})
+    with pytest.raises(ConfigError, match="n_ctx"):
+        LocalProvider(cfg)
+    assert LocalProvider(cfg.model_copy(update={"options": {"n_ctx": 2048}})).settings.n_ctx == 2048
+
+
+async def test_missing_model_file_fails_start_with_a_fix() -> None:
+    from thrifty.engine.model_files import ModelFileError
+
+    p = LocalProvider(ModelConfig(name="gone", provider="local", model="/nonexistent/model.gguf"))
+    with pytest.raises(ModelFileError, match="existing .gguf"):
+        await p.start()
+    assert not p.ready()

