@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ class EngineStream:
         except RuntimeError:  # the loop is gone; nobody is listening
             self._engine.cancel(self.request)
 
-    async def __aiter__(self) -> AsyncIterator[Event]:
+    async def __aiter__(self) -> AsyncGenerator[Event, None]:
         try:
             while self.done is None:
                 event = await self._queue.get()
