@@ -22,6 +22,7 @@ def engine() -> Iterator[object]:
         prefix_cache_slots=4,
         prefix_min_tokens=8,
         lookup_draft_tokens=4,
+        spill_queue_depth=2,
     )
     eng = LocalEngine.load("default", settings)
     yield eng

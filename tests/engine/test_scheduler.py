@@ -161,6 +161,13 @@ def test_overload_is_refused_with_retry_after(engine: LocalEngine) -> None:
     assert err.value.status == 429
     assert err.value.retry_after is not None and err.value.retry_after >= 1
     assert len(runs) == s.max_active + s.max_queue
+    deadline = time.time() + 30
+    while engine.stats()["active_sequences"] < s.max_active:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    # the ones that wait are the queue that routing reads to spill elsewhere
+    assert engine.stats()["queue_depth"] == s.max_queue
+    assert engine.should_spill() and engine.stats()["spill"] == 1.0
     for r in runs:
         engine.engine.cancel(r)
     wait_idle(engine)
@@ -191,4 +198,5 @@ def test_stats_and_spill(engine: LocalEngine) -> None:
     for key in ("queue_depth", "active_sequences", "tokens_per_second", "cached_sequences"):
         assert key in stats
     assert engine.stats()["output_tokens"] > 0
+    wait_idle(engine)
     assert engine.should_spill() is False
