@@ -75,3 +75,16 @@ def test_zero_config_serve_answers_the_openai_sdk(server: str) -> None:
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == reply.choices[0].message.content
+
+
+def test_zero_config_serve_answers_the_anthropic_sdk_too(server: str) -> None:
+    from anthropic import Anthropic
+
+    client = Anthropic(base_url=server, api_key="unused", max_retries=0, timeout=60)
+    reply = client.messages.create(
+        model="gemma-3-270m",
+        messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=8,
+    )
+    assert reply.role == "assistant"
+    assert reply.usage.output_tokens > 0
