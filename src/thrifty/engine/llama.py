@@ -104,9 +104,10 @@ class LlamaModel:
         raw = self.lib.llama_model_chat_template(self.model, None)
         return raw.decode("utf-8", errors="replace") if raw else None
 
-    def apply_chat_template(self, messages: list[tuple[str, str]]) -> str | None:
-        """Render messages with the GGUF's own template (llama.cpp's built-in renderers)."""
-        tmpl = self.lib.llama_model_chat_template(self.model, None)
+    def apply_chat_template(self, messages: list[tuple[str, str]], template: str | None = None) -> str | None:
+        """Render messages with `template` (a built-in name) or the GGUF's own, by llama.cpp's
+        built-in renderers; None when there is no template or llama.cpp does not know it."""
+        tmpl = template.encode() if template else self.lib.llama_model_chat_template(self.model, None)
         if not tmpl:
             return None
         keep = [(r.encode(), c.encode()) for r, c in messages]

@@ -69,7 +69,10 @@ class LocalEngine:
         template = model.chat_template()
         name = model.meta("general.name") or Path(model.path).name
         finetune = model.meta("general.finetune") or ""
-        if settings.template == "auto":
+        self.chat_template = settings.chat_template or None
+        if self.chat_template:
+            self.template = "chat"
+        elif settings.template == "auto":
             base = is_base_model(f"{name} {finetune} {Path(model.path).name}", template)
             self.template = "plain" if base else "chat"
         else:
@@ -90,7 +93,7 @@ class LocalEngine:
     def render(self, messages: list[dict[str, Any]]) -> Prompt:
         pairs = [(str(m.get("role", "user")), message_text(m.get("content"))) for m in messages]
         if self.template == "chat":
-            text = self.model.apply_chat_template(pairs)
+            text = self.model.apply_chat_template(pairs, self.chat_template)
             if text is not None:
                 return Prompt(text, special=True)
         return plain_prompt(pairs)

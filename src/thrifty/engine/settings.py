@@ -54,6 +54,9 @@ class EngineSettings(BaseModel):
     #: plain: render chat messages as text (base models); chat: the GGUF's chat template;
     #: auto: the chat template when the GGUF has one and is not a base model.
     template: Literal["auto", "plain", "chat"] = "auto"
+    #: A template to use instead of the GGUF's own: a llama.cpp built-in name (chatml, gemma,
+    #: llama3, mistral-v7, ...). Setting it implies template: chat.
+    chat_template: str = ""
 
     def threads(self) -> int:
         return self.n_threads or max(1, (os.cpu_count() or 2) // 2)
