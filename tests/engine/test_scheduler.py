@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -26,8 +27,8 @@ PROMPTS = [
 NEAR_TIE = 1.5
 
 
-def greedy(max_tokens: int = 12, **kw: object) -> SamplingParams:
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0, record_margins=True, **kw)  # type: ignore[arg-type]
+def greedy(max_tokens: int = 12, **kw: Any) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, record_margins=True, **kw)
 
 
 def assert_same_greedy(a: Done, b: Done) -> None:
