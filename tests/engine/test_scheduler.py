@@ -201,3 +201,37 @@ def test_stats_and_spill(engine: LocalEngine) -> None:
     assert engine.stats()["output_tokens"] > 0
     wait_idle(engine)
     assert engine.should_spill() is False
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(engine: LocalEngine) -> None:
+    wait_idle(engine)
+    engine.engine.clear_cache()
+    log: list[tuple[str, float]] = []
+    lock = threading.Lock()
+    started = threading.Event()
+    finished = threading.Event()
+
+    def sink_a(event: object) -> None:
+        with lock:
+            log.append(("a", time.perf_counter()))
+        if len(log) >= 2:
+            started.set()
+
+    def sink_b(event: object) -> None:
+        with lock:
+            log.append(("b", time.perf_counter()))
+        if isinstance(event, Done):
+            finished.set()
+
+    runner = engine.engine.submit(tokens(engine, "1, 2, 3, 4, 5,"), greedy(60), sink_a)
+    assert started.wait(30)
+    long_prompt = tokens(engine, "the river runs past the mill and " * 40)
+    assert len(long_prompt) > 8 * engine.settings.prefill_chunk
+    engine.engine.submit(long_prompt, greedy(1), sink_b)
+    assert finished.wait(60)
+    engine.engine.cancel(runner)
+    with lock:
+        first_b = next(i for i, (who, _) in enumerate(log) if who == "b")
+        during = [who for who, _ in log[:first_b]]
+    # the running sequence kept streaming while the long prompt was prefilled chunk by chunk
+    assert during.count("a") >= 2 + 4
