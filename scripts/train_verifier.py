@@ -27,36 +27,42 @@ from thrifty.cache.verifier import LEXICAL_FEATURES, TreeEnsemble, Verifier, pai
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tree_arrays(clf: HistGradientBoostingClassifier) -> dict[str, np.ndarray]:
-    """Copy a fitted binary HistGradientBoostingClassifier's trees into padded arrays."""
-    predictors = [it[0] for it in clf._predictors]
-    width = max(len(p.nodes) for p in predictors)
-    t = len(predictors)
-    out = {
-        "feature": np.zeros((t, width), np.int64),
-        "threshold": np.zeros((t, width), np.float64),
-        "left": np.zeros((t, width), np.int64),
-        "right": np.zeros((t, width), np.int64),
-        "value": np.zeros((t, width), np.float64),
-        "leaf": np.ones((t, width), bool),
-        "nan_left": np.zeros((t, width), bool),
-    }
-    depth = 0
-    for i, p in enumerate(predictors):
-        nodes = p.nodes
-        if nodes["is_categorical"].any():
-            raise ValueError("categorical splits are not supported")
-        n = len(nodes)
-        out["feature"][i, :n] = nodes["feature_idx"]
-        out["threshold"][i, :n] = nodes["num_threshold"]
-        out["left"][i, :n] = nodes["left"]
-        out["right"][i, :n] = nodes["right"]
-        out["value"][i, :n] = nodes["value"]
-        out["leaf"][i, :n] = nodes["is_leaf"]
-        out["nan_left"][i, :n] = nodes["missing_go_to_left"]
-        depth = max(depth, int(nodes["depth"].max()))
-    out["baseline"] = np.array(float(np.ravel(clf._baseline_prediction)[0]))
-    out["depth"] = np.array(depth)
+_REWORDINGS = (
+    ("How do I ", "How can I "),
+    ("How can I ", "How do I "),
+    ("What is the best way to ", "How do I best "),
+    ("What are some ", "What are "),
+    ("What is ", "What's "),
+    ("Why do ", "Why is it that "),
+    ("Which is ", "What is "),
+)
+
+
+def surface_variants(questions: list[str], n: int) -> list[tuple[str, str]]:
+    """Positives that differ the way cache traffic does: fillers, politeness, rewordings.
+
+    QQP has no such near-identical duplicates, so without them the model doubts exactly
+    the easy cases. Deterministic: the questions are picked by sha256 order.
+    """
+    import hashlib
+
+    picked = sorted(set(questions), key=lambda q: hashlib.sha256(q.encode()).hexdigest())[:n]
+    out: list[tuple[str, str]] = []
+    for i, q in enumerate(picked):
+        body = q.rstrip(" ?")
+        lowered = body[:1].lower() + body[1:]
+        kind = i % 5
+        if kind == 0:
+            v = f"Can you tell me {lowered}?"
+        elif kind == 1:
+            v = f"{body}? Please answer briefly."
+        elif kind == 2:
+            v = f"Quick question: {lowered}?"
+        elif kind == 3:
+            v = f"{body.lower()}"
+        else:
+            v = next((q.replace(a, b, 1) for a, b in _REWORDINGS if q.startswith(a)), f"I wonder, {lowered}?")
+        out.append((q, v))
     return out
 
 
@@ -80,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qqp", type=Path, default=shared_data(QQP_FILE))
     ap.add_argument("--mock", type=Path, default=shared_data(MOCK_FILE))
     ap.add_argument("--out", type=Path, default=ROOT / "src/thrifty/data/verifier.npz")
-    ap.add_argument("--precision", type=float, default=0.96, help="precision to reach on val (margin over 0.95)")
-    ap.add_argument("--components", type=int, default=24, help="embedding projection size (0 = none)")
+    ap.add_argument("--precision", type=float, default=0.95, help="precision to reach on val")
+    ap.add_argument("--components", type=int, default=32, help="embedding projection size (0 = none)")
     ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--variants", type=int, default=2000, help="surface-variant positives to add")
     args = ap.parse_args(argv)
 
     started = time.perf_counter()
@@ -92,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     mock = load_mock_pairs(args.mock) if args.mock.exists() else []
     print(f"QQP pairs: {len(pairs)}  train {len(train)}  val {len(val)}  (test held out)  mock positives {len(mock)}")
 
-    ta = [p.text_a for p in train] + [a for a, _ in mock]
-    tb = [p.text_b for p in train] + [b for _, b in mock]
-    y = np.array([p.label for p in train] + [1] * len(mock))
+    variants = surface_variants([p.text_a for p in train] + [p.text_b for p in train], args.variants)
+    print(f"surface-variant positives: {len(variants)}")
+    ta = [p.text_a for p in train] + [a for a, _ in mock] + [a for a, _ in variants]
+    tb = [p.text_b for p in train] + [b for _, b in mock] + [b for _, b in variants]
+    y = np.array([p.label for p in train] + [1] * (len(mock) + len(variants)))
     va, vb = [p.text_a for p in val], [p.text_b for p in val]
     vy = np.array([p.label for p in val])
 
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     clf.fit(np.vstack([x, x2]), np.concatenate([y, y]))
 
-    model = TreeEnsemble(tree_arrays(clf))
+    model = TreeEnsemble.from_sklearn(clf)
     probs = model.proba(vx)
     drift = float(np.abs(probs - clf.predict_proba(vx)[:, 1]).max())
     if drift > 1e-6:
@@ -143,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "trained_on": "QQP dev quarter (GPTCache similiar_qqp_full), split 'train'; GPTCache mock_data.json positives",
         "train_pairs": len(train),
         "mock_pairs": len(mock),
+        "surface_variant_pairs": len(variants),
         "val_pairs": len(val),
         "val_auc": round(auc, 4),
         "val_precision": round(precision, 4),

@@ -154,50 +154,36 @@ def complete_body(protocol: str, body: dict[str, Any]) -> bool:
     return choices[0].get("finish_reason") in _OPENAI_DONE
 
 
-def complete_events(protocol: str, events: list[dict[str, Any]]) -> bool:
-    """The same test for a recorded stream: it ended normally and called no tool."""
-    finished = False
-    for data in events:
-        if protocol == "anthropic":
-            if data.get("type") == "content_block_start" and (data.get("content_block") or {}).get("type") != "text":
-                return False
-            if data.get("type") == "message_delta" and (data.get("delta") or {}).get("stop_reason") in _ANTHROPIC_DONE:
-                finished = True
-        else:
-            for choice in data.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if delta.get("tool_calls") or delta.get("function_call"):
-                    return False
-                if choice.get("index", 0) != 0:
-                    return False
-                if choice.get("finish_reason") in _OPENAI_DONE:
-                    finished = True
-    return finished
+def _collect(protocol: str, events: list[SSEEvent]) -> dict[str, Any]:
+    """The complete body a stream amounts to (protocol helpers)."""
+    if protocol == "anthropic":
+        from thrifty.protocol.anthropic import collect_anthropic
+
+        return collect_anthropic(events)
+    from thrifty.protocol.openai import collect_openai
+
+    return collect_openai(events)
 
 
-def _replay_events(recorded: list[dict[str, Any]]) -> EventStream:
-    """A stored stream played back event by event, then `[DONE]` where the protocol had it."""
+def _replay(ctx: Context, body: dict[str, Any]) -> EventStream:
+    """A stored complete answer as the SSE events a live stream would have sent."""
+    if ctx.protocol == "anthropic":
+        from thrifty.protocol.anthropic import replay_anthropic
 
-    async def events() -> AsyncIterator[SSEEvent]:
-        for item in recorded:
-            yield SSEEvent(data=copy.deepcopy(item["data"]), event=item.get("event"))
+        events = replay_anthropic(copy.deepcopy(body))
+    else:
+        from thrifty.protocol.openai import replay_openai
+
+        options = ctx.body.get("stream_options") or {}
+        events = replay_openai(copy.deepcopy(body), bool(options.get("include_usage")))
+
+    async def generate() -> AsyncIterator[SSEEvent]:
+        for event in events:
+            yield event
         stream.complete = True
 
-    stream = EventStream(events())
+    stream = EventStream(generate())
     return stream
-
-
-def _replay_body(protocol: str, body: dict[str, Any]) -> EventStream | None:
-    """A stored complete answer as a stream, by the protocol helpers (`thrifty.protocol`)."""
-    try:
-        from thrifty import protocol as proto
-    except ImportError:  # pragma: no cover - the package always exists
-        return None
-    replay = getattr(proto, f"replay_{protocol}", None)
-    if replay is None:
-        return None
-    result = replay(copy.deepcopy(body))
-    return result if isinstance(result, EventStream) else EventStream(result)
 
 
 class SemanticCache:
@@ -205,12 +191,14 @@ class SemanticCache:
 
     name = NAME
 
-    def __init__(self, config: Config, index: InProcessIndex, verifier: Verifier, embed: Any) -> None:
-        self.config = config
+    def __init__(self, gateway: Gateway, index: InProcessIndex, verifier: Verifier, embed: Any) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
         self.index = index
         self.verifier = verifier
         self.embed = embed
         self._settings: dict[str, SemanticCacheSettings] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def settings(self, route: str) -> SemanticCacheSettings:
         s = self._settings.get(route)
@@ -263,31 +251,21 @@ class SemanticCache:
         )
         return vector, best
 
-    def _serve(self, ctx: Context, found: tuple[Hit, float]) -> Reply | None:
+    def _serve(self, ctx: Context, found: tuple[Hit, float]) -> Reply:
+        """Answer from the matched entry: zero billed tokens, the original cost saved."""
         hit, score = found
         payload = hit.entry.payload
-        if ctx.stream:
-            if payload.get("events") is not None:
-                stream = _replay_events(payload["events"])
-            elif payload.get("body") is not None:
-                replayed = _replay_body(ctx.protocol, payload["body"])
-                if replayed is None:
-                    return None
-                stream = replayed
-            else:
-                return None
-            reply = Reply(status=200, stream=stream)
-        else:
-            if payload.get("body") is None:
-                return None
-            reply = Reply(status=200, body=copy.deepcopy(payload["body"]))
-        reply.usage = Usage()
-        reply.served_model = payload.get("model", "")
-        reply.provider = NAME
-        reply.headers["X-Thrifty-Cache"] = "semantic-hit"
+        body: dict[str, Any] = payload["body"]
         usage = Usage.from_dict(payload.get("usage") or {})
+        reply = Reply(status=200, usage=Usage(), served_model=payload.get("model", ""), provider=NAME)
+        if ctx.stream:
+            reply.stream = _replay(ctx, body)
+        else:
+            reply.body = copy.deepcopy(body)
         ctx.save(NAME, Decimal(payload.get("cost", "0")), usage.total_input_tokens + usage.output_tokens)
-        ctx.cache_outcome = "semantic_hit"
+        ctx.cache_outcome = "semantic-hit"
+        ctx.target_model = ctx.target_model or reply.served_model
+        ctx.extra["answered_by"] = NAME
         ctx.extra[NAME] = {
             "outcome": "hit",
             "score": round(score, 4),
@@ -301,58 +279,40 @@ class SemanticCache:
     def _store_later(
         self, ctx: Context, reply: Reply, q: Question, vector: np.ndarray, settings: SemanticCacheSettings
     ) -> None:
-        if not reply.ok:
+        if not reply.ok or ctx.extra.get("dedup") == "follower":
             return
         tenant, protocol = ctx.tenant, ctx.protocol
         if reply.stream is None:
             if reply.body is None or not complete_body(protocol, reply.body):
                 return
-            payload = self._payload(reply, reply.usage, body=copy.deepcopy(reply.body))
-            ctx.extra.setdefault(NAME, {})["stored"] = True
-            asyncio.get_running_loop().create_task(self._add(tenant, q, vector, payload, settings))
+            payload = self._payload(reply, reply.usage, copy.deepcopy(reply.body))
+            task = asyncio.get_running_loop().create_task(self._add(tenant, q, vector, payload, settings))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             return
-        reply.stream = self._recording(reply, tenant, protocol, q, vector, settings)
-
-    def _recording(
-        self, reply: Reply, tenant: str, protocol: str, q: Question, vector: np.ndarray, settings: SemanticCacheSettings
-    ) -> EventStream:
-        """Wrap a stream so that, once it ends complete, its events are stored for replay."""
         inner = reply.stream
-        assert inner is not None
-        recorded: list[dict[str, Any]] = []
+        events: list[SSEEvent] = []
 
-        async def events() -> AsyncIterator[SSEEvent]:
+        async def passthrough() -> AsyncIterator[SSEEvent]:
+            iterator = inner.__aiter__()
             try:
-                async for event in inner:
-                    if isinstance(event.data, dict):
-                        recorded.append({"data": copy.deepcopy(event.data), "event": event.event})
-                    else:
-                        recorded.append({"data": event.data, "event": event.event})
+                async for event in iterator:
+                    events.append(event)
                     yield event
             finally:
+                await iterator.aclose()
                 outer.usage, outer.complete, outer.error = inner.usage, inner.complete, inner.error
-                outer.first_event_at = inner.first_event_at
+            if inner.complete and inner.error is None:
+                body = _collect(protocol, events)
+                if complete_body(protocol, body):
+                    await self._add(tenant, q, vector, self._payload(reply, inner.usage, body), settings)
 
-        async def finished(stream: EventStream) -> None:
-            if not stream.complete or stream.error:
-                return
-            if not complete_events(protocol, [r["data"] for r in recorded if isinstance(r["data"], dict)]):
-                return
-            payload = self._payload(reply, stream.usage, events=recorded)
-            await self._add(tenant, q, vector, payload, settings)
-
-        outer = EventStream(events())
-        outer.on_finish(finished)
-        return outer
+        outer = _TappedStream(passthrough(), inner)
+        reply.stream = outer
 
     @staticmethod
-    def _payload(reply: Reply, usage: Usage, **stored: Any) -> dict[str, Any]:
-        return {
-            **stored,
-            "model": reply.served_model,
-            "usage": usage.to_dict(),
-            "cost": str(reply.cost),
-        }
+    def _payload(reply: Reply, usage: Usage, body: dict[str, Any]) -> dict[str, Any]:
+        return {"body": body, "model": reply.served_model, "usage": usage.to_dict(), "cost": str(reply.cost)}
 
     async def _add(
         self, tenant: str, q: Question, vector: np.ndarray, payload: dict[str, Any], settings: SemanticCacheSettings
@@ -361,6 +321,18 @@ class SemanticCache:
             await asyncio.to_thread(self.index.add, tenant, q.namespace, q.text, vector, payload, settings.ttl)
         except Exception:  # a cache that cannot store must never fail the request
             log.exception("semantic cache: storing an answer failed")
+
+
+class _TappedStream(EventStream):
+    """An EventStream over another; closing it closes the one underneath too."""
+
+    def __init__(self, events: AsyncIterator[SSEEvent], inner: EventStream) -> None:
+        super().__init__(events)
+        self.inner = inner
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.inner.aclose()
 
 
 def _any_route_enabled(config: Config) -> bool:
@@ -382,4 +354,4 @@ def build(gateway: Gateway) -> SemanticCache | None:
     if index is None:
         index = gateway.state["semantic_index"] = InProcessIndex(max_entries=max_entries)
     embedder = shared_embedder()
-    return SemanticCache(config, index, default_verifier(), embedder.embed_one)
+    return SemanticCache(gateway, index, default_verifier(), embedder.embed_one)

@@ -106,7 +106,38 @@ def _stem(word: str) -> str:
     return word
 
 
+_CONTRACTIONS = (
+    (re.compile(r"\b(can)'t\b", re.I), r"\1 not"),
+    (re.compile(r"\b(won)'t\b", re.I), "will not"),
+    (re.compile(r"n't\b", re.I), " not"),
+    (re.compile(r"\b(what|that|it|there|who|where|how|here|when|why)'s\b", re.I), r"\1 is"),
+    (re.compile(r"'re\b", re.I), " are"),
+    (re.compile(r"'ve\b", re.I), " have"),
+    (re.compile(r"'ll\b", re.I), " will"),
+    (re.compile(r"'m\b", re.I), " am"),
+    (re.compile(r"'d\b", re.I), " would"),
+)
+
+
+def expand_contractions(text: str) -> str:
+    """ "What's" -> "What is", "don't" -> "do not": both spellings give the same words."""
+    text = text.replace("\u2019", "'")
+    for pattern, repl in _CONTRACTIONS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def same_text(a: str, b: str) -> bool:
+    """Equal once case, spacing, contractions and punctuation are set aside."""
+
+    def norm(t: str) -> list[str]:
+        return [w.lower() for w in _WORD.findall(expand_contractions(t))]
+
+    return norm(a) == norm(b)
+
+
 def _analyse(text: str) -> _Text:
+    text = expand_contractions(text)
     words = _WORD.findall(text)
     lower = [w.lower() for w in words]
     numbers = {n.replace(",", "") for n in _NUMBER.findall(text)}
@@ -221,6 +252,38 @@ class TreeEnsemble:
         self.baseline = float(arrays["baseline"])
         self.depth = int(arrays["depth"])
 
+    @classmethod
+    def from_sklearn(cls, clf: Any) -> TreeEnsemble:
+        """Copy a fitted binary `HistGradientBoostingClassifier` (numeric features only)."""
+        predictors = [it[0] for it in clf._predictors]
+        t, width = len(predictors), max(len(p.nodes) for p in predictors)
+        out: dict[str, np.ndarray] = {
+            "feature": np.zeros((t, width), np.int64),
+            "threshold": np.zeros((t, width), np.float64),
+            "left": np.zeros((t, width), np.int64),
+            "right": np.zeros((t, width), np.int64),
+            "value": np.zeros((t, width), np.float64),
+            "leaf": np.ones((t, width), bool),
+            "nan_left": np.zeros((t, width), bool),
+        }
+        depth = 0
+        for i, p in enumerate(predictors):
+            nodes = p.nodes
+            if nodes["is_categorical"].any():
+                raise ValueError("categorical splits are not supported")
+            n = len(nodes)
+            out["feature"][i, :n] = nodes["feature_idx"]
+            out["threshold"][i, :n] = nodes["num_threshold"]
+            out["left"][i, :n] = nodes["left"]
+            out["right"][i, :n] = nodes["right"]
+            out["value"][i, :n] = nodes["value"]
+            out["leaf"][i, :n] = nodes["is_leaf"]
+            out["nan_left"][i, :n] = nodes["missing_go_to_left"]
+            depth = max(depth, int(nodes["depth"].max()))
+        out["baseline"] = np.array(float(np.ravel(clf._baseline_prediction)[0]))
+        out["depth"] = np.array(depth)
+        return cls(out)
+
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Raw (log-odds) scores for rows of `x`."""
         n, t = x.shape[0], self.feature.shape[0]
@@ -305,7 +368,9 @@ class Verifier:
         probs = self.scores(texts_a, texts_b, emb_a, emb_b)
         out: list[Verdict] = []
         for a, b, p in zip(texts_a, texts_b, probs, strict=True):
-            if numbers_differ(a, b):
+            if same_text(a, b):
+                out.append(Verdict(True, float(p), "same text"))
+            elif numbers_differ(a, b):
                 out.append(Verdict(False, float(p), "numbers differ"))
             elif negation_differs(a, b):
                 out.append(Verdict(False, float(p), "negation differs"))

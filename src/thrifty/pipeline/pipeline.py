@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     # first: it must see the body as the client sent it and the reply as the client gets it
     "shadow": "thrifty.evals.shadow:build",
     "cache": "thrifty.cache.exact:build",
+    "semantic_cache": "thrifty.cache.semantic:build",
     "dedup": "thrifty.cache.dedup:build",
 }
 

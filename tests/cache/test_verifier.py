@@ -1,0 +1,117 @@
+"""The verifier: the shipped model accepts paraphrases and refuses the classic traps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from thrifty.cache.pairdata import assign_splits, split_of_key
+from thrifty.cache.verifier import (
+    LEXICAL_FEATURES,
+    TreeEnsemble,
+    Verifier,
+    default_verifier,
+    lexical_features,
+    negation_differs,
+    numbers_differ,
+)
+from thrifty.embed import shared_embedder
+
+
+def verdict(a: str, b: str) -> tuple[bool, str]:
+    emb = shared_embedder().embed([a, b])
+    v = default_verifier().decide([a], [b], emb[:1], emb[1:])[0]
+    return v.same, v.reason
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How can I improve my English speaking skills?", "How do I improve my spoken English?"),
+        ("Why is the sky blue?", "Why does the sky look blue?"),
+        ("How do I reset my router password?", "How can I reset the password of my router?"),
+        ("What are the best books to learn data structures?", "What are the best books for learning data structures?"),
+    ],
+)
+def test_paraphrases_are_the_same_question(a: str, b: str) -> None:
+    assert verdict(a, b) == (True, "model")
+
+
+def test_the_same_text_spelled_differently_is_the_same_question() -> None:
+    assert verdict("What is the boiling point of water?", "what's the boiling point of water") == (True, "same text")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "reason"),
+    [
+        ("How do I lose 5 kg in a month?", "How do I lose 50 kg in a month?", "numbers differ"),
+        ("What was the population of Paris in 1900?", "What was the population of Paris in 2000?", "numbers differ"),
+        ("How can I get a refund for my ticket?", "How can I get a refund for my 2 tickets?", "numbers differ"),
+        ("Is coffee good for your health?", "Is coffee not good for your health?", "negation differs"),
+        ("Why do cats purr?", "Why don't cats purr?", "negation differs"),
+    ],
+)
+def test_number_and_negation_traps_are_refused(a: str, b: str, reason: str) -> None:
+    assert verdict(a, b) == (False, reason)
+
+
+def test_a_different_subject_is_refused_by_the_model() -> None:
+    same, reason = verdict("How do I learn Python?", "How do I learn Java?")
+    assert not same and reason == "model"
+
+
+def test_guards() -> None:
+    assert numbers_differ("price in 2019", "price in 2020")
+    assert numbers_differ("the top five films", "the top 10 films")
+    assert not numbers_differ("the top five films", "the top 5 films")
+    assert not numbers_differ("1,000 words", "1000 words")
+    assert negation_differs("can I swim", "can't I swim")
+    assert not negation_differs("I can't not go", "I must go there")  # two negations cancel
+
+
+def test_features_have_their_names() -> None:
+    feats = lexical_features("Who wrote Hamlet?", "Who is the author of Hamlet?", 0.8)
+    assert len(feats) == len(LEXICAL_FEATURES)
+    named = dict(zip(LEXICAL_FEATURES, feats, strict=True))
+    assert named["cosine"] == 0.8 and named["qword_same_first"] == 1.0 and named["caps_jaccard"] == 1.0
+
+
+def test_exported_trees_predict_exactly_like_scikit_learn(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 6)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    y = ((np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 2])) > 0).astype(int)
+    clf = HistGradientBoostingClassifier(max_iter=25, random_state=0).fit(x, y)
+    trees = TreeEnsemble.from_sklearn(clf)
+    assert np.allclose(trees.proba(x), clf.predict_proba(x)[:, 1], atol=1e-9)
+    # and survive a save/load round trip without pickle
+    path = tmp_path / "v.npz"
+    Verifier(trees, None, 0.7, {"lexical_features": list(LEXICAL_FEATURES)}).save(path)
+    loaded = Verifier.load(path)
+    assert loaded.threshold == 0.7 and loaded.projection is None
+    assert np.allclose(loaded.model.proba(x), clf.predict_proba(x)[:, 1], atol=1e-6)
+
+
+def test_a_model_trained_on_other_features_is_refused(tmp_path: Path) -> None:
+    clf = HistGradientBoostingClassifier(max_iter=2).fit(np.eye(4), [0, 1, 0, 1])
+    path = tmp_path / "old.npz"
+    Verifier(TreeEnsemble.from_sklearn(clf), None, 0.5, {"lexical_features": ["cosine"]}).save(path)
+    with pytest.raises(ValueError, match="retrain"):
+        Verifier.load(path)
+
+
+def test_the_shipped_model_records_its_provenance() -> None:
+    meta = default_verifier().meta
+    assert "QQP" in meta["trained_on"] and meta["val_precision"] >= 0.95
+    assert 0.5 < default_verifier().threshold < 1.0
+
+
+def test_the_split_keeps_questions_that_share_a_pair_together() -> None:
+    rows = [("How to cook rice?", "How do I cook rice?", 1), ("how to cook  rice?", "Best rice recipes?", 0), ("A?", "B?", 0)]
+    pairs = assign_splits(rows)
+    assert pairs[0].split == pairs[1].split  # linked through one question, modulo case and spacing
+    assert pairs[2].split == split_of_key("a?")
+    assert {split_of_key(str(i)) for i in range(50)} == {"train", "val", "test"}
