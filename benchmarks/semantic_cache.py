@@ -12,14 +12,27 @@
    the HNSW index, verify the candidates). The index holds every real QQP question outside
    the test split, topped up to `--entries` with synthetic vectors (normalised mixes of two
    real ones plus noise), since embedding 100,000 distinct texts here takes too long.
+3. End to end: `--requests` requests (default 2,000) through thrifty (exact cache, semantic
+   cache and dedup on) in front of the mock upstream, in waves of 20 sent at once: bursts
+   of 3 identical new questions, exact repeats, paraphrase probes (text_b of a QQP test pair
+   whose text_a was asked in an earlier wave, duplicates and look-alikes as the data has
+   them), new questions and sampled requests. Upstream calls and the ledger's savings by
+   lever; a semantic hit on a pair labelled "not duplicate" is counted as wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import math
+import sqlite3
 import statistics
+import tempfile
 import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +43,8 @@ from thrifty.cache.verifier import default_verifier
 from thrifty.config import parse_config
 from thrifty.embed import Embedder
 from thrifty.gateway import Gateway
+
+PICO = Decimal(10) ** 12
 
 
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -111,7 +126,7 @@ def latency(entries: int, queries: int, top_k: int) -> None:
     for p in test[:queries]:
         q = question(p.text_b)
         t0 = time.perf_counter()
-        _, hit = cache._lookup("tenant", q, settings, False)  # type: ignore[arg-type]
+        _, hit = cache._lookup("tenant", q, settings, False)
         total.append((time.perf_counter() - t0) * 1000)
         hits += hit is not None
         t0 = time.perf_counter()
@@ -123,16 +138,143 @@ def latency(entries: int, queries: int, top_k: int) -> None:
     print(f"  of which embedding alone: p50 {statistics.median(embed_only):.2f} ms")
 
 
+def e2e_config(upstream: Any, tmp: Path) -> str:
+    return f"""
+store: sqlite:///{tmp}/ledger.db
+ledger: {{flush_interval: 0.05}}
+models:
+  - name: gpt-test
+    provider: openai
+    model: gpt-4o-mini
+    base_url: {upstream.base_url}/v1
+    price: {{input: 0.15, output: 0.60}}
+cache: {{enabled: true}}
+semantic_cache: {{enabled: true}}
+dedup: {{enabled: true}}
+"""
+
+
+async def end_to_end(requests: int) -> None:
+    import aiohttp
+    from aiohttp import web
+
+    from thrifty.server.app import create_app
+    from thrifty.testing.mock_upstream import MockUpstream
+
+    test = [p for p in load_qqp() if p.split == "test"]
+    rng = np.random.default_rng(1)
+    order = rng.permutation(len(test))
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        upstream = await MockUpstream().start()
+        gateway = Gateway(parse_config(e2e_config(upstream, tmp)))
+        runner = web.AppRunner(create_app(gateway), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        asked: list[str] = []
+        seeded: list[int] = []  # test pairs whose text_a was asked
+        probes = {"duplicate": 0, "look-alike": 0}
+        semantic_hits = {"right": 0, "wrong": 0, "other question": 0}
+        sent = {"burst": 0, "repeat": 0, "paraphrase": 0, "new": 0, "sampled": 0}
+        next_pair = 0
+
+        def body(text: str, temperature: float = 0) -> dict[str, object]:
+            return {"model": "gpt-test", "messages": [{"role": "user", "content": text}], "temperature": temperature}
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+            async def send(b: dict[str, object], pair: int | None) -> None:
+                async with http.post(url, json=b) as resp:
+                    assert resp.status == 200, await resp.text()
+                    data = await resp.json()
+                    if resp.headers.get("X-Thrifty-Cache") == "semantic-hit" and pair is not None:
+                        served = data["choices"][0]["message"]["content"]
+                        if served != f"echo: {test[pair].text_a}":
+                            semantic_hits["other question"] += 1  # matched an entry other than its pair
+                        semantic_hits["right" if test[pair].label else "wrong"] += 1
+
+            started = time.perf_counter()
+            waves = max(1, requests // 20)
+            for w in range(waves):
+                batch: list[tuple[dict[str, object], int | None]] = []
+                burst = f"wave {w}: what is {w * 7 + 3} squared? [slow 50]"
+                batch += [(body(burst), None)] * 3
+                sent["burst"] += 3
+                for r in range(5):
+                    if asked:
+                        batch.append((body(asked[(w * 31 + r * 17) % len(asked)]), None))
+                        sent["repeat"] += 1
+                    else:
+                        batch.append((body(f"warm-up question {r}"), None))
+                        sent["new"] += 1
+                for _ in range(5):
+                    if len(seeded) > 5:
+                        pair = seeded.pop(int(rng.integers(0, len(seeded) - 5)))
+                        batch.append((body(test[pair].text_b), pair))
+                        probes["duplicate" if test[pair].label else "look-alike"] += 1
+                        sent["paraphrase"] += 1
+                    else:
+                        batch.append((body(f"filler question {w}-{_}"), None))
+                        sent["new"] += 1
+                for _ in range(5):
+                    pair = int(order[next_pair % len(order)])
+                    next_pair += 1
+                    batch.append((body(test[pair].text_a), None))
+                    asked.append(test[pair].text_a)
+                    seeded.append(pair)
+                    sent["new"] += 1
+                for s in range(2):
+                    batch.append((body(f"wave {w} sampled {s}", temperature=0.8), None))
+                    sent["sampled"] += 1
+                await asyncio.gather(*(send(b, pair) for b, pair in batch))
+                await asyncio.sleep(0.02)  # let the caches store what the wave brought
+            elapsed = time.perf_counter() - started
+        calls = upstream.calls["openai"]
+        assert gateway.ledger is not None
+        gateway.ledger.flush()
+        conn = sqlite3.connect(tmp / "ledger.db")
+        rows = conn.execute("SELECT answered_by, cost_pico, counterfactual_pico, savings FROM requests").fetchall()
+        conn.close()
+        await runner.cleanup()
+        await upstream.stop()
+    total = sum(sent.values())
+    saved: dict[str, Decimal] = {}
+    answered: dict[str, int] = {}
+    for answered_by, _cost, _cf, savings in rows:
+        answered[answered_by or "upstream"] = answered.get(answered_by or "upstream", 0) + 1
+        for lever, amount in json.loads(savings).items():
+            saved[lever] = saved.get(lever, Decimal(0)) + Decimal(str(amount))
+    cost = sum((Decimal(r[1]) for r in rows), Decimal(0)) / PICO
+    counterfactual = sum((Decimal(r[2]) for r in rows), Decimal(0)) / PICO
+    print(f"end to end: {total} requests in {waves} waves of 20 through thrifty + mock upstream ({elapsed:.1f} s)")
+    print(f"  sent: {sent}")
+    print(f"  paraphrase probes: {probes['duplicate']} labelled duplicate, {probes['look-alike']} look-alikes")
+    print(
+        f"  semantic hits on probes: {semantic_hits['right']} right, {semantic_hits['wrong']} wrong (a look-alike's answer);"
+        f" {semantic_hits['other question']} matched another cached question than their pair"
+    )
+    print(f"  upstream calls: {calls} of {total} requests; answered by: {answered}")
+    print(f"  cost ${cost:.6f} vs counterfactual ${counterfactual:.6f}: saved {(1 - cost / counterfactual) * 100:.1f}%")
+    for lever, amount in sorted(saved.items()):
+        print(f"  saved by {lever}: ${amount:.6f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entries", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--top-k", type=int, default=SemanticCacheSettings().top_k)
+    ap.add_argument("--requests", type=int, default=2000, help="end-to-end requests (0 to skip)")
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()
     correctness(SemanticCacheSettings().min_cosine)
     if not args.skip_latency:
         latency(args.entries, args.queries, args.top_k)
+    if args.requests:
+        asyncio.run(end_to_end(args.requests))
 
 
 if __name__ == "__main__":
