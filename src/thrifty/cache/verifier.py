@@ -130,12 +130,10 @@ def expand_contractions(text: str) -> str:
 def same_text(a: str, b: str) -> bool:
     """Equal once case, spacing, contractions and punctuation are set aside."""
 
-    def norm(t: str) -> list[str]:
-        return [w.lower() for w in _WORD.findall(expand_contractions(t))]
-
-    return norm(a) == norm(b)
+    return _analyse(a).lower == _analyse(b).lower
 
 
+@lru_cache(maxsize=8192)
 def _analyse(text: str) -> _Text:
     text = expand_contractions(text)
     words = _WORD.findall(text)
@@ -251,6 +249,7 @@ class TreeEnsemble:
         self.nan_left = arrays["nan_left"].astype(bool)
         self.baseline = float(arrays["baseline"])
         self.depth = int(arrays["depth"])
+        self._walk: tuple[np.ndarray, ...] | None = None
 
     @classmethod
     def from_sklearn(cls, clf: Any) -> TreeEnsemble:
@@ -285,18 +284,26 @@ class TreeEnsemble:
         return cls(out)
 
     def raw(self, x: np.ndarray) -> np.ndarray:
-        """Raw (log-odds) scores for rows of `x`."""
-        n, t = x.shape[0], self.feature.shape[0]
-        trees = np.arange(t)[None, :].repeat(n, axis=0)
-        rows = np.arange(n)[:, None].repeat(t, axis=1)
-        node = np.zeros((n, t), dtype=np.int64)
+        """Raw (log-odds) scores for rows of `x`: all trees walked together, one level a step."""
+        n, (t, width) = x.shape[0], self.feature.shape
+        if self._walk is None:
+            # Flattened tables in which a leaf points to itself, so a walk needs no leaf test.
+            own = np.arange(t * width).reshape(t, width)
+            self._walk = (
+                np.where(self.leaf, own, self.left + own - own % width).ravel(),
+                np.where(self.leaf, own, self.right + own - own % width).ravel(),
+                np.where(self.leaf, 0, self.feature).ravel(),
+                np.where(self.leaf, np.inf, self.threshold).ravel(),
+                (self.nan_left & ~self.leaf).ravel(),
+                self.value.ravel(),
+            )
+        left, right, feature, threshold, nan_left, value = self._walk
+        node = np.broadcast_to(np.arange(t) * width, (n, t)).copy()
         for _ in range(self.depth):
-            feat = self.feature[trees, node]
-            val = x[rows, feat]
-            go_left = np.where(np.isnan(val), self.nan_left[trees, node], val <= self.threshold[trees, node])
-            nxt = np.where(go_left, self.left[trees, node], self.right[trees, node])
-            node = np.where(self.leaf[trees, node], node, nxt)
-        return self.baseline + self.value[trees, node].sum(axis=1)
+            val = np.take_along_axis(x, feature[node], axis=1)
+            go_left = (val <= threshold[node]) | (np.isnan(val) & nan_left[node])
+            node = np.where(go_left, left[node], right[node])
+        return self.baseline + value[node].sum(axis=1)
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.raw(x)))
