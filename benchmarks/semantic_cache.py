@@ -38,7 +38,7 @@ import numpy as np
 
 from thrifty.cache.index import InProcessIndex
 from thrifty.cache.pairdata import embed_cached, load_qqp
-from thrifty.cache.semantic import SemanticCache, SemanticCacheSettings, extract_question
+from thrifty.cache.semantic import Question, SemanticCache, SemanticCacheSettings, extract_question
 from thrifty.cache.verifier import default_verifier
 from thrifty.config import parse_config
 from thrifty.embed import Embedder
@@ -114,10 +114,12 @@ def latency(entries: int, queries: int, top_k: int) -> None:
     gw = Gateway(parse_config("semantic_cache: {enabled: true}\n"))
     template = {"model": "gpt-test", "temperature": 0, "messages": [{"role": "user", "content": ""}]}
 
-    def question(text: str) -> object:
-        return extract_question("openai", {**template, "messages": [{"role": "user", "content": text}]}, settings)
+    def question(text: str) -> Question:
+        found = extract_question("openai", {**template, "messages": [{"role": "user", "content": text}]}, settings)
+        assert isinstance(found, Question)
+        return found
 
-    namespace = question("anything").namespace  # type: ignore[attr-defined]
+    namespace = question("anything").namespace
     index = InProcessIndex(max_entries=entries)
     started = time.perf_counter()
     index.add_many("tenant", namespace, texts, vectors, [{"body": {}} for _ in texts], threads=2)
