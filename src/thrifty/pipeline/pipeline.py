@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 #: dedup, compress, cap, route.
 STAGES: dict[str, str] = {
     "canonicalize": "thrifty.pipeline.canonicalize:build",
+    "route": "thrifty.routing.stage:build",
 }
 
 
