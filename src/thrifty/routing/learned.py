@@ -25,6 +25,7 @@ from thrifty.routing.policy import POLICIES, Point, Policy, cheapest_meeting, ch
 FORMAT_VERSION = 1
 MAGIC = "thrifty-router"
 C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
+DIFFICULTY = "__difficulty__"
 
 
 class ArtifactError(Exception):
@@ -63,6 +64,9 @@ class RouterArtifact:
     #: policy -> list of (knob, quality, cost per call) on the calibration data, for target lookups
     curves: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     chosen_c: dict[str, float] = field(default_factory=dict)
+    #: "none": each candidate's model reads the features; "shared": a prompt-difficulty model
+    #: fitted on all candidates' labels at once feeds each candidate's model as one more input
+    difficulty: str = "none"
 
     @property
     def spec(self) -> FeatureSpec:
@@ -73,6 +77,8 @@ class RouterArtifact:
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """P(good) per candidate (columns in `candidates` order) for feature rows `x`."""
+        if self.difficulty != "none":
+            x = _with_difficulty(x, _predict(self.models[DIFFICULTY], x), self.difficulty)
         return np.column_stack([_predict(self.models[c], x) for c in self.candidates])
 
     def predict(self, texts: Sequence[str], embed: Embed | None = None) -> np.ndarray:
@@ -137,6 +143,11 @@ def _predict(model: Any, x: np.ndarray) -> np.ndarray:
     if isinstance(model, float):
         return np.full(len(x), model)
     return np.asarray(model.predict_proba(x)[:, 1])
+
+
+def _with_difficulty(x: np.ndarray, p: np.ndarray, mode: str) -> np.ndarray:
+    logit = np.log(np.clip(p, 1e-4, 1 - 1e-4) / np.clip(1 - p, 1e-4, 1))[:, None]
+    return logit if mode == "only" else np.hstack([logit, x])
 
 
 def _soft_rows(x: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,6 +272,7 @@ def train(
     folds: int = 5,
     seed: int = 0,
     x: np.ndarray | None = None,
+    difficulty: str = "shared",
 ) -> RouterArtifact:
     """Fit a router on labeled examples and calibrate its knob for `target` on out-of-fold predictions."""
     import sklearn
@@ -280,8 +292,15 @@ def train(
     models: dict[str, Any] = {}
     oof = np.zeros_like(quality)
     cv: dict[str, float] = {}
+    inputs = feats
+    if difficulty != "none":
+        # How hard the prompt is, learned from every candidate's label at once (n*k labels,
+        # not n): weak candidates fail first on hard prompts. Out-of-fold values train the
+        # candidates' models, so they learn how far to trust it.
+        models[DIFFICULTY], d_oof, cv[DIFFICULTY] = fit_candidate(feats, quality.mean(axis=1), split)
+        inputs = _with_difficulty(feats, d_oof, difficulty)
     for j, name in enumerate(names):
-        models[name], oof[:, j], cv[name] = fit_candidate(feats, quality[:, j], split)
+        models[name], oof[:, j], cv[name] = fit_candidate(inputs, quality[:, j], split)
     expected = cost.mean(axis=0)
     art = RouterArtifact(
         candidates=names,
@@ -292,6 +311,7 @@ def train(
         costs={n: float(c) for n, c in zip(names, expected, strict=True)},
         n_examples=len(examples),
         chosen_c=cv,
+        difficulty=difficulty,
     )
     cal, curves = calibrate_points(oof, quality, cost, names, expected, target, reference=reference)
     art.calibration = cal
