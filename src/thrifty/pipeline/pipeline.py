@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 #: Levers add their entry here, in request-path order: canonicalize, cache, semantic_cache,
 #: dedup, compress, cap, route.
 STAGES: dict[str, str] = {
-    "canonicalize": "thrifty.pipeline.canonicalize:build",
     "route": "thrifty.routing.stage:build",
 }
 
