@@ -87,6 +87,14 @@ class ReplayProvider(Provider):
             )
         return cand
 
+    def recorded_cost(self, body: dict[str, Any]) -> Decimal | None:
+        """The recorded cost of this model answering `body`, or None if it was not recorded:
+        the exact counterfactual when a router sends the request elsewhere."""
+        from thrifty.routing.rules import body_text
+
+        cand = self._load().get(body_text(body).strip())
+        return None if cand is None else cand.cost
+
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
         from thrifty.routing.datasets import count_tokens
         from thrifty.routing.rules import body_text

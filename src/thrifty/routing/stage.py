@@ -130,6 +130,16 @@ class RouteStage:
         self.plans: dict[str, RoutePlan] = {"default": make_plan(gateway, "default", artifacts)}
         for r in gateway.config.lever_routes(NAME):
             self.plans[r] = make_plan(gateway, r, artifacts)
+        # The server accepts a model name that is not configured when this says it is an alias.
+        gateway.state["model_aliases"] = self.is_alias
+
+    def is_alias(self, name: str) -> bool:
+        """`auto` or `tier:NAME`, where some route can resolve it."""
+        if name == AUTO:
+            return any(p.router or p.cascade or p.settings.default for p in self.plans.values())
+        if name.startswith(TIER_PREFIX):
+            return any(name[len(TIER_PREFIX) :] in p.settings.tiers for p in self.plans.values())
+        return False
 
     def plan_for(self, route_name: str) -> RoutePlan:
         return self.plans.get(route_name) or self.plans["default"]
@@ -145,12 +155,10 @@ class RouteStage:
             return None if not self.gateway.providers else "no provider"
         if not provider.ready():
             return "provider not ready"
-        breakers = self.gateway.state.get("breakers")
-        breaker = breakers.get(model) if isinstance(breakers, dict) else None
-        if breaker is not None and getattr(breaker, "open", False) is True:
-            return "circuit open"
-        if provider.stats().get("circuit_open"):
-            return "circuit open"
+        dispatcher = self.gateway.state.get("dispatcher")
+        breaker = getattr(dispatcher, "breakers", {}).get(model)
+        if breaker is not None and breaker.state == "open":
+            return f"circuit open (retry in {breaker.retry_in():.0f}s)"
         return None
 
     # -- deciding --------------------------------------------------------------------------
@@ -183,9 +191,11 @@ class RouteStage:
     async def handle(self, ctx: Context, next: Handler) -> Reply:
         plan = self.plan_for(ctx.route)
         s = plan.settings
-        if not s.enabled:
-            return await next(ctx)
         requested = ctx.requested_model or str(ctx.body.get("model", ""))
+        if not s.enabled:
+            if is_alias(requested):
+                return _error_reply(ctx, 400, f"model {requested!r}: routing is off on this route")
+            return await next(ctx)
         try:
             decision = await self.decide(ctx, plan)
         except UnknownAlias as exc:
@@ -249,6 +259,14 @@ class RouteStage:
 
     # -- savings ---------------------------------------------------------------------------
 
+    def _counterfactual_cost(self, ctx: Context, model: str, usage: Usage) -> Decimal | None:
+        """What the request would have cost on `model`: a replay provider knows it exactly (its
+        recorded cost for this prompt); otherwise the same usage at `model`'s price."""
+        recorded = _recorded_cost(self.gateway.providers.get(model), ctx.body)
+        if recorded is not None:
+            return recorded
+        return self.price_fn(model, usage)
+
     def _record_saving(self, ctx: Context, reply: Reply, counterfactual: str) -> None:
         if reply.stream is not None:
             stream = reply.stream
@@ -264,7 +282,7 @@ class RouteStage:
         served = reply.served_model or ctx.target_model
         if served == counterfactual and not ctx.extra.get("escalations"):
             return
-        would = self.price_fn(counterfactual, usage)
+        would = self._counterfactual_cost(ctx, counterfactual, usage)
         actual = reply.cost if reply.cost else self.price_fn(served, usage)
         if would is None or actual is None:
             ctx.note(
@@ -277,6 +295,11 @@ class RouteStage:
         saving = would - actual - escalated
         ctx.extra.setdefault("route", {})["counterfactual_model"] = counterfactual
         ctx.save(NAME, saving)
+
+
+def _recorded_cost(provider: object, body: dict[str, Any]) -> Decimal | None:
+    fn = getattr(provider, "recorded_cost", None)
+    return fn(body) if callable(fn) else None
 
 
 def _error_reply(ctx: Context, status: int, message: str) -> Reply:
