@@ -172,9 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "mmlu" in todo:
         mmlu(args.data, embed, args.out)
     if "e2e" in todo:
-        from benchmarks_routing_e2e import run_e2e  # type: ignore[import-not-found]
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from routing_e2e import run_e2e  # type: ignore[import-not-found]
 
-        run_e2e(args.data, args.out)
+        run_e2e(args.out)
     print(f"\nplots and artifacts in {args.out}")
     return 0
 

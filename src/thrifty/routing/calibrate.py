@@ -59,6 +59,12 @@ def apply(
 def describe(cal: Calibration | None, target: float) -> str:
     if cal is None:
         return f"no setting reaches {target:.1%} of the best model's quality on this data"
+    if not cal.met:
+        return (
+            f"target {target:.1%} of the best model's quality ({cal.best_quality:.4f}) is out of reach on this data; "
+            f"the best setting, policy {cal.policy} knob {cal.knob:g}, reaches {cal.quality:.4f} "
+            f"({cal.quality / cal.best_quality:.1%}) at ${cal.cost_per_call:.6f} a call"
+        )
     saving = 1 - cal.cost_per_call / cal.best_cost_per_call if cal.best_cost_per_call else 0.0
     return (
         f"policy {cal.policy}, knob {cal.knob:g}: quality {cal.quality:.4f} "

@@ -159,7 +159,7 @@ def calibrate_cmd(router_path: str, data: str, target: float, write_to: str | No
     p = art.predict([ex.text for ex in examples])
     cal = calibrate(art, examples, target, p=p)
     click.echo(describe(cal, target))
-    if cal is None:
+    if cal is None or not cal.met:
         sys.exit(1)
     click.echo(f"config: route: {{router: {router_path}, policy: {cal.policy}, knob: {cal.knob:g}}}")
     if write_to:

@@ -44,6 +44,8 @@ class Calibration:
     best_quality: float
     best_cost_per_call: float
     source: str = "out-of-fold"
+    #: False when no setting reached the target: the setting with the best quality is kept
+    met: bool = True
 
 
 @dataclass
@@ -245,8 +247,12 @@ def calibrate_points(
         hit = cheapest_meeting(pts, goal)
         if hit is not None and (pick is None or (hit.cost, -hit.quality) < (pick[1].cost, -pick[1].quality)):
             pick = (pol, hit)
-    if pick is None:
-        return None, curves
+    met = pick is not None
+    if pick is None:  # out of reach: keep the best quality there is, the cheapest such setting
+        everything = [(pol, pt) for pol, pts in curves.items() for pt in pts]
+        if not everything:
+            return None, curves
+        pick = max(everything, key=lambda t: (t[1].quality, -t[1].cost))
     pol, hit = pick
     cal = Calibration(
         pol,
@@ -257,6 +263,7 @@ def calibrate_points(
         float(means[best]),
         float(cost[:, best].sum()) / n,
         source,
+        met,
     )
     return cal, curves
 
