@@ -39,7 +39,7 @@ def write_config(
     out: Path, dataset: Path, router: Path, models: list[str], policy: str, knob: float, port: int
 ) -> Path:
     lines = [
-        "server: {host: 127.0.0.1, port: %d}" % port,
+        f"server: {{host: 127.0.0.1, port: {port}}}",
         f'store: "sqlite:///{(out / "e2e_ledger.db").resolve()}"',
         "models:",
     ]
