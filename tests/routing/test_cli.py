@@ -57,6 +57,8 @@ def test_train_calibrate_eval(converted: Path) -> None:
             "0.95",
             "--features",
             "structure",
+            "--repeats",
+            "1",
         ],
     )
     assert res.exit_code == 0, res.output

@@ -28,7 +28,12 @@ def files(routing_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     write_labeled(te, d / "test.jsonl")
     write_labeled(te[:10], d / "few.jsonl")
     art = train(
-        tr, candidates=[STRONG, CHEAP, TINY], spec=FeatureSpec(embedding=None), target=1.0, reference=STRONG
+        tr,
+        candidates=[STRONG, CHEAP, TINY],
+        spec=FeatureSpec(embedding=None),
+        target=1.0,
+        reference=STRONG,
+        repeats=1,
     )
     art.save(d / "router.pkl")
     return {"test": d / "test.jsonl", "few": d / "few.jsonl", "router": d / "router.pkl", "dir": d}

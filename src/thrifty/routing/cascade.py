@@ -165,7 +165,7 @@ def train_scorer(
     ]
     if len(usable) < 2 * folds:
         raise ValueError(f"too few examples with recorded responses of {', '.join(models)} ({len(usable)})")
-    split = _folds(len(usable), folds, seed)
+    split = _folds(len(usable), folds, seed, 1)
     fitted: dict[str, Any] = {}
     oof: dict[str, np.ndarray] = {}
     chosen_c: dict[str, float] = {}

@@ -98,6 +98,12 @@ def convert_cmd(fmt: str, source: str, output: str, prices: tuple[str, ...]) -> 
     type=click.Choice(["full", "structure"]),
     help="full: MiniLM embedding + structure; structure: cheap structural features only",
 )
+@click.option(
+    "--repeats",
+    default=None,
+    type=int,
+    help="repeated cross-validation splits (default: 5 for small sets, fewer for large)",
+)
 @click.option("--scorer", is_flag=True, help="train a cascade scorer on (prompt, recorded response) instead")
 def train_cmd(
     data: str,
@@ -106,6 +112,7 @@ def train_cmd(
     target: float,
     reference: str | None,
     feature_set: str,
+    repeats: int | None,
     scorer: bool,
 ) -> None:
     """Train a router (or a cascade scorer) and write a versioned artifact."""
@@ -125,7 +132,9 @@ def train_cmd(
         else:
             from thrifty.routing.learned import train
 
-            art = train(examples, candidates=names, target=target, reference=reference, spec=spec)
+            art = train(
+                examples, candidates=names, target=target, reference=reference, spec=spec, repeats=repeats
+            )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     art.save(output)

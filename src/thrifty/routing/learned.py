@@ -66,7 +66,7 @@ class RouterArtifact:
     #: policy -> list of (knob, quality, cost per call) on the calibration data, for target lookups
     curves: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     chosen_c: dict[str, float] = field(default_factory=dict)
-    #: "none": each candidate's model reads the features; "shared": a prompt-difficulty model
+    #: "none": each candidate's model reads the features; "plus": a prompt-difficulty model
     #: fitted on all candidates' labels at once feeds each candidate's model as one more input
     difficulty: str = "none"
 
@@ -176,9 +176,14 @@ def _fit(x: np.ndarray, q: np.ndarray, c: float) -> Any:
     return model
 
 
-def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
-    idx = np.random.default_rng(seed).permutation(n)
-    return [idx[i::k] for i in range(k)]
+def _folds(n: int, k: int, seed: int, repeats: int = 1) -> list[list[np.ndarray]]:
+    """`repeats` different k-fold splits of n rows."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(repeats):
+        idx = rng.permutation(n)
+        out.append([idx[i::k] for i in range(k)])
+    return out
 
 
 def _log_loss(p: np.ndarray, q: np.ndarray) -> float:
@@ -187,7 +192,7 @@ def _log_loss(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def fit_candidate(
-    x: np.ndarray, q: np.ndarray, folds: list[np.ndarray], grid: Sequence[float] = C_GRID
+    x: np.ndarray, q: np.ndarray, splits: list[list[np.ndarray]], grid: Sequence[float] = C_GRID
 ) -> tuple[Any, np.ndarray, float]:
     """Choose C by cross-validated log loss; return (model on all rows, out-of-fold P, C).
 
@@ -196,18 +201,21 @@ def fit_candidate(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _fit_candidate(x, q, folds, grid)
+        return _fit_candidate(x, q, splits, grid)
 
 
 def _fit_candidate(
-    x: np.ndarray, q: np.ndarray, folds: list[np.ndarray], grid: Sequence[float]
+    x: np.ndarray, q: np.ndarray, splits: list[list[np.ndarray]], grid: Sequence[float]
 ) -> tuple[Any, np.ndarray, float]:
     best: tuple[float, float, np.ndarray] | None = None
     for c in grid:
+        # Out-of-fold predictions, averaged over repeated splits to steady the calibration.
         oof = np.zeros(len(q))
-        for fold in folds:
-            train = np.setdiff1d(np.arange(len(q)), fold)
-            oof[fold] = _predict(_fit(x[train], q[train], c), x[fold])
+        for folds in splits:
+            for fold in folds:
+                train = np.setdiff1d(np.arange(len(q)), fold)
+                oof[fold] += _predict(_fit(x[train], q[train], c), x[fold])
+        oof /= len(splits)
         loss = _log_loss(oof, q)
         if best is None or loss < best[0]:
             best = (loss, c, oof)
@@ -277,9 +285,10 @@ def train(
     target: float = 0.95,
     reference: str | None = None,
     folds: int = 5,
+    repeats: int | None = None,
     seed: int = 0,
     x: np.ndarray | None = None,
-    difficulty: str = "shared",
+    difficulty: str = "none",
 ) -> RouterArtifact:
     """Fit a router on labeled examples and calibrate its knob for `target` on out-of-fold predictions."""
     import sklearn
@@ -295,7 +304,9 @@ def train(
         raise ValueError(f"too few examples to train ({len(examples)}; need at least {2 * folds})")
     feats = x if x is not None else featurize([ex.text for ex in examples], spec, embed)
     quality, cost = label_matrices(examples, names)
-    split = _folds(len(examples), folds, seed)
+    if repeats is None:  # small sets get repeated splits: their calibration is the noisy part
+        repeats = max(1, min(5, 3000 // max(len(examples), 1)))
+    split = _folds(len(examples), folds, seed, repeats)
     models: dict[str, Any] = {}
     oof = np.zeros_like(quality)
     cv: dict[str, float] = {}
