@@ -181,6 +181,8 @@ class RouteStage:
             probs = {c: round(float(p[0, art.candidates.index(c)]), 4) for c in plan.candidates}
             return Decision(chosen, "router", {"p": probs, "policy": plan.policy, "knob": plan.knob})
         if plan.cascade is not None:
+            if ctx.stream:  # a streamed answer cannot be scored before it reaches the client
+                return Decision(s.default or plan.cascade.tiers[-1], "cascade", {"stream": "skipped the cascade"})
             return Decision(plan.cascade.tiers[0], "cascade")
         if requested == AUTO and s.default:
             return Decision(s.default, "default")
@@ -218,7 +220,7 @@ class RouteStage:
         if why is not None and s.default and decision.model != s.default:
             self._fall_back(ctx, info, decision.model, why, s.default)
             decision = Decision(s.default, decision.via)
-        if decision.via == "cascade" and plan.cascade is not None and not ctx.stream:
+        if decision.via == "cascade" and plan.cascade is not None and not ctx.stream and "fallback" not in info:
             reply = await plan.cascade.run(ctx, next, self.unavailable)
             info["model"] = ctx.target_model
         else:
