@@ -98,6 +98,10 @@ def test_simulate_and_logprobs() -> None:
     cost = np.array([[1.0, 10.0], [1.0, 10.0]])
     q, c, used = simulate(scores, quality, cost, accept=0.5)
     assert (q, c, used.tolist()) == (1.0, 12.0, [0, 1])
-    body = {"choices": [{"message": {"content": "x"}, "logprobs": {"content": [{"logprob": -0.5}, {"logprob": -1.5}]}}]}
+    body = {
+        "choices": [
+            {"message": {"content": "x"}, "logprobs": {"content": [{"logprob": -0.5}, {"logprob": -1.5}]}}
+        ]
+    }
     assert mean_logprob(Reply(body=body)) == -1.0
     assert mean_logprob(Reply(body={"choices": [{"message": {"content": "x"}}]})) is None
