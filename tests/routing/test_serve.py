@@ -7,7 +7,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from thrifty.config import parse_config
