@@ -13,6 +13,9 @@ from thrifty import __version__
 SUBCOMMANDS: list[str] = [
     "thrifty.server.cli:serve",
     "thrifty.ledger.spend:spend",
+    "thrifty.evals.cli:eval_group",
+    "thrifty.evals.export:export_group",
+    "thrifty.cache.cli:cache",
     "thrifty.routing.cli:router",
 ]
 

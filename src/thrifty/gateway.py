@@ -58,6 +58,9 @@ class Gateway:
                 batch_size=self.config.ledger.batch_size,
                 spill_path=spill_path,
             )
+        from thrifty.ledger.tokens import warm
+
+        await asyncio.to_thread(warm)  # load the tokenizer now, not on the first cut-short stream
         for m in self.config.models:
             self.providers[m.name] = make_provider(m)
         await asyncio.gather(*(p.start() for p in self.providers.values()))

@@ -20,6 +20,12 @@ def encode_sse(event: SSEEvent) -> bytes:
     return f"{head}data: {data}\n\n".encode()
 
 
+def payload(event: SSEEvent) -> dict[str, Any]:
+    """The JSON object an event carries (not `[DONE]`)."""
+    assert isinstance(event.data, dict)
+    return event.data
+
+
 @dataclass
 class Upstream:
     """What the local upstream answers next: SSE events, or a JSON body with a status."""

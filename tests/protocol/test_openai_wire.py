@@ -22,15 +22,22 @@ from thrifty.protocol.openai import (
 
 from .conftest import Upstream
 
-ENVELOPE = {"id": "chatcmpl-9x", "object": "chat.completion.chunk", "created": 1731000000, "model": "gpt-4o-mini-2024-07-18"}
+ENVELOPE: dict[str, Any] = {
+    "id": "chatcmpl-9x",
+    "object": "chat.completion.chunk",
+    "created": 1731000000,
+    "model": "gpt-4o-mini-2024-07-18",
+}
 
 
 def chunk(delta: dict[str, Any] | None, finish: str | None = None, index: int = 0, **extra: Any) -> SSEEvent:
-    choices = [] if delta is None else [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    choices = (
+        [] if delta is None else [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    )
     return SSEEvent(data={**ENVELOPE, "system_fingerprint": "fp_0ba0d124f1", "choices": choices, **extra})
 
 
-USAGE = {
+USAGE: dict[str, Any] = {
     "prompt_tokens": 1200,
     "completion_tokens": 40,
     "total_tokens": 1240,
@@ -44,17 +51,39 @@ LIVE_STREAM = [
     chunk({"role": "assistant", "content": "", "refusal": None}),
     chunk({"content": "Let me"}),
     chunk({"content": " check both."}),
-    chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "weather", "arguments": ""}}]}),
+    chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
     chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
     chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
-    chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "weather", "arguments": ""}}]}),
+    chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": "call_b",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
     chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"city": "Oslo"}'}}]}),
     chunk({}, "tool_calls"),
     chunk(None, usage=USAGE),
     SSEEvent(data="[DONE]"),
 ]
 
-COLLECTED = {
+COLLECTED: dict[str, Any] = {
     "id": "chatcmpl-9x",
     "object": "chat.completion",
     "created": 1731000000,
@@ -67,8 +96,16 @@ COLLECTED = {
                 "content": "Let me check both.",
                 "refusal": None,
                 "tool_calls": [
-                    {"id": "call_a", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
-                    {"id": "call_b", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}},
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+                    },
                 ],
             },
             "logprobs": None,
@@ -90,7 +127,9 @@ def test_usage_splits_cached_tokens_out_of_prompt_tokens() -> None:
 
 def test_usage_absent_or_sparse() -> None:
     assert usage_from_openai(None) == Usage()
-    assert usage_from_openai({"prompt_tokens": 7, "completion_tokens": 2}) == Usage(input_tokens=7, output_tokens=2)
+    assert usage_from_openai({"prompt_tokens": 7, "completion_tokens": 2}) == Usage(
+        input_tokens=7, output_tokens=2
+    )
     assert usage_from_openai({"prompt_tokens_details": None, "prompt_tokens": 5}).input_tokens == 5
 
 
@@ -137,8 +176,32 @@ def test_collect_logprobs_and_refusal() -> None:
     lp = [{"token": "No", "logprob": -0.1, "bytes": [78, 111], "top_logprobs": []}]
     events = [
         chunk({"role": "assistant", "content": None, "refusal": ""}),
-        SSEEvent(data={**ENVELOPE, "choices": [{"index": 0, "delta": {"refusal": "No"}, "logprobs": {"content": None, "refusal": lp}, "finish_reason": None}]}),
-        SSEEvent(data={**ENVELOPE, "choices": [{"index": 0, "delta": {"refusal": "pe."}, "logprobs": {"content": None, "refusal": lp}, "finish_reason": None}]}),
+        SSEEvent(
+            data={
+                **ENVELOPE,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"refusal": "No"},
+                        "logprobs": {"content": None, "refusal": lp},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        ),
+        SSEEvent(
+            data={
+                **ENVELOPE,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"refusal": "pe."},
+                        "logprobs": {"content": None, "refusal": lp},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        ),
         chunk({}, "stop"),
     ]
     body = collect_openai(events)
@@ -158,7 +221,9 @@ def _bodies() -> list[dict[str, Any]]:
     text = copy.deepcopy(COLLECTED)
     message = text["choices"][0]["message"]
     del message["tool_calls"]
-    message["content"] = "The capital of France is Paris. It has been the capital for centuries.\n\nAnything else?"
+    message["content"] = (
+        "The capital of France is Paris. It has been the capital for centuries.\n\nAnything else?"
+    )
     text["choices"][0]["finish_reason"] = "stop"
     tools_only = copy.deepcopy(COLLECTED)
     tools_only["choices"][0]["message"]["content"] = None
@@ -202,7 +267,16 @@ def test_replay_splits_text_into_several_pieces() -> None:
 
 def test_text_of_and_finish_reason_of_without_choices() -> None:
     assert text_of({}) == "" and finish_reason_of({}) is None
-    assert text_of({"choices": [{"message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}}]}) == "ab"
+    assert (
+        text_of(
+            {
+                "choices": [
+                    {"message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}}
+                ]
+            }
+        )
+        == "ab"
+    )
 
 
 async def test_openai_sdk_accumulates_a_replay_into_the_same_body(upstream: Upstream) -> None:
@@ -210,7 +284,9 @@ async def test_openai_sdk_accumulates_a_replay_into_the_same_body(upstream: Upst
     upstream.events = replay_openai(body, include_usage=True)
     client = openai.AsyncOpenAI(base_url=upstream.url + "/v1", api_key="test", max_retries=0)
     async with client.chat.completions.stream(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "weather?"}], stream_options={"include_usage": True}
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "weather?"}],
+        stream_options={"include_usage": True},
     ) as stream:
         final = await stream.get_final_completion()
     await client.close()
@@ -222,13 +298,42 @@ async def test_openai_sdk_accumulates_a_replay_into_the_same_body(upstream: Upst
     ]
     assert final.choices[0].finish_reason == "tool_calls"
     assert final.usage is not None and final.usage.model_dump(exclude_none=True) == USAGE
-    assert (final.id, final.model, final.system_fingerprint) == (body["id"], body["model"], body["system_fingerprint"])
+    assert (final.id, final.model, final.system_fingerprint) == (
+        body["id"],
+        body["model"],
+        body["system_fingerprint"],
+    )
 
 
 async def test_openai_sdk_iterates_raw_chunks_of_a_replay(upstream: Upstream) -> None:
     upstream.events = replay_openai(_bodies()[1], include_usage=False)
     client = openai.AsyncOpenAI(base_url=upstream.url + "/v1", api_key="test", max_retries=0)
-    stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "?"}], stream=True)
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "?"}], stream=True
+    )
     text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     await client.close()
     assert "".join(text) == text_of(_bodies()[1])
+
+
+def test_collect_tool_calls_sent_whole_without_index() -> None:
+    # some OpenAI-compatible servers send each call whole, in one chunk, with no index
+    events = [
+        chunk({"role": "assistant", "content": None}),
+        chunk(
+            {"tool_calls": [{"id": "c1", "type": "function", "function": {"name": "a", "arguments": "{}"}}]}
+        ),
+        chunk(
+            {
+                "tool_calls": [
+                    {"id": "c2", "type": "function", "function": {"name": "b", "arguments": '{"x":1}'}}
+                ]
+            }
+        ),
+        chunk({}, "tool_calls"),
+    ]
+    calls = collect_openai(events)["choices"][0]["message"]["tool_calls"]
+    assert [(c["id"], c["function"]["name"], c["function"]["arguments"]) for c in calls] == [
+        ("c1", "a", "{}"),
+        ("c2", "b", '{"x":1}'),
+    ]

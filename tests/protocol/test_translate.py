@@ -22,7 +22,7 @@ ANTHROPIC_PARAMS: TypeAdapter[Any] = TypeAdapter(MessageCreateParams)
 OPENAI_PARAMS: TypeAdapter[Any] = TypeAdapter(CompletionCreateParams)
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "weather",
@@ -48,8 +48,16 @@ OPENAI_REQUEST: dict[str, Any] = {
             "role": "assistant",
             "content": None,
             "tool_calls": [
-                {"id": "call_a", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "call_b", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}},
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "call_b",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+                },
             ],
         },
         {"role": "tool", "tool_call_id": "call_a", "content": "18 C, sunny"},
@@ -76,14 +84,24 @@ def test_openai_request_to_anthropic() -> None:
     assert out["max_tokens"] == 300 and out["stop_sequences"] == ["END"]
     assert out["temperature"] == 1.0 and out["top_p"] == 0.9
     assert out["tools"] == [
-        {"name": "weather", "description": "Current weather for a city", "input_schema": WEATHER["function"]["parameters"]}
+        {
+            "name": "weather",
+            "description": "Current weather for a city",
+            "input_schema": WEATHER["function"]["parameters"],
+        }
     ]
     assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
     assert out["metadata"] == {"user_id": "user-42"} and out["stream"] is True
     assert "seed" not in out
     user, assistant, results = out["messages"]
-    assert user["content"][1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
-    assert user["content"][2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
+    assert user["content"][1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+    }
+    assert user["content"][2] == {
+        "type": "image",
+        "source": {"type": "url", "url": "https://example.com/cat.jpg"},
+    }
     assert assistant == {
         "role": "assistant",
         "content": [
@@ -96,16 +114,26 @@ def test_openai_request_to_anthropic() -> None:
         "role": "user",
         "content": [
             {"type": "tool_result", "tool_use_id": "call_a", "content": "18 C, sunny"},
-            {"type": "tool_result", "tool_use_id": "call_b", "content": [{"type": "text", "text": "4 C, rain"}]},
+            {
+                "type": "tool_result",
+                "tool_use_id": "call_b",
+                "content": [{"type": "text", "text": "4 C, rain"}],
+            },
             {"type": "text", "text": "And tomorrow?"},
         ],
     }
 
 
 def test_openai_request_defaults_max_tokens_and_leaves_auto_tool_choice_implicit() -> None:
-    out = openai_request_to_anthropic({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER]})
-    assert out["max_tokens"] == 4096 and "tool_choice" not in out and "stream" not in out and "system" not in out
+    out = openai_request_to_anthropic(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER]}
+    )
+    assert (
+        out["max_tokens"] == 4096 and "tool_choice" not in out and "stream" not in out and "system" not in out
+    )
     assert openai_request_to_anthropic({"model": "m", "messages": [], "max_tokens": 12})["max_tokens"] == 12
+    neutral = openai_request_to_anthropic({"model": "m", "messages": [], "temperature": 0.3, "top_p": 1})
+    assert neutral["temperature"] == 0.3 and "top_p" not in neutral
 
 
 @pytest.mark.parametrize(
@@ -118,7 +146,12 @@ def test_openai_request_defaults_max_tokens_and_leaves_auto_tool_choice_implicit
     ],
 )
 def test_tool_choice_to_anthropic(choice: Any, expected: dict[str, Any] | None) -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER], "tool_choice": choice}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [WEATHER],
+        "tool_choice": choice,
+    }
     out = openai_request_to_anthropic(body)
     ANTHROPIC_PARAMS.validate_python(out)
     assert out.get("tool_choice") == expected
@@ -131,19 +164,31 @@ def test_tool_choice_to_anthropic(choice: Any, expected: dict[str, Any] | None) 
     [
         ({"type": "json_object"}, "valid JSON object"),
         (
-            {"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}},
+            {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "city",
+                    "schema": {"type": "object", "properties": {"name": {"type": "string"}}},
+                },
+            },
             '\'city\' below, and nothing else: no prose, no code fences.\n{"type": "object", "properties": {"name": {"type": "string"}}}',
         ),
     ],
 )
 def test_response_format_becomes_a_system_instruction(response_format: dict[str, Any], needle: str) -> None:
-    body = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x"}]}
+    body = {
+        "model": "m",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x"}],
+    }
     out = openai_request_to_anthropic({**body, "response_format": response_format})
     assert out["system"].startswith("Be brief.\n\n") and needle in out["system"]
 
 
 def test_openai_request_keeps_cache_control_on_system_parts() -> None:
-    system = {"role": "system", "content": [{"type": "text", "text": "Long manual", "cache_control": {"type": "ephemeral"}}]}
+    system = {
+        "role": "system",
+        "content": [{"type": "text", "text": "Long manual", "cache_control": {"type": "ephemeral"}}],
+    }
     out = openai_request_to_anthropic({"model": "m", "messages": [system, {"role": "user", "content": "q"}]})
     assert out["system"] == [{"type": "text", "text": "Long manual", "cache_control": {"type": "ephemeral"}}]
     ANTHROPIC_PARAMS.validate_python(out)
@@ -153,9 +198,20 @@ def test_openai_request_keeps_cache_control_on_system_parts() -> None:
     "body",
     [
         {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2},
-        {"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
+        },
         {"model": "m", "messages": [{"role": "function", "name": "f", "content": "x"}]},
-        {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]},
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}],
+                }
+            ],
+        },
     ],
     ids=["n=2", "audio", "function-role", "file-url"],
 )
@@ -179,7 +235,12 @@ ANTHROPIC_REQUEST: dict[str, Any] = {
         {"type": "text", "text": "Here is the manual.", "cache_control": {"type": "ephemeral"}},
     ],
     "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?", "cache_control": {"type": "ephemeral"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Weather in Paris?", "cache_control": {"type": "ephemeral"}}
+            ],
+        },
         {
             "role": "assistant",
             "content": [
@@ -191,7 +252,11 @@ ANTHROPIC_REQUEST: dict[str, Any] = {
         {
             "role": "user",
             "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "18 C"}]},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "18 C"}],
+                },
                 {"type": "text", "text": "Thanks. And this picture?"},
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
             ],
@@ -201,7 +266,11 @@ ANTHROPIC_REQUEST: dict[str, Any] = {
     "temperature": 0.2,
     "top_k": 40,
     "tools": [
-        {"name": "weather", "description": "Current weather", "input_schema": WEATHER["function"]["parameters"]}
+        {
+            "name": "weather",
+            "description": "Current weather",
+            "input_schema": WEATHER["function"]["parameters"],
+        }
     ],
     "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
     "metadata": {"user_id": "u-1"},
@@ -219,7 +288,13 @@ def test_anthropic_request_to_openai() -> None:
         {
             "role": "assistant",
             "content": "Let me check.",
-            "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}],
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "18 C"},
         {
@@ -231,7 +306,16 @@ def test_anthropic_request_to_openai() -> None:
         },
     ]
     assert out["max_tokens"] == 1024 and out["stop"] == ["END"] and out["temperature"] == 0.2
-    assert out["tools"] == [{"type": "function", "function": {"name": "weather", "description": "Current weather", "parameters": WEATHER["function"]["parameters"]}}]
+    assert out["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "description": "Current weather",
+                "parameters": WEATHER["function"]["parameters"],
+            },
+        }
+    ]
     assert out["tool_choice"] == "auto" and out["parallel_tool_calls"] is False
     assert out["user"] == "u-1"
     assert out["stream"] is True and out["stream_options"] == {"include_usage": True}
@@ -241,13 +325,23 @@ def test_anthropic_request_to_openai() -> None:
 def test_anthropic_request_options() -> None:
     body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "stream": False}
     out = anthropic_request_to_openai(body, max_tokens_field="max_completion_tokens")
-    assert out == {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 5, "stream": False}
-    error = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "boom", "is_error": True}]}
+    assert out == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_completion_tokens": 5,
+        "stream": False,
+    }
+    error = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "t", "content": "boom", "is_error": True}],
+    }
     assert anthropic_request_to_openai({**body, "messages": [error]})["messages"] == [
         {"role": "tool", "tool_call_id": "t", "content": "Error: boom"}
     ]
     with pytest.raises(TranslationError):
-        anthropic_request_to_openai({**body, "tools": [{"type": "web_search_20250305", "name": "web_search"}]})
+        anthropic_request_to_openai(
+            {**body, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}
+        )
 
 
 def test_request_round_trip_openai_anthropic_openai() -> None:
@@ -256,7 +350,11 @@ def test_request_round_trip_openai_anthropic_openai() -> None:
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": None, "tool_calls": OPENAI_REQUEST["messages"][3]["tool_calls"][:1]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": OPENAI_REQUEST["messages"][3]["tool_calls"][:1],
+            },
             {"role": "tool", "tool_call_id": "call_a", "content": "18 C, sunny"},
             {"role": "assistant", "content": "It is sunny."},
             {"role": "user", "content": "Thanks"},
@@ -281,7 +379,13 @@ OPENAI_RESPONSE: dict[str, Any] = {
                 "role": "assistant",
                 "content": "Checking.",
                 "refusal": None,
-                "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}],
+                "tool_calls": [
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
             },
             "logprobs": None,
             "finish_reason": "tool_calls",
@@ -317,7 +421,13 @@ def test_response_round_trip() -> None:
 
 @pytest.mark.parametrize(
     ("stop_reason", "finish_reason"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"), ("refusal", "content_filter")],
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
 )
 def test_stop_reason_mapping(stop_reason: str, finish_reason: str) -> None:
     message = {
@@ -328,7 +438,12 @@ def test_stop_reason_mapping(stop_reason: str, finish_reason: str) -> None:
         "content": [{"type": "text", "text": "hi"}],
         "stop_reason": stop_reason,
         "stop_sequence": "END" if stop_reason == "stop_sequence" else None,
-        "usage": {"input_tokens": 3, "cache_read_input_tokens": 7, "cache_creation_input_tokens": 11, "output_tokens": 2},
+        "usage": {
+            "input_tokens": 3,
+            "cache_read_input_tokens": 7,
+            "cache_creation_input_tokens": 11,
+            "output_tokens": 2,
+        },
     }
     out = anthropic_response_to_openai(message)
     ChatCompletion.model_validate(out)

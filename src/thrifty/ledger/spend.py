@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -77,7 +78,7 @@ def spend(config_path: str | None, store: str | None, since: str | None, by: str
     if as_json:
         click.echo(orjson.dumps({"by": by, "rows": rows, "savings_by_lever": levers}, default=str, option=orjson.OPT_INDENT_2))
         return
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"spend by {by}" + (f" since {since}" if since else ""), show_footer=True)
     total = {k: sum((r[k] for r in rows), Decimal(0)) for k in ("cost", "counterfactual_cost", "saved")}
     table.add_column(by, footer="total")

@@ -215,7 +215,7 @@ class PostgresStore(LedgerStore):
         with self._lock:
             try:
                 with self._conn.cursor() as cur:
-                    cur.execute(sql.replace("?", "%s"), list(params))  # type: ignore[arg-type]
+                    cur.execute(sql.replace("?", "%s"), list(params))  # type: ignore[arg-type,unused-ignore]
                     rows = cur.fetchall() if cur.description else []
                 self._conn.commit()
                 return [tuple(r) for r in rows]

@@ -9,7 +9,10 @@ they are estimates, and the ledger marks rows priced from them as estimated.
 from __future__ import annotations
 
 import functools
+import importlib.machinery
+import importlib.util
 import json
+from pathlib import Path
 from typing import Any, Protocol
 
 #: OpenAI bills 3 tokens of framing per message, 1 more for a `name`, and 3 to prime the reply.
@@ -32,12 +35,31 @@ class _Counter(Protocol):
     def count(self, text: str) -> int: ...
 
 
-@functools.cache
-def _tokenizer() -> _Counter:
-    """The o200k_base tokenizer, loaded once per process (about 2 s: call `warm()` at start-up)."""
+def _load_bindings() -> Any:
+    """bpe-openai's Rust extension, loaded without the package's `__init__`.
+
+    Importing the package parses all its vocabularies into Python dicts (1.5 s and much
+    memory) for a tiktoken-compatible wrapper we do not use; the extension alone loads in
+    under 0.1 s. Falls back to the ordinary import if the file is not where expected.
+    """
+    spec = importlib.util.find_spec("bpe_openai")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for path in Path(folder).glob("_bindings*.so"):
+            loader = importlib.machinery.ExtensionFileLoader("bpe_openai._bindings", str(path))
+            module_spec = importlib.util.spec_from_file_location("bpe_openai._bindings", path, loader=loader)
+            if module_spec is not None:
+                module = importlib.util.module_from_spec(module_spec)
+                loader.exec_module(module)
+                return module
     from bpe_openai import _bindings
 
-    tokenizer: _Counter = _bindings.tokenizer_for_encoding("o200k_base")
+    return _bindings
+
+
+@functools.cache
+def _tokenizer() -> _Counter:
+    """The o200k_base tokenizer, loaded once per process (call `warm()` at start-up)."""
+    tokenizer: _Counter = _load_bindings().tokenizer_for_encoding("o200k_base")
     return tokenizer
 
 
@@ -83,7 +105,11 @@ def _part_tokens(part: Any, protocol: str) -> int:
         source = part.get("source") or {}
         return count_text(source.get("data", "")) if source.get("type") == "text" else DOCUMENT_TOKENS
     if kind == "tool_use":
-        return TOKENS_PER_TOOL_CALL + count_text(part.get("name", "")) + count_text(_json(part.get("input") or {}))
+        return (
+            TOKENS_PER_TOOL_CALL
+            + count_text(part.get("name", ""))
+            + count_text(_json(part.get("input") or {}))
+        )
     if kind == "tool_result":
         return TOKENS_PER_TOOL_CALL + _content_tokens(part.get("content"), protocol)
     if kind == "thinking":
@@ -110,7 +136,11 @@ def _message_tokens(message: dict[str, Any], protocol: str) -> int:
         tokens += TOKENS_PER_NAME + count_text(str(message["name"]))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        tokens += TOKENS_PER_TOOL_CALL + count_text(function.get("name", "")) + count_text(function.get("arguments", ""))
+        tokens += (
+            TOKENS_PER_TOOL_CALL
+            + count_text(function.get("name", ""))
+            + count_text(function.get("arguments", ""))
+        )
     return tokens
 
 

@@ -102,7 +102,7 @@ class LedgerWriter:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             while self._queue:
-                batch = []
+                batch: list[LedgerRecord] = []
                 while self._queue and len(batch) < self.batch_size:
                     batch.append(self._queue.popleft())
                 self._in_flight = len(batch)

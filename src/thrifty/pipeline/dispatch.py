@@ -105,7 +105,11 @@ class Dispatcher:
                 )
                 ctx.note(f"{name}: circuit open")
                 continue
-            native = translate_request(protocol, provider.protocol, body)
+            try:
+                native = translate_request(protocol, provider.protocol, body)
+            except translate.TranslationError as exc:
+                raise UpstreamError(400, f"model {name!r} speaks {provider.protocol}: {exc}",
+                                    error_type="invalid_request_error") from None
             try:
                 reply = await self._attempt(ctx, provider, cfg, native)
             except UpstreamError as exc:

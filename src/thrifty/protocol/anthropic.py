@@ -7,6 +7,7 @@ returned, and replay a body as the named events SDKs (and Claude Code) accept as
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from typing import Any
@@ -46,17 +47,23 @@ def usage_from_anthropic(usage: dict[str, Any] | None) -> Usage:
 
 
 def usage_to_anthropic(u: Usage) -> dict[str, Any]:
-    """Write `u` as Anthropic's usage block (reasoning tokens are part of output there)."""
-    return {
+    """Write `u` as Anthropic's usage block (reasoning tokens are part of output there).
+
+    The 5m/1h `cache_creation` breakdown is only written when there are 1-hour writes:
+    without it all writes read back as 5-minute ones, and `message_delta` cannot carry it.
+    """
+    usage: dict[str, Any] = {
         "input_tokens": u.input_tokens,
         "cache_creation_input_tokens": u.cache_write_tokens + u.cache_write_1h_tokens,
         "cache_read_input_tokens": u.cache_read_tokens,
-        "cache_creation": {
-            "ephemeral_5m_input_tokens": u.cache_write_tokens,
-            "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
-        },
         "output_tokens": u.output_tokens,
     }
+    if u.cache_write_1h_tokens:
+        usage["cache_creation"] = {
+            "ephemeral_5m_input_tokens": u.cache_write_tokens,
+            "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
+        }
+    return usage
 
 
 def _merge_usage(into: dict[str, Any], update: dict[str, Any]) -> None:
@@ -102,10 +109,7 @@ def collect_anthropic(events: list[SSEEvent]) -> dict[str, Any]:
             index = int(data.get("index", 0))
             _finish_json(blocks.get(index), partial_json.pop(index, None))
         elif kind == "message_delta":
-            delta = data.get("delta") or {}
-            for key in ("stop_reason", "stop_sequence", "container"):
-                if key in delta:
-                    message[key] = delta[key]
+            message.update(copy.deepcopy(data.get("delta") or {}))  # stop_reason, stop_sequence, ...
             _merge_usage(message.setdefault("usage", {}), data.get("usage") or {})
     for index, text in partial_json.items():  # blocks that never got their stop event
         _finish_json(blocks.get(index), text)
@@ -113,7 +117,9 @@ def collect_anthropic(events: list[SSEEvent]) -> dict[str, Any]:
     return message
 
 
-def _apply_delta(block: dict[str, Any], partial_json: dict[int, str], index: int, delta: dict[str, Any]) -> None:
+def _apply_delta(
+    block: dict[str, Any], partial_json: dict[int, str], index: int, delta: dict[str, Any]
+) -> None:
     kind = delta.get("type")
     if kind == "text_delta":
         block["text"] = block.get("text", "") + (delta.get("text") or "")
@@ -130,10 +136,8 @@ def _apply_delta(block: dict[str, Any], partial_json: dict[int, str], index: int
 def _finish_json(block: dict[str, Any] | None, text: str | None) -> None:
     if block is None or not text:
         return
-    try:
+    with contextlib.suppress(ValueError):
         block["input"] = json.loads(text)
-    except ValueError:
-        pass
 
 
 def _event(kind: str, **fields: Any) -> SSEEvent:
@@ -162,14 +166,18 @@ def _block_deltas(index: int, block: dict[str, Any]) -> list[SSEEvent]:
     kind = block.get("type")
     events: list[SSEEvent] = []
     if kind == "text":
-        events += [delta({"type": "text_delta", "text": piece}) for piece in split_text(block.get("text", ""))]
+        events += [
+            delta({"type": "text_delta", "text": piece}) for piece in split_text(block.get("text", ""))
+        ]
         for citation in block.get("citations") or []:
             events.append(delta({"type": "citations_delta", "citation": copy.deepcopy(citation)}))
     elif kind in ("tool_use", "server_tool_use") and block.get("input"):
         text = json.dumps(block["input"], ensure_ascii=False)
         events += [delta({"type": "input_json_delta", "partial_json": f}) for f in split_even(text)]
     elif kind == "thinking":
-        events += [delta({"type": "thinking_delta", "thinking": p}) for p in split_text(block.get("thinking", ""))]
+        events += [
+            delta({"type": "thinking_delta", "thinking": p}) for p in split_text(block.get("thinking", ""))
+        ]
         events.append(delta({"type": "signature_delta", "signature": block.get("signature", "")}))
     return events
 
@@ -215,5 +223,7 @@ def finish_reason_of(body: dict[str, Any]) -> str | None:
 def text_of(body: dict[str, Any]) -> str:
     """The message's text blocks joined ("" when it only used tools)."""
     return "".join(
-        b.get("text", "") for b in body.get("content") or [] if isinstance(b, dict) and b.get("type") == "text"
+        b.get("text", "")
+        for b in body.get("content") or []
+        if isinstance(b, dict) and b.get("type") == "text"
     )

@@ -12,11 +12,13 @@ from typing import Any
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 _ANTHROPIC_STATUS = {kind: status for status, kind in _ANTHROPIC_TYPES.items()}

@@ -54,6 +54,21 @@ def usage_to_openai(u: Usage) -> dict[str, Any]:
     }
 
 
+def tool_call_index(call: dict[str, Any], position: int, known: dict[int, str]) -> int:
+    """Which tool call a streamed tool-call delta belongs to.
+
+    `known` maps the indexes seen so far to their ids. Some servers leave `index` out and
+    send each call whole: then a new id starts a new call, and a delta without an id
+    continues the latest one.
+    """
+    index = call.get("index")
+    if isinstance(index, int):
+        return index
+    if call.get("id") and call["id"] not in known.values():
+        return max(known, default=-1) + 1
+    return max(known, default=position)
+
+
 class _Choice:
     """One choice being assembled from its deltas."""
 
@@ -70,25 +85,27 @@ class _Choice:
         self.extra: dict[str, Any] = {}
 
     def add(self, choice: dict[str, Any]) -> None:
-        delta = choice.get("delta") or {}
-        if delta.get("role"):
-            self.role = delta["role"]
-        if isinstance(delta.get("content"), str):
-            self.content.append(delta["content"])
-        if isinstance(delta.get("refusal"), str):
-            self.refusal = (self.refusal or []) + [delta["refusal"]]
-        for position, call in enumerate(delta.get("tool_calls") or []):
-            self._add_tool_call(position, call)
-        if delta.get("function_call"):
-            fc = self.function_call or {"name": "", "arguments": ""}
-            fc["name"] += delta["function_call"].get("name") or ""
-            fc["arguments"] += delta["function_call"].get("arguments") or ""
-            self.function_call = fc
-        if delta.get("annotations"):
-            self.annotations = (self.annotations or []) + list(delta["annotations"])
-        for key in ("reasoning_content", "reasoning"):  # vLLM, DeepSeek, OpenRouter
-            if isinstance(delta.get(key), str):
-                self.extra[key] = self.extra.get(key, "") + delta[key]
+        for key, value in (choice.get("delta") or {}).items():  # usually a single key
+            if value is None:
+                continue
+            if key == "content":
+                self.content.append(value)
+            elif key == "role":
+                self.role = value or self.role
+            elif key == "refusal":
+                self.refusal = (self.refusal or []) + [value]
+            elif key == "tool_calls":
+                for position, call in enumerate(value):
+                    self._add_tool_call(position, call)
+            elif key == "function_call":
+                fc = self.function_call or {"name": "", "arguments": ""}
+                fc["name"] += value.get("name") or ""
+                fc["arguments"] += value.get("arguments") or ""
+                self.function_call = fc
+            elif key == "annotations":
+                self.annotations = (self.annotations or []) + list(value)
+            elif key in ("reasoning_content", "reasoning") and isinstance(value, str):  # vLLM, DeepSeek
+                self.extra[key] = self.extra.get(key, "") + value
         logprobs = choice.get("logprobs")
         if logprobs:
             merged = self.logprobs or {}
@@ -102,12 +119,7 @@ class _Choice:
             self.finish_reason = choice["finish_reason"]
 
     def _add_tool_call(self, position: int, call: dict[str, Any]) -> None:
-        index = call.get("index")
-        if index is None:  # some servers omit it: a new id starts a new call
-            ids = [c.get("id") for c in self.tool_calls.values()]
-            index = len(self.tool_calls) if call.get("id") and call["id"] not in ids else max(
-                self.tool_calls, default=position
-            )
+        index = tool_call_index(call, position, {i: c["id"] for i, c in self.tool_calls.items()})
         slot = self.tool_calls.setdefault(
             index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
         )
@@ -154,14 +166,19 @@ def collect_openai(events: list[SSEEvent]) -> dict[str, Any]:
         chunk = event.data
         if not isinstance(chunk, dict) or "error" in chunk:
             continue
-        for key in _ENVELOPE:
-            if chunk.get(key) is not None and (key not in envelope or key == "system_fingerprint"):
-                envelope[key] = chunk[key]
+        if not envelope or chunk.get("system_fingerprint"):
+            envelope.update(
+                (k, chunk[k]) for k in _ENVELOPE if chunk.get(k) is not None and k not in envelope
+            )
+            if chunk.get("system_fingerprint"):
+                envelope["system_fingerprint"] = chunk["system_fingerprint"]
         if chunk.get("usage"):
             usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             index = int(choice.get("index", 0))
-            choices.setdefault(index, _Choice(index)).add(choice)
+            if index not in choices:
+                choices[index] = _Choice(index)
+            choices[index].add(choice)
     body: dict[str, Any] = {
         "id": envelope.get("id", ""),
         "object": "chat.completion",
@@ -177,8 +194,9 @@ def collect_openai(events: list[SSEEvent]) -> dict[str, Any]:
     return body
 
 
-def _chunk(body: dict[str, Any], choices: list[dict[str, Any]], **extra: Any) -> SSEEvent:
-    chunk: dict[str, Any] = {
+def _envelope(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields every chunk of a replay repeats."""
+    base: dict[str, Any] = {
         "id": body.get("id", ""),
         "object": "chat.completion.chunk",
         "created": body.get("created", 0),
@@ -186,18 +204,20 @@ def _chunk(body: dict[str, Any], choices: list[dict[str, Any]], **extra: Any) ->
     }
     for key in ("system_fingerprint", "service_tier"):
         if key in body:
-            chunk[key] = body[key]
-    chunk["choices"] = choices
-    chunk.update(extra)
-    return SSEEvent(data=chunk)
+            base[key] = body[key]
+    return base
 
 
-def _choice_chunks(body: dict[str, Any], choice: dict[str, Any]) -> list[SSEEvent]:
+def _chunk(base: dict[str, Any], choices: list[dict[str, Any]], **extra: Any) -> SSEEvent:
+    return SSEEvent(data={**base, "choices": choices, **extra})
+
+
+def _choice_chunks(base: dict[str, Any], choice: dict[str, Any]) -> list[SSEEvent]:
     index = choice.get("index", 0)
     message = choice.get("message") or {}
 
     def delta(d: dict[str, Any], **extra: Any) -> SSEEvent:
-        return _chunk(body, [{"index": index, "delta": d, "logprobs": None, "finish_reason": None, **extra}])
+        return _chunk(base, [{"index": index, "delta": d, "logprobs": None, "finish_reason": None, **extra}])
 
     content = message.get("content")
     if isinstance(content, list):  # content parts: only the text streams
@@ -231,7 +251,12 @@ def _choice_chunks(body: dict[str, Any], choice: dict[str, Any]) -> list[SSEEven
             events.append(delta({"tool_calls": [{"index": i, "function": {"arguments": fragment}}]}))
     if message.get("function_call"):
         events.append(delta({"function_call": copy.deepcopy(message["function_call"])}))
-    events.append(_chunk(body, [{"index": index, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}]))
+    events.append(
+        _chunk(
+            base,
+            [{"index": index, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason")}],
+        )
+    )
     return events
 
 
@@ -241,11 +266,12 @@ def replay_openai(body: dict[str, Any], include_usage: bool) -> list[SSEEvent]:
     The usage chunk (empty `choices`) is sent only when the client asked for it with
     `stream_options.include_usage`; the last event is always `[DONE]`.
     """
+    base = _envelope(body)
     events: list[SSEEvent] = []
     for choice in body.get("choices") or []:
-        events.extend(_choice_chunks(body, choice))
+        events.extend(_choice_chunks(base, choice))
     if include_usage and body.get("usage"):
-        events.append(_chunk(body, [], usage=copy.deepcopy(body["usage"])))
+        events.append(_chunk(base, [], usage=copy.deepcopy(body["usage"])))
     events.append(SSEEvent(data=DONE))
     return events
 

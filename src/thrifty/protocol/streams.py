@@ -14,9 +14,13 @@ from typing import Any
 
 from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.anthropic import usage_from_anthropic, usage_to_anthropic
-from thrifty.protocol.errors import anthropic_error_to_openai, openai_error_to_anthropic, status_of_anthropic_error
+from thrifty.protocol.errors import (
+    anthropic_error_to_openai,
+    openai_error_to_anthropic,
+    status_of_anthropic_error,
+)
 from thrifty.protocol.mapping import anthropic_id, finish_reason_for, openai_id, stop_reason_for
-from thrifty.protocol.openai import DONE, usage_from_openai, usage_to_openai
+from thrifty.protocol.openai import DONE, tool_call_index, usage_from_openai, usage_to_openai
 
 
 class AnthropicToOpenAIStream:
@@ -37,8 +41,14 @@ class AnthropicToOpenAIStream:
         """The token counts reported so far (final once the stream is complete)."""
         return usage_from_anthropic(self._usage)
 
-    def _chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None, **extra: Any) -> SSEEvent:
-        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+    def _chunk(
+        self, delta: dict[str, Any] | None, finish_reason: str | None = None, **extra: Any
+    ) -> SSEEvent:
+        choices = (
+            []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        )
         data = {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -79,9 +89,9 @@ class AnthropicToOpenAIStream:
             if delta.get("type") == "text_delta" and delta.get("text"):
                 return [self._chunk({"content": delta["text"]})]
             if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                index = self._tool_index.get(int(data.get("index", 0)))
-                if index is not None:
-                    call = {"index": index, "function": {"arguments": delta["partial_json"]}}
+                tool = self._tool_index.get(int(data.get("index", 0)))
+                if tool is not None:
+                    call = {"index": tool, "function": {"arguments": delta["partial_json"]}}
                     return [self._chunk({"tool_calls": [call]})]
             return []
         if kind == "message_delta":
@@ -129,6 +139,7 @@ class OpenAIToAnthropicStream:
         self._open_kind = ""
         self._blocks = 0
         self._tool_block: dict[int, int] = {}  # OpenAI tool_calls index -> Anthropic block index
+        self._tool_ids: dict[int, str] = {}  # OpenAI tool_calls index -> call id
 
     @property
     def usage(self) -> Usage:
@@ -139,7 +150,7 @@ class OpenAIToAnthropicStream:
         self._started = True
         self.id = anthropic_id(chunk.get("id") or "")
         self.model = chunk.get("model") or ""
-        message = {
+        message: dict[str, Any] = {
             "id": self.id,
             "type": "message",
             "role": "assistant",
@@ -165,21 +176,31 @@ class OpenAIToAnthropicStream:
         return events
 
     def _text(self, text: str) -> list[SSEEvent]:
-        events = [] if self._open is not None and self._open_kind == "text" else self._open_block(
-            "text", {"type": "text", "text": ""}
+        events = (
+            []
+            if self._open is not None and self._open_kind == "text"
+            else self._open_block("text", {"type": "text", "text": ""})
         )
-        events.append(_event("content_block_delta", index=self._open, delta={"type": "text_delta", "text": text}))
+        events.append(
+            _event("content_block_delta", index=self._open, delta={"type": "text_delta", "text": text})
+        )
         return events
 
     def _tool_call(self, position: int, call: dict[str, Any]) -> list[SSEEvent]:
-        index = int(call.get("index", position))
+        index = tool_call_index(call, position, self._tool_ids)
         function = call.get("function") or {}
         events: list[SSEEvent] = []
         if index not in self._tool_block:
-            block = {"type": "tool_use", "id": call.get("id", ""), "name": function.get("name", ""), "input": {}}
+            block = {
+                "type": "tool_use",
+                "id": call.get("id", ""),
+                "name": function.get("name", ""),
+                "input": {},
+            }
             events += self._open_block("tool", block)
             assert self._open is not None
             self._tool_block[index] = self._open
+            self._tool_ids[index] = call.get("id") or ""
         if function.get("arguments"):
             delta = {"type": "input_json_delta", "partial_json": function["arguments"]}
             events.append(_event("content_block_delta", index=self._tool_block[index], delta=delta))
@@ -219,7 +240,6 @@ class OpenAIToAnthropicStream:
         events += self._close_block()
         self.complete = True
         usage = usage_to_anthropic(self.usage)
-        usage.pop("cache_creation")
         delta = {"stop_reason": stop_reason_for(finish_reason), "stop_sequence": None}
         events.append(_event("message_delta", delta=delta, usage=usage))
         events.append(_event("message_stop"))

@@ -69,7 +69,9 @@ def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
             if block["text"]:
                 blocks.append(block)
         else:
-            raise TranslationError(f"{where}: content part type {part.get('type')!r} cannot be sent to this model")
+            raise TranslationError(
+                f"{where}: content part type {part.get('type')!r} cannot be sent to this model"
+            )
     return blocks
 
 
@@ -96,7 +98,10 @@ def _user_blocks(content: Any) -> str | list[dict[str, Any]]:
         elif kind == "file" and _DATA_URL.match((part.get("file") or {}).get("file_data", "")):
             match = _DATA_URL.match(part["file"]["file_data"])
             assert match is not None
-            block = {"type": "document", "source": {"type": "base64", "media_type": match[1], "data": match[2]}}
+            block = {
+                "type": "document",
+                "source": {"type": "base64", "media_type": match[1], "data": match[2]},
+            }
         else:
             raise TranslationError(f"messages: content part type {kind!r} cannot be sent to this model")
         if part.get("cache_control"):
@@ -190,8 +195,8 @@ def openai_request_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if body.get("temperature") is not None:
         out["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
-    if body.get("top_p") is not None:
-        out["top_p"] = body["top_p"]
+    if body.get("top_p") is not None and body["top_p"] != 1:  # 1 is a no-op; recent Claude models
+        out["top_p"] = body["top_p"]  # refuse temperature and top_p together
     tools = [t for t in body.get("tools") or [] if t.get("type", "function") == "function"]
     if len(tools) != len(body.get("tools") or []):
         raise TranslationError("tools: only function tools can be sent to this model")
@@ -245,15 +250,23 @@ def _openai_part(block: dict[str, Any]) -> dict[str, Any]:
     if kind == "text":
         return {"type": "text", "text": block.get("text", "")}
     if kind == "image" and source.get("type") == "base64":
-        return {"type": "image_url", "image_url": {"url": f"data:{source['media_type']};base64,{source['data']}"}}
+        return {
+            "type": "image_url",
+            "image_url": {"url": f"data:{source['media_type']};base64,{source['data']}"},
+        }
     if kind == "image" and source.get("type") == "url":
         return {"type": "image_url", "image_url": {"url": source["url"]}}
     if kind == "document" and source.get("type") == "base64":
         data_url = f"data:{source['media_type']};base64,{source['data']}"
-        return {"type": "file", "file": {"filename": block.get("title") or "document.pdf", "file_data": data_url}}
+        return {
+            "type": "file",
+            "file": {"filename": block.get("title") or "document.pdf", "file_data": data_url},
+        }
     if kind == "document" and source.get("type") == "text":
         return {"type": "text", "text": source.get("data", "")}
-    raise TranslationError(f"messages: content block {kind!r} ({source.get('type')}) cannot be sent to this model")
+    raise TranslationError(
+        f"messages: content block {kind!r} ({source.get('type')}) cannot be sent to this model"
+    )
 
 
 def _tool_message(block: dict[str, Any]) -> dict[str, Any]:
@@ -274,7 +287,10 @@ def _openai_messages(message: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "id": b.get("id", ""),
                 "type": "function",
-                "function": {"name": b.get("name", ""), "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False)},
+                "function": {
+                    "name": b.get("name", ""),
+                    "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False),
+                },
             }
             for b in blocks
             if b.get("type") == "tool_use"
@@ -395,12 +411,19 @@ def anthropic_response_to_openai(body: dict[str, Any], created: int | None = Non
         {
             "id": b.get("id", ""),
             "type": "function",
-            "function": {"name": b.get("name", ""), "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False)},
+            "function": {
+                "name": b.get("name", ""),
+                "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False),
+            },
         }
         for b in blocks
         if b.get("type") == "tool_use"
     ]
-    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not calls else None,
+        "refusal": None,
+    }
     if calls:
         message["tool_calls"] = calls
     return {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,6 +41,24 @@ class AnthropicProvider(Provider):
             headers["x-api-key"] = key
         return headers
 
+    async def count_tokens(self, body: dict[str, Any], headers: Any) -> int:
+        """Ask the upstream's own token counter (exact for Anthropic models)."""
+        payload = {k: v for k, v in body.items() if k in ("messages", "system", "tools", "tool_choice", "thinking")}
+        payload["model"] = self.config.upstream_model
+        hdrs = {"Content-Type": "application/json", "anthropic-version": headers.get("anthropic-version", API_VERSION)}
+        key = self.config.api_key()
+        if key:
+            hdrs["x-api-key"] = key
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout, connect=self.config.connect_timeout)
+        try:
+            async with session().post(self.url + "/count_tokens", data=orjson.dumps(payload), headers=hdrs,
+                                      timeout=timeout) as resp:
+                if resp.status >= 400:
+                    raise await upstream_error(resp, key)
+                return int((await resp.json())["input_tokens"])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise connection_error(exc, f"{self.name} upstream") from None
+
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
         body = {**body, "model": self.config.upstream_model}
         streaming = bool(body.get("stream"))
@@ -53,7 +70,7 @@ class AnthropicProvider(Provider):
         key = self.config.api_key()
         try:
             resp = await session().post(self.url, data=orjson.dumps(body), headers=self._headers(ctx), timeout=timeout)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise connection_error(exc, f"{self.name} upstream") from None
         if resp.status >= 400:
             err = await upstream_error(resp, key)
@@ -62,14 +79,14 @@ class AnthropicProvider(Provider):
         if not streaming:
             try:
                 data = orjson.loads(await resp.read())
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise connection_error(exc, f"{self.name} upstream") from None
             except orjson.JSONDecodeError:
                 raise UpstreamError(502, f"{self.name} upstream sent a body that is not JSON", retryable=True) from None
             finally:
                 resp.release()
             return Reply(status=resp.status, body=data, usage=usage_from_anthropic(data.get("usage")))
-        stream = EventStream(self._relay(resp, lambda: stream))
+        stream: EventStream = EventStream(self._relay(resp, lambda: stream))
         return Reply(status=resp.status, stream=stream)
 
     async def _relay(self, resp: aiohttp.ClientResponse, holder: Any) -> AsyncIterator[SSEEvent]:
@@ -96,7 +113,7 @@ class AnthropicProvider(Provider):
                 yield ev
             if not stream.complete:
                 stream.error = "the upstream closed the stream before it finished"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             stream.error = connection_error(exc, f"{self.name} upstream").message
         finally:
             if stream.usage == Usage() and usage:

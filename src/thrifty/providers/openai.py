@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,7 +45,7 @@ class OpenAIProvider(Provider):
         key = self.config.api_key()
         try:
             resp = await session().post(self.url, data=orjson.dumps(body), headers=self._headers(), timeout=timeout)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise connection_error(exc, f"{self.name} upstream") from None
         if resp.status >= 400:
             err = await upstream_error(resp, key)
@@ -55,14 +54,14 @@ class OpenAIProvider(Provider):
         if not streaming:
             try:
                 data = orjson.loads(await resp.read())
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise connection_error(exc, f"{self.name} upstream") from None
             except orjson.JSONDecodeError:
                 raise UpstreamError(502, f"{self.name} upstream sent a body that is not JSON", retryable=True) from None
             finally:
                 resp.release()
             return Reply(status=resp.status, body=data, usage=usage_from_openai(data.get("usage")))
-        stream = EventStream(self._relay(resp, lambda: stream))
+        stream: EventStream = EventStream(self._relay(resp, lambda: stream))
         return Reply(status=resp.status, stream=stream)
 
     async def _relay(self, resp: aiohttp.ClientResponse, holder: Any) -> AsyncIterator[SSEEvent]:
@@ -91,7 +90,7 @@ class OpenAIProvider(Provider):
                 stream.complete = True
             if not stream.complete:
                 stream.error = "the upstream closed the stream before it finished"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             stream.error = connection_error(exc, f"{self.name} upstream").message
         finally:
             resp.release()

@@ -31,7 +31,10 @@ log = logging.getLogger("thrifty.server")
 
 #: HTTP extensions, as "module:setup" where `setup(app: web.Application, gateway: Gateway)`
 #: adds routes (admin API, dashboard, metrics, feedback). Each tool adds one line here.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [
+    "thrifty.evals.shadow:setup",
+    "thrifty.cache.admin:setup",
+]
 
 GATEWAY = web.AppKey("gateway", Gateway)
 KEYS = web.AppKey("keys", KeyRing)
@@ -203,7 +206,9 @@ class Handlers:
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(f"request body is {request.content_length} bytes; the limit is {limit} (server.max_body_bytes)", status=413)
         try:
-            raw = await request.content.read(limit + 1)
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest(f"request body is over the limit of {limit} bytes (server.max_body_bytes)", status=413) from None
         except Exception as exc:
             raise BadRequest(f"could not read the request body: {exc.__class__.__name__}") from None
         if len(raw) > limit:
@@ -223,7 +228,8 @@ class Handlers:
         return body
 
     def _reply_headers(self, ctx: Context, reply: Reply) -> dict[str, str]:
-        headers = {"X-Thrifty-Request-Id": ctx.request_id}
+        headers = {k: v for k, v in reply.headers.items() if k.lower().startswith("x-thrifty-")}
+        headers["X-Thrifty-Request-Id"] = ctx.request_id
         if ctx.cache_outcome:
             headers["X-Thrifty-Cache"] = ctx.cache_outcome
         if reply.served_model:
@@ -251,6 +257,33 @@ class Handlers:
             body = {"object": "list", "data": [{"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}
                                                for m in self.config.models]}
         return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's token counter (Claude Code calls it): the upstream's count for Anthropic
+        models, an offline estimate for the others."""
+        if self._principal(request) is None:
+            return error_response("anthropic", 401, "missing or invalid thrifty key")
+        try:
+            body = await self._read_json(request)
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise BadRequest("missing required field 'model'", "model")
+            if not isinstance(body.get("messages"), list):
+                raise BadRequest("'messages' must be an array", "messages")
+        except BadRequest as exc:
+            return error_response("anthropic", exc.status, exc.message)
+        if not self.config.has_model(model):
+            return error_response("anthropic", 404, f"the model {model!r} is not configured in thrifty")
+        provider = self.gateway.providers[model]
+        counter = getattr(provider, "count_tokens", None)
+        if counter is not None:
+            try:
+                return web.json_response({"input_tokens": await counter(body, request.headers)})
+            except UpstreamError as exc:
+                return error_response("anthropic", exc.status, exc.message)
+        from thrifty.ledger.tokens import estimate_request_tokens
+
+        return web.json_response({"input_tokens": estimate_request_tokens("anthropic", body)})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -379,13 +412,14 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
 def create_app(gateway: Gateway) -> web.Application:
     """The aiohttp application. The gateway is started on startup and closed on cleanup."""
     keys = KeyRing(gateway.config.server.keys)
-    app = web.Application(middlewares=[_errors], client_max_size=gateway.config.server.max_body_bytes + 1024)
+    app = web.Application(middlewares=[_errors], client_max_size=gateway.config.server.max_body_bytes)
     app[GATEWAY] = gateway
     app[KEYS] = keys
     h = Handlers(gateway, keys)
     app.router.add_post("/v1/chat/completions", h.openai_chat)
     app.router.add_post("/chat/completions", h.openai_chat)
     app.router.add_post("/v1/messages", h.anthropic_messages)
+    app.router.add_post("/v1/messages/count_tokens", h.count_tokens)
     app.router.add_get("/v1/models", h.models)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_get("/readyz", h.readyz)

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -37,7 +38,7 @@ def is_loopback(host: str) -> bool:
 def default_config() -> Config:
     """The zero-config gateway: the embedded local model, if this install has the engine."""
     try:
-        from thrifty.engine.models import default_local_model_config  # type: ignore[import-not-found,unused-ignore]
+        from thrifty.engine.models import default_local_model_config  # type: ignore[import-not-found,unused-ignore,attr-defined]
     except ImportError:
         raise ConfigError(NO_CONFIG_HELP) from None
     return Config(models=[default_local_model_config()])
@@ -85,7 +86,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, log_level
         sys.exit(2)
 
 
-def _loop_factory():  # type: ignore[no-untyped-def]
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
     except ImportError:
