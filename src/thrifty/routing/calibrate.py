@@ -46,7 +46,7 @@ def apply(
 
     quality, cost = label_matrices(examples, art.candidates)
     n = len(examples)
-    curves = {
+    curves: dict[str, list[tuple[float, float, float]]] = {
         pol: [
             (pt.knob, pt.quality, pt.cost / n)
             for pt in sweep(p, quality, cost, art.candidates, pol, art.cost_vector())

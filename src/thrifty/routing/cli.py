@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from thrifty.routing.labeled import LabeledDataError
 
+if TYPE_CHECKING:
+    from thrifty.routing.labeled import Example
+    from thrifty.routing.learned import RouterArtifact
 
-def _load(path: str) -> list:  # type: ignore[type-arg]
+
+def _load(path: str) -> list[Example]:
     from thrifty.routing.labeled import load_labeled
 
     try:
@@ -20,7 +25,7 @@ def _load(path: str) -> list:  # type: ignore[type-arg]
         raise click.ClickException(str(exc)) from None
 
 
-def _artifact(path: str):  # type: ignore[no-untyped-def]
+def _artifact(path: str) -> RouterArtifact:
     from thrifty.routing.learned import ArtifactError, load_artifact
 
     try:

@@ -56,7 +56,7 @@ class Conversion:
 @lru_cache(maxsize=1)
 def _encoder() -> Callable[[str], int] | None:
     try:
-        import bpe_openai  # type: ignore[import-untyped]
+        import bpe_openai
 
         enc = bpe_openai.cl100k_base()
         return lambda text: len(enc.encode(text))

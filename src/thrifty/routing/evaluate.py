@@ -121,7 +121,7 @@ def evaluate(
     oracle = outcome(oracle_choice(quality, cost), quality, cost, names)
     strong = max(names, key=lambda n: (singles[n].quality, -singles[n].cost))
     weak = min(names, key=lambda n: (singles[n].cost, -singles[n].quality))
-    curves = {pol: sweep(p, quality, cost, names, pol, expected) for pol in POLICIES}
+    curves: dict[str, list[Point]] = {pol: sweep(p, quality, cost, names, pol, expected) for pol in POLICIES}
     cal_policy: str | None = policy or (art.calibration.policy if art.calibration else None)
     cal_knob = knob if knob is not None else (art.calibration.knob if art.calibration else None)
     calibrated = None
@@ -179,8 +179,8 @@ def render_table(rep: Report) -> Any:
     row("oracle", rep.oracle)
     if rep.calibrated is not None:
         row(f"router ({rep.calibrated_policy} {rep.calibrated.knob:g}, calibrated)", rep.calibrated)
-    for f, pt in rep.reach.items():
-        row(f"router, cheapest reaching {f:.0%} of best", pt)
+    for f, reached in rep.reach.items():
+        row(f"router, cheapest reaching {f:.0%} of best", reached)
     for pol, v in rep.apgr.items():
         t.add_row(f"APGR {pol}", f"{v:.3f}", "", "", "")
     return t

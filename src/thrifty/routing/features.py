@@ -69,7 +69,8 @@ class FeatureSpec:
             raise ValueError(
                 f"feature spec version {version} is not supported (this thrifty reads {FEATURE_VERSION})"
             )
-        structure = tuple(str(s) for s in d.get("structure", ()) or ())  # type: ignore[union-attr]
+        raw = d.get("structure") or ()
+        structure = tuple(str(s) for s in raw) if isinstance(raw, list | tuple) else ()
         unknown = [s for s in structure if s not in STRUCTURE_FEATURES]
         if unknown:
             raise ValueError(f"unknown structural features: {', '.join(unknown)}")

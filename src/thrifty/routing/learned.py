@@ -257,7 +257,7 @@ def calibrate_points(
             pick = (pol, hit)
     met = pick is not None
     if pick is None:  # out of reach: keep the best quality there is, the cheapest such setting
-        everything = [(pol, pt) for pol, pts in curves.items() for pt in pts]
+        everything = [(pol, pt) for pol in policies for pt in curves[pol]]
         if not everything:
             return None, curves
         pick = max(everything, key=lambda t: (t[1].quality, -t[1].cost))

@@ -20,6 +20,7 @@ from thrifty.config import ConfigError, lever_model
 from thrifty.pipeline.context import Context, EventStream, Handler, Reply, Usage
 from thrifty.providers.base import UpstreamError
 from thrifty.routing.learned import ArtifactError, RouterArtifact, load_artifact, route
+from thrifty.routing.policy import Policy
 from thrifty.routing.pricing import PriceFn, gateway_price_fn
 from thrifty.routing.rules import AUTO, TIER_PREFIX, RequestView, Rules, UnknownAlias, is_alias, resolve_tier
 from thrifty.routing.settings import RouteSettings
@@ -48,7 +49,7 @@ class RoutePlan:
     rules: Rules
     router: RouterArtifact | None = None
     candidates: list[str] = field(default_factory=list)
-    policy: str = "threshold"
+    policy: Policy = "threshold"
     knob: float = 0.5
     cascade: Cascade | None = None
 
@@ -92,7 +93,7 @@ def make_plan(gateway: Gateway, route_name: str, artifacts: dict[str, RouterArti
         if s.knob is not None:
             plan.knob = s.knob
         elif s.target is not None:
-            k = art.knob_for(plan.policy, s.target)  # type: ignore[arg-type]
+            k = art.knob_for(plan.policy, s.target)
             if k is None:
                 raise ConfigError(
                     f"{where}: the router's calibration cannot reach target {s.target}; lower it or set knob"
@@ -177,12 +178,14 @@ class RouteStage:
         if plan.router is not None:
             art = plan.router
             p = await asyncio.to_thread(art.predict, [view.prompt or view.full_text])
-            chosen = route(art, p, plan.policy, plan.knob, plan.candidates)[0]  # type: ignore[arg-type]
+            chosen = route(art, p, plan.policy, plan.knob, plan.candidates)[0]
             probs = {c: round(float(p[0, art.candidates.index(c)]), 4) for c in plan.candidates}
             return Decision(chosen, "router", {"p": probs, "policy": plan.policy, "knob": plan.knob})
         if plan.cascade is not None:
             if ctx.stream:  # a streamed answer cannot be scored before it reaches the client
-                return Decision(s.default or plan.cascade.tiers[-1], "cascade", {"stream": "skipped the cascade"})
+                return Decision(
+                    s.default or plan.cascade.tiers[-1], "cascade", {"stream": "skipped the cascade"}
+                )
             return Decision(plan.cascade.tiers[0], "cascade")
         if requested == AUTO and s.default:
             return Decision(s.default, "default")
@@ -220,7 +223,12 @@ class RouteStage:
         if why is not None and s.default and decision.model != s.default:
             self._fall_back(ctx, info, decision.model, why, s.default)
             decision = Decision(s.default, decision.via)
-        if decision.via == "cascade" and plan.cascade is not None and not ctx.stream and "fallback" not in info:
+        if (
+            decision.via == "cascade"
+            and plan.cascade is not None
+            and not ctx.stream
+            and "fallback" not in info
+        ):
             reply = await plan.cascade.run(ctx, next, self.unavailable)
             info["model"] = ctx.target_model
         else:
