@@ -41,3 +41,10 @@ def test_apgr() -> None:
     random = [Point(a, 0.6 + 0.2 * a, 10 + 100 * a, {}) for a in np.linspace(0, 1, 101)]
     assert abs(apgr(random, weak, strong) - 0.5) < 0.01
     assert apgr([], weak, strong) == 0.0
+
+
+def test_margin_takes_the_cheapest_near_the_best() -> None:
+    p = np.array([[0.9, 0.5, 0.85], [0.2, 0.15, 0.1]])
+    assert choose(p, COSTS, "margin", 0.0).tolist() == [0, 0]
+    assert choose(p, COSTS, "margin", 0.06).tolist() == [2, 1]  # b is within 0.06 of a on the hard row
+    assert choose(p, COSTS, "margin", 0.5).tolist() == [1, 1]

@@ -1,10 +1,12 @@
 """How a router turns predicted qualities into a choice, and what a choice costs on labeled data.
 
-Two policies, both one knob:
+Three policies, each one knob:
 - `threshold`: the cheapest candidate whose predicted P(good) clears `t` (none does: the one
   predicted best). Raising `t` buys quality with money.
 - `utility`: the candidate maximising P(good) - lambda * cost / max cost. Raising lambda saves
   money. It ranks by expected gain, so it suits two-model routes (weak vs strong).
+- `margin`: the cheapest candidate predicted within `m` of the best prediction for this prompt.
+  When every model is likely to fail (or to succeed) it does not pay for the dear one.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-Policy = Literal["threshold", "utility"]
-POLICIES: tuple[Policy, ...] = ("threshold", "utility")
+Policy = Literal["threshold", "utility", "margin"]
+POLICIES: tuple[Policy, ...] = ("threshold", "utility", "margin")
 
 
 def choose(p: np.ndarray, costs: np.ndarray, policy: Policy, knob: float) -> np.ndarray:
@@ -37,6 +39,10 @@ def choose(p: np.ndarray, costs: np.ndarray, policy: Policy, knob: float) -> np.
     if policy == "utility":
         scale = float(costs.max()) or 1.0
         return np.argmax(p - knob * (costs / scale)[None, :], axis=1)
+    if policy == "margin":
+        order = np.argsort(costs, kind="stable")
+        near = p[:, order] >= p.max(axis=1, keepdims=True) - knob - 1e-12
+        return order[np.argmax(near, axis=1)]
     raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
 
 
@@ -44,6 +50,8 @@ def knob_grid(policy: Policy) -> np.ndarray:
     """The settings a calibration or a curve sweeps, from cheapest to most expensive."""
     if policy == "threshold":
         return np.round(np.linspace(0.0, 1.0, 201), 4)
+    if policy == "margin":
+        return np.round(np.linspace(0.5, 0.0, 101), 4)
     return np.round(np.concatenate([np.geomspace(50, 0.5, 60), np.linspace(0.49, 0.0, 50)]), 5)
 
 

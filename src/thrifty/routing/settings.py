@@ -79,7 +79,7 @@ class RouteSettings(_Strict):
     router: str | None = None
     #: restrict the learned router to these of its candidates
     candidates: list[str] | None = None
-    policy: Literal["threshold", "utility"] | None = None
+    policy: Literal["threshold", "utility", "margin"] | None = None
     #: the policy knob (threshold or lambda); overrides `target`
     knob: float | None = None
     #: quality target as a fraction of the best candidate's quality, looked up in the artifact's calibration
