@@ -28,6 +28,43 @@ C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 DIFFICULTY = "__difficulty__"
 
 
+class Neighbours:
+    """P(good) as the (smoothed) share of the k most similar training prompts each candidate got
+    right: local evidence that a linear model over the whole embedding space smooths away."""
+
+    def __init__(self, emb: np.ndarray, quality: np.ndarray, k: int = 50, prior_weight: float = 2.0) -> None:
+        self.emb = np.asarray(emb, dtype=np.float32)
+        self.quality = np.asarray(quality, dtype=np.float32)
+        self.k = min(k, len(self.emb))
+        self.prior = self.quality.mean(axis=0)
+        self.prior_weight = prior_weight
+
+    def predict(self, emb: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+        out = np.zeros((len(emb), self.quality.shape[1]))
+        for start in range(0, len(emb), 1024):
+            sims = np.asarray(emb[start : start + 1024], dtype=np.float32) @ self.emb.T
+            idx = np.argpartition(-sims, self.k - 1, axis=1)[:, : self.k]
+            votes = self.quality[idx].sum(axis=1)
+            out[start : start + 1024] = (votes + self.prior_weight * self.prior) / (
+                self.k + self.prior_weight
+            )
+        return out
+
+
+def _neighbour_oof(
+    emb: np.ndarray, quality: np.ndarray, splits: list[list[np.ndarray]], k: int
+) -> np.ndarray:
+    oof = np.zeros_like(quality)
+    for folds in splits:
+        for fold in folds:
+            train = np.setdiff1d(np.arange(len(quality)), fold)
+            oof[fold] += Neighbours(emb[train], quality[train], k).predict(emb[fold])
+    return oof / len(splits)
+
+
+BLEND_GRID = (1.0, 0.75, 0.5, 0.25)
+
+
 class ArtifactError(Exception):
     """A router artifact that cannot be used, with the reason."""
 
@@ -69,6 +106,9 @@ class RouterArtifact:
     #: "none": each candidate's model reads the features; "plus": a prompt-difficulty model
     #: fitted on all candidates' labels at once feeds each candidate's model as one more input
     difficulty: str = "none"
+    #: nearest training prompts by embedding, blended in with weight 1 - blend[candidate]
+    neighbours: Neighbours | None = None
+    blend: dict[str, float] = field(default_factory=dict)
 
     @property
     def spec(self) -> FeatureSpec:
@@ -79,9 +119,14 @@ class RouterArtifact:
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """P(good) per candidate (columns in `candidates` order) for feature rows `x`."""
+        emb = x[:, len(self.spec.structure) :]
         if self.difficulty != "none":
             x = _with_difficulty(x, _predict(self.models[DIFFICULTY], x), self.difficulty)
-        return np.column_stack([_predict(self.models[c], x) for c in self.candidates])
+        p = np.column_stack([_predict(self.models[c], x) for c in self.candidates])
+        if self.neighbours is not None:
+            w = np.array([self.blend.get(c, 1.0) for c in self.candidates])
+            p = w * p + (1 - w) * self.neighbours.predict(emb)
+        return p
 
     def predict(self, texts: Sequence[str], embed: Embed | None = None) -> np.ndarray:
         return self.predict_features(featurize(texts, self.spec, embed))
@@ -192,7 +237,7 @@ def _log_loss(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def fit_candidate(
-    x: np.ndarray, q: np.ndarray, splits: list[list[np.ndarray]], grid: Sequence[float] = C_GRID
+    x: np.ndarray, q: np.ndarray, splits: list[list[np.ndarray]], grid: Sequence[float] | None = None
 ) -> tuple[Any, np.ndarray, float]:
     """Choose C by cross-validated log loss; return (model on all rows, out-of-fold P, C).
 
@@ -201,7 +246,7 @@ def fit_candidate(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _fit_candidate(x, q, splits, grid)
+        return _fit_candidate(x, q, splits, grid or C_GRID)
 
 
 def _fit_candidate(
@@ -289,6 +334,7 @@ def train(
     seed: int = 0,
     x: np.ndarray | None = None,
     difficulty: str = "none",
+    neighbours: int = 50,
 ) -> RouterArtifact:
     """Fit a router on labeled examples and calibrate its knob for `target` on out-of-fold predictions."""
     import sklearn
@@ -319,6 +365,21 @@ def train(
         inputs = _with_difficulty(feats, d_oof, difficulty)
     for j, name in enumerate(names):
         models[name], oof[:, j], cv[name] = fit_candidate(inputs, quality[:, j], split)
+    knn: Neighbours | None = None
+    blend: dict[str, float] = {}
+    if neighbours > 0 and spec.embedding is not None:
+        # Blend in the nearest-neighbour vote where it lowers the out-of-fold log loss.
+        emb = feats[:, len(spec.structure) :]
+        k = min(neighbours, max(5, len(examples) // 10))
+        knn_oof = _neighbour_oof(emb, quality, split, k)
+        for j, name in enumerate(names):
+            losses = {
+                w: _log_loss(w * oof[:, j] + (1 - w) * knn_oof[:, j], quality[:, j]) for w in BLEND_GRID
+            }
+            blend[name] = min(losses, key=lambda w: losses[w])
+            oof[:, j] = blend[name] * oof[:, j] + (1 - blend[name]) * knn_oof[:, j]
+        if any(w < 1.0 for w in blend.values()):
+            knn = Neighbours(emb, quality, k)
     expected = cost.mean(axis=0)
     art = RouterArtifact(
         candidates=names,
@@ -330,6 +391,8 @@ def train(
         n_examples=len(examples),
         chosen_c=cv,
         difficulty=difficulty,
+        neighbours=knn,
+        blend=blend,
     )
     cal, curves = calibrate_points(oof, quality, cost, names, expected, target, reference=reference)
     art.calibration = cal
