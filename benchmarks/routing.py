@@ -97,6 +97,7 @@ def mbpp(data: Path, embed: Embed, out: Path) -> Report:
     if cal is not None:
         print(
             f"router, knob calibrated on train (out-of-fold) to reach {GPT4}'s accuracy: {cal.policy} {cal.knob:g}"
+            + ("" if cal.met else f" (out of reach out-of-fold: best {cal.quality:.4f} vs {cal.best_quality:.4f})")
         )
     print(f"  test: {fmt_point(rep.calibrated, ref)}")
     ok = (
