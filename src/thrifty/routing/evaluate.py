@@ -221,7 +221,9 @@ def plot(rep: Report, path: str | Path, title: str = "") -> None:
             color="red",
             label="router (calibrated)",
         )
-    ax.set_xscale("symlog", linthresh=max(min(p.cost for p in rep.singles.values()), 1e-6))
+    costs = [p.cost for p in rep.singles.values() if p.cost > 0]
+    if costs and max(costs) / min(costs) > 50:  # many models over orders of magnitude of price
+        ax.set_xscale("log")
     ax.set_xlabel("total cost (USD)")
     ax.set_ylabel("mean quality")
     ax.set_title(title or f"cost-quality on {rep.n} prompts")
