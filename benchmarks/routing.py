@@ -6,6 +6,7 @@
 2. RouteLLM MMLU (Mixtral vs GPT-4): a fixed 80/20 split by question; the share of calls to
    GPT-4 needed for 95% of GPT-4's accuracy on the 20%. Target: <= 40% (RouteLLM's best
    published router: 54%).
+   Also: a two-tier cascade (gpt-3.5 -> gpt-4) whose scorer reads the cheap answer.
 3. End to end (`--e2e`): `thrifty serve` with the router and the replay provider over MBPP
    test; the ledger's total cost and the served answers' accuracy against the offline figures.
 
@@ -97,7 +98,11 @@ def mbpp(data: Path, embed: Embed, out: Path) -> Report:
     if cal is not None:
         print(
             f"router, knob calibrated on train (out-of-fold) to reach {GPT4}'s accuracy: {cal.policy} {cal.knob:g}"
-            + ("" if cal.met else f" (out of reach out-of-fold: best {cal.quality:.4f} vs {cal.best_quality:.4f})")
+            + (
+                ""
+                if cal.met
+                else f" (out of reach out-of-fold: best {cal.quality:.4f} vs {cal.best_quality:.4f})"
+            )
         )
     print(f"  test: {fmt_point(rep.calibrated, ref)}")
     ok = (
@@ -115,6 +120,41 @@ def mbpp(data: Path, embed: Embed, out: Path) -> Report:
     print(f"  oracle: {fmt_point(rep.oracle, ref)}")
     print("  APGR: " + ", ".join(f"{k} {v:.3f}" for k, v in rep.apgr.items()))
     return rep
+
+
+def mbpp_cascade(data: Path, embed: Embed) -> None:
+    """A two-tier cascade (gpt-3.5 -> gpt-4) whose scorer reads the cheap model's recorded answer;
+    the accept threshold is calibrated out-of-fold on train to reach gpt-4's train accuracy."""
+    from thrifty.routing.cascade import simulate, train_scorer
+    from thrifty.routing.features import pair_text
+    from thrifty.routing.learned import label_matrices
+
+    cheap = "gpt-3.5-turbo-1106"
+    tiers = [cheap, GPT4]
+    tr = convert_routerbench(data / "routerbench" / "mbpp_train.csv").examples
+    te = convert_routerbench(data / "routerbench" / "mbpp_test.csv").examples
+    art, oof = train_scorer(tr, [cheap], embed=embed)
+    q, c = label_matrices(tr, tiers)
+    qt, ct = label_matrices(te, tiers)
+    s_tr = np.column_stack([oof[cheap], np.ones(len(tr))])
+    x_te = featurize([pair_text(e.text, e.candidates[cheap].response or "") for e in te], art.spec, embed)
+    s_te = np.column_stack([art.predict_features(x_te)[:, 0], np.ones(len(te))])
+    best: tuple[float, float] | None = None
+    for a in np.linspace(0, 1, 101):
+        qq, cc, _ = simulate(s_tr, q, c, float(a))
+        if qq >= q[:, 1].mean() - 1e-12 and (best is None or cc < best[1]):
+            best = (float(a), cc)
+    print(
+        f"\n== MBPP cascade {cheap} -> {GPT4} (scorer on the cheap answer, calibrated out-of-fold on train) =="
+    )
+    if best is None:
+        print("  no accept threshold reaches gpt-4's train accuracy out-of-fold")
+        return
+    qq, cc, used = simulate(s_te, qt, ct, best[0])
+    print(
+        f"  accept >= {best[0]:.2f}: test accuracy {qq:.4f} vs {GPT4} {qt[:, 1].mean():.4f}, "
+        f"cost {cc / ct[:, 1].sum():.1%} of {GPT4}'s, escalated {np.mean(used == 1):.1%}"
+    )
 
 
 def mmlu(data: Path, embed: Embed, out: Path) -> Report:
@@ -162,14 +202,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--data", type=Path, default=default_data)
     ap.add_argument("--out", type=Path, default=root / "out" / "routing")
-    ap.add_argument("--only", choices=["mbpp", "mmlu", "e2e"], action="append")
+    ap.add_argument("--only", choices=["mbpp", "cascade", "mmlu", "e2e"], action="append")
     ap.add_argument("--e2e", action="store_true", help="also run the end-to-end check through thrifty serve")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     embed = cached_embed(args.out)
-    todo = args.only or ["mbpp", "mmlu"] + (["e2e"] if args.e2e else [])
+    todo = args.only or ["mbpp", "cascade", "mmlu"] + (["e2e"] if args.e2e else [])
     if "mbpp" in todo:
         mbpp(args.data, embed, args.out)
+    if "cascade" in todo:
+        mbpp_cascade(args.data, embed)
     if "mmlu" in todo:
         mmlu(args.data, embed, args.out)
     if "e2e" in todo:

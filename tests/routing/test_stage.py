@@ -164,3 +164,18 @@ def test_bad_route_config_names_the_line(files: dict[str, Path]) -> None:
     with pytest.raises(ConfigError, match=r"thrifty.yaml:\d+: route.knob"):
         build(gw)
     assert build(Gateway(parse_config("models: []\n"))) is None
+
+
+async def test_streamed_reply_records_the_saving_when_it_ends(files: dict[str, Path]) -> None:
+    route = f"  default: {STRONG}\n  rules:\n    - {{name: all-cheap, model: {CHEAP}}}"
+    gw = await make_gateway(config_text(files, route))
+    ex = load_labeled(files["test"])[2]
+    ctx = request(gw, ex, stream=True)
+    reply = await pipeline(gw)(ctx)
+    assert reply.stream is not None and "route" not in ctx.savings  # not known before the end
+    text = ""
+    async for ev in reply.stream:
+        if isinstance(ev.data, dict) and ev.data.get("choices"):
+            text += ev.data["choices"][0]["delta"].get("content") or ""
+    assert text == ex.candidates[CHEAP].response
+    assert ctx.savings["route"] == ex.candidates[STRONG].cost - ex.candidates[CHEAP].cost
