@@ -179,3 +179,21 @@ async def test_streamed_reply_records_the_saving_when_it_ends(files: dict[str, P
             text += ev.data["choices"][0]["delta"].get("content") or ""
     assert text == ex.candidates[CHEAP].response
     assert ctx.savings["route"] == ex.candidates[STRONG].cost - ex.candidates[CHEAP].cost
+
+
+async def test_quality_target_picks_the_calibrated_knob(files: dict[str, Path]) -> None:
+    from thrifty.routing.learned import load_artifact
+
+    art = load_artifact(files["router"])
+    expected = art.knob_for("threshold", 0.9)
+    assert expected is not None
+    gw = Gateway(
+        parse_config(config_text(files, f"  router: {files['router']}\n  policy: threshold\n  target: 0.9"))
+    )
+    stage = build(gw)
+    assert stage is not None and stage.plan_for("default").knob == expected
+    gw = Gateway(
+        parse_config(config_text(files, f"  router: {files['router']}\n  policy: threshold\n  target: 1.4"))
+    )
+    with pytest.raises(ConfigError, match="cannot reach target 1.4"):
+        build(gw)
