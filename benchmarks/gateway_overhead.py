@@ -32,30 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
-BODY = {
-    "model": "bench-model",
-    "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
-    "temperature": 0.7,
-}
+BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello in one short sentence."}], "temperature": 0.7}
 ANSWER = {
-    "id": "chatcmpl-bench",
-    "object": "chat.completion",
-    "created": 1700000000,
-    "model": "gpt-4o-mini",
-    "choices": [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": "Hello there, nice to meet you."},
-            "finish_reason": "stop",
-            "logprobs": None,
-        }
-    ],
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there, nice to meet you."},
+                 "finish_reason": "stop", "logprobs": None}],
     "usage": {"prompt_tokens": 14, "completion_tokens": 8, "total_tokens": 22},
 }
 
 
 # -- roles run in subprocesses ---------------------------------------------------------------
-
 
 def run_mock(port: int) -> None:
     import uvloop
@@ -82,9 +68,8 @@ def run_relay(port: int, upstream: str) -> None:
 
         async def handle(request: web.Request) -> web.Response:
             body = await request.read()
-            async with session.post(
-                upstream + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
-            ) as resp:
+            async with session.post(upstream + "/v1/chat/completions", data=body,
+                                    headers={"Content-Type": "application/json"}) as resp:
                 data = await resp.read()
                 return web.Response(body=data, status=resp.status, content_type="application/json")
 
@@ -93,6 +78,45 @@ def run_relay(port: int, upstream: str) -> None:
         await _serve(app, port)
 
     uvloop.run(main())
+
+
+def run_paced(url: str, connections: int, rate: float, seconds: float, headers: dict[str, str]) -> None:
+    """Send `rate` requests/s from `connections` workers and print each latency (ms) as JSON.
+
+    Unlike wrk's closed loop, which keeps every connection busy so that latency only mirrors
+    throughput, a paced load shows the time a request spends in the proxy itself."""
+    import aiohttp
+    import uvloop
+
+    async def main() -> None:
+        body = json.dumps(BODY).encode()
+        lat: list[float] = []
+        interval = connections / rate
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def worker(offset: float) -> None:
+                await asyncio.sleep(offset)
+                end = time.perf_counter() + seconds
+                nxt = time.perf_counter()
+                while nxt < end:
+                    t0 = time.perf_counter()
+                    async with session.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as r:
+                        await r.read()
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    nxt += interval
+                    await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+
+            await asyncio.gather(*(worker(i * interval / connections) for i in range(connections)))
+        print(json.dumps(lat))
+
+    uvloop.run(main())
+
+
+def paced(url: str, connections: int, rate: float, seconds: float, headers: dict[str, str] | None = None) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--role", "pace", "--url", url, "--rate", str(rate),
+                          "--connections", str(connections), "--seconds", str(seconds), "--headers", json.dumps(headers or {})],
+                         capture_output=True, text=True, check=True).stdout
+    lat = sorted(json.loads(out))
+    return {"p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)], "n": len(lat)}
 
 
 async def _serve(app, port: int) -> None:  # type: ignore[no-untyped-def]
@@ -105,7 +129,6 @@ async def _serve(app, port: int) -> None:  # type: ignore[no-untyped-def]
 
 
 # -- orchestration --------------------------------------------------------------------------
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -124,9 +147,7 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listened on port {port} within {timeout}s")
 
 
-def wrk(
-    url: str, seconds: int, connections: int, script: Path, headers: dict[str, str] | None = None
-) -> dict[str, float]:
+def wrk(url: str, seconds: int, connections: int, script: Path, headers: dict[str, str] | None = None) -> dict[str, float]:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     env = dict(os.environ)
     env["WRK_HEADERS"] = json.dumps(headers or {})
@@ -135,13 +156,7 @@ def wrk(
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
-    return {
-        "rps": rps,
-        "p50": lat["50"],
-        "p99": lat["99"],
-        "requests": total,
-        "errors": int(non2xx.group(1)) if non2xx else 0,
-    }
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "requests": total, "errors": int(non2xx.group(1)) if non2xx else 0}
 
 
 def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -166,18 +181,15 @@ for k, v in string.gmatch(extra, '"([^"]+)":%s*"([^"]+)"') do wrk.headers[k] = v
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="length of each load run")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds; the median round is reported"
-    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is reported")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
-    parser.add_argument(
-        "--litellm", metavar="VENV", help="a venv with litellm[proxy] installed, to add target (d)"
-    )
-    parser.add_argument("--role", choices=["mock", "relay"], help=argparse.SUPPRESS)
+    parser.add_argument("--litellm", metavar="VENV", help="a venv with litellm[proxy] installed, to add target (d)")
+    parser.add_argument("--rate", type=float, default=400, help="requests/s of the paced latency run")
+    parser.add_argument("--role", choices=["mock", "relay", "pace"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--headers", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -185,6 +197,8 @@ def main() -> None:
         return run_mock(args.port)
     if args.role == "relay":
         return run_relay(args.port, args.upstream)
+    if args.role == "pace":
+        return run_paced(args.url, args.connections, args.rate, args.seconds, json.loads(args.headers))
     if not shutil.which("wrk"):
         sys.exit("this benchmark needs wrk: apt-get install wrk")
 
@@ -198,9 +212,7 @@ def main() -> None:
         procs.append(subprocess.Popen([*me, "--role", "mock", "--port", str(mock_port)]))
         wait_port(mock_port)
         mock_url = f"http://127.0.0.1:{mock_port}"
-        procs.append(
-            subprocess.Popen([*me, "--role", "relay", "--port", str(relay_port), "--upstream", mock_url])
-        )
+        procs.append(subprocess.Popen([*me, "--role", "relay", "--port", str(relay_port), "--upstream", mock_url]))
         config = tmp / "thrifty.yaml"
         config.write_text(f"""
 store: sqlite:///{tmp}/ledger.db
@@ -211,22 +223,8 @@ models:
     base_url: {mock_url}/v1
     price: {{input: 0.15, output: 0.60}}
 """)
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "thrifty.cli",
-                    "serve",
-                    "--config",
-                    str(config),
-                    "--port",
-                    str(thrifty_port),
-                    "--log-level",
-                    "warning",
-                ]
-            )
-        )
+        procs.append(subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(config),
+                                       "--port", str(thrifty_port), "--log-level", "warning"]))
         targets = {
             "a. direct to mock": f"{mock_url}/v1/chat/completions",
             "b. bare aiohttp+uvloop relay": f"http://127.0.0.1:{relay_port}/v1/chat/completions",
@@ -244,27 +242,9 @@ model_list:
       api_base: {mock_url}/v1
       api_key: sk-bench
 """)
-            env = {
-                **os.environ,
-                "LITELLM_MASTER_KEY": "sk-litellm-bench",
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            }
-            procs.append(
-                subprocess.Popen(
-                    [
-                        f"{args.litellm}/bin/litellm",
-                        "--config",
-                        str(lconf),
-                        "--port",
-                        str(litellm_port),
-                        "--num_workers",
-                        "1",
-                    ],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            env = {**os.environ, "LITELLM_MASTER_KEY": "sk-litellm-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+            procs.append(subprocess.Popen([f"{args.litellm}/bin/litellm", "--config", str(lconf), "--port", str(litellm_port),
+                                           "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             targets["d. LiteLLM proxy"] = f"http://127.0.0.1:{litellm_port}/v1/chat/completions"
             headers["d. LiteLLM proxy"] = {"Authorization": "Bearer sk-litellm-bench"}
         for url in targets.values():
@@ -276,19 +256,19 @@ model_list:
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for r in range(args.rounds):
             for name, url in targets.items():
-                print(
-                    f"round {r + 1}/{args.rounds}: {name} for {args.seconds}s ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"round {r + 1}/{args.rounds}: {name} for {args.seconds}s ...", file=sys.stderr, flush=True)
                 runs[name].append(wrk(url, args.seconds, args.connections, script, headers.get(name)))
         results = {name: _median_run(rs) for name, rs in runs.items()}
+        pace_runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for r in range(args.rounds):
+            for name, url in targets.items():
+                print(f"round {r + 1}/{args.rounds}: {name} paced at {args.rate:.0f} req/s ...", file=sys.stderr, flush=True)
+                pace_runs[name].append(paced(url, args.connections, args.rate, args.seconds, headers.get(name)))
+        pace = {name: sorted(rs, key=lambda x: x["p50"])[len(rs) // 2] for name, rs in pace_runs.items()}
         measured = sum(int(r["requests"]) for r in runs["c. thrifty (ledger on)"])
         time.sleep(1.0)  # let the ledger's last batch land
         # every request thrifty answered (warm-up included) must be in its ledger
-        ledger_rows = (
-            sqlite3.connect(tmp / "ledger.db").execute("SELECT COUNT(*) FROM requests").fetchone()[0]
-        )
+        ledger_rows = sqlite3.connect(tmp / "ledger.db").execute("SELECT COUNT(*) FROM requests").fetchone()[0]
     finally:
         for p in procs:
             p.terminate()
@@ -298,11 +278,9 @@ model_list:
             except subprocess.TimeoutExpired:
                 p.kill()
 
-    print(
-        f"\ngateway overhead: {args.connections} concurrent connections, median of {args.rounds} interleaved "
-        f"{args.seconds}s rounds per target, loopback, "
-        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
-    )
+    print(f"\ngateway overhead: {args.connections} concurrent connections, median of {args.rounds} interleaved "
+          f"{args.seconds}s rounds per target, loopback, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     print(f"{'target':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
         print(f"{name:34} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['errors']):8d}")
@@ -311,10 +289,15 @@ model_list:
     direct = results["a. direct to mock"]
     print(f"\nthrifty / bare relay throughput: {thr['rps'] / relay['rps']:.2f}  (target >= 0.50)")
     if "d. LiteLLM proxy" in results:
-        print(
-            f"thrifty / LiteLLM throughput:    {thr['rps'] / results['d. LiteLLM proxy']['rps']:.1f}x (target >= 20x)"
-        )
-    print(f"median latency thrifty adds over direct: {thr['p50'] - direct['p50']:.2f} ms (target <= 1 ms)")
+        print(f"thrifty / LiteLLM throughput:    {thr['rps'] / results['d. LiteLLM proxy']['rps']:.1f}x (target >= 20x)")
+    print(f"median latency thrifty adds over direct, saturated (wrk): {thr['p50'] - direct['p50']:.2f} ms")
+    print(f"\npaced load: {args.connections} connections, {args.rate:.0f} req/s in all (each connection waits its turn)")
+    print(f"{'target':34} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}")
+    for name, r in pace.items():
+        print(f"{name:34} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['n']):9d}")
+    added = pace["c. thrifty (ledger on)"]["p50"] - pace["a. direct to mock"]["p50"]
+    relay_added = pace["b. bare aiohttp+uvloop relay"]["p50"] - pace["a. direct to mock"]["p50"]
+    print(f"median latency thrifty adds over direct, paced: {added:.2f} ms (target <= 1 ms; the bare relay adds {relay_added:.2f} ms)")
     print(f"ledger rows: {ledger_rows} (wrk counted {measured} in the measured rounds, plus the warm-up)")
 
 

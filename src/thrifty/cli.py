@@ -16,6 +16,8 @@ SUBCOMMANDS: list[str] = [
     "thrifty.evals.cli:eval_group",
     "thrifty.evals.export:export_group",
     "thrifty.cache.cli:cache",
+    "thrifty.audit.cli:audit",
+    "thrifty.audit.cli:replay",
     "thrifty.routing.cli:router",
 ]
 

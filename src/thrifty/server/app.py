@@ -34,6 +34,10 @@ log = logging.getLogger("thrifty.server")
 EXTENSIONS: list[str] = [
     "thrifty.evals.shadow:setup",
     "thrifty.cache.admin:setup",
+    "thrifty.server.metrics:setup",
+    "thrifty.server.dashboard:setup",
+    "thrifty.server.feedback:setup",
+    "thrifty.server.otel:setup",
 ]
 
 GATEWAY = web.AppKey("gateway", Gateway)
