@@ -56,11 +56,7 @@ dedup: {{enabled: true}}
 
 
 def body(text: str, temperature: float = 0, stream: bool = False) -> dict[str, object]:
-    b: dict[str, object] = {
-        "model": "gpt-test",
-        "messages": [{"role": "user", "content": text}],
-        "temperature": temperature,
-    }
+    b: dict[str, object] = {"model": "gpt-test", "messages": [{"role": "user", "content": text}], "temperature": temperature}
     if stream:
         b["stream"] = True
     return b
@@ -116,9 +112,7 @@ async def traffic(http: aiohttp.ClientSession, url: str, waves: int) -> dict[str
 
 def ledger_summary(db: Path) -> dict[str, object]:
     conn = sqlite3.connect(db)
-    rows = conn.execute(
-        "SELECT answered_by, cost_pico, counterfactual_pico, savings FROM requests"
-    ).fetchall()
+    rows = conn.execute("SELECT answered_by, cost_pico, counterfactual_pico, savings FROM requests").fetchall()
     conn.close()
     by_lever: dict[str, Decimal] = {}
     answered: dict[str, int] = {}
@@ -128,13 +122,7 @@ def ledger_summary(db: Path) -> dict[str, object]:
             by_lever[lever] = by_lever.get(lever, Decimal(0)) + Decimal(str(amount))
     cost = sum((Decimal(r[1]) for r in rows), Decimal(0)) / PICO
     counterfactual = sum((Decimal(r[2]) for r in rows), Decimal(0)) / PICO
-    return {
-        "rows": len(rows),
-        "answered": answered,
-        "cost": cost,
-        "counterfactual": counterfactual,
-        "saved": by_lever,
-    }
+    return {"rows": len(rows), "answered": answered, "cost": cost, "counterfactual": counterfactual, "saved": by_lever}
 
 
 async def latency(http: aiohttp.ClientSession, url: str, n: int) -> dict[str, list[float]]:
@@ -174,20 +162,12 @@ async def latency(http: aiohttp.ClientSession, url: str, n: int) -> dict[str, li
 async def store_latency(tmp: Path, redis_url: str, n: int) -> dict[str, list[float]]:
     entry = CachedResponse(
         protocol="openai",
-        body={
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "x " * 200}, "finish_reason": "stop"}
-            ]
-        },
+        body={"choices": [{"index": 0, "message": {"role": "assistant", "content": "x " * 200}, "finish_reason": "stop"}]},
         usage=Usage(input_tokens=500, output_tokens=200),
         cost=Decimal("0.000195"),
     )
     prefix = f"thrifty-bench:{uuid.uuid4().hex}:"
-    stores = {
-        "memory LRU": MemoryStore(),
-        "SQLite": SQLiteStore(tmp / "bench.cache.db"),
-        "Redis": RedisStore(redis_url, prefix=prefix),
-    }
+    stores = {"memory LRU": MemoryStore(), "SQLite": SQLiteStore(tmp / "bench.cache.db"), "Redis": RedisStore(redis_url, prefix=prefix)}
     out: dict[str, list[float]] = {}
     for name, store in stores.items():
         for i in range(n):
@@ -225,13 +205,9 @@ async def main(waves: int, redis_url: str) -> None:
             summary = ledger_summary(tmp / "ledger.db")
             total = sum(v for k, v in sent.items() if k != "expected_calls")
             print(f"== traffic mix: {total} requests in {waves} waves of 20 ({elapsed:.1f} s) ==")
-            print(
-                f"   sent: {sent['burst']} in bursts of 3 identical, {sent['repeat']} repeats, "
-                f"{sent['new']} new, {sent['sampled']} sampled (temperature 0.8)"
-            )
-            print(
-                f"   upstream calls: {calls} (without the levers: {total}; expected with them: {sent['expected_calls']})"
-            )
+            print(f"   sent: {sent['burst']} in bursts of 3 identical, {sent['repeat']} repeats, "
+                  f"{sent['new']} new, {sent['sampled']} sampled (temperature 0.8)")
+            print(f"   upstream calls: {calls} (without the levers: {total}; expected with them: {sent['expected_calls']})")
             print(f"   answered by: {summary['answered']}")
             cost, cf = summary["cost"], summary["counterfactual"]
             print(f"   cost ${cost:.6f} vs counterfactual ${cf:.6f}: saved {(1 - cost / cf) * 100:.1f}%")  # type: ignore[operator]
@@ -241,17 +217,13 @@ async def main(waves: int, redis_url: str) -> None:
             lat = await latency(http, url, 200)
             print("== latency through the server, sequential, mock answers at once (ms) ==")
             for name, values in lat.items():
-                print(
-                    f"   {name:<18} p50 {statistics.median(values) * 1000:6.2f}   p99 {pct(values, 0.99) * 1000:6.2f}"
-                )
+                print(f"   {name:<18} p50 {statistics.median(values) * 1000:6.2f}   p99 {pct(values, 0.99) * 1000:6.2f}")
         await runner.cleanup()
         await upstream.stop()
         stores = await store_latency(tmp, redis_url, 2000)
         print("== store lookup latency, 2,000 gets of a 1.3 kB answer (µs) ==")
         for name, values in stores.items():
-            print(
-                f"   {name:<11} p50 {statistics.median(values) * 1e6:7.1f}   p99 {pct(values, 0.99) * 1e6:7.1f}"
-            )
+            print(f"   {name:<11} p50 {statistics.median(values) * 1e6:7.1f}   p99 {pct(values, 0.99) * 1e6:7.1f}")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ A_MODEL, B_MODEL = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data_dir())
-    parser.add_argument(
-        "--limit", type=int, default=0, help="a random sample of this many questions (0 = all)"
-    )
+    parser.add_argument("--limit", type=int, default=0, help="a random sample of this many questions (0 = all)")
     args = parser.parse_args()
     if not replay_available():
         print("the replay provider (thrifty.providers.replay) is not installed; nothing to run")
@@ -48,12 +46,7 @@ def main() -> int:
         write_labeled(convert_routellm_gsm8k(args.data / "routellm_gsm8k_responses.csv").examples, labeled)
         with (t / "gsm8k.jsonl").open("w", encoding="utf-8") as f:
             for i, r in enumerate(rows):
-                item = {
-                    "id": f"gsm8k-{i}",
-                    "prompt": r["prompt"],
-                    "expected": gold[r["prompt"]],
-                    "grader": {"type": "numeric"},
-                }
+                item = {"id": f"gsm8k-{i}", "prompt": r["prompt"], "expected": gold[r["prompt"]], "grader": {"type": "numeric"}}
                 f.write(json.dumps(item) + "\n")
         for name, model in (("a.yaml", A_MODEL), ("b.yaml", B_MODEL)):
             (t / name).write_text(
@@ -70,9 +63,7 @@ def main() -> int:
                  "--cache", str(t / "cache.sqlite"), "--max-diffs", "5", "-q"],
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
-            print(
-                f"== {label}: thrifty eval gate exit status {done.returncode} ({time.perf_counter() - started:.1f}s)"
-            )
+            print(f"== {label}: thrifty eval gate exit status {done.returncode} ({time.perf_counter() - started:.1f}s)")
             print(done.stdout.rstrip())
             if done.stderr.strip():
                 print(done.stderr.rstrip()[-2000:])

@@ -33,10 +33,7 @@ MODELS = ("mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview")
 
 def default_data_dir() -> Path:
     root = Path(__file__).resolve().parent.parent
-    for cand in (
-        root.parent / "shared" / "data" / "routing",
-        root.parent.parent / "shared" / "data" / "routing",
-    ):
+    for cand in (root.parent / "shared" / "data" / "routing", root.parent.parent / "shared" / "data" / "routing"):
         if cand.exists():
             return cand
     return root.parent / "shared" / "data" / "routing"
@@ -63,9 +60,7 @@ def replay_available() -> bool:
         return False
 
 
-async def grades_via_replay(
-    rows: list[dict[str, str]], gold: dict[str, str], data: Path
-) -> dict[str, list[bool]]:
+async def grades_via_replay(rows: list[dict[str, str]], gold: dict[str, str], data: Path) -> dict[str, list[bool]]:
     """Run the set as an eval through an in-process gateway whose models replay the recorded
     answers (`thrifty eval run --all-models` in code), grading each with the numeric grader."""
     from thrifty.config import parse_config  # noqa: I001 (thrifty.routing lands from another branch)
@@ -87,15 +82,7 @@ async def grades_via_replay(
         )
         config = parse_config(f'store: "sqlite:///:memory:"\nmodels:\n{models}\n', source="gsm8k-replay")
         items = [
-            parse_item(
-                {
-                    "id": str(i),
-                    "prompt": r["prompt"],
-                    "expected": gold[r["prompt"]],
-                    "grader": {"type": "numeric"},
-                },
-                i,
-            )
+            parse_item({"id": str(i), "prompt": r["prompt"], "expected": gold[r["prompt"]], "grader": {"type": "numeric"}}, i)
             for i, r in enumerate(rows)
         ]
         out: dict[str, list[bool]] = {}
@@ -106,30 +93,21 @@ async def grades_via_replay(
                 if errors:
                     raise SystemExit(f"{m}: {len(errors)} replay errors, first: {errors[0]}")
                 out[m] = [run.results[str(i)].grade.passed for i in range(len(rows))]
-                print(
-                    f"  replayed {m}: {len(run.results)} answers, recorded cost ${run.summary().cost_total:.4f}"
-                )
+                print(f"  replayed {m}: {len(run.results)} answers, recorded cost ${run.summary().cost_total:.4f}")
     return out
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data_dir())
-    parser.add_argument(
-        "--direct", action="store_true", help="read the answers from the CSV, not through replay"
-    )
+    parser.add_argument("--direct", action="store_true", help="read the answers from the CSV, not through replay")
     args = parser.parse_args()
     rows, gold = load(args.data)
     started = time.perf_counter()
     answers = {m: [r[f"{m}_response"] for r in rows] for m in MODELS}
     via_replay = not args.direct and replay_available()
-    source = (
-        "the replay provider through an in-process gateway (eval runner)"
-        if via_replay
-        else (
-            "the CSV, read directly" + ("" if args.direct else " (thrifty.providers.replay is not installed)")
-        )
-    )
+    source = "the replay provider through an in-process gateway (eval runner)" if via_replay else (
+        "the CSV, read directly" + ("" if args.direct else " (thrifty.providers.replay is not installed)"))
     print(f"GSM8K test: {len(rows)} questions; answers from {source}; grader: numeric (abs_tol 1e-6)")
     replayed = await grades_via_replay(rows, gold, args.data) if via_replay else None
     print()
