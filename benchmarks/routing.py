@@ -7,6 +7,7 @@
    GPT-4 needed for 95% of GPT-4's accuracy on the 20%. Target: <= 40% (RouteLLM's best
    published router: 54%).
    Also: a two-tier cascade (gpt-3.5 -> gpt-4) whose scorer reads the cheap answer.
+   Also (no target): GSM8K with the same protocol as MMLU.
 3. End to end (`--e2e`): `thrifty serve` with the router and the replay provider over MBPP
    test; the ledger's total cost and the served answers' accuracy against the offline figures.
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thrifty.routing.datasets import convert_routellm_mmlu, convert_routerbench
+from thrifty.routing.datasets import convert_routellm_gsm8k, convert_routellm_mmlu, convert_routerbench
 from thrifty.routing.evaluate import Report, evaluate, plot, render_table
 from thrifty.routing.features import Embed, FeatureSpec, default_embed, featurize
 from thrifty.routing.labeled import Example, split_fixed, write_labeled
@@ -189,6 +190,24 @@ def mmlu(data: Path, embed: Embed, out: Path) -> Report:
     return rep
 
 
+def gsm8k(data: Path, embed: Embed, out: Path) -> Report:
+    """Not a target: the same protocol as MMLU on GSM8K (fixed 80/20 split by question)."""
+    conv = convert_routellm_gsm8k(data / "routellm_gsm8k_responses.csv")
+    assert not conv.problems, conv.report()
+    train_set, test_set = split_fixed(conv.examples, 0.8, salt="gsm8k-80-20")
+    art, rep = run_split("gsm8k", train_set, test_set, 0.95, embed, out)
+    ref, weak = rep.singles[GPT4], rep.singles[rep.weak]
+    share = rep.strong_share_for(0.95)
+    print(f"\n== GSM8K (RouteLLM responses), fixed 80/20 split: test {rep.n} questions ==")
+    print(f"{rep.weak}: accuracy {weak.quality:.4f}; {GPT4}: {ref.quality:.4f}")
+    print(f"  calibrated on train: {fmt_point(rep.calibrated, ref)}")
+    print(
+        f"  fewest GPT-4 calls on the test curve reaching 95% of GPT-4: {'not reached' if share is None else f'{share:.1%}'}"
+    )
+    print("  APGR: " + ", ".join(f"{k} {v:.3f}" for k, v in rep.apgr.items()))
+    return rep
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parents[1]
@@ -202,18 +221,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--data", type=Path, default=default_data)
     ap.add_argument("--out", type=Path, default=root / "out" / "routing")
-    ap.add_argument("--only", choices=["mbpp", "cascade", "mmlu", "e2e"], action="append")
+    ap.add_argument("--only", choices=["mbpp", "cascade", "mmlu", "gsm8k", "e2e"], action="append")
     ap.add_argument("--e2e", action="store_true", help="also run the end-to-end check through thrifty serve")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     embed = cached_embed(args.out)
-    todo = args.only or ["mbpp", "cascade", "mmlu"] + (["e2e"] if args.e2e else [])
+    todo = args.only or ["mbpp", "cascade", "mmlu", "gsm8k"] + (["e2e"] if args.e2e else [])
     if "mbpp" in todo:
         mbpp(args.data, embed, args.out)
     if "cascade" in todo:
         mbpp_cascade(args.data, embed)
     if "mmlu" in todo:
         mmlu(args.data, embed, args.out)
+    if "gsm8k" in todo:
+        gsm8k(args.data, embed, args.out)
     if "e2e" in todo:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from routing_e2e import run_e2e  # type: ignore[import-not-found]

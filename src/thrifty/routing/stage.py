@@ -133,6 +133,11 @@ class RouteStage:
             self.plans[r] = make_plan(gateway, r, artifacts)
         # The server accepts a model name that is not configured when this says it is an alias.
         gateway.state["model_aliases"] = self.is_alias
+        # Load the embedding model now rather than on the first routed request.
+        if any(p.router is not None and p.router.spec.embedding for p in self.plans.values()):
+            from thrifty.embed import shared_embedder
+
+            shared_embedder().embed(["warm up"])
 
     def is_alias(self, name: str) -> bool:
         """`auto` or `tier:NAME`, where some route can resolve it."""
