@@ -80,7 +80,7 @@ def test_train_calibrate_eval(converted: Path) -> None:
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "of the best model's" in res.output and "saved" in res.output
+    assert "of the reference model's" in res.output and "saved" in res.output
     assert (converted / "cal.pkl").exists()
 
     png, js = converted / "curve.png", converted / "eval.json"

@@ -1,8 +1,9 @@
 """Calibration: the knob setting that meets a quality target on a validation set, and its cost.
 
 The target is a fraction of the best single candidate's quality on the same data ("0.99" =
-99% of the best model's accuracy). Both policies are swept; the cheapest setting that meets
-the target wins, and the result says what it costs against always using the best model.
+99% of the best model's accuracy, or of a named reference model's). Every policy is swept; the
+cheapest setting that meets the target wins, and the result says what it costs against always
+using the reference model.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ def calibrate(
     embed: Embed | None = None,
     p: np.ndarray | None = None,
     policies: Sequence[Policy] = POLICIES,
+    reference: str | None = None,
 ) -> Calibration | None:
-    """The cheapest setting reaching `target` x the best candidate's quality on `examples`, or None."""
+    """The cheapest setting reaching `target` x the quality of `reference` (default: the best
+    candidate) on `examples`, or None."""
     names = art.candidates
     quality, cost = label_matrices(examples, names)
     if p is None:
         p = art.predict([ex.text for ex in examples], embed)
     cal, _ = calibrate_points(
-        p, quality, cost, names, art.cost_vector(), target, policies, source="validation"
+        p, quality, cost, names, art.cost_vector(), target, policies, source="validation", reference=reference
     )
     return cal
 
@@ -58,17 +61,17 @@ def apply(
 
 def describe(cal: Calibration | None, target: float) -> str:
     if cal is None:
-        return f"no setting reaches {target:.1%} of the best model's quality on this data"
+        return f"no setting reaches {target:.1%} of the reference model's quality on this data"
     if not cal.met:
         return (
-            f"target {target:.1%} of the best model's quality ({cal.best_quality:.4f}) is out of reach on this data; "
+            f"target {target:.1%} of the reference model's quality ({cal.best_quality:.4f}) is out of reach on this data; "
             f"the best setting, policy {cal.policy} knob {cal.knob:g}, reaches {cal.quality:.4f} "
             f"({cal.quality / cal.best_quality:.1%}) at ${cal.cost_per_call:.6f} a call"
         )
     saving = 1 - cal.cost_per_call / cal.best_cost_per_call if cal.best_cost_per_call else 0.0
     return (
         f"policy {cal.policy}, knob {cal.knob:g}: quality {cal.quality:.4f} "
-        f"({cal.quality / cal.best_quality:.1%} of the best model's {cal.best_quality:.4f}, target {target:.1%}) "
-        f"at ${cal.cost_per_call:.6f} a call vs ${cal.best_cost_per_call:.6f} for the best model "
+        f"({cal.quality / cal.best_quality:.1%} of the reference model's {cal.best_quality:.4f}, target {target:.1%}) "
+        f"at ${cal.cost_per_call:.6f} a call vs ${cal.best_cost_per_call:.6f} for the reference model "
         f"({1 - saving:.1%} of its cost, {saving:.1%} saved)"
     )

@@ -158,20 +158,29 @@ def train_cmd(
     "--target", default=0.99, show_default=True, type=float, help="fraction of the best model's quality"
 )
 @click.option(
+    "--reference",
+    default=None,
+    help="the model whose quality the target is a fraction of (default: the best)",
+)
+@click.option(
     "--write",
     "write_to",
     default=None,
     type=click.Path(dir_okay=False),
     help="save the artifact with this calibration",
 )
-def calibrate_cmd(router_path: str, data: str, target: float, write_to: str | None) -> None:
+def calibrate_cmd(
+    router_path: str, data: str, target: float, reference: str | None, write_to: str | None
+) -> None:
     """Pick the setting that meets a quality target on validation data and state its cost."""
     from thrifty.routing.calibrate import apply, calibrate, describe
 
     art = _artifact(router_path)
     examples = _load(data)
     p = art.predict([ex.text for ex in examples])
-    cal = calibrate(art, examples, target, p=p)
+    if reference is not None and reference not in art.candidates:
+        raise click.ClickException(f"--reference {reference!r} is not one of the router's candidates")
+    cal = calibrate(art, examples, target, p=p, reference=reference)
     click.echo(describe(cal, target))
     if cal is None or not cal.met:
         sys.exit(1)
