@@ -250,7 +250,7 @@ class RouteStage:
         try:
             reply = await next(ctx)
         except UpstreamError as exc:
-            if not can_retry:
+            if not can_retry or exc.status in _REQUEST_ERRORS:  # the request itself is wrong
                 raise
             assert s.default is not None
             self._fall_back(ctx, info, picked, f"error {exc.status}: {exc.message}", s.default)
@@ -310,6 +310,10 @@ class RouteStage:
         saving = would - actual - escalated
         ctx.extra.setdefault("route", {})["counterfactual_model"] = counterfactual
         ctx.save(NAME, saving)
+
+
+#: Upstream statuses that blame the request, not the model: another model would refuse it too.
+_REQUEST_ERRORS = (400, 401, 403, 413, 422)
 
 
 def _recorded_cost(provider: object, body: dict[str, Any]) -> Decimal | None:
