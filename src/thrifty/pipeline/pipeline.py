@@ -23,6 +23,7 @@ STAGES: dict[str, str] = {
     "cache": "thrifty.cache.exact:build",
     "semantic_cache": "thrifty.cache.semantic:build",
     "dedup": "thrifty.cache.dedup:build",
+    "route": "thrifty.routing.stage:build",
 }
 
 
