@@ -120,3 +120,14 @@ def test_bulk_add_and_concurrent_use_from_threads() -> None:
     for t in threads:
         t.join()
     assert errors == [] and len(ix) == 700
+
+
+def test_churn_rebuilds_the_graph_and_keeps_answering() -> None:
+    clock = Clock()
+    ix = InProcessIndex(max_entries=50, clock=clock)
+    for i in range(3000):  # 2,950 evictions: the graph is rebuilt from the live entries on the way
+        ix.add("t", "ns", f"q{i}", unit(i), {"i": i}, ttl=5)
+    part = ix._parts[("t", "ns")]
+    assert len(ix) == 50 and part.removed < 1100 and len(part.graph) <= 1100
+    assert ix.search("t", "ns", unit(2999), k=1)[0].entry.payload == {"i": 2999}
+    assert ix.search("t", "ns", unit(10), min_score=0.9) == []

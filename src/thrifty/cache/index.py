@@ -48,14 +48,29 @@ class Hit:
     score: float
 
 
+def _graph(dim: int) -> Index:
+    return Index(ndim=dim, metric="cos", dtype="f16", connectivity=16, expansion_add=64, expansion_search=64)
+
+
 @dataclass
 class _Partition:
     dim: int
     graph: Index = field(init=False)
     entries: OrderedDict[int, Entry] = field(default_factory=OrderedDict)
+    #: Removed nodes stay in an HNSW graph as tombstones; past a point the graph is rebuilt.
+    removed: int = 0
 
     def __post_init__(self) -> None:
-        self.graph = Index(ndim=self.dim, metric="cos", dtype="f16", connectivity=16, expansion_add=64, expansion_search=64)
+        self.graph = _graph(self.dim)
+
+    def rebuild_if_worn(self) -> None:
+        if self.removed <= max(1024, len(self.entries)):
+            return
+        self.graph = _graph(self.dim)
+        if self.entries:
+            keys = np.fromiter(self.entries, dtype=np.uint64, count=len(self.entries))
+            self.graph.add(keys, np.stack([e.vector for e in self.entries.values()]))
+        self.removed = 0
 
 
 class InProcessIndex:
@@ -96,8 +111,7 @@ class InProcessIndex:
             part.graph.add(entry.key, vec)
             part.entries[entry.key] = entry
             while len(part.entries) > self.max_entries:
-                old, _ = part.entries.popitem(last=False)
-                part.graph.remove(old)
+                self._remove_locked(part, next(iter(part.entries)))
             self._writes += 1
             if self._writes % 1024 == 0:
                 self._sweep_locked(now)
@@ -126,8 +140,7 @@ class InProcessIndex:
                 e = Entry(int(k), tenant, namespace, q, v, p, now, None if ttl is None else now + ttl)
                 part.entries[e.key] = e
             while len(part.entries) > self.max_entries:
-                old, _ = part.entries.popitem(last=False)
-                part.graph.remove(old)
+                self._remove_locked(part, next(iter(part.entries)))
 
     def search(self, tenant: str, namespace: str, vector: np.ndarray, k: int = 5, min_score: float = 0.0) -> list[Hit]:
         """The `k` most similar live entries of this tenant and namespace, best first."""
@@ -196,3 +209,5 @@ class InProcessIndex:
     def _remove_locked(part: _Partition, key: int) -> None:
         part.entries.pop(key, None)
         part.graph.remove(key)
+        part.removed += 1
+        part.rebuild_if_worn()
