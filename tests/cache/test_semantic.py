@@ -65,6 +65,28 @@ async def test_a_paraphrase_is_served_from_the_cache() -> None:
     assert again.extra["semantic_cache"]["outcome"] == "hit" and again.extra["semantic_cache"]["matched"] == Q
 
 
+async def test_an_empty_namespace_costs_no_embedding_before_the_reply() -> None:
+    gw = gateway('store: "sqlite:///:memory:"\n' + ON)
+    embedded: list[str] = []
+
+    def embed(text: str) -> Any:
+        embedded.append(text)
+        return shared_embedder().embed_one(text)
+
+    cache, upstream = SemanticCache(gw, InProcessIndex(), default_verifier(), embed), FakeUpstream(delay=0)
+    at_upstream: list[int] = []
+
+    async def next_(ctx: Any) -> Any:
+        at_upstream.append(len(embedded))
+        return await upstream(ctx)
+
+    await cache.handle(openai_ctx(gw, Q), next_)
+    await settle(cache)
+    assert at_upstream == [0] and embedded == [Q]  # embedded once, after the reply, to store it
+    await cache.handle(openai_ctx(gw, PARAPHRASE), next_)
+    assert embedded == [Q, PARAPHRASE] and upstream.calls == 1
+
+
 async def test_a_similar_question_the_verifier_refuses_goes_upstream() -> None:
     cache, upstream = stage(), FakeUpstream(delay=0)
     await cache.handle(openai_ctx(cache.gateway, "How do I lose 5 kg in a month?"), upstream)

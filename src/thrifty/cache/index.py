@@ -91,6 +91,11 @@ class InProcessIndex:
     def __len__(self) -> int:
         return sum(len(p.entries) for p in self._parts.values())
 
+    def has(self, tenant: str, namespace: str) -> bool:
+        """Whether the tenant has any entry under the namespace (a lookup is worth its embedding)."""
+        part = self._parts.get((tenant, namespace))
+        return part is not None and bool(part.entries)
+
     def add(
         self,
         tenant: str,

@@ -215,7 +215,10 @@ class SemanticCache:
             ctx.extra[NAME] = {"outcome": "bypass", "reason": found}
             return await next(ctx)
         cache_control = {k.lower(): v.lower() for k, v in ctx.headers.items()}.get("cache-control", "")
-        vector, hit = await asyncio.to_thread(self._lookup, ctx.tenant, found, settings, "no-cache" in cache_control)
+        vector: np.ndarray | None = None
+        hit: tuple[Hit, float] | None = None
+        if "no-cache" not in cache_control and self.index.has(ctx.tenant, found.namespace):
+            vector, hit = await asyncio.to_thread(self._lookup, ctx.tenant, found, settings, False)
         if hit is not None:
             reply = self._serve(ctx, hit)
             if reply is not None:
@@ -277,7 +280,7 @@ class SemanticCache:
     # -- store -------------------------------------------------------------------------
 
     def _store_later(
-        self, ctx: Context, reply: Reply, q: Question, vector: np.ndarray, settings: SemanticCacheSettings
+        self, ctx: Context, reply: Reply, q: Question, vector: np.ndarray | None, settings: SemanticCacheSettings
     ) -> None:
         if not reply.ok or ctx.extra.get("dedup") == "follower":
             return
@@ -315,10 +318,21 @@ class SemanticCache:
         return {"body": body, "model": reply.served_model, "usage": usage.to_dict(), "cost": str(reply.cost)}
 
     async def _add(
-        self, tenant: str, q: Question, vector: np.ndarray, payload: dict[str, Any], settings: SemanticCacheSettings
+        self,
+        tenant: str,
+        q: Question,
+        vector: np.ndarray | None,
+        payload: dict[str, Any],
+        settings: SemanticCacheSettings,
     ) -> None:
+        """Store an answer. A question that found nothing to search is embedded only now, after the reply."""
+
+        def add() -> None:
+            vec = self.embed(q.text) if vector is None else vector
+            self.index.add(tenant, q.namespace, q.text, vec, payload, settings.ttl)
+
         try:
-            await asyncio.to_thread(self.index.add, tenant, q.namespace, q.text, vector, payload, settings.ttl)
+            await asyncio.to_thread(add)
         except Exception:  # a cache that cannot store must never fail the request
             log.exception("semantic cache: storing an answer failed")
 
