@@ -110,6 +110,12 @@ class Dispatcher:
             except translate.TranslationError as exc:
                 raise UpstreamError(400, f"model {name!r} speaks {provider.protocol}: {exc}",
                                     error_type="invalid_request_error") from None
+            except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+                # A field of a shape the validator does not check (tools, content parts, ...):
+                # the request is malformed, not thrifty.
+                raise UpstreamError(400, f"model {name!r} speaks {provider.protocol} and this request could not be "
+                                    f"translated to it: a field has the wrong shape ({exc.__class__.__name__}: {exc})",
+                                    error_type="invalid_request_error") from None
             try:
                 reply = await self._attempt(ctx, provider, cfg, native)
             except UpstreamError as exc:
@@ -157,7 +163,11 @@ class Dispatcher:
         if reply.stream is None:
             breaker.success()
             if reply.body is not None:
-                reply.body = translate_response(provider.protocol, protocol, reply.body)
+                try:
+                    reply.body = translate_response(provider.protocol, protocol, reply.body)
+                except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+                    raise UpstreamError(502, f"model {cfg.name!r} answered with a body of the wrong shape "
+                                        f"({exc.__class__.__name__}: {exc})", error_type="api_error") from None
             if not reply.cost:
                 reply.cost = pricer.cost(cfg, reply.usage)
             return reply

@@ -60,6 +60,8 @@ class OpenAIProvider(Provider):
                 raise UpstreamError(502, f"{self.name} upstream sent a body that is not JSON", retryable=True) from None
             finally:
                 resp.release()
+            if not isinstance(data, dict):
+                raise UpstreamError(502, f"{self.name} upstream sent JSON that is not an object", retryable=True)
             return Reply(status=resp.status, body=data, usage=usage_from_openai(data.get("usage")))
         stream: EventStream = EventStream(self._relay(resp, lambda: stream))
         return Reply(status=resp.status, stream=stream)

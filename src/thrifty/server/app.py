@@ -25,7 +25,7 @@ from thrifty.protocol.translate import anthropic_error, openai_error
 from thrifty.providers.base import UpstreamError
 from thrifty.providers.http import encode_event
 from thrifty.server.auth import KeyRing, Principal, presented_key
-from thrifty.server.validate import BadRequest, validate_anthropic, validate_openai
+from thrifty.server.validate import BadRequest, check_depth, validate_anthropic, validate_openai
 
 log = logging.getLogger("thrifty.server")
 
@@ -138,16 +138,20 @@ class Handlers:
         try:
             reply = await self.gateway.pipeline(ctx)
         except UpstreamError as exc:
-            headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+            headers = {"X-Thrifty-Request-Id": ctx.request_id}
+            if exc.retry_after:
+                headers["Retry-After"] = str(max(1, round(exc.retry_after)))
             self._record(ctx, None, exc.status, "error", exc.message, started, None)
             return error_response(protocol, exc.status, exc.message, error_type=exc.error_type, headers=headers)
         except BadRequest as exc:
             self._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code)
+            return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code,
+                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
         except Exception as exc:
             log.exception("request %s failed inside thrifty", ctx.request_id)
             self._record(ctx, None, 500, "error", f"internal error: {exc.__class__.__name__}", started, None)
-            return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log for request {ctx.request_id}")
+            return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log for request {ctx.request_id}",
+                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
         headers = self._reply_headers(ctx, reply)
         if reply.stream is None:
             response = web.Response(body=orjson.dumps(reply.body), status=reply.status,
@@ -221,6 +225,7 @@ class Handlers:
             raise BadRequest(f"the request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
+        check_depth(raw, body)
         return body
 
     def _reply_headers(self, ctx: Context, reply: Reply) -> dict[str, str]:

@@ -18,6 +18,24 @@ class BadRequest(Exception):
         self.code = code
 
 
+#: How deep a request's JSON may nest. orjson reads 1024 levels but writes only 254, and no
+#: real request comes near either.
+MAX_DEPTH = 128
+
+
+def check_depth(raw: bytes, body: Any) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH (cheap: only walked when there are that many brackets)."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return
+    level: list[tuple[Any, int]] = [(body, 1)]
+    while level:
+        value, depth = level.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"the request body nests JSON deeper than {MAX_DEPTH} levels")
+        children = value.values() if isinstance(value, dict) else value
+        level.extend((v, depth + 1) for v in children if isinstance(v, dict | list))
+
+
 def _type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number" if isinstance(value, int | float) else type(value).__name__

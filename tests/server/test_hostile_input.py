@@ -1,0 +1,93 @@
+"""Regressions found by the fuzz test (test_fuzz.py), kept as plain examples.
+
+Each of these once answered 500 "thrifty failed" (or aiohttp's own text/plain 500), or left
+the request without a way to find its ledger row.
+"""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import RunningGateway
+from thrifty.testing.mock_upstream import MockUpstream
+
+
+async def post(thrifty: RunningGateway, path: str, body: bytes | dict[str, object]) -> httpx.Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    async with httpx.AsyncClient() as http:
+        return await http.post(thrifty.url + path, content=content, headers={"Content-Type": "application/json"})
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"])
+async def test_json_nested_too_deep_is_a_400(thrifty: RunningGateway, upstream: MockUpstream, path: str) -> None:
+    # orjson reads 1024 levels but writes only 254: such a body used to pass validation and
+    # then fail to serialise for the upstream.
+    body = b'{"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "metadata": ' \
+        + nested(300) + b"}"
+    r = await post(thrifty, path, body)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "nests JSON deeper than 128 levels" in message
+    assert upstream.calls["anthropic"] == 0 and thrifty.rows() == []
+
+
+async def test_moderate_nesting_still_passes(thrifty: RunningGateway) -> None:
+    schema: dict[str, object] = {"type": "string"}
+    for _ in range(40):
+        schema = {"type": "object", "properties": {"x": schema}}
+    body: dict[str, object] = {"model": "gpt-test", "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "deep", "schema": schema}}}
+    assert (await post(thrifty, "/v1/chat/completions", body)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        # Anthropic-shaped tools on an OpenAI request to an Anthropic model.
+        ({"model": "claude-test", "messages": [{"role": "user", "content": "x"}],
+          "tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "could not be translated"),
+        # A content part that is a number.
+        ({"model": "claude-test", "messages": [{"role": "user", "content": [1.5]}]}, "could not be translated"),
+    ],
+)
+async def test_untranslatable_requests_are_400_with_a_ledger_row(
+    thrifty: RunningGateway, upstream: MockUpstream, body: dict[str, object], needle: str
+) -> None:
+    r = await post(thrifty, "/v1/chat/completions", body)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
+    assert upstream.calls["anthropic"] == 0
+    # The request reached the pipeline, so it has a row, and the client can name it.
+    [row] = thrifty.rows()
+    assert row["request_id"] == r.headers["X-Thrifty-Request-Id"] and row["status"] == 400
+
+
+async def test_pipeline_errors_carry_the_request_id(thrifty: RunningGateway) -> None:
+    r = await post(thrifty, "/v1/messages", {"model": "gpt-test", "max_tokens": 5,
+                                             "messages": [{"role": "user", "content": "x"}],
+                                             "tools": [{"type": "web_search_20250305", "name": "web_search"}]})
+    assert r.status_code == 400 and r.json()["type"] == "error"
+    [row] = thrifty.rows()
+    assert row["request_id"] == r.headers["X-Thrifty-Request-Id"]
+
+
+@pytest.mark.parametrize("model", ["gpt-test", "claude-test"])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": [{"type": "text", "text": True}]}],
+        [{"role": "user", "content": [{"type": "image_url", "image_url": "not-an-object"}]}],
+        [{"role": "assistant", "content": "x", "tool_calls": 7}],
+        [{"role": "user", "content": [{"type": "tool_result", "content": {"a": [1]}}]}],
+    ],
+)
+async def test_count_tokens_survives_malformed_content(thrifty: RunningGateway, model: str, messages: list[object]) -> None:
+    r = await post(thrifty, "/v1/messages/count_tokens", {"model": model, "messages": messages})
+    assert r.status_code == 200, r.text
+    assert r.json()["input_tokens"] > 0
