@@ -108,11 +108,13 @@ class Dispatcher:
             try:
                 native = translate_request(protocol, provider.protocol, body)
             except translate.TranslationError as exc:
+                breaker.release()
                 raise UpstreamError(400, f"model {name!r} speaks {provider.protocol}: {exc}",
                                     error_type="invalid_request_error") from None
             except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
                 # A field of a shape the validator does not check (tools, content parts, ...):
                 # the request is malformed, not thrifty.
+                breaker.release()
                 raise UpstreamError(400, f"model {name!r} speaks {provider.protocol} and this request could not be "
                                     f"translated to it: a field has the wrong shape ({exc.__class__.__name__}: {exc})",
                                     error_type="invalid_request_error") from None
@@ -120,11 +122,15 @@ class Dispatcher:
                 reply = await self._attempt(ctx, provider, cfg, native)
             except UpstreamError as exc:
                 if not exc.retryable:
+                    breaker.release()
                     raise  # the request itself is wrong; another model would refuse it too
                 breaker.failure()
                 ctx.note(f"{name}: {exc.status} {exc.message}")
                 last = exc
                 continue
+            except BaseException:  # cancelled (the client left) or a bug: no verdict on the upstream
+                breaker.release()
+                raise
             if name != primary.name:
                 ctx.extra["fallback_from"] = primary.name
             return self._finish(ctx, reply, provider, cfg, protocol, breaker)
@@ -209,6 +215,8 @@ class Dispatcher:
                     breaker.success()
                 elif inner.error:
                     breaker.failure()
+                else:  # the client left
+                    breaker.release()
                 if not outer.complete:
                     _estimate_missing_usage(ctx, outer, "".join(text))
                 reply.usage = outer.usage

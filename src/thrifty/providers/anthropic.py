@@ -12,7 +12,7 @@ from thrifty.config import DEFAULT_BASE_URLS
 from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent, Usage
 from thrifty.protocol.anthropic import usage_from_anthropic
 from thrifty.providers.base import Provider, UpstreamError
-from thrifty.providers.http import connection_error, session, sse_events, upstream_error
+from thrifty.providers.http import connection_error, scrub, session, sse_events, upstream_error
 
 API_VERSION = "2023-06-01"
 
@@ -97,21 +97,28 @@ class AnthropicProvider(Provider):
         try:
             async for ev in sse_events(resp):
                 data = ev.data
-                if isinstance(data, dict):
-                    kind = data.get("type")
-                    if kind == "message_start":
-                        usage.update((data.get("message") or {}).get("usage") or {})
-                        stream.usage = usage_from_anthropic(usage)
-                    elif kind == "message_delta":
-                        # Later counts replace earlier ones; output_tokens is cumulative.
-                        usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
-                        stream.usage = usage_from_anthropic(usage)
-                    elif kind == "message_stop":
-                        stream.complete = True
-                    elif kind == "error":
-                        err = data.get("error") or {}
-                        stream.error = str(err.get("message") or "upstream error")
-                        return
+                if not isinstance(data, dict):
+                    continue  # not JSON: no client could parse it
+                kind = data.get("type")
+                if kind == "message_start":
+                    message = data.get("message")
+                    if not isinstance(message, dict):
+                        continue  # an event of the wrong shape
+                    usage.update(_dict(message.get("usage")))
+                    stream.usage = usage_from_anthropic(usage)
+                elif kind == "message_delta":
+                    if not isinstance(data.get("usage", {}), dict):
+                        continue  # an event of the wrong shape
+                    # Later counts replace earlier ones; output_tokens is cumulative.
+                    usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
+                    stream.usage = usage_from_anthropic(usage)
+                elif kind == "message_stop":
+                    stream.complete = True
+                elif kind == "error":
+                    err = data.get("error")
+                    message = err.get("message") if isinstance(err, dict) else err
+                    stream.error = scrub(str(message or "upstream error"), self.config.api_key())
+                    return
                 yield ev
             if not stream.complete:
                 stream.error = "the upstream closed the stream before it finished"
@@ -121,3 +128,7 @@ class AnthropicProvider(Provider):
             if stream.usage == Usage() and usage:
                 stream.usage = usage_from_anthropic(usage)
             resp.release()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

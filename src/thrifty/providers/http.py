@@ -109,6 +109,9 @@ def _scrub_body(body: dict[str, Any], secret: str | None) -> dict[str, Any]:
 def connection_error(exc: BaseException, where: str) -> UpstreamError:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return UpstreamError(504, f"{where} did not answer in time", retryable=True, error_type="timeout")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamError(502, f"{where} closed the connection before its answer was complete", retryable=True,
+                             error_type="connection_error")
     return UpstreamError(502, f"could not reach {where}: {exc.__class__.__name__}", retryable=True, error_type="connection_error")
 
 

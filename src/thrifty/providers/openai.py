@@ -12,7 +12,7 @@ from thrifty.config import DEFAULT_BASE_URLS
 from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent
 from thrifty.protocol.openai import usage_from_openai
 from thrifty.providers.base import Provider, UpstreamError
-from thrifty.providers.http import connection_error, session, sse_events, upstream_error
+from thrifty.providers.http import connection_error, scrub, session, sse_events, upstream_error
 
 
 class OpenAIProvider(Provider):
@@ -76,17 +76,22 @@ class OpenAIProvider(Provider):
                     stream.complete = True
                     yield ev
                     continue
-                if isinstance(data, dict):
-                    if data.get("error"):
-                        err = data["error"]
-                        stream.error = str(err.get("message") if isinstance(err, dict) else err)
-                        return
-                    usage = data.get("usage")
-                    if usage:
-                        stream.usage = usage_from_openai(usage)
-                    for choice in data.get("choices") or ():
-                        if choice.get("finish_reason"):
-                            finished = True
+                if not isinstance(data, dict):
+                    continue  # not JSON: no client could parse it
+                if data.get("error"):
+                    err = data["error"]
+                    stream.error = scrub(str(err.get("message") if isinstance(err, dict) else err),
+                                         self.config.api_key())
+                    return
+                usage = data.get("usage")
+                if usage:
+                    stream.usage = usage_from_openai(usage)
+                choices = data.get("choices")
+                if choices is not None:
+                    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+                        continue  # a chunk of the wrong shape
+                    if any(c.get("finish_reason") for c in choices):
+                        finished = True
                 yield ev
             if not stream.complete and finished:
                 stream.complete = True

@@ -186,6 +186,18 @@ class Handlers:
             if isinstance(exc, asyncio.CancelledError):
                 self._record(ctx, reply, 499, outcome, "the client went away", started, ttfb)
                 raise
+        except Exception as exc:  # a bug, or an upstream event no translator expected: end cleanly
+            log.exception("stream of request %s failed inside thrifty", ctx.request_id)
+            outcome = "error"
+            await stream.aclose()
+            message = f"thrifty failed while streaming ({exc.__class__.__name__}); see the server log for request {ctx.request_id}"
+            try:
+                await response.write(encode_event(_stream_error(ctx.protocol, message)))
+                await response.write_eof()
+            except (ConnectionResetError, RuntimeError):
+                pass
+            self._record(ctx, reply, 500, outcome, message, started, ttfb)
+            return response
         finally:
             await stream.aclose()
         if outcome == "ok" and not stream.complete:
