@@ -12,7 +12,14 @@ The last user message names the fault (its first word), so one server serves eve
 - `badsse`    a stream with malformed lines and wrongly typed events among good ones
 - `sseerror`  a stream that sends one chunk, then an error event echoing the key
 - `drip`      a stream of 200 chunks, one every 20 ms (for clients that leave)
+- `soon`      429 with `Retry-After: soon` (not a number, not a date)
+- `forever`   429 with `Retry-After: inf`
+- `errhang`   a 500 whose body never finishes
+- `deep`      200 with an answer nested 300 levels deep (orjson writes at most 254)
+- `deeperr`   a 400 whose error body is nested 300 levels deep
 - `ok`        a normal answer ("hello there")
+
+`/v1/messages/count_tokens` answers `{"tokens": 5}` (no `input_tokens`).
 
 `calls` counts requests by fault; `disconnects` counts handlers whose client went away.
 """
@@ -48,6 +55,7 @@ class FaultUpstream:
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self.openai)
         self.app.router.add_post("/v1/messages", self.anthropic)
+        self.app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -73,6 +81,10 @@ class FaultUpstream:
     async def anthropic(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic")
 
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        self.calls["count_tokens"] += 1
+        return web.json_response({"tokens": 5})
+
     async def _serve(self, request: web.Request, protocol: str) -> web.StreamResponse:
         body = await request.json()
         fault = _fault(body)
@@ -87,6 +99,28 @@ class FaultUpstream:
         key = _key(request)
         if fault == "hang":
             await asyncio.sleep(3600)
+        if fault in ("soon", "forever"):
+            retry = {"soon": "soon", "forever": "inf"}[fault]
+            return web.json_response({"error": {"message": "slow down", "type": "rate_limit_error"}}, status=429,
+                                     headers={"Retry-After": retry})
+        if fault == "errhang":
+            resp = web.StreamResponse(status=500, headers={"Content-Type": "application/json", "Content-Length": "100"})
+            await resp.prepare(request)
+            await resp.write(b'{"error": {"message": "the upstream is')
+            await asyncio.sleep(3600)
+        if fault in ("deep", "deeperr"):
+            nested: Any = 1
+            for _ in range(300):
+                nested = {"a": nested}
+            if fault == "deeperr":
+                text = json.dumps({"error": {"message": "too deep for you", "type": "invalid_request_error"},
+                                   "detail": nested})
+                return web.Response(status=400, content_type="application/json", text=text)
+            text = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "extra": nested,
+                               "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                            "finish_reason": "stop"}],
+                               "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+            return web.Response(status=200, content_type="application/json", text=text)
         if fault == "html502":
             return web.Response(status=502, content_type="text/html",
                                 text="<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>")

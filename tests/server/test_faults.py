@@ -115,6 +115,40 @@ async def test_garbage_answers_are_502_and_retried(
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+@pytest.mark.parametrize(("fault_name", "status", "needle", "calls"), [
+    ("soon", 429, "slow down", 2),  # a Retry-After that is neither seconds nor a date: backoff instead
+    ("forever", 429, "slow down", 1),  # an endless Retry-After: no retry, and no Retry-After of "inf"
+    ("errhang", 500, "answered HTTP 500", 2),  # an error whose body never ends: its status is kept
+])
+async def test_odd_error_answers_keep_their_status(
+    gw: RunningGateway, fault: FaultUpstream, protocol: str, fault_name: str, status: int, needle: str, calls: int
+) -> None:
+    r = await ask(gw, protocol, fault_name)
+    assert r.status_code == status, r.text
+    assert needle in error_of(protocol, r)["message"]
+    assert fault.calls[fault_name] == calls
+    if fault_name == "forever":
+        assert int(r.headers["Retry-After"]) >= 3600
+    assert one_row(gw)["status"] == status
+
+
+async def test_answers_nested_past_orjsons_limit_are_refused_cleanly(gw: RunningGateway) -> None:
+    r = await ask(gw, "openai", "deep")
+    assert r.status_code == 502 and "could not be relayed" in error_of("openai", r)["message"]
+    assert one_row(gw)["status"] == 502
+    e = await ask(gw, "openai", "deeperr")
+    assert e.status_code == 400 and error_of("openai", e)["message"] == "too deep for you"
+
+
+async def test_a_token_count_without_input_tokens_is_a_502(gw: RunningGateway, fault: FaultUpstream) -> None:
+    async with httpx.AsyncClient() as http:
+        r = await http.post(gw.url + "/v1/messages/count_tokens",
+                            json={"model": "f-claude", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 502 and fault.calls["count_tokens"] == 1
+    assert "input_tokens" in error_of("anthropic", r)["message"]
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
 @pytest.mark.parametrize("fault_name", ["bigusage", "badusage"])
 async def test_absurd_usage_never_blocks_the_ledger(gw: RunningGateway, protocol: str, fault_name: str) -> None:
     # 1e30 tokens once overflowed the integer money column: the writer retried that batch

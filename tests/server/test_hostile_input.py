@@ -6,11 +6,17 @@ the request without a way to find its ledger row.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import orjson
 import pytest
+from aiohttp import web
 
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, free_port, mock_config
+from thrifty.config import parse_config
+from thrifty.gateway import Gateway
+from thrifty.server.app import create_app
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -91,3 +97,27 @@ async def test_count_tokens_survives_malformed_content(thrifty: RunningGateway, 
     r = await post(thrifty, "/v1/messages/count_tokens", {"model": model, "messages": messages})
     assert r.status_code == 200, r.text
     assert r.json()["input_tokens"] > 0
+
+
+async def test_an_unexpected_exception_still_answers_in_the_protocols_shape(
+    upstream: MockUpstream, tmp_path: Path
+) -> None:
+    app = create_app(Gateway(parse_config(mock_config(upstream, tmp_path))))
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app.router.add_post("/v1/messages/broken", broken)
+    app.router.add_post("/v1/broken", broken)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with httpx.AsyncClient() as http:
+            a = await http.post(f"http://127.0.0.1:{port}/v1/messages/broken")
+            o = await http.post(f"http://127.0.0.1:{port}/v1/broken")
+    finally:
+        await runner.cleanup()
+    assert a.status_code == 500 and a.json()["type"] == "error" and "RuntimeError" in a.json()["error"]["message"]
+    assert o.status_code == 500 and "RuntimeError" in o.json()["error"]["message"]

@@ -55,9 +55,13 @@ class AnthropicProvider(Provider):
                                       timeout=timeout) as resp:
                 if resp.status >= 400:
                     raise await upstream_error(resp, key)
-                return int((await resp.json())["input_tokens"])
+                raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, f"{self.name} upstream") from None
+        try:
+            return int(orjson.loads(raw)["input_tokens"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise UpstreamError(502, f"{self.name} upstream's token count has no input_tokens number") from None
 
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
         body = {**body, "model": self.config.upstream_model}

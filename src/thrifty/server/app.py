@@ -154,8 +154,13 @@ class Handlers:
                                   headers={"X-Thrifty-Request-Id": ctx.request_id})
         headers = self._reply_headers(ctx, reply)
         if reply.stream is None:
-            response = web.Response(body=orjson.dumps(reply.body), status=reply.status,
-                                    content_type="application/json", headers=headers)
+            try:
+                payload = orjson.dumps(reply.body)
+            except orjson.JSONEncodeError as exc:  # e.g. an upstream answer nested past orjson's limit
+                message = f"the answer of model {reply.served_model!r} could not be relayed: {exc}"
+                self._record(ctx, reply, 502, "error", message, started, None)
+                return error_response(protocol, 502, message, headers=headers)
+            response = web.Response(body=payload, status=reply.status, content_type="application/json", headers=headers)
             self._record(ctx, reply, reply.status, "ok" if reply.ok else "error", None, started, None)
             return response
         return await self._stream(request, ctx, reply, headers, started)
@@ -419,6 +424,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         message = {404: f"no route {request.method} {request.path}", 405: f"{request.method} is not allowed on {request.path}"}.get(
             exc.status, exc.reason)
         return error_response(protocol, exc.status, message)
+    except Exception as exc:  # a bug: still answer in the protocol's shape, never aiohttp's text page
+        log.exception("%s %s failed inside thrifty", request.method, request.path)
+        protocol = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+        return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log")
 
 
 def create_app(gateway: Gateway) -> web.Application:
