@@ -13,6 +13,11 @@ from thrifty import __version__
 SUBCOMMANDS: list[str] = [
     "thrifty.server.cli:serve",
     "thrifty.ledger.spend:spend",
+    "thrifty.evals.cli:eval_group",
+    "thrifty.evals.export:export_group",
+    "thrifty.cache.cli:cache",
+    "thrifty.audit.cli:audit",
+    "thrifty.audit.cli:replay",
 ]
 
 

@@ -132,13 +132,15 @@ class Pricer:
     """Resolves and caches the rates of configured models."""
 
     def __init__(self) -> None:
-        self._rates: dict[str, Rates] = {}
+        # Keyed by the config object itself (two configs may price one model name differently);
+        # the object is kept in the value so that its id is never reused while cached.
+        self._rates: dict[int, tuple[ModelConfig, Rates]] = {}
         self._lock = threading.Lock()
 
     def rates(self, cfg: ModelConfig) -> Rates:
-        cached = self._rates.get(cfg.name)
-        if cached is not None:
-            return cached
+        cached = self._rates.get(id(cfg))
+        if cached is not None and cached[0] is cfg:
+            return cached[1]
         with self._lock:
             if cfg.price is not None:
                 rates = rates_from_override(cfg)
@@ -156,7 +158,7 @@ class Pricer:
                     rates = _flat(ZERO, "unknown")
                 else:
                     rates = found
-            self._rates[cfg.name] = rates
+            self._rates[id(cfg)] = (cfg, rates)
             return rates
 
     def cost(self, cfg: ModelConfig, usage: Usage, *, batch: bool = False) -> Decimal:

@@ -17,7 +17,12 @@ if TYPE_CHECKING:
 #: returns None when its lever is not configured, and the stage then costs nothing.
 #: Levers add their entry here, in request-path order: canonicalize, cache, semantic_cache,
 #: dedup, compress, cap, route.
-STAGES: dict[str, str] = {}
+STAGES: dict[str, str] = {
+    # first: it must see the body as the client sent it and the reply as the client gets it
+    "shadow": "thrifty.evals.shadow:build",
+    "cache": "thrifty.cache.exact:build",
+    "dedup": "thrifty.cache.dedup:build",
+}
 
 
 class Pipeline:

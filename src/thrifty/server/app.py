@@ -31,7 +31,14 @@ log = logging.getLogger("thrifty.server")
 
 #: HTTP extensions, as "module:setup" where `setup(app: web.Application, gateway: Gateway)`
 #: adds routes (admin API, dashboard, metrics, feedback). Each tool adds one line here.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [
+    "thrifty.evals.shadow:setup",
+    "thrifty.cache.admin:setup",
+    "thrifty.server.metrics:setup",
+    "thrifty.server.dashboard:setup",
+    "thrifty.server.feedback:setup",
+    "thrifty.server.otel:setup",
+]
 
 GATEWAY = web.AppKey("gateway", Gateway)
 KEYS = web.AppKey("keys", KeyRing)
@@ -246,7 +253,8 @@ class Handlers:
         return body
 
     def _reply_headers(self, ctx: Context, reply: Reply) -> dict[str, str]:
-        headers = {"X-Thrifty-Request-Id": ctx.request_id}
+        headers = {k: v for k, v in reply.headers.items() if k.lower().startswith("x-thrifty-")}
+        headers["X-Thrifty-Request-Id"] = ctx.request_id
         if ctx.cache_outcome:
             headers["X-Thrifty-Cache"] = ctx.cache_outcome
         if reply.served_model:
