@@ -36,12 +36,12 @@ MODELS = ("gpt-test", "claude-test", "nope", "")
 class Live:
     """thrifty and the mock upstream on a background event loop."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, levers: str = "") -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.upstream = self.run(MockUpstream().start())
-        cfg = mock_config(self.upstream, tmp, "server: {max_body_bytes: 200000}")
+        cfg = mock_config(self.upstream, tmp, "server: {max_body_bytes: 200000}\n" + levers)
         self.gw: RunningGateway = self.run(self._start(cfg))
 
     def run(self, coro: Any) -> Any:
@@ -75,9 +75,13 @@ class Live:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    server = Live(tmp_path_factory.mktemp("fuzz"))
+#: The bare core, and the core with the levers that are on by default in most configs.
+LEVERS = {"bare": "", "levers": "cache: {enabled: true}\ndedup: {enabled: true}\n"}
+
+
+@pytest.fixture(scope="module", params=list(LEVERS))
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    server = Live(tmp_path_factory.mktemp("fuzz"), LEVERS[request.param])
     yield server
     server.stop()
 

@@ -121,3 +121,13 @@ async def test_an_unexpected_exception_still_answers_in_the_protocols_shape(
         await runner.cleanup()
     assert a.status_code == 500 and a.json()["type"] == "error" and "RuntimeError" in a.json()["error"]["message"]
     assert o.status_code == 500 and "RuntimeError" in o.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("model", ["gpt-test", "claude-test"])
+@pytest.mark.parametrize("options", [True, [1], "yes"])
+async def test_odd_stream_options_on_anthropic_requests(thrifty: RunningGateway, model: str, options: object) -> None:
+    # The Anthropic API has no stream_options, so its validator lets any value through.
+    r = await post(thrifty, "/v1/messages", {"model": model, "max_tokens": 20, "stream": True, "stream_options": options,
+                                             "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    assert "message_stop" in r.text

@@ -177,7 +177,8 @@ class Dispatcher:
             if not reply.cost:
                 reply.cost = pricer.cost(cfg, reply.usage)
             return reply
-        include_usage = bool((ctx.body.get("stream_options") or {}).get("include_usage")) or protocol == "anthropic"
+        options = ctx.body.get("stream_options")  # not checked on Anthropic requests: may be anything
+        include_usage = protocol == "anthropic" or (isinstance(options, dict) and bool(options.get("include_usage")))
         reply.stream = self._wrap(ctx, reply, provider.protocol, protocol, include_usage, cfg, breaker)
         return reply
 

@@ -36,7 +36,8 @@ class OpenAIProvider(Provider):
         if streaming:
             # Always ask for usage so the ledger is exact; the server hides the usage chunk
             # from clients that did not ask for it.
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         timeout = aiohttp.ClientTimeout(
             total=None if streaming else self.config.timeout,
             connect=self.config.connect_timeout,

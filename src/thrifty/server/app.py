@@ -177,7 +177,8 @@ class Handlers:
         stream = reply.stream
         assert stream is not None
         response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
-        hide_usage = ctx.protocol == "openai" and not (ctx.body.get("stream_options") or {}).get("include_usage")
+        options = ctx.body.get("stream_options")  # not checked on Anthropic requests: may be anything
+        hide_usage = ctx.protocol == "openai" and not (isinstance(options, dict) and options.get("include_usage"))
         ttfb: float | None = None
         outcome = "ok"
         try:
