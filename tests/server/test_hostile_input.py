@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import RunningGateway, free_port, mock_config
+from tests.conftest import RunningGateway, StartGateway, free_port, mock_config
 from thrifty.config import parse_config
 from thrifty.gateway import Gateway
 from thrifty.server.app import create_app
@@ -131,3 +131,15 @@ async def test_odd_stream_options_on_anthropic_requests(thrifty: RunningGateway,
                                              "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200, r.text
     assert "message_stop" in r.text
+
+
+@pytest.mark.parametrize("number", [1e19, -1e300, 1.8446744073709552e19])
+async def test_huge_integral_floats_with_the_cache_on(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway, number: float
+) -> None:
+    # The cache key turns 2.0 into 2 so that equal requests match; past 64 bits orjson cannot write the int.
+    thrifty = await start_gateway(mock_config(upstream, tmp_path, "cache: {enabled: true}"))
+    body = {"model": "gpt-test", "temperature": 0, "messages": [{"role": "user", "content": "x"}], "seed_hint": [number]}
+    first, second = await post(thrifty, "/v1/chat/completions", body), await post(thrifty, "/v1/chat/completions", body)
+    assert (first.status_code, second.status_code) == (200, 200), first.text
+    assert second.headers["X-Thrifty-Cache"] == "hit" and upstream.calls["openai"] == 1
