@@ -8,6 +8,7 @@ protocol-neutral view use `thrifty.protocol`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -101,7 +102,8 @@ class EventStream:
             await self._finish()
             raise
         except BaseException as exc:
-            if self.error is None and not isinstance(exc, GeneratorExit):
+            # A reader that was cancelled or closed us is not an upstream failure.
+            if self.error is None and not isinstance(exc, GeneratorExit | asyncio.CancelledError):
                 self.error = f"{exc.__class__.__name__}: {exc}"
             await self.aclose()
             raise
