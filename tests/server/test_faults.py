@@ -16,9 +16,13 @@ import anthropic
 import httpx
 import openai
 import pytest
+from aiohttp import web
 
-from tests.conftest import RunningGateway, StartGateway, mock_config
+from tests.conftest import RunningGateway, StartGateway, free_port, mock_config
 from tests.server.fault_upstream import FaultUpstream
+from thrifty.config import parse_config
+from thrifty.gateway import Gateway
+from thrifty.server.app import create_app
 from thrifty.testing.mock_upstream import MockUpstream
 
 KEY = "sk-test-Zq8rT4uV6wX2yA9bC3dE5fG7"
@@ -368,3 +372,27 @@ async def test_a_fallback_is_billed_once_at_the_serving_models_price(
     row = one_row(gw)
     assert row["served_model"] == "gpt-test" and json.loads(row["extra"])["fallback_from"] == "f-openai"
     assert row["cost_pico"] == row["input_tokens"] * 150_000 + row["output_tokens"] * 600_000
+
+
+async def test_a_cancelled_request_still_gets_its_row(upstream: MockUpstream, fault: FaultUpstream, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # With aiohttp's handler cancellation on, a client that hangs up cancels the handler at
+    # once, wherever it is: the row must be written all the same.
+    monkeypatch.setenv("FAULT_KEY", KEY)
+    gateway = Gateway(parse_config(mock_config(upstream, tmp_path) + fault_models(fault, timeout=30)))
+    runner = web.AppRunner(create_app(gateway), handler_cancellation=True)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        body = {"model": "f-openai", "messages": [{"role": "user", "content": "hang"}]}
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=0.3)
+        assert await wait_for(lambda: fault.disconnects == 1), "the upstream call was not cancelled"
+        assert gateway.ledger is not None
+        assert await wait_for(lambda: gateway.ledger.flush(0.1) and gateway.ledger.store.count() == 1)
+        [row] = list(gateway.ledger.store.rows())
+        assert (row["status"], row["outcome"]) == (499, "cancelled")
+    finally:
+        await runner.cleanup()

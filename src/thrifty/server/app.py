@@ -144,6 +144,9 @@ class Handlers:
         assert self.gateway.pipeline is not None
         try:
             reply = await self.gateway.pipeline(ctx)
+        except asyncio.CancelledError:  # the client left (with handler cancellation on) or the server stops
+            self._record(ctx, None, 499, "cancelled", "the client went away before the answer", started, None)
+            raise
         except UpstreamError as exc:
             headers = {"X-Thrifty-Request-Id": ctx.request_id}
             if exc.retry_after:
