@@ -68,3 +68,17 @@ def test_an_unstorable_row_still_queued_at_shutdown_is_spilled(tmp_path: Path) -
     [row] = list(again.store.rows())
     assert row["request_id"] == bad.request_id and row["output_tokens"] == 0
     again.close()
+
+
+def test_text_no_store_can_encode_is_written_with_replacement_characters(tmp_path: Path) -> None:
+    writer = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "s.jsonl")
+    bad = record(task="t\udcff", tags={"k": "v\ud800"}, extra={"note": ["\udce9"]})
+    good = record()
+    writer.submit(bad)
+    writer.submit(good)
+    assert writer.flush(3), "the writer is stuck retrying text the store cannot encode"
+    rows = {r["request_id"]: r for r in writer.store.rows()}
+    assert rows[bad.request_id]["task"] == "t\ufffd"
+    assert orjson.loads(rows[bad.request_id]["extra"]) == {"note": ["\ufffd"]}
+    assert good.request_id in rows
+    writer.close()

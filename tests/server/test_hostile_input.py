@@ -17,6 +17,7 @@ from tests.conftest import RunningGateway, StartGateway, free_port, mock_config
 from thrifty.config import parse_config
 from thrifty.gateway import Gateway
 from thrifty.server.app import create_app
+from thrifty.server.auth import hash_key
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -143,3 +144,27 @@ async def test_huge_integral_floats_with_the_cache_on(
     first, second = await post(thrifty, "/v1/chat/completions", body), await post(thrifty, "/v1/chat/completions", body)
     assert (first.status_code, second.status_code) == (200, 200), first.text
     assert second.headers["X-Thrifty-Cache"] == "hit" and upstream.calls["openai"] == 1
+
+
+async def test_a_task_header_that_is_not_utf8_neither_fails_nor_stops_the_ledger(thrifty: RunningGateway) -> None:
+    # aiohttp hands such a header over with its bytes escaped as lone surrogates, which no
+    # store can encode: the writer once retried that row, and every row after it, forever.
+    body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}'
+    async with httpx.AsyncClient() as http:
+        bad = await http.post(thrifty.url + "/v1/chat/completions", content=body, headers=[(b"X-Thrifty-Task", b"t\xff")])
+        good = await http.post(thrifty.url + "/v1/chat/completions", content=body)
+    assert (bad.status_code, good.status_code) == (200, 200)
+    assert thrifty.gateway.ledger is not None and thrifty.gateway.ledger.flush(3), "the ledger is stuck"
+    assert [r["task"] for r in thrifty.rows()] == ["t\ufffd", None]
+
+
+async def test_a_key_that_is_not_utf8_is_refused_not_a_crash(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    thrifty = await start_gateway(mock_config(upstream, tmp_path, f"server: {{keys: [{{name: a, sha256: {hash_key('k')}}}]}}"))
+    body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}'
+    async with httpx.AsyncClient() as http:
+        for header in ((b"Authorization", b"Bearer \xff\xfe"), (b"x-api-key", b"\xc3\xa9\xff")):
+            r = await http.post(thrifty.url + "/v1/chat/completions", content=body, headers=[header])
+            assert r.status_code == 401, r.text
+            assert r.json()["error"]["code"] == "invalid_api_key"

@@ -9,13 +9,15 @@ start replays into the store.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -109,7 +111,12 @@ class LedgerWriter:
                     batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
                     self._in_flight = len(batch)
                 try:
-                    self.store.write([storable(r) for r in batch])
+                    try:
+                        self.store.write([storable(r) for r in batch])
+                    except (UnicodeError, TypeError, ValueError):
+                        # Text the store cannot encode (lone surrogates from a header that was
+                        # not UTF-8): write it with replacement characters rather than never.
+                        self.store.write([clean_text(r) for r in batch])
                     self.written += len(batch)
                     backoff = 0.1
                 except Exception as exc:
@@ -137,7 +144,7 @@ class LedgerWriter:
     def _spill(self, records: list[LedgerRecord]) -> None:
         with self.spill_path.open("ab") as f:
             for r in records:
-                f.write(orjson.dumps(asdict(storable(r)), default=_default) + b"\n")
+                f.write(orjson.dumps(asdict(clean_text(storable(r))), default=_default) + b"\n")
         log.error("wrote %d ledger rows the store refused to %s; they are replayed at next start", len(records), self.spill_path)
 
     def _replay_spill(self) -> None:
@@ -195,6 +202,34 @@ def storable(record: LedgerRecord) -> LedgerRecord:
     if bad:
         log.error("ledger row %s had values no store column can hold, written as 0: %s", record.request_id, bad)
         record.extra = {**record.extra, "unstorable": bad}
+    return record
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode()
+            return value
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def clean_text(record: LedgerRecord) -> LedgerRecord:
+    """`record` with every string (in fields, tags, extra and bodies) made valid UTF-8."""
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, str | dict | list):
+            setattr(record, f.name, _clean(value))
     return record
 
 

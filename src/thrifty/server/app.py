@@ -137,8 +137,8 @@ class Handlers:
             requested_model=model,
         )
         task = request.headers.get("X-Thrifty-Task")
-        if task:
-            ctx.extra["task"] = task[:200]
+        if task:  # a header that is not UTF-8 arrives with escaped bytes, which no store can encode
+            ctx.extra["task"] = task[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if self.config.ledger.store_bodies:
             ctx.original_body = body
         assert self.gateway.pipeline is not None
