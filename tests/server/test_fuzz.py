@@ -224,7 +224,8 @@ def test_hostile_requests_get_protocol_errors_and_one_ledger_row(
 ) -> None:
     before = live.count()
     with httpx.Client(timeout=20) as http:
-        r = http.post(live.gw.url + path, content=payload, headers=hdrs)
+        raw = [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in hdrs.items()]
+        r = http.post(live.gw.url + path, content=payload, headers=raw)
         event(f"{path} -> {r.status_code} {r.text[:90] if r.status_code >= 400 else ''}")
         assert r.status_code < 500, (r.status_code, r.text[:500])
         if r.status_code >= 400:
