@@ -77,3 +77,24 @@ async def test_cancelling_a_stream_mid_read_leaves_the_breaker_closed(dispatcher
             break
         await asyncio.sleep(0.02)
     assert fault.disconnects == 1  # and the upstream connection was let go
+
+
+async def test_a_failing_on_finish_callback_does_not_skip_the_others() -> None:
+    async def two() -> AsyncIterator[SSEEvent]:
+        yield SSEEvent(data={"a": 1})
+        yield SSEEvent(data={"a": 2})
+
+    stream = EventStream(two())
+    ran: list[str] = []
+
+    def broken(_s: EventStream) -> None:
+        ran.append("broken")
+        raise KeyError("a lever's bug")
+
+    async def billing(_s: EventStream) -> None:
+        ran.append("billing")
+
+    stream.on_finish(broken)
+    stream.on_finish(billing)
+    assert [ev.data async for ev in stream] == [{"a": 1}, {"a": 2}]
+    assert ran == ["broken", "billing"]

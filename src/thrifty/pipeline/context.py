@@ -9,6 +9,7 @@ protocol-neutral view use `thrifty.protocol`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -126,9 +127,12 @@ class EventStream:
             return
         self._finished = True
         for callback in self._finalizers:
-            result = callback(self)
-            if result is not None:
-                await result
+            try:
+                result = callback(self)
+                if result is not None:
+                    await result
+            except Exception:  # one broken callback must not skip the others (billing among them)
+                logging.getLogger("thrifty.pipeline").exception("an on_finish callback of a stream failed")
 
 
 @dataclass
