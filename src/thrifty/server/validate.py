@@ -24,16 +24,19 @@ MAX_DEPTH = 128
 
 
 def check_depth(raw: bytes, body: Any) -> None:
-    """Refuse JSON nested deeper than MAX_DEPTH (cheap: only walked when there are that many brackets)."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return
-    level: list[tuple[Any, int]] = [(body, 1)]
-    while level:
-        value, depth = level.pop()
-        if depth > MAX_DEPTH:
-            raise BadRequest(f"the request body nests JSON deeper than {MAX_DEPTH} levels")
-        children = value.values() if isinstance(value, dict) else value
-        level.extend((v, depth + 1) for v in children if isinstance(v, dict | list))
+    """Refuse JSON nested deeper than MAX_DEPTH. The cost follows the number of objects and
+    arrays, not the bytes (chat bodies are mostly text); a body too short to nest that deep
+    is not walked at all."""
+    if len(raw) >= 2 * MAX_DEPTH:
+        _walk(body, 1)
+
+
+def _walk(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise BadRequest(f"the request body nests JSON deeper than {MAX_DEPTH} levels")
+    for child in value.values() if isinstance(value, dict) else value:
+        if isinstance(child, dict | list):
+            _walk(child, depth + 1)
 
 
 def _type_name(value: Any) -> str:
