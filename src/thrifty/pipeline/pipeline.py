@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 #: dedup, compress, cap, route.
 STAGES: dict[str, str] = {
     "canonicalize": "thrifty.pipeline.canonicalize:build",
+    "compress": "thrifty.compress.stage:build",
+    "cap": "thrifty.compress.cap:build",
 }
 
 
