@@ -189,13 +189,13 @@ def add_breakpoints(body: dict[str, Any], s: CanonicalizeSettings) -> tuple[dict
     if isinstance(tools, list) and tools and all(isinstance(t, dict) for t in tools):
         prefix += count_text(json.dumps(tools, ensure_ascii=False))
         position += 1
-        if prefix >= s.min_prefix_tokens:
+        if prefix >= s.min_prefix_tokens and "cache_control" not in tools[-1]:
             candidates.append((0, position, "tools", ("tools", len(tools) - 1)))
     system_blocks = _blocks(body.get("system"))
     if system_blocks:
         prefix += sum(_block_tokens(b) for b in system_blocks)
         position += 1
-        if prefix >= s.min_prefix_tokens:
+        if prefix >= s.min_prefix_tokens and "cache_control" not in system_blocks[-1]:
             candidates = [c for c in candidates if c[2] != "tools"]  # system covers tools too
             candidates.append((0, position, "system", ("system", len(system_blocks) - 1)))
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
@@ -212,13 +212,15 @@ def add_breakpoints(body: dict[str, Any], s: CanonicalizeSettings) -> tuple[dict
             position += 1
             is_final = mi == len(messages) - 1 and bi == len(blocks) - 1
             long_doc = block.get("type") in ("text", "document") and size >= s.min_prefix_tokens
-            if s.cache_documents and long_doc and not is_final and prefix >= s.min_prefix_tokens:
+            marked = "cache_control" in block
+            if s.cache_documents and long_doc and not is_final and not marked and prefix >= s.min_prefix_tokens:
                 candidates.append((1, position, "document", ("message", mi, bi)))
         if (
             s.cache_history
             and last_user is not None
             and mi == last_user - 1
             and prefix >= s.min_prefix_tokens
+            and "cache_control" not in blocks[-1]
         ):
             candidates.append((2, position, "history", ("message", mi, len(blocks) - 1)))
     if not candidates:
@@ -240,8 +242,6 @@ def add_breakpoints(body: dict[str, Any], s: CanonicalizeSettings) -> tuple[dict
             _, mi, bi = where
             message = dict(new_messages[mi])
             blocks = list(_blocks(message.get("content")) or [])
-            if "cache_control" in blocks[bi]:
-                continue
             blocks[bi] = {**blocks[bi], "cache_control": marker}
             message["content"] = blocks
             new_messages[mi] = message
