@@ -114,6 +114,7 @@ def dedupe_paragraphs(text: str, seen: set[str], min_chars: int) -> str:
 
 
 def trim_text(text: str, settings: TrimSettings, patterns: list[re.Pattern[str]]) -> str:
+    original = text
     for rx in patterns:
         text = rx.sub("", text)
     if settings.html:
@@ -122,6 +123,11 @@ def trim_text(text: str, settings: TrimSettings, patterns: list[re.Pattern[str]]
         text = collapse_separators(text)
     if settings.whitespace:
         text = collapse_whitespace(text)
+        # Line breaks left at the edges by removed tags or lines carry nothing.
+        if original[:1].strip():
+            text = text.lstrip()
+        if original[-1:].strip():
+            text = text.rstrip()
     return text
 
 
