@@ -42,9 +42,14 @@ def default_data() -> Path:
         if candidate.exists():
             return candidate
     return Path(__file__).resolve().parents[2] / RELATIVE
+
+
 BUDGETS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 #: Feature ablations of the extractive scorer (weights overridden), shown beside the full one.
-ABLATIONS = {"lexical only": {"embedding": 0.0, "passage": 0.0}, "embed only": {"lexical": 0.0, "passage": 0.0, "neighbour": 0.0}}
+ABLATIONS = {
+    "lexical only": {"embedding": 0.0, "passage": 0.0},
+    "embed only": {"lexical": 0.0, "passage": 0.0, "neighbour": 0.0},
+}
 HEADER = "Answer the question using the context.\n\nContext:\n"
 
 
@@ -126,15 +131,21 @@ def baseline(p: Prompt, ratio: float, how: str, rng: random.Random) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None)
-    ap.add_argument("--limit", type=int, default=None, help="only the first N prompts (after a seeded shuffle)")
-    ap.add_argument("--ablation", action="store_true", help="also score with single features (lexical, embedding)")
+    ap.add_argument(
+        "--limit", type=int, default=None, help="only the first N prompts (after a seeded shuffle)"
+    )
+    ap.add_argument(
+        "--ablation", action="store_true", help="also score with single features (lexical, embedding)"
+    )
     ap.add_argument("--plot", type=Path, default=None, help="write a PNG of retention against reduction")
     args = ap.parse_args()
 
     prompts = build_prompts((args.data or default_data()).resolve(), limit=args.limit)
     embedder = shared_embedder()
     mean_tokens = sum(count_text(p.text) for p in prompts) / len(prompts)
-    print(f"{len(prompts)} answerable SQuAD v2 questions, 10 paragraphs each, mean prompt {mean_tokens:.0f} tokens")
+    print(
+        f"{len(prompts)} answerable SQuAD v2 questions, 10 paragraphs each, mean prompt {mean_tokens:.0f} tokens"
+    )
     rows = []
     latencies: list[float] = []
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ from thrifty import __version__
 #: Each tool adds one line here.
 SUBCOMMANDS: list[str] = [
     "thrifty.server.cli:serve",
+    "thrifty.compress.cli:compress_report",
 ]
 
 

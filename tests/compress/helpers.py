@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
-
 from thrifty.config import parse_config
 from thrifty.pipeline.context import Context, Protocol, Reply
 
 
-def make_ctx(config_yaml: str, body: dict[str, Any], protocol: Protocol = "openai", route: str | None = None) -> Context:
+def make_ctx(
+    config_yaml: str, body: dict[str, Any], protocol: Protocol = "openai", route: str | None = None
+) -> Context:
     config = parse_config(config_yaml)
     ctx = Context(protocol=protocol, body=body, config=config, requested_model=str(body.get("model", "")))
     if route:
@@ -31,5 +31,3 @@ class Recorder:
         self.sent.append(json.dumps(ctx.body, ensure_ascii=False).encode())
         self.bodies.append(ctx.body)
         return Reply(status=200, body={"ok": True})
-
-

@@ -19,7 +19,11 @@ def test_default_and_maximum() -> None:
 
 def test_stop_and_concise() -> None:
     s = CapSettings(enabled=True, concise=True, stop=["\n\nUser:", "###"])
-    original = {"model": "m", "stop": "END", "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]}
+    original = {
+        "model": "m",
+        "stop": "END",
+        "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}],
+    }
     body, done = apply_cap("openai", original, s)
     assert body["stop"] == ["END", "\n\nUser:", "###"]
     assert [m["role"] for m in body["messages"]] == ["system", "system", "user"]
@@ -30,7 +34,9 @@ def test_stop_and_concise() -> None:
 
 
 async def test_stage_marks_capped_rows_per_route(recorder: Recorder) -> None:
-    config = "cap:\n  enabled: false\nroutes:\n  chat:\n    cap:\n      enabled: true\n      max_tokens: 256\n"
+    config = (
+        "cap:\n  enabled: false\nroutes:\n  chat:\n    cap:\n      enabled: true\n      max_tokens: 256\n"
+    )
     body = {"model": "m", "max_tokens": 4000, "messages": [{"role": "user", "content": "hi"}]}
     ctx = make_ctx(config, body, route="chat")
     stage = CapStage(ctx.config)

@@ -3,6 +3,7 @@
 import pytest
 
 from thrifty.compress.context import ContextSettings, compress_parts, split_question
+from thrifty.compress.extract import Embedder
 from thrifty.compress.sentences import split_sentences
 from thrifty.compress.tokens import count_text
 from thrifty.embed import shared_embedder
@@ -24,11 +25,11 @@ PROMPT = "Use the context to answer.\n\n" + "\n\n".join(PASSAGES) + "\n\n" + QUE
 
 
 @pytest.fixture(scope="module")
-def embedder():  # type: ignore[no-untyped-def]
+def embedder() -> Embedder:
     return shared_embedder()
 
 
-def test_question_is_found_and_kept_verbatim(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_question_is_found_and_kept_verbatim(embedder: Embedder) -> None:
     outcome = compress_parts([PROMPT], ContextSettings(enabled=True, ratio=0.2, min_tokens=0), embedder)
     assert outcome.texts is not None
     text = outcome.texts[0]
@@ -51,20 +52,29 @@ def test_split_question_markers() -> None:
     assert split_question("just a long statement\n\nwith no ask", ContextSettings().question_marker) is None
 
 
-def test_budget_too_small_for_the_question_sends_uncompressed(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_budget_too_small_for_the_question_sends_uncompressed(embedder: Embedder) -> None:
     tiny = count_text(QUESTION) - 1
-    outcome = compress_parts([PROMPT], ContextSettings(enabled=True, budget_tokens=tiny, min_tokens=0), embedder)
+    outcome = compress_parts(
+        [PROMPT], ContextSettings(enabled=True, budget_tokens=tiny, min_tokens=0), embedder
+    )
     assert outcome.texts is None and outcome.reason.startswith("budget of")
 
 
-def test_short_context_or_no_question_is_left_alone(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_short_context_or_no_question_is_left_alone(embedder: Embedder) -> None:
     assert compress_parts([PROMPT], ContextSettings(enabled=True), embedder).texts is not None
-    assert compress_parts(["Tell me about dogs."], ContextSettings(enabled=True, min_tokens=0), embedder).texts is None
+    assert (
+        compress_parts(["Tell me about dogs."], ContextSettings(enabled=True, min_tokens=0), embedder).texts
+        is None
+    )
+    code = compress_parts(
+        ["```python\nx = 1\n```\n\n" + PROMPT], ContextSettings(enabled=True, min_tokens=0), embedder
+    )
+    assert code.texts is None and "code" in code.reason
     short = compress_parts([PROMPT], ContextSettings(enabled=True, min_tokens=10_000), embedder)
     assert short.texts is None and "min_tokens" in short.reason
 
 
-def test_multi_part_message_keeps_the_last_part(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_multi_part_message_keeps_the_last_part(embedder: Embedder) -> None:
     parts = ["\n\n".join(PASSAGES), "When was the Eiffel Tower finished?"]
     outcome = compress_parts(parts, ContextSettings(enabled=True, ratio=0.2, min_tokens=0), embedder)
     assert outcome.texts is not None

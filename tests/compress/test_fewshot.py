@@ -18,10 +18,16 @@ def shots(indices: list[int]) -> list[dict[str, str]]:
 
 
 def test_prunes_to_the_k_closest_examples() -> None:
-    messages = [{"role": "system", "content": "Be exact."}, *shots([0, 1, 2, 3, 4]), {"role": "user", "content": "What is 9 times 6?"}]
+    messages = [
+        {"role": "system", "content": "Be exact."},
+        *shots([0, 1, 2, 3, 4]),
+        {"role": "user", "content": "What is 9 times 6?"},
+    ]
     found = find_examples(messages, POOL, len(messages) - 1)
     assert [j for _, j in found] == [0, 1, 2, 3, 4]
-    result = prune(messages, len(messages) - 1, FewshotSettings(enabled=True, k=2, pool=POOL), shared_embedder())
+    result = prune(
+        messages, len(messages) - 1, FewshotSettings(enabled=True, k=2, pool=POOL), shared_embedder()
+    )
     assert result is not None
     kept, removed = result
     assert kept[0] == messages[0] and kept[-1] == messages[-1]
@@ -30,7 +36,12 @@ def test_prunes_to_the_k_closest_examples() -> None:
 
 
 def test_client_turns_that_are_not_pool_examples_stay() -> None:
-    messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}, *shots([0]), {"role": "user", "content": "dog?"}]
+    messages = [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "hi"},
+        *shots([0]),
+        {"role": "user", "content": "dog?"},
+    ]
     assert prune(messages, 4, FewshotSettings(enabled=True, k=0, pool=POOL), shared_embedder()) == (
         messages[:2] + messages[4:],
         messages[2:4],

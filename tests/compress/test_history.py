@@ -11,7 +11,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from thrifty.compress.history import SUMMARY_PREFIX, HistoryBudget, HistorySettings, SummaryCache, reply_text
+from thrifty.compress.history import (
+    SUMMARY_PREFIX,
+    HistoryBudget,
+    HistorySettings,
+    Summarizer,
+    SummaryCache,
+    reply_text,
+)
 
 
 class MockUpstream:
@@ -25,7 +32,9 @@ class MockUpstream:
         await asyncio.sleep(0.01)
         user = body["messages"][-1]["content"]
         summary = f"summary #{len(self.requests)} of {user.count('User:')} user messages"
-        return web.json_response({"choices": [{"message": {"role": "assistant", "content": summary}, "finish_reason": "stop"}]})
+        return web.json_response(
+            {"choices": [{"message": {"role": "assistant", "content": summary}, "finish_reason": "stop"}]}
+        )
 
 
 @pytest.fixture
@@ -51,7 +60,7 @@ def conversation(turns: int) -> list[dict[str, Any]]:
     return messages
 
 
-def summarizer(mock: MockUpstream):  # type: ignore[no-untyped-def]
+def summarizer(mock: MockUpstream) -> Summarizer:
     async def summarize(model: str, body: dict[str, Any]) -> str | None:
         async with aiohttp.ClientSession() as session, session.post(mock.url, json=body) as resp:
             return reply_text("openai", await resp.json())
@@ -83,12 +92,16 @@ async def test_concurrent_requests_share_one_summary_call(upstream: MockUpstream
     settings = HistorySettings(enabled=True, model="cheap", keep_turns=2, budget_tokens=100)
     budget = HistoryBudget(SummaryCache(16))
     body = {"model": "big", "messages": conversation(5) + [{"role": "user", "content": "q"}]}
-    results = await asyncio.gather(*(budget.apply("openai", body, settings, summarizer(upstream)) for _ in range(5)))
+    results = await asyncio.gather(
+        *(budget.apply("openai", body, settings, summarizer(upstream)) for _ in range(5))
+    )
     assert all(r is not None for r in results) and len(upstream.requests) == 1
 
 
 async def test_step_summaries_build_on_the_previous_one(upstream: MockUpstream, tmp_path: Path) -> None:
-    settings = HistorySettings(enabled=True, model="cheap", keep_turns=2, every=2, budget_tokens=100, store=str(tmp_path / "s.db"))
+    settings = HistorySettings(
+        enabled=True, model="cheap", keep_turns=2, every=2, budget_tokens=100, store=str(tmp_path / "s.db")
+    )
     budget = HistoryBudget(SummaryCache(16, settings.store))
     short = conversation(4) + [{"role": "user", "content": "q"}]
     assert await budget.apply("openai", {"messages": short}, settings, summarizer(upstream)) is not None
@@ -112,7 +125,9 @@ async def test_short_conversation_or_failed_summary_leaves_history_alone(upstrea
     async def failing(model: str, request: dict[str, Any]) -> str | None:
         return None
 
-    assert await budget.apply("openai", body, settings.model_copy(update={"budget_tokens": 10}), failing) is None
+    assert (
+        await budget.apply("openai", body, settings.model_copy(update={"budget_tokens": 10}), failing) is None
+    )
     assert upstream.requests == []
 
 
@@ -122,8 +137,14 @@ async def test_anthropic_summary_goes_to_system_and_tool_turns_stay_whole(upstre
     for i in range(3):
         messages += [
             {"role": "user", "content": f"Look up order {i}. " * 30},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": f"t{i}", "name": "lookup", "input": {"id": i}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"t{i}", "content": "shipped " * 30}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": f"t{i}", "name": "lookup", "input": {"id": i}}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": f"t{i}", "content": "shipped " * 30}],
+            },
             {"role": "assistant", "content": f"Order {i} shipped."},
         ]
     body = {"model": "claude", "system": "Support agent.", "messages": messages}

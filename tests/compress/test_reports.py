@@ -1,5 +1,6 @@
 import json
 import sqlite3
+from pathlib import Path
 
 from thrifty.compress.reports import prefix_cache_hit_rate, tokens_saved_by_route, truncation_by_route
 from thrifty.ledger.record import COLUMNS, schema_sql
@@ -52,3 +53,19 @@ def test_tokens_saved_by_route() -> None:
         {"route": "rag", "tokens_saved": json.dumps({"compress.context": 300})},
     ])  # fmt: skip
     assert tokens_saved_by_route(conn) == {"rag": {"compress.context": 1000, "compress.trim": 5}}
+
+
+def test_cli_prints_the_report(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from thrifty.compress.cli import compress_report
+
+    path = tmp_path / "ledger.db"
+    mem = ledger([{"route": "docs", "input_tokens": 100, "cache_read_tokens": 300, "finish_reason": "length",
+                   "extra": json.dumps({"capped": True}), "tokens_saved": json.dumps({"compress.trim": 12})}])  # fmt: skip
+    disk = sqlite3.connect(path)
+    mem.backup(disk)
+    disk.close()
+    result = CliRunner().invoke(compress_report, ["--store", f"sqlite:///{path}"])
+    assert result.exit_code == 0, result.output
+    assert "75.0%" in result.output and "100.0%" in result.output and "compress.trim" in result.output

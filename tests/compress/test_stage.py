@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from decimal import Decimal
+from typing import Any
 
 from thrifty.compress.stage import CompressStage, build
 from thrifty.gateway import Gateway
@@ -31,10 +32,13 @@ routes:
       context: {enabled: true, budget_tokens: 5, min_tokens: 0}
 """
 
-RAG_BODY = {
+RAG_BODY: dict[str, Any] = {
     "model": "gpt-4o",
     "messages": [
-        {"role": "system", "content": "<p>Answer   from the context, in one sentence.</p>\n\n\n\n<p>Answer from the context, in one   sentence.</p>"},
+        {
+            "role": "system",
+            "content": "<p>Answer   from the context, in one sentence.</p>\n\n\n\n<p>Answer from the context, in one   sentence.</p>",
+        },
         {"role": "user", "content": "\n\n".join(PASSAGES) + "\n\nQuestion: How tall is the Eiffel Tower?"},
     ],
     "temperature": 0,
@@ -86,5 +90,7 @@ async def test_budget_too_small_records_why(recorder: Recorder) -> None:
     await CompressStage(Gateway(ctx.config)).handle(ctx, recorder)
     sent = json.loads(recorder.sent[0])
     assert sent["messages"][1] == RAG_BODY["messages"][1]
-    assert ctx.extra["compress"]["context"]["result"].startswith("budget of 5 tokens cannot hold the question")
+    assert ctx.extra["compress"]["context"]["result"].startswith(
+        "budget of 5 tokens cannot hold the question"
+    )
     assert any("sent uncompressed" in n for n in ctx.notes)

@@ -1,3 +1,5 @@
+from typing import Any
+
 from thrifty.compress.messages import text_refs
 from thrifty.compress.trim import (
     TrimSettings,
@@ -31,7 +33,9 @@ def test_html_is_stripped_outside_code() -> None:
 def test_dedupe_drops_repeated_paragraphs_only() -> None:
     seen: set[str] = set()
     first = dedupe_paragraphs("Always answer in English and cite your sources.\n\nShort.", seen, 20)
-    second = dedupe_paragraphs("always answer in   English and cite your sources.\n\nShort.\n\nNew text here.", seen, 20)
+    second = dedupe_paragraphs(
+        "always answer in   English and cite your sources.\n\nShort.\n\nNew text here.", seen, 20
+    )
     assert first == "Always answer in English and cite your sources.\n\nShort."
     assert second == "Short.\n\nNew text here."
 
@@ -39,7 +43,10 @@ def test_dedupe_drops_repeated_paragraphs_only() -> None:
 def test_trim_refs_never_touches_the_question_by_default() -> None:
     body = {
         "messages": [
-            {"role": "system", "content": "Be brief.   Be right.\n\n\n\nAlways answer in English please, thank you."},
+            {
+                "role": "system",
+                "content": "Be brief.   Be right.\n\n\n\nAlways answer in English please, thank you.",
+            },
             {"role": "user", "content": "Always answer in English please, thank you.\n\nOld   question?"},
             {"role": "assistant", "content": "Old answer."},
             {"role": "user", "content": "Always answer in English please, thank you.\n\nWhat   is  2+2?   "},
@@ -47,16 +54,21 @@ def test_trim_refs_never_touches_the_question_by_default() -> None:
     }
     refs = text_refs("openai", body)
     trim_refs(refs, TrimSettings(), protected=3)
-    assert body["messages"][0]["content"] == "Be brief. Be right.\n\nAlways answer in English please, thank you."
+    assert (
+        body["messages"][0]["content"] == "Be brief. Be right.\n\nAlways answer in English please, thank you."
+    )
     assert body["messages"][1]["content"] == "Old question?"
-    assert body["messages"][3]["content"] == "Always answer in English please, thank you.\n\nWhat   is  2+2?   "
+    assert (
+        body["messages"][3]["content"] == "Always answer in English please, thank you.\n\nWhat   is  2+2?   "
+    )
 
 
 def test_boilerplate_patterns_and_anthropic_system_blocks() -> None:
-    body = {
-        "system": [{"type": "text", "text": "Rules.\nSent from my iPhone\nMore rules."}],
+    system = [{"type": "text", "text": "Rules.\nSent from my iPhone\nMore rules."}]
+    body: dict[str, Any] = {
+        "system": system,
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Q?"}]}],
     }
     refs = text_refs("anthropic", body)
     trim_refs(refs, TrimSettings(boilerplate=[r"^Sent from my iPhone\n"]), protected=0)
-    assert body["system"][0]["text"] == "Rules.\nMore rules."
+    assert system[0]["text"] == "Rules.\nMore rules."

@@ -11,7 +11,7 @@ from thrifty.pipeline.canonicalize import (
     prompt_cache_saving,
     sort_schema,
 )
-from thrifty.pipeline.context import Context, Reply, Usage
+from thrifty.pipeline.context import Context, Protocol, Reply, Usage
 
 LONG = "The quick brown fox jumps over the lazy dog. " * 150  # about 1,500 tokens
 
@@ -30,13 +30,25 @@ routes:
 """
 
 
-def ctx_for(body: dict[str, Any], protocol: str = "anthropic", headers: dict[str, str] | None = None) -> Context:
+def ctx_for(
+    body: dict[str, Any], protocol: Protocol = "anthropic", headers: dict[str, str] | None = None
+) -> Context:
     config = parse_config(CONFIG)
-    return Context(protocol=protocol, body=body, config=config, requested_model=body.get("model", ""), headers=headers or {})  # type: ignore[arg-type]
+    return Context(
+        protocol=protocol,
+        body=body,
+        config=config,
+        requested_model=body.get("model", ""),
+        headers=headers or {},
+    )
 
 
 def test_schema_keys_sorted_but_property_order_and_lists_kept() -> None:
-    schema = {"type": "object", "required": ["b", "a"], "properties": {"b": {"type": "string", "description": "B"}, "a": {"enum": [3, 1], "type": "integer"}}}
+    schema = {
+        "type": "object",
+        "required": ["b", "a"],
+        "properties": {"b": {"type": "string", "description": "B"}, "a": {"enum": [3, 1], "type": "integer"}},
+    }
     out = sort_schema(schema)
     assert list(out) == ["properties", "required", "type"]
     assert list(out["properties"]) == ["b", "a"]
@@ -56,15 +68,23 @@ def test_two_clients_with_different_key_order_send_the_same_bytes() -> None:
     a = canonical_body({"model": "m", "messages": [], "tools": [tool(0)]}, s)
     b = canonical_body({"model": "m", "messages": [], "tools": [tool(1)]}, s)
     assert json.dumps(a) == json.dumps(b)
-    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "additionalProperties": False}}}
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "x", "schema": {"type": "object", "additionalProperties": False}},
+    }
     out = canonical_body({"response_format": fmt}, s)
     assert list(out["response_format"]["json_schema"]["schema"]) == ["additionalProperties", "type"]
 
 
 def test_tools_sorted_by_name_only_when_asked() -> None:
     tools = [{"name": "zeta", "input_schema": {}}, {"name": "alpha", "input_schema": {}}]
-    assert [t["name"] for t in canonical_body({"tools": tools}, CanonicalizeSettings())["tools"]] == ["zeta", "alpha"]
-    assert [t["name"] for t in canonical_body({"tools": tools}, CanonicalizeSettings(sort_tools=True))["tools"]] == ["alpha", "zeta"]
+    assert [t["name"] for t in canonical_body({"tools": tools}, CanonicalizeSettings())["tools"]] == [
+        "zeta",
+        "alpha",
+    ]
+    assert [
+        t["name"] for t in canonical_body({"tools": tools}, CanonicalizeSettings(sort_tools=True))["tools"]
+    ] == ["alpha", "zeta"]
 
 
 def test_breakpoints_on_long_stable_prefixes() -> None:
@@ -73,7 +93,13 @@ def test_breakpoints_on_long_stable_prefixes() -> None:
         "max_tokens": 100,
         "system": "You are a careful analyst. " + LONG,
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": LONG + " report one"}, {"type": "text", "text": "Summarise it."}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": LONG + " report one"},
+                    {"type": "text", "text": "Summarise it."},
+                ],
+            },
             {"role": "assistant", "content": "It is about a fox."},
             {"role": "user", "content": "And the dog?"},
         ],
@@ -82,7 +108,9 @@ def test_breakpoints_on_long_stable_prefixes() -> None:
     assert placed == ["system", "document", "history"]
     assert new["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert new["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
-    assert new["messages"][1]["content"] == [{"type": "text", "text": "It is about a fox.", "cache_control": {"type": "ephemeral"}}]
+    assert new["messages"][1]["content"] == [
+        {"type": "text", "text": "It is about a fox.", "cache_control": {"type": "ephemeral"}}
+    ]
     assert new["messages"][2]["content"] == "And the dog?"
     assert "cache_control" not in json.dumps(body)  # the client's body is not mutated
 
@@ -93,7 +121,13 @@ def test_breakpoints_respect_the_limit_of_four_and_short_prompts() -> None:
         "system": [{"type": "text", "text": LONG, "cache_control": mark}],
         "tools": [{"name": "a", "input_schema": {}, "cache_control": mark}],
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": LONG, "cache_control": mark}, {"type": "text", "text": "q"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": LONG, "cache_control": mark},
+                    {"type": "text", "text": "q"},
+                ],
+            },
             {"role": "assistant", "content": "a"},
             {"role": "user", "content": "q2"},
         ],
@@ -108,14 +142,23 @@ def test_cache_saving_prices_reads_and_writes() -> None:
     ctx = ctx_for({"model": "claude"})
     s = CanonicalizeSettings()
     price = Decimal(3) / Decimal(1_000_000)
-    saved = prompt_cache_saving(Usage(input_tokens=10, cache_read_tokens=10_000, cache_write_tokens=2_000), price, s, ctx)
+    saved = prompt_cache_saving(
+        Usage(input_tokens=10, cache_read_tokens=10_000, cache_write_tokens=2_000), price, s, ctx
+    )
     # 10,000 reads save (3.00 - 0.30)/M each; 2,000 writes cost (3.75 - 3.00)/M more each.
     assert saved == Decimal("0.027") - Decimal("0.0015")
 
 
 async def test_stage_reads_tags_then_applies_the_route() -> None:
-    body = {"model": "claude", "max_tokens": 10, "system": LONG, "messages": [{"role": "user", "content": "q"}]}
-    ctx = ctx_for(dict(body), headers={"X-Thrifty-Route": "docs", "X-Thrifty-Tags": "feature=search, team=core"})
+    body = {
+        "model": "claude",
+        "max_tokens": 10,
+        "system": LONG,
+        "messages": [{"role": "user", "content": "q"}],
+    }
+    ctx = ctx_for(
+        dict(body), headers={"X-Thrifty-Route": "docs", "X-Thrifty-Tags": "feature=search, team=core"}
+    )
     stage = CanonicalizeStage(ctx.config)
     seen: list[dict[str, Any]] = []
 

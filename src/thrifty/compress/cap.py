@@ -52,7 +52,9 @@ def _limit_key(protocol: Protocol, body: dict[str, Any]) -> str:
     return "max_completion_tokens" if model.startswith(("o1", "o3", "o4", "gpt-5")) else "max_tokens"
 
 
-def apply_cap(protocol: Protocol, body: dict[str, Any], s: CapSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+def apply_cap(
+    protocol: Protocol, body: dict[str, Any], s: CapSettings
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The capped body (a new dict when anything changed) and what was done."""
     new = dict(body)
     done: dict[str, Any] = {}
@@ -111,7 +113,9 @@ class CapStage:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._settings: dict[str, CapSettings] = {r: lever_model(config, "cap", CapSettings, r) for r in route_names(config)}
+        self._settings: dict[str, CapSettings] = {
+            r: lever_model(config, "cap", CapSettings, r) for r in route_names(config)
+        }
 
     def settings_for(self, route: str) -> CapSettings:
         s = self._settings.get(route)

@@ -33,6 +33,8 @@ class ContextSettings(BaseModel):
     min_tokens: int = Field(default=400, ge=0)
     #: Where the question starts (the last match wins).
     question_marker: str = r"(?im)^[ \t]*(?:#+[ \t]*)?(?:question|query|q)[ \t]*[:：]"
+    #: Leave context that holds fenced code alone (dropping lines of code breaks it).
+    skip_code: bool = True
     weights: dict[str, float] = Field(default_factory=dict)
 
 
@@ -95,6 +97,8 @@ def compress_parts(parts: list[str], settings: ContextSettings, embedder: Embedd
     context_text = "\n\n".join(c for c in contexts if c.strip())
     context_tokens = count_text(context_text)
     question_tokens = count_text(question)
+    if settings.skip_code and "```" in context_text:
+        return Outcome(None, "context holds fenced code; left as is")
     if context_tokens < settings.min_tokens:
         return Outcome(None, f"context of {context_tokens} tokens is under min_tokens {settings.min_tokens}")
     budget = int(context_tokens * settings.ratio)

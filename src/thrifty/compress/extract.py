@@ -57,10 +57,82 @@ class Extract:
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'-]*")
 _STOP = frozenset(
-    "a an the of in on at to for from by with and or but is are was were be been being do does did "
-    "what which who whom whose when where why how that this these those it its as into than then "
-    "there their they them he she his her has have had not no yes can could would should will may "
-    "might must shall about after before over under between during".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "and",
+        "or",
+        "but",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "do",
+        "does",
+        "did",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "that",
+        "this",
+        "these",
+        "those",
+        "it",
+        "its",
+        "as",
+        "into",
+        "than",
+        "then",
+        "there",
+        "their",
+        "they",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "has",
+        "have",
+        "had",
+        "not",
+        "no",
+        "yes",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "may",
+        "might",
+        "must",
+        "shall",
+        "about",
+        "after",
+        "before",
+        "over",
+        "under",
+        "between",
+        "during",
+    ]
 )
 
 
@@ -111,13 +183,18 @@ def score_sentences(
         sent_sim = vecs[1 : n + 1] @ qv
         para_sim = dict(zip(para_ids, (vecs[n + 1 :] @ qv).tolist(), strict=True))
         score = score + weights.embedding * sent_sim
-        score = score + weights.passage * np.array([para_sim[s.paragraph] for s in sentences], dtype=np.float32)
+        score = score + weights.passage * np.array(
+            [para_sim[s.paragraph] for s in sentences], dtype=np.float32
+        )
     first = np.array(
-        [i == 0 or sentences[i - 1].paragraph != s.paragraph for i, s in enumerate(sentences)], dtype=np.float32
+        [i == 0 or sentences[i - 1].paragraph != s.paragraph for i, s in enumerate(sentences)],
+        dtype=np.float32,
     )
     score = score + weights.position * first
     if weights.neighbour and n > 1:
-        same_prev = np.array([i > 0 and sentences[i - 1].paragraph == s.paragraph for i, s in enumerate(sentences)])
+        same_prev = np.array(
+            [i > 0 and sentences[i - 1].paragraph == s.paragraph for i, s in enumerate(sentences)]
+        )
         same_next = np.array(
             [i < n - 1 and sentences[i + 1].paragraph == s.paragraph for i, s in enumerate(sentences)]
         )

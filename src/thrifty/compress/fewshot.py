@@ -40,7 +40,9 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
-def find_examples(messages: Sequence[dict[str, Any]], pool: Sequence[Example], stop: int) -> list[tuple[int, int]]:
+def find_examples(
+    messages: Sequence[dict[str, Any]], pool: Sequence[Example], stop: int
+) -> list[tuple[int, int]]:
     """(message index, pool index) of each pool example sent as a user/assistant pair before `stop`."""
     by_input: dict[str, list[int]] = {}
     for j, ex in enumerate(pool):

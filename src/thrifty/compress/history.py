@@ -106,7 +106,8 @@ class SummaryCache:
         assert self._db is not None
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO history_summaries (key, summary, ts) VALUES (?, ?, ?)", (key, summary, time.time())
+                "INSERT OR REPLACE INTO history_summaries (key, summary, ts) VALUES (?, ?, ?)",
+                (key, summary, time.time()),
             )
             self._db.commit()
 
@@ -139,11 +140,15 @@ def transcript(messages: list[dict[str, Any]]) -> str:
 
 
 def prefix_key(model: str, instruction: str, messages: list[dict[str, Any]]) -> str:
-    blob = json.dumps([model, instruction, messages], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(
+        [model, instruction, messages], sort_keys=True, ensure_ascii=False, separators=(",", ":")
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def summary_request(protocol: Protocol, model: str, instruction: str, text: str, max_tokens: int) -> dict[str, Any]:
+def summary_request(
+    protocol: Protocol, model: str, instruction: str, text: str, max_tokens: int
+) -> dict[str, Any]:
     if protocol == "anthropic":
         return {
             "model": model,
@@ -164,7 +169,9 @@ def reply_text(protocol: Protocol, body: dict[str, Any] | None) -> str | None:
         return None
     try:
         if protocol == "anthropic":
-            return "".join(b.get("text", "") for b in body["content"] if b.get("type") == "text").strip() or None
+            return (
+                "".join(b.get("text", "") for b in body["content"] if b.get("type") == "text").strip() or None
+            )
         content = body["choices"][0]["message"]["content"]
         return content.strip() if isinstance(content, str) and content.strip() else None
     except (KeyError, IndexError, TypeError, AttributeError):
@@ -203,7 +210,9 @@ class HistoryBudget:
             start = first
             previous: str | None = None
             if len(cuts) > 1:
-                previous = await self.cache.get(prefix_key(settings.model, settings.instruction, messages[: cuts[-2]]))
+                previous = await self.cache.get(
+                    prefix_key(settings.model, settings.instruction, messages[: cuts[-2]])
+                )
                 if previous is not None:
                     start = cuts[-2]
             text = transcript(messages[start:cut])
@@ -263,7 +272,7 @@ class HistoryBudget:
         else:
             note = {"role": "system", "content": SUMMARY_PREFIX + summary}
             new["messages"] = [*messages[:first], note, *messages[cut:]]
-        return new, saved, f"history: {len(starts[: old_turns])} turns ({removed_tokens} tokens) summarised"
+        return new, saved, f"history: {len(starts[:old_turns])} turns ({removed_tokens} tokens) summarised"
 
 
 def _append_system(system: Any, text: str) -> Any:

@@ -52,7 +52,11 @@ def _content_refs(message: dict[str, Any], role: str, index: int) -> Iterator[Te
             yield TextRef(block, "text", role, index)
         elif kind == "document":
             source = block.get("source")
-            if isinstance(source, dict) and source.get("type") == "text" and isinstance(source.get("data"), str):
+            if (
+                isinstance(source, dict)
+                and source.get("type") == "text"
+                and isinstance(source.get("data"), str)
+            ):
                 yield TextRef(source, "data", role, index, kind="document")
 
 
@@ -65,7 +69,11 @@ def text_refs(protocol: Protocol, body: dict[str, Any]) -> list[TextRef]:
             refs.append(TextRef(body, "system", "system", -1))
         elif isinstance(system, list):
             for block in system:
-                if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                if (
+                    isinstance(block, dict)
+                    and block.get("type") == "text"
+                    and isinstance(block.get("text"), str)
+                ):
                     refs.append(TextRef(block, "text", "system", -1))
     for i, message in enumerate(messages_of(body)):
         refs.extend(_content_refs(message, str(message.get("role", "")), i))

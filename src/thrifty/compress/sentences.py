@@ -13,8 +13,57 @@ import re
 from dataclasses import dataclass
 
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt ft vs etc e.g i.e cf al fig no nos vol approx dept est inc ltd co corp "
-    "jan feb mar apr jun jul aug sep sept oct nov dec u.s u.k u.n gen col lt sgt capt rev hon".split()
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "sr",
+        "jr",
+        "st",
+        "mt",
+        "ft",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "cf",
+        "al",
+        "fig",
+        "no",
+        "nos",
+        "vol",
+        "approx",
+        "dept",
+        "est",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "u.s",
+        "u.k",
+        "u.n",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "capt",
+        "rev",
+        "hon",
+    ]
 )
 
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
@@ -44,14 +93,11 @@ def _is_abbreviation(chunk: str) -> bool:
 def split_sentences(text: str) -> list[Sentence]:
     """Sentences of `text` in order, each a span that can be cut back out of `text`."""
     out: list[Sentence] = []
-    para_start = 0
-    paragraph = 0
-    bounds = [m.start() for m in _PARAGRAPH.finditer(text)] + [len(text)]
-    ends = [m.end() for m in _PARAGRAPH.finditer(text)]
-    for p_end, next_start in zip(bounds, [*ends, len(text)], strict=True):
-        _split_paragraph(text, para_start, p_end, paragraph, out)
-        paragraph += 1
-        para_start = next_start
+    breaks = list(_PARAGRAPH.finditer(text))
+    starts = [0, *(m.end() for m in breaks)]
+    ends = [*(m.start() for m in breaks), len(text)]
+    for paragraph, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        _split_paragraph(text, start, end, paragraph, out)
     return out
 
 

@@ -116,7 +116,9 @@ class CompressStage:
             ctx.body = body
         return await next(ctx)
 
-    async def _fewshot(self, ctx: Context, body: dict[str, Any], s: FewshotSettings, report: dict[str, Any]) -> bool:
+    async def _fewshot(
+        self, ctx: Context, body: dict[str, Any], s: FewshotSettings, report: dict[str, Any]
+    ) -> bool:
         q = last_user_index(body)
         if q is None:
             return False
@@ -168,7 +170,9 @@ class CompressStage:
             report["trim"] = {"tokens": tokens}
         return changed
 
-    async def _context(self, ctx: Context, body: dict[str, Any], s: ContextSettings, report: dict[str, Any]) -> bool:
+    async def _context(
+        self, ctx: Context, body: dict[str, Any], s: ContextSettings, report: dict[str, Any]
+    ) -> bool:
         q = last_user_index(body)
         if q is None:
             return False

@@ -14,7 +14,7 @@ from typing import Any
 
 @lru_cache(maxsize=1)
 def _encoder() -> Any:
-    import bpe_openai  # type: ignore[import-untyped]
+    import bpe_openai
 
     return bpe_openai.get_encoding("o200k_base")
 

@@ -78,15 +78,15 @@ def read_tags(ctx: Context) -> None:
         if sep and key.strip() and value.strip():
             found[key.strip()] = value.strip()
     for key in ("route", "feature", "task"):
-        value = headers.get(TAG_HEADER_PREFIX + key)
-        if value:
-            found[key] = value.strip()
+        header = headers.get(TAG_HEADER_PREFIX + key)
+        if header:
+            found[key] = header.strip()
     metadata = ctx.body.get("metadata")
     if isinstance(metadata, dict):
         for key in ("route", "feature", "task"):
-            value = metadata.get(key)
-            if isinstance(value, str) and value and key not in found:
-                found[key] = value
+            meta = metadata.get(key)
+            if isinstance(meta, str) and meta and key not in found:
+                found[key] = meta
     for key, value in found.items():
         ctx.tags.setdefault(key, value)
 
@@ -136,7 +136,10 @@ def canonical_body(body: dict[str, Any], s: CanonicalizeSettings) -> dict[str, A
     if s.sort_keys and isinstance(fmt, dict):
         js = fmt.get("json_schema")
         if isinstance(js, dict) and isinstance(js.get("schema"), dict):
-            new["response_format"] = {**fmt, "json_schema": {**js, "schema": sort_schema(js["schema"], s.sort_properties)}}
+            new["response_format"] = {
+                **fmt,
+                "json_schema": {**js, "schema": sort_schema(js["schema"], s.sort_properties)},
+            }
     return new
 
 
@@ -198,7 +201,8 @@ def add_breakpoints(body: dict[str, Any], s: CanonicalizeSettings) -> tuple[dict
         if prefix >= s.min_prefix_tokens and "cache_control" not in system_blocks[-1]:
             candidates = [c for c in candidates if c[2] != "tools"]  # system covers tools too
             candidates.append((0, position, "system", ("system", len(system_blocks) - 1)))
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    raw_messages = body.get("messages")
+    messages: list[Any] = raw_messages if isinstance(raw_messages, list) else []
     last_user = last_user_index(body)
     for mi, message in enumerate(messages):
         if not isinstance(message, dict):
@@ -213,7 +217,13 @@ def add_breakpoints(body: dict[str, Any], s: CanonicalizeSettings) -> tuple[dict
             is_final = mi == len(messages) - 1 and bi == len(blocks) - 1
             long_doc = block.get("type") in ("text", "document") and size >= s.min_prefix_tokens
             marked = "cache_control" in block
-            if s.cache_documents and long_doc and not is_final and not marked and prefix >= s.min_prefix_tokens:
+            if (
+                s.cache_documents
+                and long_doc
+                and not is_final
+                and not marked
+                and prefix >= s.min_prefix_tokens
+            ):
                 candidates.append((1, position, "document", ("message", mi, bi)))
         if (
             s.cache_history
@@ -299,7 +309,9 @@ class CanonicalizeStage:
     def __init__(self, config: Config, price: InputPrice = config_input_price) -> None:
         self.config = config
         self.price = price
-        self._settings = {r: lever_model(config, "canonicalize", CanonicalizeSettings, r) for r in route_names(config)}
+        self._settings = {
+            r: lever_model(config, "canonicalize", CanonicalizeSettings, r) for r in route_names(config)
+        }
 
     def settings_for(self, route: str) -> CanonicalizeSettings:
         s = self._settings.get(route)
@@ -333,6 +345,7 @@ class CanonicalizeStage:
                 ctx.save("canonicalize", saved, usage.cache_read_tokens)
 
         if reply.stream is not None:
+
             def on_finish(stream: EventStream) -> None:
                 record(stream.usage)
 
