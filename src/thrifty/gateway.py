@@ -5,15 +5,20 @@ Stages and HTTP extensions receive it; it is the one place that knows how the pa
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config import Config
 
 if TYPE_CHECKING:
     from thrifty.ledger.writer import LedgerWriter
-    from thrifty.pipeline.context import Context, Reply
+    from thrifty.pipeline.context import Context, Protocol, Reply
     from thrifty.pipeline.pipeline import Pipeline
     from thrifty.providers.base import Provider
+
+log = logging.getLogger("thrifty")
 
 
 class Gateway:
@@ -23,8 +28,9 @@ class Gateway:
     - `config`: the validated `Config`.
     - `providers`: configured model name -> `Provider`.
     - `ledger`: the `LedgerWriter` (its `.store` answers queries).
-    - `pipeline`: the stage chain (set after the stages are built).
-    - `state`: a dict where extensions keep shared objects (caches, metrics, the engine).
+    - `pipeline`: the stage chain (set by `start`).
+    - `state`: a dict where extensions keep shared objects (caches, metrics, the engine);
+      `state["dispatcher"]` is the provider dispatch.
     """
 
     def __init__(self, config: Config) -> None:
@@ -34,13 +40,63 @@ class Gateway:
         self.pipeline: Pipeline | None = None
         self.state: dict[str, Any] = {}
 
-    async def call_model(self, ctx: Context, model: str, body: dict[str, Any]) -> Reply:
+    async def start(self, *, ledger: bool = True) -> None:
+        """Open the ledger, start the providers and build the pipeline."""
+        from thrifty.ledger.store import open_store
+        from thrifty.ledger.writer import LedgerWriter
+        from thrifty.pipeline.dispatch import Dispatcher
+        from thrifty.pipeline.pipeline import Pipeline, build_stages
+        from thrifty.providers.registry import make_provider
+
+        if ledger:
+            store = await asyncio.to_thread(open_store, self.config.store)
+            spill = Path(getattr(store, "path", "thrifty.db") or "thrifty.db")
+            spill_path = spill.with_name(spill.name + ".spill.jsonl") if spill.name != ":memory:" else Path("thrifty-ledger.spill.jsonl")
+            self.ledger = LedgerWriter(
+                store,
+                flush_interval=self.config.ledger.flush_interval,
+                batch_size=self.config.ledger.batch_size,
+                spill_path=spill_path,
+            )
+        from thrifty.ledger.tokens import warm
+
+        await asyncio.to_thread(warm)  # load the tokenizer now, not on the first cut-short stream
+        for m in self.config.models:
+            self.providers[m.name] = make_provider(m)
+        await asyncio.gather(*(p.start() for p in self.providers.values()))
+        dispatcher = Dispatcher(self)
+        self.state["dispatcher"] = dispatcher
+        self.pipeline = Pipeline(build_stages(self), dispatcher)
+        log.info("pipeline: %s -> dispatch", " -> ".join(self.pipeline.names) or "(no levers)")
+
+    async def close(self) -> None:
+        from thrifty.providers.http import close_session
+
+        for p in self.providers.values():
+            try:
+                await p.close()
+            except Exception:
+                log.exception("closing provider %s failed", p.name)
+        for obj in list(self.state.values()):
+            closer = getattr(obj, "aclose", None)
+            if closer is not None and obj is not self.state.get("dispatcher"):
+                try:
+                    await closer()
+                except Exception:
+                    log.exception("closing %r failed", obj)
+        await close_session()
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)
+
+    async def call_model(
+        self, ctx: Context, model: str, body: dict[str, Any], protocol: Protocol | None = None
+    ) -> Reply:
         """Call configured `model` directly (no levers), for stages that need a side call:
         a cascade's next tier, a history summary, a shadow or judge request.
 
-        `body` is in `ctx.protocol`; the reply comes back in it too. Its cost is added to
-        `ctx.extra["side_cost"]` so that the ledger row carries it.
+        `body` is in `protocol` (default `ctx.protocol`); the reply comes back in it too. Its
+        cost is added to `ctx.extra["side_cost"]` so that the request's ledger row carries it.
         """
         from thrifty.pipeline.dispatch import dispatch_to
 
-        return await dispatch_to(self, ctx, model, body)
+        return await dispatch_to(self, ctx, model, body, protocol)

@@ -5,8 +5,8 @@ import pytest
 from thrifty.compress.context import ContextSettings, compress_parts, split_question
 from thrifty.compress.extract import Embedder
 from thrifty.compress.sentences import split_sentences
-from thrifty.compress.tokens import count_text
 from thrifty.embed import shared_embedder
+from thrifty.ledger.tokens import count_text
 
 PASSAGES = [
     "The Amazon rainforest covers much of the Amazon basin of South America. The basin spans nine nations. "

@@ -6,8 +6,8 @@ from thrifty.compress.reports import prefix_cache_hit_rate, tokens_saved_by_rout
 from thrifty.ledger.record import COLUMNS, schema_sql
 
 
-def ledger(rows: list[dict[str, object]]) -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:")
+def ledger(rows: list[dict[str, object]], path: str = ":memory:") -> sqlite3.Connection:
+    conn = sqlite3.connect(path)
     for ddl in schema_sql("sqlite"):
         conn.execute(ddl)
     defaults: dict[str, object] = {c: 0 for c in COLUMNS}
@@ -18,6 +18,7 @@ def ledger(rows: list[dict[str, object]]) -> sqlite3.Connection:
         values = {**defaults, "request_id": f"r{i}", **row}
         conn.execute(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})",
                      [values[c] for c in COLUMNS])  # fmt: skip
+    conn.commit()
     return conn
 
 
@@ -61,11 +62,8 @@ def test_cli_prints_the_report(tmp_path: Path) -> None:
     from thrifty.compress.cli import compress_report
 
     path = tmp_path / "ledger.db"
-    mem = ledger([{"route": "docs", "input_tokens": 100, "cache_read_tokens": 300, "finish_reason": "length",
-                   "extra": json.dumps({"capped": True}), "tokens_saved": json.dumps({"compress.trim": 12})}])  # fmt: skip
-    disk = sqlite3.connect(path)
-    mem.backup(disk)
-    disk.close()
+    ledger([{"route": "docs", "input_tokens": 100, "cache_read_tokens": 300, "finish_reason": "length",
+                   "extra": json.dumps({"capped": True}), "tokens_saved": json.dumps({"compress.trim": 12})}], str(path)).close()  # fmt: skip
     result = CliRunner().invoke(compress_report, ["--store", f"sqlite:///{path}"])
     assert result.exit_code == 0, result.output
     assert "75.0%" in result.output and "100.0%" in result.output and "compress.trim" in result.output

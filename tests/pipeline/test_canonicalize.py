@@ -140,13 +140,12 @@ def test_breakpoints_respect_the_limit_of_four_and_short_prompts() -> None:
 
 def test_cache_saving_prices_reads_and_writes() -> None:
     ctx = ctx_for({"model": "claude"})
-    s = CanonicalizeSettings()
-    price = Decimal(3) / Decimal(1_000_000)
     saved = prompt_cache_saving(
-        Usage(input_tokens=10, cache_read_tokens=10_000, cache_write_tokens=2_000), price, s, ctx
+        ctx, Usage(input_tokens=10, cache_read_tokens=10_000, cache_write_tokens=2_000)
     )
     # 10,000 reads save (3.00 - 0.30)/M each; 2,000 writes cost (3.75 - 3.00)/M more each.
     assert saved == Decimal("0.027") - Decimal("0.0015")
+    assert prompt_cache_saving(ctx_for({"model": "unknown"}), Usage(cache_read_tokens=5)) == 0
 
 
 async def test_stage_reads_tags_then_applies_the_route() -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.compress.extract import Embedder, Weights, compress
 from thrifty.compress.messages import TextRef
-from thrifty.compress.tokens import count_text
+from thrifty.ledger.tokens import count_text
 
 
 class ContextSettings(BaseModel):

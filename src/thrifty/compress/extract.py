@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from thrifty.compress.sentences import Sentence, split_sentences
-from thrifty.compress.tokens import count_text
+from thrifty.ledger.tokens import count_text
 
 
 class Embedder(Protocol):

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.compress.messages import SYSTEM_ROLES, is_tool_result, message_tokens_text
-from thrifty.compress.tokens import count_text
+from thrifty.ledger.tokens import count_text
 from thrifty.pipeline.context import Protocol
 
 DEFAULT_INSTRUCTION = (

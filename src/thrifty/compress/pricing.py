@@ -1,8 +1,10 @@
-"""What a saved input token is worth: the requested model's input price.
+"""What a saved input token is worth: the requested model's uncached input rate.
 
-Until the lead's `thrifty.ledger.prices` lands on main, levers take an `InputPrice`
-function as a parameter; the default reads the model's `price.input` from config
-(USD per 1M tokens) and treats an unpriced model as free, so a saving is never invented.
+Levers take an `InputPrice` function so that tests and what-if tools can price savings
+their own way; the default asks the ledger's pricer (config override, else the
+genai-prices catalog) for the model the client asked for, at the request's size (some
+models price long prompts higher). An unknown model is priced at $0: a saving is never
+invented.
 """
 
 from __future__ import annotations
@@ -10,27 +12,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
+from thrifty.ledger.prices import pricer
 from thrifty.pipeline.context import Context
 
-#: USD per input token of the model the client asked for.
-InputPrice = Callable[[Context], Decimal]
-
-_MILLION = Decimal(1_000_000)
+#: USD per input token of the model the client asked for, given the prompt's token count.
+InputPrice = Callable[[Context, int], Decimal]
 
 
-def config_input_price(ctx: Context) -> Decimal:
-    """The requested model's configured input price per token, or 0 when it has none."""
+def requested_input_price(ctx: Context, total_input: int = 0) -> Decimal:
+    """The requested model's uncached input price per token (0 for an unconfigured model)."""
     name = ctx.requested_model or str(ctx.body.get("model", ""))
     if not name or not ctx.config.has_model(name):
         return Decimal(0)
-    price = ctx.config.model(name).price
-    if price is None:
-        return Decimal(0)
-    return Decimal(str(price.input)) / _MILLION
+    return pricer.input_rate(ctx.config.model(name), total_input)
 
 
-def record_saving(ctx: Context, lever: str, tokens: int, price: InputPrice) -> None:
+def record_saving(ctx: Context, lever: str, tokens: int, price: InputPrice, total_input: int = 0) -> None:
     """Record `tokens` input tokens removed by `lever`, priced at the requested model's rate."""
     if tokens <= 0:
         return
-    ctx.save(lever, price(ctx) * tokens, tokens)
+    ctx.save(lever, price(ctx, total_input) * tokens, tokens)

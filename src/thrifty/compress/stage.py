@@ -29,10 +29,10 @@ from thrifty.compress.extract import Embedder
 from thrifty.compress.fewshot import FewshotSettings, prune
 from thrifty.compress.history import HistoryBudget, HistorySettings, SummaryCache, reply_text
 from thrifty.compress.messages import last_user_index, message_tokens_text, text_refs
-from thrifty.compress.pricing import InputPrice, config_input_price, record_saving
-from thrifty.compress.tokens import count_text
+from thrifty.compress.pricing import InputPrice, record_saving, requested_input_price
 from thrifty.compress.trim import TrimSettings, trim_refs
 from thrifty.config import Config, lever_model
+from thrifty.ledger.tokens import count_text, estimate_request_tokens
 from thrifty.pipeline.context import Context, Handler, Reply
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class CompressStage:
     def __init__(
         self,
         gateway: Gateway,
-        price: InputPrice = config_input_price,
+        price: InputPrice = requested_input_price,
         embedder: Callable[[], Embedder] | None = None,
     ) -> None:
         self.gateway = gateway
@@ -92,19 +92,21 @@ class CompressStage:
         if not settings.enabled or not isinstance(ctx.body.get("messages"), list):
             return await next(ctx)
         body = copy.deepcopy(ctx.body)
+        # The prompt's size before compression: some models price long prompts higher.
+        size = estimate_request_tokens(ctx.protocol, ctx.body)
         report: dict[str, Any] = {}
         changed = False
         try:
             if settings.fewshot.enabled and (settings.fewshot.pool):
-                changed |= await self._fewshot(ctx, body, settings.fewshot, report)
+                changed |= await self._fewshot(ctx, body, settings.fewshot, report, size)
             if settings.history.enabled:
-                new = await self._history(ctx, body, settings.history, report)
+                new = await self._history(ctx, body, settings.history, report, size)
                 if new is not None:
                     body, changed = new, True
             if settings.trim.enabled:
-                changed |= self._trim(ctx, body, settings.trim, report)
+                changed |= self._trim(ctx, body, settings.trim, report, size)
             if settings.context.enabled:
-                changed |= await self._context(ctx, body, settings.context, report)
+                changed |= await self._context(ctx, body, settings.context, report, size)
         except Exception as exc:  # a lever must never fail the request
             log.exception("compress failed; sending the request as it came")
             ctx.note(f"compress: failed ({type(exc).__name__}: {exc}); sent uncompressed")
@@ -117,7 +119,7 @@ class CompressStage:
         return await next(ctx)
 
     async def _fewshot(
-        self, ctx: Context, body: dict[str, Any], s: FewshotSettings, report: dict[str, Any]
+        self, ctx: Context, body: dict[str, Any], s: FewshotSettings, report: dict[str, Any], size: int
     ) -> bool:
         q = last_user_index(body)
         if q is None:
@@ -128,12 +130,12 @@ class CompressStage:
         kept, removed = result
         body["messages"] = kept
         tokens = sum(count_text(message_tokens_text(m)) for m in removed)
-        record_saving(ctx, "compress.fewshot", tokens, self.price)
+        record_saving(ctx, "compress.fewshot", tokens, self.price, size)
         report["fewshot"] = {"removed_messages": len(removed), "tokens": tokens}
         return True
 
     async def _history(
-        self, ctx: Context, body: dict[str, Any], s: HistorySettings, report: dict[str, Any]
+        self, ctx: Context, body: dict[str, Any], s: HistorySettings, report: dict[str, Any], size: int
     ) -> dict[str, Any] | None:
         async def summarize(model: str, request: dict[str, Any]) -> str | None:
             try:
@@ -150,12 +152,14 @@ class CompressStage:
         if result is None:
             return None
         new, tokens, note = result
-        record_saving(ctx, "compress.history", tokens, self.price)
+        record_saving(ctx, "compress.history", tokens, self.price, size)
         report["history"] = {"tokens": tokens}
         ctx.note(note)
         return new
 
-    def _trim(self, ctx: Context, body: dict[str, Any], s: TrimSettings, report: dict[str, Any]) -> bool:
+    def _trim(
+        self, ctx: Context, body: dict[str, Any], s: TrimSettings, report: dict[str, Any], size: int
+    ) -> bool:
         refs = text_refs(ctx.protocol, body)
         before = [r.text for r in refs]
         trim_refs(refs, s, last_user_index(body))
@@ -166,12 +170,12 @@ class CompressStage:
                 changed = True
                 tokens += count_text(old) - count_text(ref.text)
         if changed:
-            record_saving(ctx, "compress.trim", tokens, self.price)
+            record_saving(ctx, "compress.trim", tokens, self.price, size)
             report["trim"] = {"tokens": tokens}
         return changed
 
     async def _context(
-        self, ctx: Context, body: dict[str, Any], s: ContextSettings, report: dict[str, Any]
+        self, ctx: Context, body: dict[str, Any], s: ContextSettings, report: dict[str, Any], size: int
     ) -> bool:
         q = last_user_index(body)
         if q is None:
@@ -186,7 +190,7 @@ class CompressStage:
         for ref, text in zip(refs, outcome.texts, strict=True):
             ref.text = text
         tokens = outcome.tokens_before - outcome.tokens_after
-        record_saving(ctx, "compress.context", tokens, self.price)
+        record_saving(ctx, "compress.context", tokens, self.price, size)
         report["context"].update(tokens_before=outcome.tokens_before, tokens_after=outcome.tokens_after)
         return True
 

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.compress.messages import last_user_index
-from thrifty.compress.pricing import InputPrice, config_input_price
-from thrifty.compress.tokens import count_text
 from thrifty.config import Config, lever_model
+from thrifty.ledger.prices import MTOK, pricer
+from thrifty.ledger.tokens import count_text
 from thrifty.pipeline.context import Context, EventStream, Handler, Reply, Usage
 
 if TYPE_CHECKING:
@@ -59,10 +59,6 @@ class CanonicalizeSettings(BaseModel):
     ttl: Literal["5m", "1h"] = "5m"
     cache_documents: bool = True
     cache_history: bool = True
-    #: Price multipliers of the input price for cache reads/writes when config sets no cache prices.
-    read_multiplier: float = Field(default=0.1, ge=0)
-    write_multiplier: float = Field(default=1.25, ge=0)
-    write_1h_multiplier: float = Field(default=2.0, ge=0)
 
 
 # -- tags ---------------------------------------------------------------------------------
@@ -271,29 +267,21 @@ def is_anthropic_model(ctx: Context) -> bool:
 # -- the saving -------------------------------------------------------------------------------
 
 
-def prompt_cache_saving(usage: Usage, input_price: Decimal, s: CanonicalizeSettings, ctx: Context) -> Decimal:
-    """What cache reads saved minus what cache writes cost above the input price."""
-    read, write, write_1h = (
-        input_price * Decimal(str(s.read_multiplier)),
-        input_price * Decimal(str(s.write_multiplier)),
-        input_price * Decimal(str(s.write_1h_multiplier)),
-    )
+def prompt_cache_saving(ctx: Context, usage: Usage) -> Decimal:
+    """What cache reads saved minus what cache writes cost above the input price, at the
+    requested model's rates (config override, else the catalog); 0 for an unknown model."""
     name = ctx.requested_model or str(ctx.body.get("model", ""))
-    if name and ctx.config.has_model(name):
-        price = ctx.config.model(name).price
-        million = Decimal(1_000_000)
-        if price is not None:
-            if price.cache_read is not None:
-                read = Decimal(str(price.cache_read)) / million
-            if price.cache_write is not None:
-                write = Decimal(str(price.cache_write)) / million
-            if price.cache_write_1h is not None:
-                write_1h = Decimal(str(price.cache_write_1h)) / million
-    return (
-        usage.cache_read_tokens * (input_price - read)
-        - usage.cache_write_tokens * (write - input_price)
-        - usage.cache_write_1h_tokens * (write_1h - input_price)
+    if not name or not ctx.config.has_model(name):
+        return Decimal(0)
+    rates = pricer.rates(ctx.config.model(name))
+    n = usage.total_input_tokens
+    base = rates.input.at(n)
+    saved = (
+        usage.cache_read_tokens * (base - rates.cache_read.at(n))
+        - usage.cache_write_tokens * (rates.cache_write.at(n) - base)
+        - usage.cache_write_1h_tokens * (rates.cache_write_1h.at(n) - base)
     )
+    return saved / MTOK
 
 
 # -- the stage --------------------------------------------------------------------------------
@@ -306,9 +294,8 @@ def route_names(config: Config) -> list[str]:
 class CanonicalizeStage:
     name = "canonicalize"
 
-    def __init__(self, config: Config, price: InputPrice = config_input_price) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.price = price
         self._settings = {
             r: lever_model(config, "canonicalize", CanonicalizeSettings, r) for r in route_names(config)
         }
@@ -335,14 +322,13 @@ class CanonicalizeStage:
             ctx.body = body
         reply = await next(ctx)
         if placed:
-            self._track(ctx, reply, s)
+            self._track(ctx, reply)
         return reply
 
-    def _track(self, ctx: Context, reply: Reply, s: CanonicalizeSettings) -> None:
+    def _track(self, ctx: Context, reply: Reply) -> None:
         def record(usage: Usage) -> None:
             if usage.cache_read_tokens or usage.cache_write_tokens or usage.cache_write_1h_tokens:
-                saved = prompt_cache_saving(usage, self.price(ctx), s, ctx)
-                ctx.save("canonicalize", saved, usage.cache_read_tokens)
+                ctx.save("canonicalize", prompt_cache_saving(ctx, usage), usage.cache_read_tokens)
 
         if reply.stream is not None:
 

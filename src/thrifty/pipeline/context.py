@@ -71,7 +71,9 @@ class EventStream:
 
     After iteration ends, `usage` holds the final token counts, `complete` says whether the
     stream reached its natural end (a stream cut short must never be cached) and `error`
-    holds the failure that ended it early, if any.
+    holds the failure that ended it early, if any. Whoever stops reading early must call
+    `aclose()`, which closes the source (freeing the upstream connection) and runs the
+    `on_finish` callbacks exactly once, however the stream ended.
     """
 
     def __init__(self, events: AsyncIterator[SSEEvent]) -> None:
@@ -81,27 +83,50 @@ class EventStream:
         self.error: str | None = None
         self.first_event_at: float | None = None
         self._finalizers: list[Callable[[EventStream], Awaitable[None] | None]] = []
+        self._finished = False
 
     def on_finish(self, callback: Callable[[EventStream], Awaitable[None] | None]) -> None:
-        """Run `callback` once the stream has ended, however it ended."""
+        """Run `callback(stream)` once the stream has ended, however it ended."""
         self._finalizers.append(callback)
 
-    async def __aiter__(self) -> AsyncIterator[SSEEvent]:
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> SSEEvent:
+        if self._finished:
+            raise StopAsyncIteration
         try:
-            async for event in self._events:
-                if self.first_event_at is None:
-                    self.first_event_at = time.perf_counter()
-                yield event
-        finally:
-            for callback in self._finalizers:
-                result = callback(self)
-                if result is not None:
-                    await result
+            event = await self._events.__anext__()
+        except StopAsyncIteration:
+            await self._finish()
+            raise
+        except BaseException as exc:
+            if self.error is None and not isinstance(exc, GeneratorExit):
+                self.error = f"{exc.__class__.__name__}: {exc}"
+            await self.aclose()
+            raise
+        if self.first_event_at is None:
+            self.first_event_at = time.perf_counter()
+        return event
 
     async def aclose(self) -> None:
+        """Stop the stream early (or after its end): close the source, run the callbacks."""
         closer = getattr(self._events, "aclose", None)
-        if closer is not None:
-            await closer()
+        if closer is not None and not self._finished:
+            try:
+                await closer()
+            except RuntimeError:  # already running or closed
+                pass
+        await self._finish()
+
+    async def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for callback in self._finalizers:
+            result = callback(self)
+            if result is not None:
+                await result
 
 
 @dataclass

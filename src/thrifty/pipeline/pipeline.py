@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 #: Levers add their entry here, in request-path order: canonicalize, cache, semantic_cache,
 #: dedup, compress, cap, route.
 STAGES: dict[str, str] = {
+    # first: it must see the body as the client sent it and the reply as the client gets it
+    "shadow": "thrifty.evals.shadow:build",
     "canonicalize": "thrifty.pipeline.canonicalize:build",
+    "cache": "thrifty.cache.exact:build",
+    "dedup": "thrifty.cache.dedup:build",
     "compress": "thrifty.compress.stage:build",
     "cap": "thrifty.compress.cap:build",
 }

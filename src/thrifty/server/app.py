@@ -1,7 +1,443 @@
-"""The HTTP surface (aiohttp): OpenAI and Anthropic routes, health, spend, extensions."""
+"""The HTTP surface (aiohttp): OpenAI and Anthropic routes, health, spend, extensions.
+
+Each request: authenticate, read and check the body, run the pipeline, write the answer
+(JSON or SSE), then hand one row to the ledger -- whatever happened.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import logging
+import re
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from thrifty.config import Config
+from thrifty.gateway import Gateway
+from thrifty.ledger.record import LedgerRecord
+from thrifty.pipeline.context import Context, Protocol, Reply, SSEEvent
+from thrifty.protocol.translate import anthropic_error, openai_error
+from thrifty.providers.base import UpstreamError
+from thrifty.providers.http import encode_event
+from thrifty.server.auth import KeyRing, Principal, presented_key
+from thrifty.server.validate import BadRequest, validate_anthropic, validate_openai
+
+log = logging.getLogger("thrifty.server")
+
 #: HTTP extensions, as "module:setup" where `setup(app: web.Application, gateway: Gateway)`
 #: adds routes (admin API, dashboard, metrics, feedback). Each tool adds one line here.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [
+    "thrifty.evals.shadow:setup",
+    "thrifty.cache.admin:setup",
+    "thrifty.server.metrics:setup",
+    "thrifty.server.dashboard:setup",
+    "thrifty.server.feedback:setup",
+    "thrifty.server.otel:setup",
+]
+
+GATEWAY = web.AppKey("gateway", Gateway)
+KEYS = web.AppKey("keys", KeyRing)
+
+_TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def error_response(protocol: Protocol, status: int, message: str, *, param: str | None = None,
+                   code: str | None = None, error_type: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    """An error in the client's protocol's own shape."""
+    if protocol == "anthropic":
+        body = anthropic_error(status, message)
+    else:
+        body = openai_error(status, message, error_type or _openai_type(status), param=param, code=code)
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 404:
+        return "not_found_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "api_error"
+    return "invalid_request_error"
+
+
+def parse_tags(header: str | None, metadata: Any) -> dict[str, str]:
+    """Tags from `X-Thrifty-Tags: route=search,feature=summary` and string values of `metadata`."""
+    tags: dict[str, str] = {}
+    if isinstance(metadata, dict):
+        for k in ("route", "feature", "tenant_tag"):
+            v = metadata.get(k)
+            if isinstance(v, str) and _TAG.match(v):
+                tags[k] = v
+    if header:
+        for part in header.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not _TAG.match(key) or not _TAG.match(value):
+                raise BadRequest(
+                    f"X-Thrifty-Tags: {part!r} is not key=value (letters, digits, _.:/- up to 64 characters)"
+                )
+            tags[key] = value
+    return tags
+
+
+class Handlers:
+    def __init__(self, gateway: Gateway, keys: KeyRing) -> None:
+        self.gateway = gateway
+        self.config: Config = gateway.config
+        self.keys = keys
+
+    # -- the two chat protocols --------------------------------------------------------
+
+    async def openai_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._chat(request, "openai")
+
+    async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._chat(request, "anthropic")
+
+    async def _chat(self, request: web.Request, protocol: Protocol) -> web.StreamResponse:
+        started = time.perf_counter()
+        principal = self._principal(request)
+        if principal is None:
+            return error_response(protocol, 401, "missing or invalid thrifty key: send it as 'Authorization: Bearer <key>' or 'x-api-key'",
+                                  code="invalid_api_key")
+        try:
+            body = await self._read_json(request)
+            (validate_openai if protocol == "openai" else validate_anthropic)(body)
+            tags = parse_tags(request.headers.get("X-Thrifty-Tags"), body.get("metadata"))
+        except BadRequest as exc:
+            return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code)
+        model = body["model"]
+        if not self.config.has_model(model):
+            known = ", ".join(m.name for m in self.config.models) or "none"
+            return error_response(protocol, 404, f"the model {model!r} is not configured in thrifty (configured: {known})",
+                                  param="model", code="model_not_found")
+        ctx = Context(
+            protocol=protocol,
+            body=body,
+            config=self.config,
+            key_name=principal.name,
+            tenant=principal.tenant,
+            tags=tags,
+            headers={k.lower(): v for k, v in request.headers.items() if k.lower() in _FORWARDED},
+            requested_model=model,
+        )
+        task = request.headers.get("X-Thrifty-Task")
+        if task:
+            ctx.extra["task"] = task[:200]
+        if self.config.ledger.store_bodies:
+            ctx.original_body = body
+        assert self.gateway.pipeline is not None
+        try:
+            reply = await self.gateway.pipeline(ctx)
+        except UpstreamError as exc:
+            headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+            self._record(ctx, None, exc.status, "error", exc.message, started, None)
+            return error_response(protocol, exc.status, exc.message, error_type=exc.error_type, headers=headers)
+        except BadRequest as exc:
+            self._record(ctx, None, exc.status, "error", exc.message, started, None)
+            return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code)
+        except Exception as exc:
+            log.exception("request %s failed inside thrifty", ctx.request_id)
+            self._record(ctx, None, 500, "error", f"internal error: {exc.__class__.__name__}", started, None)
+            return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log for request {ctx.request_id}")
+        headers = self._reply_headers(ctx, reply)
+        if reply.stream is None:
+            response = web.Response(body=orjson.dumps(reply.body), status=reply.status,
+                                    content_type="application/json", headers=headers)
+            self._record(ctx, reply, reply.status, "ok" if reply.ok else "error", None, started, None)
+            return response
+        return await self._stream(request, ctx, reply, headers, started)
+
+    async def _stream(self, request: web.Request, ctx: Context, reply: Reply,
+                      headers: dict[str, str], started: float) -> web.StreamResponse:
+        stream = reply.stream
+        assert stream is not None
+        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
+        hide_usage = ctx.protocol == "openai" and not (ctx.body.get("stream_options") or {}).get("include_usage")
+        ttfb: float | None = None
+        outcome = "ok"
+        try:
+            await response.prepare(request)
+            async for ev in stream:
+                if hide_usage and _is_usage_only(ev):
+                    continue
+                await response.write(encode_event(ev))
+                if ttfb is None:
+                    ttfb = time.perf_counter()
+            if stream.error and not stream.complete:
+                outcome = "partial"
+                await response.write(encode_event(_stream_error(ctx.protocol, stream.error)))
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            outcome = "cancelled"
+            await stream.aclose()
+            if isinstance(exc, asyncio.CancelledError):
+                self._record(ctx, reply, 499, outcome, "the client went away", started, ttfb)
+                raise
+        finally:
+            await stream.aclose()
+        if outcome == "ok" and not stream.complete:
+            outcome = "partial"
+        status = 200 if outcome == "ok" else (499 if outcome == "cancelled" else 502)
+        self._record(ctx, reply, status, outcome, stream.error if outcome != "ok" else None, started, ttfb)
+        return response
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _principal(self, request: web.Request) -> Principal | None:
+        if not self.keys.enabled:
+            return self.keys.lookup(None)
+        return self.keys.lookup(presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key")))
+
+    async def _read_json(self, request: web.Request) -> dict[str, Any]:
+        limit = self.config.server.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BadRequest(f"request body is {request.content_length} bytes; the limit is {limit} (server.max_body_bytes)", status=413)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BadRequest(f"request body is over the limit of {limit} bytes (server.max_body_bytes)", status=413) from None
+        except Exception as exc:
+            raise BadRequest(f"could not read the request body: {exc.__class__.__name__}") from None
+        if len(raw) > limit:
+            raise BadRequest(f"request body is over the limit of {limit} bytes (server.max_body_bytes)", status=413)
+        if not raw:
+            raise BadRequest("the request body is empty; send a JSON object")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        return body
+
+    def _reply_headers(self, ctx: Context, reply: Reply) -> dict[str, str]:
+        headers = {k: v for k, v in reply.headers.items() if k.lower().startswith("x-thrifty-")}
+        headers["X-Thrifty-Request-Id"] = ctx.request_id
+        if ctx.cache_outcome:
+            headers["X-Thrifty-Cache"] = ctx.cache_outcome
+        if reply.served_model:
+            headers["X-Thrifty-Model"] = reply.served_model
+        return headers
+
+    def _record(self, ctx: Context, reply: Reply | None, status: int, outcome: str,
+                error: str | None, started: float, ttfb: float | None) -> None:
+        ledger = self.gateway.ledger
+        if ledger is None:
+            return
+        ledger.submit(build_record(ctx, reply, status, outcome, error, started, ttfb))
+
+    # -- small routes --------------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        if self._principal(request) is None:
+            return error_response("openai", 401, "missing or invalid thrifty key")
+        if "anthropic-version" in request.headers:
+            data = [{"type": "model", "id": m.name, "display_name": m.name, "created_at": "1970-01-01T00:00:00Z"}
+                    for m in self.config.models]
+            body: dict[str, Any] = {"data": data, "has_more": False,
+                                    "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+        else:
+            body = {"object": "list", "data": [{"id": m.name, "object": "model", "created": 0, "owned_by": m.provider}
+                                               for m in self.config.models]}
+        return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's token counter (Claude Code calls it): the upstream's count for Anthropic
+        models, an offline estimate for the others."""
+        if self._principal(request) is None:
+            return error_response("anthropic", 401, "missing or invalid thrifty key")
+        try:
+            body = await self._read_json(request)
+            model = body.get("model")
+            if not isinstance(model, str) or not model:
+                raise BadRequest("missing required field 'model'", "model")
+            if not isinstance(body.get("messages"), list):
+                raise BadRequest("'messages' must be an array", "messages")
+        except BadRequest as exc:
+            return error_response("anthropic", exc.status, exc.message)
+        if not self.config.has_model(model):
+            return error_response("anthropic", 404, f"the model {model!r} is not configured in thrifty")
+        provider = self.gateway.providers[model]
+        counter = getattr(provider, "count_tokens", None)
+        if counter is not None:
+            try:
+                return web.json_response({"input_tokens": await counter(body, request.headers)})
+            except UpstreamError as exc:
+                return error_response("anthropic", exc.status, exc.message)
+        from thrifty.ledger.tokens import estimate_request_tokens
+
+        return web.json_response({"input_tokens": estimate_request_tokens("anthropic", body)})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        not_ready = [name for name, p in self.gateway.providers.items() if not p.ready()]
+        ledger_ok = self.gateway.ledger is not None
+        ok = ledger_ok and not not_ready and self.gateway.pipeline is not None
+        body = {"status": "ready" if ok else "not ready", "providers_not_ready": not_ready, "ledger": ledger_ok}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def spend(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        if principal is None or not principal.admin:
+            return error_response("openai", 401 if principal is None else 403, "the spend report needs an admin key")
+        from thrifty.ledger.spend import parse_since
+
+        by = request.query.get("by", "model")
+        try:
+            since = parse_since(request.query.get("since"))
+        except ValueError as exc:
+            return error_response("openai", 400, str(exc), param="since")
+        ledger = self.gateway.ledger
+        assert ledger is not None
+        await asyncio.to_thread(ledger.flush, 5.0)
+        try:
+            rows = await asyncio.to_thread(ledger.store.spend, by, since)
+        except ValueError as exc:
+            return error_response("openai", 400, str(exc), param="by")
+        total = {k: sum((r[k] for r in rows), Decimal(0)) for k in ("cost", "counterfactual_cost", "saved")}
+        body = {"by": by, "since": since, "rows": rows, "total": total,
+                "savings_by_lever": await asyncio.to_thread(ledger.store.savings_by_lever, since)}
+        return web.Response(body=orjson.dumps(body, default=str), content_type="application/json")
+
+
+_FORWARDED = {"anthropic-version", "anthropic-beta", "cache-control", "user-agent", "x-thrifty-task"}
+
+
+def _is_usage_only(ev: SSEEvent) -> bool:
+    data = ev.data
+    return isinstance(data, dict) and not data.get("choices") and bool(data.get("usage"))
+
+
+def _stream_error(protocol: Protocol, message: str) -> SSEEvent:
+    if protocol == "anthropic":
+        return SSEEvent(event="error", data={"type": "error", "error": {"type": "api_error", "message": message}})
+    return SSEEvent(data={"error": {"message": message, "type": "api_error", "param": None, "code": "upstream_stream_error"}})
+
+
+def build_record(ctx: Context, reply: Reply | None, status: int, outcome: str, error: str | None,
+                 started: float, ttfb: float | None) -> LedgerRecord:
+    """The ledger row of a finished request. Counterfactual = cost + every lever's saving."""
+    usage = reply.usage if reply is not None else None
+    cost = reply.cost if reply is not None else Decimal(0)
+    side = Decimal(ctx.extra.pop("side_cost", "0"))
+    cost += side
+    finish = None
+    if reply is not None and reply.body is not None:
+        finish = _finish_reason(reply.body)
+    saved = sum(ctx.savings.values(), Decimal(0))
+    answered_by = ctx.extra.pop("answered_by", None)
+    task = ctx.extra.pop("task", None)
+    if ctx.notes:
+        ctx.extra["notes"] = ctx.notes
+    now = time.perf_counter()
+    return LedgerRecord(
+        request_id=ctx.request_id,
+        ts=ctx.started,
+        protocol=ctx.protocol,
+        requested_model=ctx.requested_model,
+        served_model=(reply.served_model if reply is not None else "") or ctx.target_model or ctx.requested_model,
+        provider=(reply.provider if reply is not None else "") or "",
+        status=status,
+        outcome=outcome,
+        key_name=ctx.key_name,
+        tenant=ctx.tenant,
+        route=ctx.route,
+        feature=ctx.tags.get("feature"),
+        task=task,
+        tags=ctx.tags,
+        error=error,
+        cache=ctx.cache_outcome,
+        answered_by=answered_by,
+        input_tokens=usage.input_tokens if usage else 0,
+        cache_read_tokens=usage.cache_read_tokens if usage else 0,
+        cache_write_tokens=usage.cache_write_tokens if usage else 0,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        usage_estimated=usage.estimated if usage else False,
+        cost=cost,
+        counterfactual_cost=cost + saved,
+        savings=dict(ctx.savings),
+        tokens_saved=dict(ctx.tokens_saved),
+        latency_ms=(now - started) * 1000,
+        ttfb_ms=(ttfb - started) * 1000 if ttfb is not None else None,
+        stream=ctx.stream,
+        finish_reason=finish or ctx.extra.pop("finish_reason", None),
+        extra=ctx.extra,
+        request_body=ctx.original_body,
+        response_body=reply.body if (reply is not None and ctx.original_body is not None) else None,
+    )
+
+
+def _finish_reason(body: dict[str, Any]) -> str | None:
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices:
+        return choices[0].get("finish_reason")
+    return body.get("stop_reason")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Unknown routes and wrong methods answer in the OpenAI error shape, never as HTML."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        protocol: Protocol = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+        message = {404: f"no route {request.method} {request.path}", 405: f"{request.method} is not allowed on {request.path}"}.get(
+            exc.status, exc.reason)
+        return error_response(protocol, exc.status, message)
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    """The aiohttp application. The gateway is started on startup and closed on cleanup."""
+    keys = KeyRing(gateway.config.server.keys)
+    app = web.Application(middlewares=[_errors], client_max_size=gateway.config.server.max_body_bytes)
+    app[GATEWAY] = gateway
+    app[KEYS] = keys
+    h = Handlers(gateway, keys)
+    app.router.add_post("/v1/chat/completions", h.openai_chat)
+    app.router.add_post("/chat/completions", h.openai_chat)
+    app.router.add_post("/v1/messages", h.anthropic_messages)
+    app.router.add_post("/v1/messages/count_tokens", h.count_tokens)
+    app.router.add_get("/v1/models", h.models)
+    app.router.add_get("/healthz", h.healthz)
+    app.router.add_get("/readyz", h.readyz)
+    app.router.add_get("/v1/thrifty/spend", h.spend)
+    for spec in EXTENSIONS:
+        module_name, _, attr = spec.partition(":")
+        getattr(importlib.import_module(module_name), attr)(app, gateway)
+
+    async def on_startup(_app: web.Application) -> None:
+        if gateway.pipeline is None:
+            await gateway.start()
+
+    async def on_cleanup(_app: web.Application) -> None:
+        await gateway.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,248 @@
+"""What thrifty costs in throughput and latency, side by side in one run on loopback.
+
+Targets, all against a mock upstream at fixed concurrency:
+  (a) direct to the mock,
+  (b) a bare aiohttp + uvloop relay written here (the floor for a Python proxy),
+  (c) thrifty with the ledger on,
+  (d) LiteLLM's proxy in front of the same mock (with --litellm VENV).
+
+Load comes from `wrk` (Debian package) with a Lua script that POSTs one chat request.
+Prints requests/s, p50/p99 latency, thrifty's ratio to the relay and to LiteLLM, the median
+latency thrifty adds over direct, and checks that the ledger holds a row per request.
+
+    python benchmarks/gateway_overhead.py                 # a, b, c
+    python benchmarks/gateway_overhead.py --litellm /tmp/litellm-venv   # and d
+    (make that venv with: python -m venv /tmp/litellm-venv &&
+     /tmp/litellm-venv/bin/pip install 'litellm[proxy]')
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "Say hello in one short sentence."}], "temperature": 0.7}
+ANSWER = {
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there, nice to meet you."},
+                 "finish_reason": "stop", "logprobs": None}],
+    "usage": {"prompt_tokens": 14, "completion_tokens": 8, "total_tokens": 22},
+}
+
+
+# -- roles run in subprocesses ---------------------------------------------------------------
+
+def run_mock(port: int) -> None:
+    import uvloop
+    from aiohttp import web
+
+    payload = json.dumps(ANSWER).encode()
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=payload, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    uvloop.run(_serve(app, port))
+
+
+def run_relay(port: int, upstream: str) -> None:
+    import aiohttp
+    import uvloop
+    from aiohttp import web
+
+    async def main() -> None:
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            async with session.post(upstream + "/v1/chat/completions", data=body,
+                                    headers={"Content-Type": "application/json"}) as resp:
+                data = await resp.read()
+                return web.Response(body=data, status=resp.status, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handle)
+        await _serve(app, port)
+
+    uvloop.run(main())
+
+
+async def _serve(app, port: int) -> None:  # type: ignore[no-untyped-def]
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    await asyncio.Event().wait()
+
+
+# -- orchestration --------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on port {port} within {timeout}s")
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path, headers: dict[str, str] | None = None) -> dict[str, float]:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    env = dict(os.environ)
+    env["WRK_HEADERS"] = json.dumps(headers or {})
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "requests": total, "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return ordered[len(ordered) // 2]
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    assert m, text
+    value, unit = float(m.group(1)), m.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+LUA = """
+wrk.method = "POST"
+wrk.body = 'BODY'
+wrk.headers["Content-Type"] = "application/json"
+local extra = os.getenv("WRK_HEADERS")
+for k, v in string.gmatch(extra, '"([^"]+)":%s*"([^"]+)"') do wrk.headers[k] = v end
+""".replace("BODY", json.dumps(BODY))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each load run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is reported")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
+    parser.add_argument("--litellm", metavar="VENV", help="a venv with litellm[proxy] installed, to add target (d)")
+    parser.add_argument("--role", choices=["mock", "relay"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "mock":
+        return run_mock(args.port)
+    if args.role == "relay":
+        return run_relay(args.port, args.upstream)
+    if not shutil.which("wrk"):
+        sys.exit("this benchmark needs wrk: apt-get install wrk")
+
+    tmp = Path(tempfile.mkdtemp(prefix="thrifty-bench-"))
+    script = tmp / "post.lua"
+    script.write_text(LUA)
+    procs: list[subprocess.Popen[bytes]] = []
+    me = [sys.executable, __file__]
+    try:
+        mock_port, relay_port, thrifty_port = free_port(), free_port(), free_port()
+        procs.append(subprocess.Popen([*me, "--role", "mock", "--port", str(mock_port)]))
+        wait_port(mock_port)
+        mock_url = f"http://127.0.0.1:{mock_port}"
+        procs.append(subprocess.Popen([*me, "--role", "relay", "--port", str(relay_port), "--upstream", mock_url]))
+        config = tmp / "thrifty.yaml"
+        config.write_text(f"""
+store: sqlite:///{tmp}/ledger.db
+models:
+  - name: bench-model
+    provider: openai
+    model: gpt-4o-mini
+    base_url: {mock_url}/v1
+    price: {{input: 0.15, output: 0.60}}
+""")
+        procs.append(subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(config),
+                                       "--port", str(thrifty_port), "--log-level", "warning"]))
+        targets = {
+            "a. direct to mock": f"{mock_url}/v1/chat/completions",
+            "b. bare aiohttp+uvloop relay": f"http://127.0.0.1:{relay_port}/v1/chat/completions",
+            "c. thrifty (ledger on)": f"http://127.0.0.1:{thrifty_port}/v1/chat/completions",
+        }
+        headers: dict[str, dict[str, str]] = {}
+        if args.litellm:
+            litellm_port = free_port()
+            lconf = tmp / "litellm.yaml"
+            lconf.write_text(f"""
+model_list:
+  - model_name: bench-model
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: {mock_url}/v1
+      api_key: sk-bench
+""")
+            env = {**os.environ, "LITELLM_MASTER_KEY": "sk-litellm-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+            procs.append(subprocess.Popen([f"{args.litellm}/bin/litellm", "--config", str(lconf), "--port", str(litellm_port),
+                                           "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            targets["d. LiteLLM proxy"] = f"http://127.0.0.1:{litellm_port}/v1/chat/completions"
+            headers["d. LiteLLM proxy"] = {"Authorization": "Bearer sk-litellm-bench"}
+        for url in targets.values():
+            wait_port(int(url.split(":")[2].split("/")[0]), timeout=180)
+        for name, url in targets.items():
+            wrk(url, 2, args.connections, script, headers.get(name))  # warm up
+        # Interleave the targets over several rounds and keep each one's median round, so that
+        # noise from other work on the machine falls on every target alike.
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for r in range(args.rounds):
+            for name, url in targets.items():
+                print(f"round {r + 1}/{args.rounds}: {name} for {args.seconds}s ...", file=sys.stderr, flush=True)
+                runs[name].append(wrk(url, args.seconds, args.connections, script, headers.get(name)))
+        results = {name: _median_run(rs) for name, rs in runs.items()}
+        measured = sum(int(r["requests"]) for r in runs["c. thrifty (ledger on)"])
+        time.sleep(1.0)  # let the ledger's last batch land
+        # every request thrifty answered (warm-up included) must be in its ledger
+        ledger_rows = sqlite3.connect(tmp / "ledger.db").execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    print(f"\ngateway overhead: {args.connections} concurrent connections, median of {args.rounds} interleaved "
+          f"{args.seconds}s rounds per target, loopback, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(f"{'target':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in results.items():
+        print(f"{name:34} {r['rps']:9.0f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['errors']):8d}")
+    relay = results["b. bare aiohttp+uvloop relay"]
+    thr = results["c. thrifty (ledger on)"]
+    direct = results["a. direct to mock"]
+    print(f"\nthrifty / bare relay throughput: {thr['rps'] / relay['rps']:.2f}  (target >= 0.50)")
+    if "d. LiteLLM proxy" in results:
+        print(f"thrifty / LiteLLM throughput:    {thr['rps'] / results['d. LiteLLM proxy']['rps']:.1f}x (target >= 20x)")
+    print(f"median latency thrifty adds over direct: {thr['p50'] - direct['p50']:.2f} ms (target <= 1 ms)")
+    print(f"ledger rows: {ledger_rows} (wrk counted {measured} in the measured rounds, plus the warm-up)")
+
+
+if __name__ == "__main__":
+    main()

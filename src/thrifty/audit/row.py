@@ -1,0 +1,148 @@
+"""One request as the audit sees it, whatever log it came from.
+
+Every source (thrifty's ledger, OpenAI-format JSONL, LiteLLM spend logs) is turned into
+`AuditRow`s so that the waste analysis is written once. Bodies are reduced at ingestion to
+what the analysis needs (a request fingerprint, the system prompt's hash and size, a short
+prompt text for the near-duplicate search) so that memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+#: Characters of prompt text kept per row for the near-duplicate search.
+PROMPT_CHARS = 1000
+
+#: Request fields that change the answer; the fingerprint of a request covers exactly these.
+ANSWER_FIELDS = (
+    "model", "messages", "system", "temperature", "top_p", "max_tokens", "max_completion_tokens",
+    "tools", "tool_choice", "response_format", "seed", "stop", "n", "input", "prompt",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class AuditRow:
+    """A request reduced to what the audit needs. Money in USD (float is exact enough for reports)."""
+
+    line: int
+    model: str
+    ts: float | None = None
+    route: str | None = None
+    feature: str | None = None
+    key: str | None = None
+    task: str | None = None
+    error: bool = False
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    #: USD from the log; None when the log has no cost (the analyzer prices it).
+    cost: float | None = None
+    latency_ms: float | None = None
+    finish_reason: str | None = None
+    #: 16-byte digest of the answer-relevant request fields; None when the log has no body.
+    fingerprint: bytes | None = None
+    prompt_text: str | None = None
+    system_hash: bytes | None = None
+    system_chars: int = 0
+    max_tokens: int | None = None
+    temperature: float | None = None
+    #: Levers that answered or saved (ledger rows only): lever -> USD saved.
+    savings: dict[str, float] = field(default_factory=dict)
+    cache: str | None = None
+    answered_by: str | None = None
+
+
+def digest(value: Any) -> bytes:
+    """A stable 16-byte digest of a JSON value (keys sorted)."""
+    return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
+def text_of(content: Any) -> str:
+    """The text of an OpenAI/Anthropic message content (string or list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, dict):
+                t = p.get("text")
+                if isinstance(t, str):
+                    parts.append(t)
+            elif isinstance(p, str):
+                parts.append(p)
+        return "\n".join(parts)
+    return ""
+
+
+def fill_from_request(row: AuditRow, body: dict[str, Any]) -> None:
+    """Set the fingerprint, system prompt and prompt text of `row` from a chat request body."""
+    row.fingerprint = digest({k: body[k] for k in ANSWER_FIELDS if k in body})
+    messages = body.get("messages")
+    system_text = text_of(body.get("system")) if "system" in body else ""
+    user_text = ""
+    if isinstance(messages, list):
+        sys_parts = [system_text] if system_text else []
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            role = m.get("role")
+            if role in ("system", "developer"):
+                sys_parts.append(text_of(m.get("content")))
+            elif role == "user":
+                user_text = text_of(m.get("content"))
+        system_text = "\n".join(sys_parts)
+    elif isinstance(body.get("prompt"), str):
+        user_text = body["prompt"]
+    elif isinstance(body.get("input"), str):
+        user_text = body["input"]
+    if system_text:
+        row.system_hash = hashlib.blake2b(system_text.encode(), digest_size=16).digest()
+        row.system_chars = len(system_text)
+    if user_text:
+        row.prompt_text = user_text[:PROMPT_CHARS]
+    mt = body.get("max_completion_tokens", body.get("max_tokens"))
+    if isinstance(mt, int) and not isinstance(mt, bool):
+        row.max_tokens = mt
+    temp = body.get("temperature")
+    if isinstance(temp, int | float) and not isinstance(temp, bool):
+        row.temperature = float(temp)
+
+
+def fill_from_response(row: AuditRow, body: dict[str, Any]) -> None:
+    """Set tokens and finish reason of `row` from an OpenAI or Anthropic response body."""
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        if "prompt_tokens" in usage or "completion_tokens" in usage:
+            row.input_tokens = _int(usage.get("prompt_tokens"))
+            row.output_tokens = _int(usage.get("completion_tokens"))
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                row.cached_tokens = _int(details.get("cached_tokens"))
+        else:  # Anthropic: input_tokens excludes cache reads and writes
+            read = _int(usage.get("cache_read_input_tokens"))
+            write = _int(usage.get("cache_creation_input_tokens"))
+            row.input_tokens = _int(usage.get("input_tokens")) + read + write
+            row.cached_tokens = read
+            row.output_tokens = _int(usage.get("output_tokens"))
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        fr = choices[0].get("finish_reason")
+        row.finish_reason = fr if isinstance(fr, str) else None
+    elif isinstance(body.get("stop_reason"), str):
+        row.finish_reason = "length" if body["stop_reason"] == "max_tokens" else body["stop_reason"]
+    if "error" in body and body.get("error"):
+        row.error = True
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool):
+        return 0
+    if isinstance(v, int):
+        return max(v, 0)
+    if isinstance(v, float):
+        return max(int(v), 0)
+    return 0

@@ -1,0 +1,582 @@
+"""In-flight dedup (singleflight): identical requests running at once share one upstream call.
+
+The first request with a given key leads a *flight*; identical requests that arrive while it
+runs subscribe to it instead of calling the provider. A complete reply is copied to every
+subscriber; a stream fans out, each subscriber getting its own `EventStream` that replays the
+chunks that came before it joined and then follows the live ones. One upstream call, one bill:
+the subscriber that owns the bill (the leader, or the first follower still listening if the
+leader went away) records the usage and cost; every other subscriber records zero billed
+tokens and `ctx.save("dedup", cost)`.
+
+Across replicas (`dedup.redis`), the local leader also takes a Redis lock (SET NX PX, kept
+alive while it runs) and publishes the reply to a Redis stream; a replica that finds the lock
+taken follows that stream. If the lock lapses without a result (the leader's process died)
+or the leader reports a failure, the follower makes the call itself.
+
+Failures are not shared as answers: when the leader's call fails in a way that may be
+transient (an exception, a 5xx, 408 or 429), followers retry, contending again so that one
+of them leads the retry (at most `max_attempts` rounds, then each calls on its own). A
+client error that the identical request would get again (400, 401, 403, 404, 413, 422) is
+shared. A stream that breaks after chunks were sent ends with the same error for everyone
+who received them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from thrifty.cache.key import context_key, is_deterministic
+from thrifty.config import lever_model
+from thrifty.pipeline.context import Context, EventStream, Handler, Reply, SSEEvent, Usage
+from thrifty.providers.base import UpstreamError
+
+if TYPE_CHECKING:
+    from thrifty.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+#: Statuses of a failed reply that an identical request would get again, so they are shared.
+SHARED_ERROR_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
+
+
+class DedupSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: Only share calls of deterministic requests (temperature 0 or a seed): two sampled
+    #: requests asked for two samples.
+    deterministic_only: bool = True
+    #: Redis URL to dedup across replicas; None keeps it within this process.
+    redis: str | None = None
+    #: Seconds the cross-replica lock lives without being refreshed (a dead leader's lapses).
+    lock_ttl: float = Field(default=30.0, gt=0)
+    #: Seconds a follower waits on the stream between checks of the leader's lock.
+    poll: float = Field(default=1.0, gt=0)
+    #: Seconds a published result stays readable after the flight ended.
+    result_ttl: float = Field(default=60.0, gt=0)
+    #: Prefix of the Redis keys.
+    prefix: str = "thrifty:dedup:"
+    #: Rounds of contending again after a leader failed, before calling on one's own.
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class _Retry(Exception):
+    """The flight failed in a way that followers should retry."""
+
+
+class Flight:
+    """One upstream call and everything it produced, shared by its subscribers."""
+
+    def __init__(self, key: str, billable: bool = True) -> None:
+        self.key = key
+        self.head: Reply | None = None
+        self.is_stream = False
+        self.events: list[SSEEvent] = []
+        self.finished = False
+        #: The leader's failure that followers should retry after.
+        self.failure: BaseException | None = None
+        #: A failure everybody gets (a client error the identical request would get again).
+        self.shared_error: UpstreamError | None = None
+        self.complete = False
+        self.error: str | None = None
+        self.usage = Usage()
+        self.cost = Decimal(0)
+        self.savings: dict[str, Decimal] = {}
+        self.target_model = ""
+        self.leader_request_id = ""
+        #: Whether one of this flight's subscribers pays the bill (False when following a remote leader).
+        self.billable = billable
+        self.subscribers: list[object] = []
+        self.leader: object | None = None
+        self.bill_owner: object | None = None
+        self.task: asyncio.Task[None] | None = None
+        #: The leader's own reply when it failed transiently (followers retry rather than share it).
+        self.leader_reply: Reply | None = None
+        self._changed = asyncio.Event()
+
+    def changed(self) -> asyncio.Event:
+        """The event set at the next change (take it before checking the state)."""
+        return self._changed
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.billable:
+            if self.leader in self.subscribers:
+                self.bill_owner = self.leader
+            elif self.subscribers:
+                self.bill_owner = self.subscribers[0]
+        self.notify()
+
+    def detach(self, sub: object) -> None:
+        with contextlib.suppress(ValueError):
+            self.subscribers.remove(sub)
+        if not self.subscribers and not self.finished and self.task is not None:
+            self.task.cancel()
+
+
+def _transient(status: int) -> bool:
+    """Whether a failure with `status` may go away if tried again (so it is not shared)."""
+    return status not in SHARED_ERROR_STATUSES
+
+
+def _copy_error(err: UpstreamError) -> UpstreamError:
+    return UpstreamError(
+        err.status,
+        err.message,
+        retryable=err.retryable,
+        retry_after=err.retry_after,
+        error_type=err.error_type,
+        body=copy.deepcopy(err.body),
+    )
+
+
+class _Publisher:
+    """Writes a flight to a Redis stream in order, off the leader's hot path."""
+
+    def __init__(self, redis: Any, stream_key: str, ttl_ms: int) -> None:
+        self.redis = redis
+        self.stream_key = stream_key
+        self.ttl_ms = ttl_ms
+        self.queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run())
+
+    def put(self, kind: str, data: Any) -> None:
+        self.queue.put_nowait((kind, data))
+
+    async def _run(self) -> None:
+        while True:
+            item = await self.queue.get()
+            batch = [item]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            entries = [b for b in batch if b is not None]
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for kind, data in entries:
+                        pipe.xadd(self.stream_key, {"t": kind, "d": orjson.dumps(data)})
+                    pipe.pexpire(self.stream_key, self.ttl_ms)
+                    await pipe.execute()
+            except Exception:  # the local reply must not fail because Redis did
+                log.warning("dedup: could not publish to redis", exc_info=True)
+            if None in batch:
+                return
+
+    async def close(self) -> None:
+        self.queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self.task), timeout=5)
+
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
+"""
+_REFRESH = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
+"""
+
+
+class DedupStage:
+    """The `dedup` stage."""
+
+    name = "dedup"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.flights: dict[str, Flight] = {}
+        self._settings: dict[str, DedupSettings] = {}
+        self._redis: dict[str, Any] = {}
+        #: Upstream calls this stage let through (leaders and fallbacks), for reports and tests.
+        self.upstream_calls = 0
+        self.shared = 0
+
+    def settings(self, route: str) -> DedupSettings:
+        found = self._settings.get(route)
+        if found is None:
+            found = lever_model(self.gateway.config, "dedup", DedupSettings, route)
+            self._settings[route] = found
+        return found
+
+    def redis(self, url: str) -> Any:
+        client = self._redis.get(url)
+        if client is None:
+            import redis.asyncio as aioredis
+
+            client = aioredis.from_url(url)
+            self._redis[url] = client
+        return client
+
+    def stats(self) -> dict[str, float]:
+        """Counters since start, for /metrics: calls let through, replies shared, flights now."""
+        return {"upstream_calls": self.upstream_calls, "shared": self.shared, "in_flight": len(self.flights)}
+
+    async def aclose(self) -> None:
+        """Close the Redis clients (the gateway calls this at shutdown)."""
+        for client in self._redis.values():
+            await client.aclose()
+        self._redis.clear()
+
+    async def handle(self, ctx: Context, next: Handler) -> Reply:
+        settings = self.settings(ctx.route)
+        if not settings.enabled or (settings.deterministic_only and not is_deterministic(ctx.body)):
+            return await next(ctx)
+        key = context_key(ctx, extra={"stream": ctx.stream, "stream_options": ctx.body.get("stream_options")})
+        for _ in range(settings.max_attempts):
+            flight = self.flights.get(key)
+            leading = flight is None
+            if flight is None:
+                flight = self._start(key, ctx, next, settings)
+            sub = object()
+            flight.subscribers.append(sub)
+            if leading:
+                flight.leader = sub
+            try:
+                return await self._deliver(flight, sub, ctx, leading)
+            except _Retry:
+                flight.detach(sub)
+                if leading:
+                    assert flight.failure is not None
+                    raise flight.failure from None
+                continue
+            except BaseException:
+                flight.detach(sub)
+                raise
+        self.upstream_calls += 1
+        return await next(ctx)
+
+    # -- the source of a flight: the upstream call, or another replica's -------------------
+
+    def _start(self, key: str, ctx: Context, next: Handler, settings: DedupSettings) -> Flight:
+        flight = Flight(key)
+        flight.leader_request_id = ctx.request_id
+        self.flights[key] = flight
+
+        async def run() -> None:
+            try:
+                await self._source(flight, ctx, next, settings)
+            except asyncio.CancelledError:
+                if flight.failure is None and flight.head is None:
+                    flight.failure = _Retry("the leading request was cancelled")
+                flight.error = flight.error or "cancelled"
+                raise
+            except BaseException as exc:  # handed to the subscribers, not lost
+                if flight.head is None and flight.shared_error is None:
+                    flight.failure = exc
+                flight.error = flight.error or f"{type(exc).__name__}: {exc}"
+            finally:
+                if self.flights.get(key) is flight:
+                    del self.flights[key]
+                flight.finish()
+
+        flight.task = asyncio.create_task(run())
+        return flight
+
+    async def _source(self, flight: Flight, ctx: Context, next: Handler, settings: DedupSettings) -> None:
+        if settings.redis is None:
+            await self._upstream(flight, ctx, next, None)
+            return
+        redis = self.redis(settings.redis)
+        lock_key = f"{settings.prefix}lock:{flight.key}"
+        lock_ms = max(1, int(settings.lock_ttl * 1000))
+        for _ in range(settings.max_attempts):
+            flight_id = uuid.uuid4().hex
+            try:
+                acquired = await redis.set(lock_key, flight_id, nx=True, px=lock_ms)
+                current = None if acquired else await redis.get(lock_key)
+            except Exception:
+                log.warning("dedup: redis unavailable, deduplicating within this process", exc_info=True)
+                await self._upstream(flight, ctx, next, None)
+                return
+            if acquired:
+                await self._lead_remote(flight, ctx, next, settings, redis, lock_key, flight_id, lock_ms)
+                return
+            if current is None:
+                continue
+            leader_id = current.decode() if isinstance(current, bytes) else str(current)
+            if await self._follow_remote(flight, redis, lock_key, f"{settings.prefix}s:{leader_id}", leader_id, settings):
+                return
+        await self._upstream(flight, ctx, next, None)
+
+    async def _lead_remote(
+        self,
+        flight: Flight,
+        ctx: Context,
+        next: Handler,
+        settings: DedupSettings,
+        redis: Any,
+        lock_key: str,
+        flight_id: str,
+        lock_ms: int,
+    ) -> None:
+        publisher = _Publisher(redis, f"{settings.prefix}s:{flight_id}", max(lock_ms, int(settings.result_ttl * 1000)))
+
+        async def keep_alive() -> None:
+            while True:
+                await asyncio.sleep(max(0.05, settings.lock_ttl / 3))
+                with contextlib.suppress(Exception):
+                    await redis.eval(_REFRESH, 1, lock_key, flight_id, lock_ms)
+
+        refresher = asyncio.create_task(keep_alive())
+        try:
+            await self._upstream(flight, ctx, next, publisher)
+        except BaseException as exc:
+            if flight.head is None:
+                shared = flight.shared_error
+                publisher.put("fail", _error_dict(shared) if shared is not None else {"transient": True})
+            else:
+                publisher.put("end", {"complete": False, "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        finally:
+            refresher.cancel()
+            await publisher.close()
+            with contextlib.suppress(Exception):
+                await redis.eval(_RELEASE, 1, lock_key, flight_id)
+
+    async def _upstream(self, flight: Flight, ctx: Context, next: Handler, publisher: _Publisher | None) -> None:
+        """Make the one upstream call and record what it produced on `flight`."""
+        before = dict(ctx.savings)
+        flight.billable = True  # this replica makes the call (perhaps after following one that died)
+        self.upstream_calls += 1
+        try:
+            reply = await next(ctx)
+        except UpstreamError as err:
+            if not _transient(err.status):
+                flight.shared_error = err
+            raise
+        flight.target_model = ctx.target_model
+        if reply.stream is None and not reply.ok and _transient(reply.status):
+            flight.failure = _Retry(f"upstream answered {reply.status}")
+            if publisher is not None:
+                publisher.put("fail", {"transient": True})
+            # the leader still gets its own reply; followers retry
+            flight.leader_reply = reply
+            return
+        flight.head = reply
+        flight.is_stream = reply.stream is not None
+        if publisher is not None:
+            publisher.put("head", _head_dict(reply, ctx.target_model))
+        flight.notify()
+        if reply.stream is not None:
+            stream = reply.stream
+            async for event in stream:
+                flight.events.append(event)
+                if publisher is not None:
+                    publisher.put("ev", {"data": event.data, "event": event.event})
+                flight.notify()
+            flight.complete = stream.complete
+            flight.error = stream.error
+            flight.usage = stream.usage
+        else:
+            flight.complete = True
+            flight.usage = reply.usage
+        flight.cost = reply.cost
+        flight.savings = {k: v - before.get(k, Decimal(0)) for k, v in ctx.savings.items() if v != before.get(k)}
+        if publisher is not None:
+            publisher.put("end", _end_dict(flight))
+
+    async def _follow_remote(
+        self, flight: Flight, redis: Any, lock_key: str, stream_key: str, leader_id: str, settings: DedupSettings
+    ) -> bool:
+        """Feed `flight` from another replica's published stream.
+
+        Returns False when the leader failed or vanished before anything was received, so
+        that the caller contends for the lock again (or calls upstream itself).
+        """
+        flight.billable = False
+        last = "0"
+        block_ms = max(1, int(settings.poll * 1000))
+        while True:
+            answer = await redis.xread({stream_key: last}, block=block_ms, count=256)
+            if not answer:
+                current = await redis.get(lock_key)
+                if current is not None and (current.decode() if isinstance(current, bytes) else current) == leader_id:
+                    continue
+                # the lock is gone or taken over; read once more in case the end raced the check
+                answer = await redis.xread({stream_key: last}, count=256)
+                if not answer:
+                    if flight.head is None:
+                        return False
+                    flight.error = "the deduplicating leader on another replica went away"
+                    return True
+            for _stream, entries in answer:
+                for entry_id, fields in entries:
+                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    kind = _field(fields, "t")
+                    data = orjson.loads(_field(fields, "d"))
+                    if kind == "head":
+                        flight.head = _reply_from_head(data)
+                        flight.is_stream = bool(data.get("stream"))
+                        flight.target_model = data.get("target_model", "")
+                    elif kind == "ev":
+                        flight.events.append(SSEEvent(data=data["data"], event=data.get("event")))
+                    elif kind == "end":
+                        flight.complete = bool(data.get("complete"))
+                        flight.error = data.get("error")
+                        flight.usage = Usage.from_dict(data.get("usage") or {})
+                        flight.cost = Decimal(data.get("cost") or "0")
+                        flight.savings = {k: Decimal(v) for k, v in (data.get("savings") or {}).items()}
+                        flight.notify()
+                        return True
+                    elif kind == "fail":
+                        if not data.get("transient"):
+                            flight.shared_error = UpstreamError(
+                                int(data.get("status", 502)),
+                                str(data.get("message", "")),
+                                error_type=data.get("error_type"),
+                                body=data.get("body"),
+                            )
+                            raise flight.shared_error
+                        if flight.head is None:
+                            return False
+                        flight.error = "the deduplicating leader failed"
+                        return True
+            flight.notify()
+
+    # -- the subscribers' side ----------------------------------------------------------
+
+    async def _deliver(self, flight: Flight, sub: object, ctx: Context, leading: bool) -> Reply:
+        while flight.head is None and not flight.finished:
+            await flight.changed().wait()
+        if flight.head is None:
+            if flight.shared_error is not None:
+                if leading:
+                    raise flight.shared_error
+                self.shared += 1
+                raise _copy_error(flight.shared_error)
+            if leading and flight.leader_reply is not None:
+                flight.detach(sub)
+                return flight.leader_reply
+            if flight.failure is None:
+                flight.failure = _Retry("the flight ended without a reply")
+            raise _Retry()
+        head = flight.head
+        if not leading:
+            self.shared += 1
+            ctx.target_model = ctx.target_model or flight.target_model
+            ctx.extra["dedup"] = "follower"
+            ctx.extra["dedup_leader"] = flight.leader_request_id
+        if not flight.is_stream:
+            while not flight.finished:
+                await flight.changed().wait()
+            flight.detach(sub)
+            return self._settle(
+                flight, sub, ctx, dataclasses.replace(head, body=copy.deepcopy(head.body), headers=dict(head.headers))
+            )
+        reply = dataclasses.replace(head, stream=None, headers=dict(head.headers), usage=Usage(), cost=Decimal(0))
+        holder: list[EventStream] = []
+        stream = EventStream(self._follow(flight, sub, ctx, reply, holder))
+        holder.append(stream)  # later stages may wrap reply.stream; this one is ours to finish
+        reply.stream = stream
+        return reply
+
+    async def _follow(
+        self, flight: Flight, sub: object, ctx: Context, reply: Reply, holder: list[EventStream]
+    ) -> AsyncIterator[SSEEvent]:
+        try:
+            i = 0
+            while True:
+                changed = flight.changed()
+                while i < len(flight.events):
+                    yield flight.events[i]
+                    i += 1
+                if flight.finished:
+                    break
+                await changed.wait()
+            self._settle(flight, sub, ctx, reply)
+            stream = holder[0]
+            stream.complete = flight.complete and flight.error is None
+            stream.error = flight.error
+            stream.usage = reply.usage
+        finally:
+            flight.detach(sub)
+
+    def _settle(self, flight: Flight, sub: object, ctx: Context, reply: Reply) -> Reply:
+        """Put the bill on the owner; everyone else records zero usage and the dedup saving."""
+        for lever, amount in flight.savings.items():
+            ctx.save(lever, amount)
+        if flight.bill_owner is sub:
+            reply.usage = flight.usage
+            reply.cost = flight.cost
+            return reply
+        reply.usage = Usage()
+        reply.cost = Decimal(0)
+        if reply.ok and flight.error is None:
+            ctx.save("dedup", flight.cost, flight.usage.total_input_tokens + flight.usage.output_tokens)
+            ctx.extra["answered_by"] = "dedup"
+        return reply
+
+
+def _field(fields: dict[Any, Any], name: str) -> Any:
+    value = fields.get(name.encode(), fields.get(name))
+    return value.decode() if isinstance(value, bytes) and name == "t" else value
+
+
+def _head_dict(reply: Reply, target_model: str) -> dict[str, Any]:
+    return {
+        "status": reply.status,
+        "body": reply.body,
+        "stream": reply.stream is not None,
+        "served_model": reply.served_model,
+        "provider": reply.provider,
+        "headers": reply.headers,
+        "target_model": target_model,
+    }
+
+
+def _reply_from_head(data: dict[str, Any]) -> Reply:
+    return Reply(
+        status=int(data.get("status", 200)),
+        body=data.get("body"),
+        served_model=data.get("served_model", ""),
+        provider=data.get("provider", ""),
+        headers=dict(data.get("headers") or {}),
+    )
+
+
+def _end_dict(flight: Flight) -> dict[str, Any]:
+    return {
+        "complete": flight.complete,
+        "error": flight.error,
+        "usage": flight.usage.to_dict(),
+        "cost": str(flight.cost),
+        "savings": {k: str(v) for k, v in flight.savings.items()},
+    }
+
+
+def _error_dict(err: UpstreamError) -> dict[str, Any]:
+    return {
+        "transient": False,
+        "status": err.status,
+        "message": err.message,
+        "error_type": err.error_type,
+        "body": err.body,
+    }
+
+
+def build(gateway: Gateway) -> DedupStage | None:
+    """The dedup stage, when `dedup:` is configured at the top level or on any route."""
+    config = gateway.config
+    if not config.dedup and not config.lever_routes("dedup"):
+        return None
+    stage = DedupStage(gateway)
+    routes = ["default", *config.lever_routes("dedup")]
+    if not any(stage.settings(r).enabled for r in routes):
+        return None
+    gateway.state["dedup"] = stage
+    return stage

@@ -1,0 +1,341 @@
+"""The exact response cache: an identical deterministic request gets the stored answer.
+
+The key is the canonical request (`thrifty.cache.key`) in the tenant's namespace. By default
+only deterministic requests (temperature 0, or a seed) are served from cache, because a
+sampled request asked for a fresh sample; a route can change that. A hit costs nothing: it is
+billed as zero tokens and the ledger records the original cost as the cache's saving. A
+streaming request is answered by replaying the stored body as the SSE chunks a live stream
+sends, with usage, so SDKs cannot tell the difference. Only complete successful replies are
+stored: errors never, and a stream only when it reached its end without an error.
+
+Request headers: `Cache-Control: no-cache` skips the lookup but stores the fresh answer;
+`no-store` skips both; `max-age=N` accepts only an answer stored in the last N seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from thrifty.cache.key import context_key, is_deterministic
+from thrifty.cache.stores import CachedResponse, ResponseStore, open_store
+from thrifty.config import Config, lever_model
+from thrifty.pipeline.context import Context, EventStream, Handler, Reply, SSEEvent, Usage
+
+if TYPE_CHECKING:
+    from thrifty.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+#: The response header that names the cache key (for invalidation by key).
+KEY_HEADER = "X-Thrifty-Cache-Key"
+
+
+class CacheSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: Seconds an answer stays servable; None keeps it until evicted or invalidated.
+    ttl: float | None = Field(default=86_400.0, gt=0)
+    #: memory | sqlite (next to the ledger) | sqlite:///PATH | redis://HOST:PORT/DB
+    store: str | None = None
+    #: Serve only requests with temperature 0 or a seed.
+    deterministic_only: bool = True
+    #: Bounds of the in-memory LRU in front of SQLite.
+    memory_entries: int = Field(default=10_000, ge=1)
+    memory_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: Prefix of the Redis keys (when the store is Redis).
+    prefix: str = "thrifty:cache:"
+
+
+def cache_control(headers: dict[str, str]) -> dict[str, str | None]:
+    """The request's Cache-Control directives, lower-cased: {"no-cache": None, "max-age": "60"}."""
+    raw = next((v for k, v in headers.items() if k.lower() == "cache-control"), "")
+    directives: dict[str, str | None] = {}
+    for part in raw.split(","):
+        name, _, value = part.strip().partition("=")
+        if name:
+            directives[name.lower()] = value.strip().strip('"') or None
+    return directives
+
+
+class StoreSet:
+    """The stores the configuration names, opened once and shared by URL."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stores: dict[str, ResponseStore] = {}
+
+    def settings(self, route: str) -> CacheSettings:
+        return lever_model(self.config, "cache", CacheSettings, route)
+
+    def for_settings(self, settings: CacheSettings) -> ResponseStore:
+        url = settings.store or "sqlite"
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            url = f"{url}#{settings.prefix}"
+        store = self.stores.get(url)
+        if store is None:
+            store = open_store(
+                settings.store,
+                ledger_store=self.config.store,
+                memory_entries=settings.memory_entries,
+                memory_bytes=settings.memory_bytes,
+                prefix=settings.prefix,
+            )
+            self.stores[url] = store
+        return store
+
+    def all(self) -> list[ResponseStore]:
+        """Every store that any route uses (opening those not open yet)."""
+        for route in ["default", *self.config.lever_routes("cache")]:
+            self.for_settings(self.settings(route))
+        return list(self.stores.values())
+
+    async def invalidate(
+        self,
+        *,
+        key: str | None = None,
+        route: str | None = None,
+        tags: dict[str, str] | None = None,
+        tenant: str | None = None,
+        everything: bool = False,
+    ) -> int:
+        """Delete by key, or by route / tags / tenant, or everything; returns entries removed."""
+        removed = 0
+        for store in self.all():
+            if key is not None:
+                removed += await store.delete(key)
+            elif everything:
+                removed += await store.clear()
+            else:
+                removed += await store.delete_where(route=route, tags=tags, tenant=tenant)
+        return removed
+
+    async def close(self) -> None:
+        for store in self.stores.values():
+            with contextlib.suppress(Exception):
+                await store.close()
+        self.stores.clear()
+
+
+class ExactCacheStage:
+    """The `cache` stage."""
+
+    name = "cache"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.stores = StoreSet(gateway.config)
+        self._settings: dict[str, CacheSettings] = {}
+        self.hits = 0
+        self.misses = 0
+        self.stored = 0
+
+    def settings(self, route: str) -> CacheSettings:
+        found = self._settings.get(route)
+        if found is None:
+            found = self.stores.settings(route)
+            self._settings[route] = found
+        return found
+
+    def stats(self) -> dict[str, float]:
+        """Counters since start, for /metrics."""
+        return {"hits": self.hits, "misses": self.misses, "stored": self.stored}
+
+    async def aclose(self) -> None:
+        """Close the stores (the gateway calls this at shutdown)."""
+        await self.stores.close()
+
+    async def handle(self, ctx: Context, next: Handler) -> Reply:
+        settings = self.settings(ctx.route)
+        if not settings.enabled:
+            return await next(ctx)
+        directives = cache_control(ctx.headers)
+        if "no-store" in directives or (settings.deterministic_only and not is_deterministic(ctx.body)):
+            ctx.cache_outcome = "bypass"
+            return await next(ctx)
+        key = context_key(ctx)
+        ctx.extra["cache_key"] = key
+        store = self.stores.for_settings(settings)
+        if "no-cache" in directives:
+            ctx.cache_outcome = "bypass"
+        else:
+            entry = await self._lookup(store, key, directives)
+            if entry is not None and entry.protocol == ctx.protocol:
+                self.hits += 1
+                ctx.cache_outcome = "hit"
+                return self._serve(ctx, entry, key)
+            self.misses += 1
+            ctx.cache_outcome = "miss"
+        before = dict(ctx.savings)
+        reply = await next(ctx)
+        if ctx.extra.get("dedup") == "follower" or not reply.ok:
+            return reply  # a follower's answer is the leader's, which the leader stores
+        if reply.stream is not None:
+            return self._tap(ctx, reply, store, key, settings, before)
+        if reply.body is not None:
+            reply.headers.setdefault(KEY_HEADER, key)
+            await self._store(store, key, settings, self._entry(ctx, reply, reply.body, reply.usage, before))
+        return reply
+
+    async def _lookup(self, store: ResponseStore, key: str, directives: dict[str, str | None]) -> CachedResponse | None:
+        try:
+            entry = await store.get(key)
+        except Exception:  # a broken store is a miss, never a failed request
+            log.warning("cache: lookup failed", exc_info=True)
+            return None
+        max_age = directives.get("max-age")
+        if entry is not None and max_age is not None:
+            with contextlib.suppress(ValueError):
+                if time.time() - entry.created > float(max_age):
+                    return None
+        return entry
+
+    def _serve(self, ctx: Context, entry: CachedResponse, key: str) -> Reply:
+        """Answer from `entry`: zero billed tokens, the original cost recorded as saved."""
+        body = copy.deepcopy(entry.body)
+        ctx.save("cache", entry.cost, entry.usage.total_input_tokens + entry.usage.output_tokens)
+        for lever, amount in entry.savings.items():
+            ctx.save(lever, amount)
+        ctx.extra["answered_by"] = "cache"
+        ctx.target_model = ctx.target_model or entry.served_model
+        reply = Reply(
+            status=200,
+            usage=Usage(),
+            served_model=entry.served_model,
+            provider="cache",
+            headers={KEY_HEADER: key},
+            cost=Decimal(0),
+        )
+        if not ctx.stream:
+            reply.body = body
+            return reply
+        if ctx.protocol == "anthropic":
+            from thrifty.protocol.anthropic import replay_anthropic
+
+            events = replay_anthropic(body)
+        else:
+            from thrifty.protocol.openai import replay_openai
+
+            options = ctx.body.get("stream_options") or {}
+            events = replay_openai(body, bool(options.get("include_usage")))
+        reply.stream = _replay(events)
+        return reply
+
+    def _entry(
+        self, ctx: Context, reply: Reply, body: dict[str, Any], usage: Usage, before: dict[str, Decimal]
+    ) -> CachedResponse:
+        savings = {k: v - before.get(k, Decimal(0)) for k, v in ctx.savings.items() if v != before.get(k)}
+        return CachedResponse(
+            protocol=ctx.protocol,
+            body=body,
+            usage=usage,
+            served_model=reply.served_model,
+            provider=reply.provider,
+            cost=reply.cost,
+            savings=savings,
+            tenant=ctx.tenant,
+            route=ctx.route,
+            tags=dict(ctx.tags),
+        )
+
+    async def _store(self, store: ResponseStore, key: str, settings: CacheSettings, entry: CachedResponse) -> None:
+        try:
+            await store.set(key, entry, settings.ttl)
+            self.stored += 1
+        except Exception:
+            log.warning("cache: store failed", exc_info=True)
+
+    def _tap(
+        self,
+        ctx: Context,
+        reply: Reply,
+        store: ResponseStore,
+        key: str,
+        settings: CacheSettings,
+        before: dict[str, Decimal],
+    ) -> Reply:
+        """Pass the stream through unchanged, keeping its events; store it if it completes."""
+        inner = reply.stream
+        assert inner is not None
+        events: list[SSEEvent] = []
+
+        async def passthrough() -> AsyncIterator[SSEEvent]:
+            iterator = inner.__aiter__()
+            try:
+                async for event in iterator:
+                    events.append(event)
+                    yield event
+            finally:
+                await iterator.aclose()
+                outer.usage = inner.usage
+                outer.complete = inner.complete
+                outer.error = inner.error
+            if inner.complete and inner.error is None:
+                body = _collect(ctx, events, inner.usage)
+                if body is not None:
+                    await self._store(store, key, settings, self._entry(ctx, reply, body, inner.usage, before))
+
+        outer = _TappedStream(passthrough(), inner)
+        reply.stream = outer
+        reply.headers.setdefault(KEY_HEADER, key)
+        return reply
+
+
+class _TappedStream(EventStream):
+    """An EventStream over another; closing it closes the one underneath too."""
+
+    def __init__(self, events: AsyncIterator[SSEEvent], inner: EventStream) -> None:
+        super().__init__(events)
+        self.inner = inner
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await self.inner.aclose()
+
+
+def _replay(events: list[SSEEvent]) -> EventStream:
+    async def generate() -> AsyncIterator[SSEEvent]:
+        for event in events:
+            yield event
+        stream.complete = True
+
+    stream = EventStream(generate())
+    return stream
+
+
+def _collect(ctx: Context, events: list[SSEEvent], usage: Usage) -> dict[str, Any] | None:
+    """The complete body a finished stream amounts to, with usage (None if it has no answer)."""
+    if ctx.protocol == "anthropic":
+        from thrifty.protocol.anthropic import collect_anthropic, finish_reason_of
+
+        body = collect_anthropic(events)
+        return body if finish_reason_of(body) is not None else None
+    from thrifty.protocol.openai import collect_openai, usage_to_openai
+
+    body = collect_openai(events)
+    choices = body.get("choices") or []
+    if not choices or any(c.get("finish_reason") is None for c in choices):
+        return None
+    if not body.get("usage"):
+        body["usage"] = usage_to_openai(usage)
+    return body
+
+
+def build(gateway: Gateway) -> ExactCacheStage | None:
+    """The cache stage, when `cache:` is configured at the top level or on any route."""
+    config = gateway.config
+    if not config.cache and not config.lever_routes("cache"):
+        return None
+    stage = ExactCacheStage(gateway)
+    if not any(stage.settings(r).enabled for r in ["default", *config.lever_routes("cache")]):
+        return None
+    gateway.state["cache"] = stage
+    return stage

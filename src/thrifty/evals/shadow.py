@@ -1,0 +1,511 @@
+"""Shadow evaluation: measure in production what each lever costs in quality, and act on it.
+
+For a sampled share of a route's live requests on which some lever acted (a cache answered,
+the router picked a cheaper model, compression trimmed the prompt...), the request is run a
+second time in the background, never delaying the client:
+- `mode: reference` sends the client's original body straight to `reference_model` (no
+  levers at all);
+- `mode: lever_off` runs the pipeline again with the levers that acted switched off
+  (`ctx.extra["levers_off"]`, see `thrifty.evals.overrides`).
+The route's grader then scores the served answer against that reference answer (a judge
+with a rubric, embedding similarity, numeric agreement...). The reference counts as quality
+1, so a lever's quality delta on a sample is `1 - score`; each lever that acted on the
+request is charged the delta. Rows go to the `shadow_results` table.
+
+When a lever's mean delta over its last `window` samples on a route exceeds the route's
+`tolerance` with at least `min_samples` samples, the lever is turned off for that route:
+`(route, lever)` joins `gateway.state["disabled_levers"]` (kept in `shadow_disabled`, so a
+restart keeps it off), the event is logged at WARNING and POSTed to `webhook`. The state is
+in `thrifty.evals.shadow.snapshot(gateway)` and at `GET /v1/thrifty/shadow` (admin key);
+`POST /v1/thrifty/shadow/enable {"route", "lever"}` turns a lever back on.
+
+Config (`shadow:` with `routes.<route>.shadow:` overrides):
+
+    shadow:
+      sample: 0.05             # share of eligible requests to shadow
+      reference_model: gpt-4o  # a configured model; omit for mode lever_off
+      grader: {type: judge, model: gpt-4o, rubric: "Is the answer as correct and complete as the reference?"}
+      tolerance: 0.05          # largest tolerated mean quality drop (0.05 = 5 points)
+      min_samples: 30
+      webhook: https://hooks.example.com/thrifty
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from thrifty.config import lever_model
+from thrifty.evals.graders import GraderSpecError, Services, grade, validate_spec
+from thrifty.evals.overrides import disabled_levers
+from thrifty.evals.runner import reply_text
+from thrifty.evals.sets import content_text
+from thrifty.pipeline.context import Context, Handler, Reply
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from thrifty.gateway import Gateway
+
+log = logging.getLogger("thrifty.shadow")
+
+STATE_KEY = "shadow"
+
+
+class ShadowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    sample: float = Field(default=0.0, ge=0, le=1)
+    reference_model: str | None = None
+    mode: Literal["reference", "lever_off"] | None = None
+    #: grades the served answer with the reference answer as `expected`
+    grader: dict[str, Any] = Field(default_factory=lambda: {"type": "embedding", "threshold": 0.85})
+    tolerance: float = Field(default=0.05, ge=0, le=1)
+    min_samples: int = Field(default=30, ge=1)
+    window: int = Field(default=200, ge=1)
+    webhook: str | None = None
+    #: levers to watch; default every lever that acts
+    levers: list[str] | None = None
+    #: SQLite file for shadow_results; default the ledger's SQLite file, else thrifty-shadow.db
+    db: str | None = None
+    max_in_flight: int = Field(default=8, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+
+    @field_validator("grader")
+    @classmethod
+    def _grader(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            validate_spec(v, check_expected=False)
+        except GraderSpecError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @property
+    def effective_mode(self) -> str:
+        return self.mode or ("reference" if self.reference_model else "lever_off")
+
+
+def _sqlite_path(store_url: str) -> str | None:
+    if not store_url.startswith("sqlite://"):
+        return None
+    path = store_url[len("sqlite://") :]
+    if path.startswith("/"):
+        path = path[1:]
+    return None if path in ("", ":memory:") else path
+
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS shadow_results (
+        ts REAL NOT NULL, request_id TEXT NOT NULL, route TEXT NOT NULL, lever TEXT NOT NULL,
+        mode TEXT NOT NULL, reference TEXT NOT NULL, served_model TEXT NOT NULL, status TEXT NOT NULL,
+        score REAL, delta REAL, detail TEXT NOT NULL, shadow_cost_usd REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS shadow_results_rl ON shadow_results (route, lever, ts)",
+    """CREATE TABLE IF NOT EXISTS shadow_disabled (
+        route TEXT NOT NULL, lever TEXT NOT NULL, ts REAL NOT NULL, mean_delta REAL NOT NULL,
+        samples INTEGER NOT NULL, tolerance REAL NOT NULL, PRIMARY KEY (route, lever))""",
+)
+
+
+class ShadowStore:
+    """The shadow tables in SQLite. Blocking: call from a thread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        with self._lock, self._db:
+            for stmt in SCHEMA:
+                self._db.execute(stmt)
+
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        with self._lock, self._db:
+            self._db.executemany("INSERT INTO shadow_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def recent(self, window: int) -> dict[tuple[str, str], list[float]]:
+        """The last `window` graded deltas of every (route, lever), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT route, lever, delta FROM shadow_results WHERE delta IS NOT NULL ORDER BY ts"
+            ).fetchall()
+        out: dict[tuple[str, str], list[float]] = {}
+        for route, lever, delta in rows:
+            out.setdefault((route, lever), []).append(delta)
+        return {k: v[-window:] for k, v in out.items()}
+
+    def disabled(self) -> dict[tuple[str, str], dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT route, lever, ts, mean_delta, samples, tolerance FROM shadow_disabled").fetchall()
+        return {(r, lv): {"ts": ts, "mean_delta": d, "samples": n, "tolerance": t} for r, lv, ts, d, n, t in rows}
+
+    def set_disabled(self, route: str, lever: str, info: dict[str, Any] | None) -> None:
+        with self._lock, self._db:
+            if info is None:
+                self._db.execute("DELETE FROM shadow_disabled WHERE route = ? AND lever = ?", (route, lever))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO shadow_disabled VALUES (?, ?, ?, ?, ?, ?)",
+                    (route, lever, info["ts"], info["mean_delta"], info["samples"], info["tolerance"]),
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@dataclass
+class LeverStats:
+    deltas: deque[float]
+    ungraded: int = 0
+    disabled: dict[str, Any] | None = None
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.deltas) / len(self.deltas) if self.deltas else None
+
+
+@dataclass
+class ShadowMonitor:
+    """Per (route, lever) quality deltas and the levers turned off. Lives in gateway.state."""
+
+    gateway: Gateway
+    store: ShadowStore
+    window: int = 200
+    stats: dict[tuple[str, str], LeverStats] = field(default_factory=dict)
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
+
+    def _stats(self, route: str, lever: str) -> LeverStats:
+        key = (route, lever)
+        if key not in self.stats:
+            self.stats[key] = LeverStats(deque(maxlen=self.window))
+        return self.stats[key]
+
+    def load(self) -> None:
+        """Restore recent deltas and the disabled set from the store (blocking)."""
+        for key, deltas in self.store.recent(self.window).items():
+            self._stats(*key).deltas.extend(deltas)
+        off = disabled_levers(self.gateway.state)
+        for key, info in self.store.disabled().items():
+            self._stats(*key).disabled = info
+            off.add(key)
+
+    def observe(self, route: str, lever: str, delta: float | None, settings: ShadowSettings) -> dict[str, Any] | None:
+        """Add one sample; returns the disable event if this sample crossed the tolerance."""
+        st = self._stats(route, lever)
+        if delta is None:
+            st.ungraded += 1
+            return None
+        st.deltas.append(delta)
+        mean = st.mean
+        if st.disabled is not None or mean is None or len(st.deltas) < settings.min_samples:
+            return None
+        if mean <= settings.tolerance:
+            return None
+        info = {"ts": time.time(), "mean_delta": mean, "samples": len(st.deltas), "tolerance": settings.tolerance}
+        st.disabled = info
+        disabled_levers(self.gateway.state).add((route, lever))
+        event = {"event": "lever_disabled", "route": route, "lever": lever, **info}
+        self.events.append(event)
+        return event
+
+    def enable(self, route: str, lever: str) -> bool:
+        st = self.stats.get((route, lever))
+        was = (route, lever) in disabled_levers(self.gateway.state)
+        disabled_levers(self.gateway.state).discard((route, lever))
+        if st is not None:
+            st.disabled = None
+            st.deltas.clear()  # judge the lever afresh
+        self.events.append({"event": "lever_enabled", "route": route, "lever": lever, "ts": time.time()})
+        return was
+
+    def snapshot(self) -> dict[str, Any]:
+        """For the dashboard: per route and lever, samples, mean delta and whether it is off."""
+        levers = []
+        for (route, lever), st in sorted(self.stats.items()):
+            levers.append({
+                "route": route, "lever": lever, "samples": len(st.deltas), "ungraded": st.ungraded,
+                "mean_delta": st.mean, "disabled": st.disabled is not None, "disabled_info": st.disabled,
+            })  # fmt: skip
+        return {
+            "levers": levers,
+            "disabled": sorted([list(k) for k in disabled_levers(self.gateway.state)]),
+            "events": list(self.events),
+        }
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    for msg in reversed(body.get("messages") or []):
+        if isinstance(msg, dict) and msg.get("role") == "user":
+            return content_text(msg.get("content"))
+    return ""
+
+
+class ShadowStage:
+    """The shadow stage. It sits first on the request path, so that it sees the body as the
+    client sent it and the reply as the client gets it; it only ever reads both."""
+
+    name = "shadow"
+
+    def __init__(self, gateway: Gateway, default: ShadowSettings, store: ShadowStore) -> None:
+        self.gateway = gateway
+        self.default = default
+        self._settings: dict[str, ShadowSettings] = {}
+        self.monitor = ShadowMonitor(gateway, store, window=default.window)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._random = random.Random()
+
+    def settings(self, route: str) -> ShadowSettings:
+        if route not in self._settings:
+            if route in self.gateway.config.routes and "shadow" in self.gateway.config.routes[route]:
+                self._settings[route] = lever_model(self.gateway.config, "shadow", ShadowSettings, route)
+            else:
+                self._settings[route] = self.default
+        return self._settings[route]
+
+    async def handle(self, ctx: Context, next: Handler) -> Reply:
+        if ctx.extra.get("shadow_run") or ctx.extra.get("shadow_skip"):  # our own reruns; eval traffic
+            return await next(ctx)
+        settings = self.settings(ctx.route)
+        if not settings.enabled or settings.sample <= 0 or ctx.stream:
+            return await next(ctx)
+        original = copy.deepcopy(ctx.body)
+        reply = await next(ctx)
+        if not reply.ok or reply.body is None or reply.stream is not None:
+            return reply
+        acted = set(ctx.savings) | ({ctx.extra["answered_by"]} if ctx.extra.get("answered_by") else set())
+        if settings.levers is not None:
+            acted &= set(settings.levers)
+        if not acted or self._random.random() >= settings.sample or len(self._tasks) >= settings.max_in_flight:
+            return reply
+        served_text = reply_text(reply.body)
+        ctx.extra["shadow_sampled"] = True  # lands in this request's ledger row
+        task = asyncio.create_task(
+            self._shadow(ctx, original, served_text, reply.served_model or ctx.target_model, sorted(acted), settings)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return reply
+
+    async def _shadow(
+        self, ctx: Context, original: dict[str, Any], served: str, served_model: str, levers: list[str],
+        settings: ShadowSettings,
+    ) -> None:  # fmt: skip
+        try:
+            await asyncio.wait_for(self._compare(ctx, original, served, served_model, levers, settings), settings.timeout)
+        except Exception:
+            log.exception("shadow evaluation of %s failed", ctx.request_id)
+
+    def _side_context(self, ctx: Context, body: dict[str, Any]) -> Context:
+        side = Context(protocol=ctx.protocol, body=body, config=ctx.config, tenant=ctx.tenant, tags=dict(ctx.tags))
+        side.requested_model = str(body.get("model", ""))
+        side.extra["shadow_run"] = True
+        return side
+
+    async def _compare(
+        self, ctx: Context, original: dict[str, Any], served: str, served_model: str, levers: list[str],
+        settings: ShadowSettings,
+    ) -> None:  # fmt: skip
+        mode = settings.effective_mode
+        body = copy.deepcopy(original)
+        started = time.perf_counter()
+        if mode == "reference":
+            assert settings.reference_model is not None
+            body["model"] = settings.reference_model
+            side = self._side_context(ctx, body)
+            ref_reply = await self.gateway.call_model(side, settings.reference_model, body)
+            reference = settings.reference_model
+        else:
+            side = self._side_context(ctx, body)
+            side.extra["levers_off"] = set(levers)
+            assert self.gateway.pipeline is not None
+            ref_reply = await self.gateway.pipeline(side)
+            reference = "levers_off:" + ",".join(levers)
+        if not ref_reply.ok or ref_reply.body is None:
+            g_status, score, detail = "ungraded", None, f"reference call failed with status {ref_reply.status}"
+        else:
+            ref_text = reply_text(ref_reply.body)
+            services = Services(judge=self._judge(side), judge_model=settings.reference_model)
+            g = await grade(settings.grader, served, ref_text, prompt=_prompt_text(original), services=services)
+            g_status, score, detail = g.status, g.score, g.detail
+        # side_cost holds the reference call (reference mode) and any judge calls; a lever-off
+        # rerun through the pipeline carries its own cost on the reply
+        cost = Decimal(str(side.extra.get("side_cost", "0"))) + (ref_reply.cost if mode != "reference" else 0)
+        delta = None if score is None else 1.0 - score
+        now = time.time()
+        rows = [
+            (now, ctx.request_id, ctx.route, lever, mode, reference, served_model, g_status, score, delta,
+             detail[:500], float(cost) / len(levers))
+            for lever in levers
+        ]  # fmt: skip
+        await asyncio.to_thread(self.monitor.store.add, rows)
+        self._ledger(ctx, side, ref_reply, reference, cost, started, g_status, delta)
+        for lever in levers:
+            event = self.monitor.observe(ctx.route, lever, delta, settings)
+            if event is not None:
+                await self._on_disable(event, settings)
+
+    def _ledger(
+        self, ctx: Context, side: Context, reply: Reply, reference: str, cost: Decimal, started: float,
+        status: str, delta: float | None,
+    ) -> None:  # fmt: skip
+        """Shadow calls cost real money: they get their own ledger row, tagged `shadow`."""
+        ledger = self.gateway.ledger
+        if ledger is None:
+            return
+        from thrifty.ledger.record import LedgerRecord
+
+        usage = reply.usage
+        ledger.submit(LedgerRecord(
+            request_id=ctx.request_id + "-shadow", ts=side.started, protocol=side.protocol,
+            requested_model=side.requested_model, served_model=reply.served_model or side.requested_model,
+            provider=reply.provider, status=reply.status, outcome="ok" if reply.ok else "error",
+            key_name=ctx.key_name, tenant=ctx.tenant, route=ctx.route, feature=ctx.tags.get("feature"),
+            tags={**ctx.tags, "shadow": reference}, input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens, output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens, usage_estimated=usage.estimated, cost=cost,
+            counterfactual_cost=cost, latency_ms=(time.perf_counter() - started) * 1000,
+            extra={"shadow_of": ctx.request_id, "grade": status, "delta": delta},
+        ))  # fmt: skip
+
+    def _judge(self, side: Context) -> Any:
+        async def call(model: str, messages: list[dict[str, Any]], timeout: float) -> str:
+            body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": 512}
+            judge_ctx = self._side_context(side, body)
+            judge_ctx.protocol = "openai"
+            reply = await asyncio.wait_for(self.gateway.call_model(judge_ctx, model, body, "openai"), timeout)
+            side.extra["side_cost"] = str(
+                Decimal(str(side.extra.get("side_cost", "0"))) + Decimal(str(judge_ctx.extra.get("side_cost", "0")))
+            )
+            if not reply.ok:
+                raise RuntimeError(f"judge answered status {reply.status}")
+            return reply_text(reply.body)
+
+        return call
+
+    async def _on_disable(self, event: dict[str, Any], settings: ShadowSettings) -> None:
+        log.warning(
+            "shadow: turning lever %s off for route %s: mean quality drop %.3f over %d samples exceeds tolerance %.3f",
+            event["lever"], event["route"], event["mean_delta"], event["samples"], event["tolerance"],
+        )  # fmt: skip
+        info = {k: event[k] for k in ("ts", "mean_delta", "samples", "tolerance")}
+        await asyncio.to_thread(self.monitor.store.set_disabled, event["route"], event["lever"], info)
+        if settings.webhook:
+            await post_webhook(settings.webhook, event)
+
+    async def drain(self) -> None:
+        """Wait for the shadow runs in flight (for tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.drain()
+        await asyncio.to_thread(self.monitor.store.close)
+
+
+async def post_webhook(url: str, payload: dict[str, Any], timeout: float = 10.0) -> bool:
+    """POST `payload` as JSON; failures are logged, never raised."""
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.post(url, json=payload) as resp,
+        ):
+            if resp.status >= 400:
+                log.warning("shadow webhook %s answered %d", url, resp.status)
+                return False
+            return True
+    except Exception as exc:
+        log.warning("shadow webhook %s failed: %s", url, exc)
+        return False
+
+
+def build(gateway: Gateway) -> ShadowStage | None:
+    """The shadow stage, or None when no route samples any traffic."""
+    config = gateway.config
+    if not config.shadow and not config.lever_routes("shadow"):
+        return None
+    default = lever_model(config, "shadow", ShadowSettings)
+    routes = {r: lever_model(config, "shadow", ShadowSettings, r) for r in config.lever_routes("shadow")}
+    if not any(s.enabled and s.sample > 0 for s in [default, *routes.values()]):
+        return None
+    for s in [default, *routes.values()]:
+        if s.reference_model and not config.has_model(s.reference_model):
+            from thrifty.config import ConfigError
+
+            raise ConfigError(f"shadow.reference_model {s.reference_model!r} is not a configured model")
+    path = default.db or _sqlite_path(config.store) or "thrifty-shadow.db"
+    store = ShadowStore(path)
+    stage = ShadowStage(gateway, default, store)
+    stage._settings.update(routes)
+    stage.monitor.load()
+    gateway.state[STATE_KEY] = stage
+    return stage
+
+
+def snapshot(gateway: Gateway) -> dict[str, Any]:
+    """Shadow state for dashboards: per route and lever the samples, mean quality drop and
+    whether it is off, the (route, lever) pairs turned off, and the recent events."""
+    stage = gateway.state.get(STATE_KEY)
+    if stage is None:
+        off = sorted([list(k) for k in gateway.state.get("disabled_levers", ())])
+        return {"enabled": False, "levers": [], "disabled": off, "events": []}
+    return {"enabled": True, **stage.monitor.snapshot()}
+
+
+def setup(app: web.Application, gateway: Gateway) -> None:
+    """HTTP: GET /v1/thrifty/shadow (state) and POST /v1/thrifty/shadow/enable (admin key)."""
+    from aiohttp import web
+
+    from thrifty.server.app import KEYS
+    from thrifty.server.auth import presented_key
+
+    def admin(request: web.Request) -> web.Response | None:
+        keys = request.app[KEYS]
+        principal = keys.lookup(None) if not keys.enabled else keys.lookup(
+            presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key")))  # fmt: skip
+        if principal is None or not principal.admin:
+            return web.json_response({"error": {"message": "the shadow API needs an admin key"}}, status=403)
+        return None
+
+    async def state(request: web.Request) -> web.Response:
+        denied = admin(request)
+        if denied is not None:
+            return denied
+        return web.json_response(snapshot(gateway))
+
+    async def enable(request: web.Request) -> web.Response:
+        denied = admin(request)
+        if denied is not None:
+            return denied
+        stage = gateway.state.get(STATE_KEY)
+        try:
+            data = await request.json()
+            route, lever = str(data["route"]), str(data["lever"])
+        except Exception:
+            return web.json_response({"error": {"message": "send {\"route\": ..., \"lever\": ...}"}}, status=400)
+        was = False
+        if stage is not None:
+            was = stage.monitor.enable(route, lever)
+            await asyncio.to_thread(stage.monitor.store.set_disabled, route, lever, None)
+        else:
+            disabled_levers(gateway.state).discard((route, lever))
+        return web.json_response({"route": route, "lever": lever, "was_disabled": was})
+
+    app.router.add_get("/v1/thrifty/shadow", state)
+    app.router.add_post("/v1/thrifty/shadow/enable", enable)

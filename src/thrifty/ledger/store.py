@@ -1,0 +1,251 @@
+"""Ledger stores: SQLite (default, WAL) and PostgreSQL behind one interface.
+
+Writes come in batches from the `LedgerWriter` thread; reads (spend reports, dashboards,
+audits) open their own connections so they never wait on the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from thrifty.ledger.record import COLUMNS, LedgerRecord, from_pico, schema_sql, to_pico
+
+#: Dimensions `spend` can group by, and the SQL expression of each.
+GROUPS = {
+    "model": "requested_model",
+    "served_model": "served_model",
+    "provider": "provider",
+    "route": "route",
+    "feature": "COALESCE(feature, '-')",
+    "key": "COALESCE(key_name, '-')",
+    "tenant": "tenant",
+    "status": "status",
+}
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def record_row(r: LedgerRecord) -> tuple[Any, ...]:
+    saved = sum(r.savings.values(), Decimal(0))
+    return (
+        r.request_id, r.ts, r.protocol, r.requested_model, r.served_model, r.provider, r.status,
+        r.outcome, r.key_name, r.tenant, r.route, r.feature, r.task, _json(r.tags), r.error, r.cache,
+        r.answered_by, r.input_tokens, r.cache_read_tokens, r.cache_write_tokens,
+        r.cache_write_1h_tokens, r.output_tokens, r.reasoning_tokens, r.usage_estimated,
+        to_pico(r.cost), to_pico(r.counterfactual_cost), to_pico(saved), float(r.cost),
+        float(r.counterfactual_cost), _json({k: str(v) for k, v in r.savings.items()}),
+        _json(r.tokens_saved), r.latency_ms, r.ttfb_ms, r.stream, r.finish_reason, _json(r.extra),
+        _json(r.request_body) if r.request_body is not None else None,
+        _json(r.response_body) if r.response_body is not None else None,
+    )  # fmt: skip
+
+
+class LedgerStore(ABC):
+    """Where ledger rows live. Thread-safe; every method may block (call from a thread)."""
+
+    dialect: str = ""
+
+    @abstractmethod
+    def write(self, records: Sequence[LedgerRecord]) -> None: ...
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query (with `?` placeholders) and return all rows."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def ph(self, sql: str) -> str:
+        return sql
+
+    def count(self) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM requests")[0][0])
+
+    def spend(
+        self, by: str = "model", since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Spend grouped by `by` (see GROUPS, or `day`), biggest first."""
+        if by == "day":
+            expr = (
+                "date(ts, 'unixepoch')"
+                if self.dialect == "sqlite"
+                else "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            )
+        elif by in GROUPS:
+            expr = GROUPS[by]
+        else:
+            raise ValueError(f"cannot group spend by {by!r}; choose one of {', '.join([*GROUPS, 'day'])}")
+        where, params = _window(since, until)
+        rows = self.execute(
+            f"""SELECT {expr} AS k, COUNT(*), SUM(input_tokens + cache_read_tokens + cache_write_tokens
+                + cache_write_1h_tokens), SUM(output_tokens), SUM(cost_pico), SUM(counterfactual_pico),
+                SUM(saved_pico), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)
+                FROM requests {where} GROUP BY k ORDER BY SUM(cost_pico) DESC, k""",
+            params,
+        )
+        return [
+            {
+                by: k,
+                "requests": int(n),
+                "input_tokens": int(tin or 0),
+                "output_tokens": int(tout or 0),
+                "cost": from_pico(c),
+                "counterfactual_cost": from_pico(cf),
+                "saved": from_pico(s),
+                "errors": int(e or 0),
+            }
+            for k, n, tin, tout, c, cf, s, e in rows
+        ]
+
+    def savings_by_lever(self, since: float | None = None, until: float | None = None) -> dict[str, Decimal]:
+        where, params = _window(since, until)
+        totals: dict[str, Decimal] = {}
+        for (savings,) in self.execute(f"SELECT savings FROM requests {where}", params):
+            for lever, amount in orjson.loads(savings).items():
+                totals[lever] = totals.get(lever, Decimal(0)) + Decimal(amount)
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+    def rows(self, since: float | None = None, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        where, params = _window(since, None)
+        sql = f"SELECT {', '.join(COLUMNS)} FROM requests {where} ORDER BY ts"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        for row in self.execute(sql, params):
+            yield dict(zip(COLUMNS, row, strict=True))
+
+    @abstractmethod
+    def record_outcome(self, task: str, success: bool, score: float | None, note: str | None, ts: float) -> None:
+        """Record whether task `task` (the `X-Thrifty-Task` header) ended well."""
+
+
+def _window(since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if since is not None:
+        clauses.append("ts >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("ts < ?")
+        params.append(until)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+class SQLiteStore(LedgerStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = self._connect()
+        for stmt in schema_sql("sqlite"):
+            self._conn.execute(stmt)
+        self._conn.commit()
+        self._lock = threading.Lock()
+        self._insert = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def write(self, records: Sequence[LedgerRecord]) -> None:
+        rows = [record_row(r) for r in records]
+        with self._lock, self._conn:
+            self._conn.executemany(self._insert, rows)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, list(params)).fetchall()
+
+    def record_outcome(self, task: str, success: bool, score: float | None, note: str | None, ts: float) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO task_outcomes (task, ts, success, score, note) VALUES (?, ?, ?, ?, ?)",
+                (task, ts, int(success), score, note),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class PostgresStore(LedgerStore):
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.url = url
+        self._conn = psycopg.connect(url, autocommit=False)
+        with self._conn.cursor() as cur:
+            for stmt in schema_sql("postgresql"):
+                cur.execute(stmt)
+        self._conn.commit()
+        self._lock = threading.Lock()
+        cols = ", ".join(COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
+        self._insert = (
+            f"INSERT INTO requests ({cols}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
+            f"ON CONFLICT (request_id) DO UPDATE SET {updates}"
+        )
+
+    def write(self, records: Sequence[LedgerRecord]) -> None:
+        rows = [record_row(r) for r in records]
+        with self._lock:
+            try:
+                with self._conn.cursor() as cur:
+                    cur.executemany(self._insert, rows)
+                self._conn.commit()
+            except Exception:
+                self._conn.rollback()
+                raise
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                with self._conn.cursor() as cur:
+                    cur.execute(sql.replace("?", "%s"), list(params))  # type: ignore[arg-type,unused-ignore]
+                    rows = cur.fetchall() if cur.description else []
+                self._conn.commit()
+                return [tuple(r) for r in rows]
+            except Exception:
+                self._conn.rollback()
+                raise
+
+    def record_outcome(self, task: str, success: bool, score: float | None, note: str | None, ts: float) -> None:
+        with self._lock:
+            with self._conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO task_outcomes (task, ts, success, score, note) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (task) DO UPDATE SET ts = EXCLUDED.ts, success = EXCLUDED.success, "
+                    "score = EXCLUDED.score, note = EXCLUDED.note",
+                    (task, ts, success, score, note),
+                )
+            self._conn.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_store(url: str) -> LedgerStore:
+    """Open the store named by `url`: `sqlite:///path.db`, `sqlite://:memory:`, or `postgresql://...`."""
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///rel.db is relative; sqlite:////abs.db is absolute
+        return SQLiteStore(path or "thrifty.db")
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    raise ValueError(f"unknown store {url!r}: use sqlite:///thrifty.db or postgresql://user@host/db")

@@ -1,0 +1,160 @@
+"""Batched ledger writes off the request path, and a promise that no row is dropped.
+
+`submit` is O(1) and never blocks the event loop. A background thread writes batches; a
+store that fails is retried with backoff while rows stay queued, and at shutdown whatever
+could still not be written goes to a JSONL spill file beside the ledger, which the next
+start replays into the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+
+from thrifty.ledger.record import LedgerRecord
+from thrifty.ledger.store import LedgerStore
+
+log = logging.getLogger("thrifty.ledger")
+
+Listener = Callable[[LedgerRecord], None]
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        flush_interval: float = 0.25,
+        batch_size: int = 512,
+        spill_path: str | Path = "thrifty-ledger-spill.jsonl",
+    ) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.spill_path = Path(spill_path)
+        self._queue: deque[LedgerRecord] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._listeners: list[Listener] = []
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self.written = 0
+        self.failures = 0
+        self._replay_spill()
+        self._thread = threading.Thread(target=self._run, name="thrifty-ledger", daemon=True)
+        self._thread.start()
+
+    def add_listener(self, callback: Listener) -> None:
+        """Call `callback(record)` for each submitted record (on the submitter's thread)."""
+        self._listeners.append(callback)
+
+    def submit(self, record: LedgerRecord) -> None:
+        self._queue.append(record)
+        for cb in self._listeners:
+            try:
+                cb(record)
+            except Exception:  # a broken listener must not lose the row
+                log.exception("ledger listener failed")
+        if len(self._queue) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + self._in_flight
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every submitted row is written; False if that took longer than `timeout`."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self.pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, 0.05))
+                self._wake.set()
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything, stop the thread, and spill what the store would not take."""
+        self.flush(timeout)
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._queue:
+            self._spill(list(self._queue))
+            self._queue.clear()
+        self.store.close()
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            while self._queue:
+                batch: list[LedgerRecord] = []
+                while self._queue and len(batch) < self.batch_size:
+                    batch.append(self._queue.popleft())
+                self._in_flight = len(batch)
+                try:
+                    self.store.write(batch)
+                    self.written += len(batch)
+                    backoff = 0.1
+                except Exception as exc:
+                    self.failures += 1
+                    log.error("ledger write of %d rows failed (%s); retrying in %.1fs", len(batch), exc, backoff)
+                    self._queue.extendleft(reversed(batch))
+                    self._in_flight = 0
+                    if self._stop:
+                        return
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                finally:
+                    self._in_flight = 0
+                with self._idle:
+                    self._idle.notify_all()
+            with self._idle:
+                self._idle.notify_all()
+            if self._stop:
+                return
+
+    # -- spill file ------------------------------------------------------------------------
+
+    def _spill(self, records: list[LedgerRecord]) -> None:
+        with self.spill_path.open("ab") as f:
+            for r in records:
+                f.write(orjson.dumps(asdict(r), default=_default) + b"\n")
+        log.error("wrote %d ledger rows the store refused to %s; they are replayed at next start", len(records), self.spill_path)
+
+    def _replay_spill(self) -> None:
+        if not self.spill_path.exists():
+            return
+        records = []
+        for line in self.spill_path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            data = orjson.loads(line)
+            for k in ("cost", "counterfactual_cost"):
+                data[k] = Decimal(data[k])
+            data["savings"] = {k: Decimal(v) for k, v in data["savings"].items()}
+            records.append(LedgerRecord(**data))
+        self.store.write(records)
+        self.spill_path.unlink()
+        log.warning("replayed %d spilled ledger rows from %s", len(records), self.spill_path)
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value))

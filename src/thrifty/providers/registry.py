@@ -1,0 +1,23 @@
+"""Which class serves each `provider:` kind of a configured model."""
+
+from __future__ import annotations
+
+import importlib
+
+from thrifty.config import ModelConfig
+from thrifty.providers.base import Provider
+
+#: provider kind -> "module:Class". The local engine and replay provider load lazily so
+#: that a gateway without them does not import llama.cpp or datasets.
+KINDS: dict[str, str] = {
+    "openai": "thrifty.providers.openai:OpenAIProvider",
+    "anthropic": "thrifty.providers.anthropic:AnthropicProvider",
+    "local": "thrifty.providers.local:LocalProvider",
+    "replay": "thrifty.providers.replay:ReplayProvider",
+}
+
+
+def make_provider(config: ModelConfig) -> Provider:
+    module_name, _, cls_name = KINDS[config.provider].partition(":")
+    cls: type[Provider] = getattr(importlib.import_module(module_name), cls_name)
+    return cls(config)

@@ -1,0 +1,253 @@
+"""`GET /metrics`: Prometheus text exposition of what the ledger records, live.
+
+A `MetricsCollector` listens to the ledger writer (`add_listener`), so every row the ledger
+gets is counted here the moment it is submitted: requests, tokens, cost, savings by lever,
+cache outcomes, errors, latency histograms. Provider figures (an engine's queue depth,
+active sequences, ...) come from `gateway.providers[*].stats()` at scrape time.
+
+The exposition format is written by hand (it is a few lines of text) rather than adding a
+dependency. Label sets are capped so that a flood of new model names cannot blow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from thrifty.config import lever_model
+from thrifty.gateway import Gateway
+from thrifty.ledger.record import LedgerRecord
+
+#: Latency histogram bucket upper bounds, in seconds.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: Most label combinations per metric; the rest are counted under label value "other".
+MAX_SERIES = 2000
+
+Labels = tuple[tuple[str, str], ...]
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _fmt_labels(labels: Labels, extra: Labels = ()) -> str:
+    items = labels + extra
+    if not items:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in items) + "}"
+
+
+def _num(v: float) -> str:
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(float(v))
+
+
+class Family:
+    """One metric (counter or gauge): values per label set, capped at MAX_SERIES."""
+
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name, self.kind, self.help = name, kind, help_text
+        self.values: dict[Labels, float] = {}
+
+    def _key(self, labels: Labels) -> Labels:
+        if labels in self.values or len(self.values) < MAX_SERIES:
+            return labels
+        return tuple((k, "other") for k, _ in labels)
+
+    def inc(self, labels: Labels, amount: float = 1.0) -> None:
+        key = self._key(labels)
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def set(self, labels: Labels, value: float) -> None:
+        self.values[self._key(labels)] = value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} {self.kind}"
+        for labels, v in sorted(self.values.items()):
+            yield f"{self.name}{_fmt_labels(labels)} {_num(v)}"
+
+
+class Histogram:
+    """A Prometheus histogram with fixed buckets, per label set."""
+
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.name, self.help, self.buckets = name, help_text, buckets
+        self.series: dict[Labels, list[float]] = {}  # bucket counts..., +Inf count, sum
+
+    def observe(self, labels: Labels, value: float) -> None:
+        if labels not in self.series and len(self.series) >= MAX_SERIES:
+            labels = tuple((k, "other") for k, _ in labels)
+        s = self.series.get(labels)
+        if s is None:
+            s = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+        for i, ub in enumerate(self.buckets):
+            if value <= ub:
+                s[i] += 1
+        s[-2] += 1
+        s[-1] += value
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} histogram"
+        for labels, s in sorted(self.series.items()):
+            for ub, count in zip(self.buckets, s, strict=False):
+                yield f"{self.name}_bucket{_fmt_labels(labels, (('le', _num(ub)),))} {_num(count)}"
+            yield f"{self.name}_bucket{_fmt_labels(labels, (('le', '+Inf'),))} {_num(s[-2])}"
+            yield f"{self.name}_count{_fmt_labels(labels)} {_num(s[-2])}"
+            yield f"{self.name}_sum{_fmt_labels(labels)} {_num(s[-1])}"
+
+
+class MetricsCollector:
+    """Counts ledger records as they are submitted; `render()` writes the exposition text."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = Family("thrifty_requests_total", "counter", "Requests, by model served, route and outcome.")
+        self.tokens = Family("thrifty_tokens_total", "counter", "Tokens billed, by model and kind.")
+        self.cost = Family("thrifty_cost_usd_total", "counter", "Actual cost in USD, by model and route.")
+        self.counterfactual = Family(
+            "thrifty_counterfactual_cost_usd_total", "counter", "What the requests would have cost with no lever, USD."
+        )
+        self.saved = Family("thrifty_saved_usd_total", "counter", "USD saved, by lever.")
+        self.tokens_saved = Family("thrifty_tokens_saved_total", "counter", "Tokens saved, by lever.")
+        self.cache = Family("thrifty_cache_requests_total", "counter", "Exact-cache lookups, by result (hit, miss, bypass).")
+        self.answered = Family(
+            "thrifty_answered_without_provider_total", "counter", "Requests answered by a lever, by lever."
+        )
+        self.errors = Family("thrifty_errors_total", "counter", "Requests that ended with an error status, by status.")
+        self.rerouted = Family("thrifty_rerouted_total", "counter", "Requests served by another model than requested.")
+        self.latency = Histogram("thrifty_request_duration_seconds", "Time from request to last byte, by route.")
+        self.ttfb = Histogram("thrifty_time_to_first_byte_seconds", "Streaming: time to the first byte, by route.")
+        self.families = [
+            self.requests, self.tokens, self.cost, self.counterfactual, self.saved, self.tokens_saved,
+            self.cache, self.answered, self.errors, self.rerouted,
+        ]  # fmt: skip
+
+    def observe(self, r: LedgerRecord) -> None:
+        """Count one ledger record (a LedgerWriter listener: called on the submitting thread)."""
+        model = r.served_model or r.requested_model
+        with self._lock:
+            self.requests.inc((("model", model), ("route", r.route), ("outcome", r.outcome)))
+            for kind, n in (
+                ("input", r.input_tokens), ("cache_read", r.cache_read_tokens),
+                ("cache_write", r.cache_write_tokens + r.cache_write_1h_tokens),
+                ("output", r.output_tokens), ("reasoning", r.reasoning_tokens),
+            ):  # fmt: skip
+                if n:
+                    self.tokens.inc((("model", model), ("kind", kind)), n)
+            self.cost.inc((("model", model), ("route", r.route)), float(r.cost))
+            self.counterfactual.inc((("route", r.route),), float(r.counterfactual_cost))
+            for lever, usd in r.savings.items():
+                self.saved.inc((("lever", lever),), float(usd))
+            for lever, n in r.tokens_saved.items():
+                self.tokens_saved.inc((("lever", lever),), n)
+            if r.cache:
+                self.cache.inc((("result", r.cache),))
+            if r.answered_by:
+                self.answered.inc((("lever", r.answered_by),))
+            if r.status >= 400:
+                self.errors.inc((("status", str(r.status)),))
+            if r.served_model and r.served_model != r.requested_model:
+                self.rerouted.inc((("requested", r.requested_model), ("served", r.served_model)))
+            self.latency.observe((("route", r.route),), r.latency_ms / 1000.0)
+            if r.ttfb_ms is not None:
+                self.ttfb.observe((("route", r.route),), r.ttfb_ms / 1000.0)
+
+    def render(self, gateway: Gateway | None = None) -> str:
+        lines: list[str] = []
+        with self._lock:
+            for fam in self.families:
+                lines.extend(fam.render())
+            lines.extend(self.latency.render())
+            lines.extend(self.ttfb.render())
+        if gateway is not None:
+            lines.extend(_gateway_lines(gateway))
+        return "\n".join(lines) + "\n"
+
+
+def _gateway_lines(gateway: Gateway) -> list[str]:
+    stats = Family("thrifty_provider_stat", "gauge", "Live provider figures from Provider.stats(), by model and stat.")
+    for name, provider in gateway.providers.items():
+        try:
+            figures: dict[str, Any] = provider.stats()
+        except Exception:  # a provider's stats must never break a scrape
+            continue
+        for stat, value in figures.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                stats.set((("model", name), ("stat", stat)), float(value))
+    out = list(stats.render())
+    ledger = gateway.ledger
+    if ledger is not None:
+        out += [
+            "# HELP thrifty_ledger_pending Ledger rows waiting to be written.",
+            "# TYPE thrifty_ledger_pending gauge",
+            f"thrifty_ledger_pending {ledger.pending}",
+            "# HELP thrifty_ledger_written_total Ledger rows written since start.",
+            "# TYPE thrifty_ledger_written_total counter",
+            f"thrifty_ledger_written_total {ledger.written}",
+            "# HELP thrifty_ledger_write_failures_total Failed ledger batch writes since start.",
+            "# TYPE thrifty_ledger_write_failures_total counter",
+            f"thrifty_ledger_write_failures_total {ledger.failures}",
+        ]
+    return out
+
+
+COLLECTOR = web.AppKey("metrics_collector", MetricsCollector)
+
+
+class MetricsSettings(BaseModel):
+    """The `metrics:` config section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: Serve /metrics without a key (for a scraper inside a private network).
+    public: bool = False
+    #: OpenTelemetry traces (see thrifty.server.otel); validated there.
+    otel: dict[str, Any] | None = None
+
+
+def setup(app: web.Application, gateway: Gateway) -> None:
+    """Register GET /metrics and count every ledger record from start-up on.
+
+    /metrics is behind an admin key when keys are configured, unless `metrics.public: true`
+    (for a Prometheus scraper inside a private network).
+    """
+    from thrifty.server.guard import require_admin
+
+    settings = lever_model(gateway.config, "metrics", MetricsSettings)
+    if not settings.enabled:
+        return
+    collector = MetricsCollector()
+    app[COLLECTOR] = collector
+    gateway.state["metrics"] = collector
+    public = settings.public
+
+    async def attach(_app: web.Application) -> None:
+        if gateway.pipeline is None:  # the server's own start-up hook then skips its start
+            await gateway.start()
+        if gateway.ledger is not None:
+            gateway.ledger.add_listener(collector.observe)
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        if not public:
+            denied = require_admin(request)
+            if denied is not None:
+                return denied
+        text = await asyncio.to_thread(collector.render, gateway)
+        return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_TYPE})
+
+    app.on_startup.append(attach)
+    app.router.add_get("/metrics", metrics)

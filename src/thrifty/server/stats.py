@@ -1,0 +1,206 @@
+"""Live figures from the ledger for the dashboard and `GET /v1/thrifty/stats`.
+
+Everything is computed in SQL over a time window (`since`), except latency percentiles,
+which need the values themselves and read at most `LATENCY_SAMPLE` of the newest rows.
+Works on both ledger stores (SQLite and PostgreSQL) through `LedgerStore.execute`.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import orjson
+
+from thrifty.ledger.record import from_pico
+from thrifty.ledger.store import LedgerStore
+
+LATENCY_SAMPLE = 50_000
+MAX_POINTS = 120
+#: Bucket widths the time series may use, in seconds.
+BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400)
+
+
+def bucket_for(window_s: float) -> int:
+    """The smallest bucket that keeps the series under MAX_POINTS points."""
+    for b in BUCKETS:
+        if window_s / b <= MAX_POINTS:
+            return b
+    return BUCKETS[-1]
+
+
+def _usd(pico: Any) -> float:
+    return float(from_pico(int(pico or 0)))
+
+
+def collect(store: LedgerStore, since: float | None = None, now: float | None = None) -> dict[str, Any]:
+    """All dashboard figures for rows with ts >= since (default: the last 24 hours)."""
+    now = time.time() if now is None else now
+    since = now - 86400 if since is None else since
+    bucket = bucket_for(max(now - since, 60))
+    ex = store.execute
+    w = "WHERE ts >= ?"
+    p: list[Any] = [since]
+
+    (n, cost, cf, saved, tin, tcached, tout, errors, lat_avg) = ex(
+        f"""SELECT COUNT(*), SUM(cost_pico), SUM(counterfactual_pico), SUM(saved_pico),
+            SUM(input_tokens + cache_read_tokens + cache_write_tokens + cache_write_1h_tokens),
+            SUM(cache_read_tokens), SUM(output_tokens),
+            SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), AVG(latency_ms) FROM requests {w}""",
+        p,
+    )[0]
+    n = int(n or 0)
+    totals = {
+        "requests": n,
+        "cost": _usd(cost),
+        "counterfactual_cost": _usd(cf),
+        "saved": _usd(saved),
+        "saved_share": (_usd(saved) / _usd(cf)) if cf else 0.0,
+        "errors": int(errors or 0),
+        "error_rate": (int(errors or 0) / n) if n else 0.0,
+        "input_tokens": int(tin or 0),
+        "cached_tokens": int(tcached or 0),
+        "output_tokens": int(tout or 0),
+        "input_tokens_per_request": (int(tin or 0) / n) if n else 0.0,
+        "output_tokens_per_request": (int(tout or 0) / n) if n else 0.0,
+        "latency_ms_avg": float(lat_avg or 0.0),
+    }
+
+    slot = "CAST(ts / ? AS INTEGER)" if store.dialect == "sqlite" else "FLOOR(ts / ?)"
+    series = [
+        {
+            "t": int(b) * bucket,
+            "requests": int(r),
+            "cost": _usd(c),
+            "counterfactual_cost": _usd(f),
+            "saved": _usd(s),
+            "errors": int(e or 0),
+        }
+        for b, r, c, f, s, e in ex(
+            f"""SELECT {slot} AS b, COUNT(*), SUM(cost_pico), SUM(counterfactual_pico), SUM(saved_pico),
+                SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) FROM requests {w} GROUP BY b ORDER BY b""",
+            [bucket, since],
+        )
+    ]
+
+    def grouped(expr: str, limit: int = 10) -> list[dict[str, Any]]:
+        rows = ex(
+            f"""SELECT {expr} AS k, COUNT(*), SUM(cost_pico), SUM(saved_pico),
+                SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)
+                FROM requests {w} GROUP BY k ORDER BY SUM(cost_pico) DESC, COUNT(*) DESC LIMIT {int(limit)}""",
+            p,
+        )
+        return [
+            {"name": str(k), "requests": int(r), "cost": _usd(c), "saved": _usd(s), "errors": int(e or 0)}
+            for k, r, c, s, e in rows
+        ]
+
+    savings: dict[str, float] = {}
+    tokens_saved: dict[str, int] = {}
+    escalated = 0
+    for sv, ts_json, extra in ex(
+        f"SELECT savings, tokens_saved, extra FROM requests {w} AND (saved_pico <> 0 OR extra LIKE ?)",
+        [since, '%"escalat%'],
+    ):
+        for lever, amount in orjson.loads(sv or "{}").items():
+            savings[lever] = savings.get(lever, 0.0) + float(Decimal(str(amount)))
+        for lever, count in orjson.loads(ts_json or "{}").items():
+            tokens_saved[lever] = tokens_saved.get(lever, 0) + int(count)
+        if extra and _escalated(orjson.loads(extra)):
+            escalated += 1
+
+    cache = {str(k): int(c) for k, c in ex(f"SELECT COALESCE(cache, 'none'), COUNT(*) FROM requests {w} GROUP BY 1", p)}
+    looked_up = cache.get("hit", 0) + cache.get("miss", 0)
+    answered = {str(k): int(c) for k, c in ex(
+        f"SELECT answered_by, COUNT(*) FROM requests {w} AND answered_by IS NOT NULL GROUP BY 1", p)}  # fmt: skip
+
+    routing: list[dict[str, Any]] = [
+        {"requested": str(rq), "served": str(sv), "requests": int(c), "cost": _usd(cp)}
+        for rq, sv, c, cp in ex(
+            f"""SELECT requested_model, served_model, COUNT(*), SUM(cost_pico) FROM requests {w}
+                GROUP BY requested_model, served_model ORDER BY COUNT(*) DESC LIMIT 20""",
+            p,
+        )
+    ]
+    rerouted = sum(r["requests"] for r in routing if r["requested"] != r["served"])
+
+    lat = np.array(
+        [r[0] for r in ex(f"SELECT latency_ms FROM requests {w} ORDER BY ts DESC LIMIT {LATENCY_SAMPLE}", p)],
+        dtype=np.float64,
+    )
+    latency = {
+        f"p{q}": (float(np.percentile(lat, q)) if lat.size else None) for q in (50, 90, 99)
+    }
+
+    status = [{"status": int(s), "requests": int(c)} for s, c in ex(
+        f"SELECT status, COUNT(*) FROM requests {w} AND status >= 400 GROUP BY status ORDER BY COUNT(*) DESC", p)]  # fmt: skip
+    recent_errors = [
+        {"ts": float(t), "model": str(m), "status": int(s), "error": (e or "")[:200]}
+        for t, m, s, e in ex(
+            f"""SELECT ts, requested_model, status, error FROM requests {w} AND status >= 400
+                ORDER BY ts DESC LIMIT 10""",
+            p,
+        )
+    ]
+
+    (tasks, task_cost) = ex(f"SELECT COUNT(DISTINCT task), SUM(cost_pico) FROM requests {w} AND task IS NOT NULL", p)[0]
+    success_true = "1" if store.dialect == "sqlite" else "TRUE"
+    (ok_tasks, ok_cost) = ex(
+        f"""SELECT COUNT(DISTINCT r.task), SUM(r.cost_pico) FROM requests r
+            JOIN task_outcomes o ON o.task = r.task WHERE r.ts >= ? AND o.success = {success_true}""",
+        p,
+    )[0]
+    (with_outcome,) = ex(
+        """SELECT COUNT(DISTINCT r.task) FROM requests r JOIN task_outcomes o ON o.task = r.task
+            WHERE r.ts >= ?""",
+        p,
+    )[0]
+    # Cost per successful task charges every task's spend (failed ones too) to the successes.
+    spent_on_judged = ex(
+        """SELECT SUM(r.cost_pico) FROM requests r JOIN task_outcomes o ON o.task = r.task WHERE r.ts >= ?""", p
+    )[0][0]
+    tasks_info = {
+        "tasks": int(tasks or 0),
+        "with_outcome": int(with_outcome or 0),
+        "successful": int(ok_tasks or 0),
+        "cost_per_task": (_usd(task_cost) / int(tasks)) if tasks else None,
+        "cost_of_successful_tasks": _usd(ok_cost),
+        "cost_per_successful_task": (_usd(spent_on_judged) / int(ok_tasks)) if ok_tasks else None,
+        "cost_per_request": (totals["cost"] / n) if n else None,
+    }
+
+    return {
+        "since": since,
+        "now": now,
+        "bucket_s": bucket,
+        "totals": totals,
+        "series": series,
+        "by_model": grouped("served_model"),
+        "by_route": grouped("route"),
+        "by_feature": grouped("COALESCE(feature, '-')"),
+        "by_key": grouped("COALESCE(key_name, '-')"),
+        "savings_by_lever": dict(sorted(savings.items(), key=lambda kv: -kv[1])),
+        "tokens_saved_by_lever": tokens_saved,
+        "cache": {
+            "outcomes": cache,
+            "hit_rate": (cache.get("hit", 0) / looked_up) if looked_up else None,
+            "answered_by": answered,
+        },
+        "routing": {
+            "mix": routing,
+            "rerouted": rerouted,
+            "rerouted_rate": (rerouted / n) if n else 0.0,
+            "escalated": escalated,
+            "escalation_rate": (escalated / n) if n else 0.0,
+        },
+        "latency_ms": latency,
+        "errors": {"by_status": status, "recent": recent_errors},
+        "tasks": tasks_info,
+    }
+
+
+def _escalated(extra: Any) -> bool:
+    """The route lever marks a cascade that moved up a tier with extra["escalated"] (truthy)."""
+    return isinstance(extra, dict) and bool(extra.get("escalated"))

@@ -1,0 +1,255 @@
+"""A local mock of the OpenAI and Anthropic APIs, for tests, demos and benchmarks.
+
+It is the only fake in thrifty's tests: it sits at the provider edge, speaks both wire
+protocols over a real socket, and can be told to misbehave. A request's behaviour comes
+from its last user message, so a test steers it without configuring the server:
+
+- `[429 once]`   answer 429 (Retry-After: 0) to the first such request, then succeed
+- `[500 always]` answer 500 every time
+- `[cut]`        stream a few chunks, then drop the connection without finishing
+- `[slow N]`     wait N milliseconds before answering
+- `[cached N]`   report N cached input tokens (OpenAI) / N cache-read tokens (Anthropic)
+- `[write N]`    (Anthropic) report N cache-write tokens (5-minute)
+- `[write1h N]`  (Anthropic) report N cache-write tokens (1-hour)
+- `[reason N]`   (OpenAI) report N reasoning tokens
+- `[tool]`       answer with a tool call to the first tool in the request
+
+Every answer is deterministic: the text is "echo: " + the last user message, and usage is
+counted as one token per 4 characters of input plus 10, output one token per word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+_DIRECTIVE = re.compile(r"\[(429 once|500 always|cut|tool|slow \d+|cached \d+|write1h \d+|write \d+|reason \d+)\]")
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+                )
+    return ""
+
+
+def _directives(text: str) -> dict[str, int | bool]:
+    out: dict[str, int | bool] = {}
+    for d in _DIRECTIVE.findall(text):
+        name, _, num = d.partition(" ")
+        if name in ("429", "500"):
+            out[name] = True
+        elif num:
+            out[name] = int(num)
+        else:
+            out[name] = True
+    return out
+
+
+class MockUpstream:
+    """Both APIs on one aiohttp app. `calls` counts requests per path; `bodies` keeps them."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._failed_once: set[str] = set()
+        self.app = web.Application()
+        self.app.router.add_post("/v1/chat/completions", self.openai)
+        self.app.router.add_post("/v1/messages", self.anthropic)
+        self.app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, port: int = 0) -> MockUpstream:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _prelude(self, request: web.Request, kind: str) -> tuple[dict[str, Any], str, dict[str, int | bool]] | web.Response:
+        self.calls[kind] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        text = _last_user_text(body.get("messages") or [])
+        d = _directives(text)
+        if "slow" in d:
+            await asyncio.sleep(int(d["slow"]) / 1000)
+        if d.get("429") and text not in self._failed_once:
+            self._failed_once.add(text)
+            err = _error(kind, 429, "rate limited, try again")
+            return web.json_response(err, status=429, headers={"Retry-After": "0"})
+        if d.get("500"):
+            return web.json_response(_error(kind, 500, "the mock upstream is broken on purpose"), status=500)
+        return body, text, d
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        pre = await self._prelude(request, "openai")
+        if isinstance(pre, web.Response):
+            return pre
+        body, text, d = pre
+        answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        prompt_tokens = sum(len(json.dumps(m.get("content"))) for m in body["messages"]) // 4 + 10
+        words = answer.split()
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(words) + int(d.get("reason", 0)),
+            "total_tokens": prompt_tokens + len(words) + int(d.get("reason", 0)),
+            "prompt_tokens_details": {"cached_tokens": int(d.get("cached", 0))},
+            "completion_tokens_details": {"reasoning_tokens": int(d.get("reason", 0))},
+        }
+        tool_call = None
+        if d.get("tool") and body.get("tools"):
+            fn = body["tools"][0]["function"]["name"]
+            tool_call = {"id": "call_mock1", "type": "function", "function": {"name": fn, "arguments": '{"q": "x"}'}}
+        model = body.get("model", "mock")
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else answer}
+            if tool_call:
+                message["tool_calls"] = [tool_call]
+            return web.json_response({
+                "id": "chatcmpl-mock", "object": "chat.completion", "created": 1700000000, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop",
+                             "logprobs": None}],
+                "usage": usage,
+            })
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            data = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+            return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+        await resp.write(chunk({"role": "assistant", "content": ""}))
+        if tool_call:
+            await resp.write(chunk({"tool_calls": [{"index": 0, **tool_call}]}))
+        else:
+            for i, w in enumerate(words):
+                await resp.write(chunk({"content": (" " if i else "") + w}))
+                if d.get("cut") and i >= 1:
+                    await asyncio.sleep(0.01)
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+        await resp.write(chunk({}, "tool_calls" if tool_call else "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            data = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
+                    "choices": [], "usage": usage}
+            await resp.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        self.calls["count_tokens"] += 1
+        body = await request.json()
+        return web.json_response({"input_tokens": len(json.dumps(body.get("messages"))) // 4 + 10})
+
+    async def anthropic(self, request: web.Request) -> web.StreamResponse:
+        pre = await self._prelude(request, "anthropic")
+        if isinstance(pre, web.Response):
+            return pre
+        body, text, d = pre
+        answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        words = answer.split()
+        system = body.get("system") or ""
+        prompt_tokens = (sum(len(json.dumps(m.get("content"))) for m in body["messages"]) + len(json.dumps(system))) // 4 + 10
+        usage = {
+            "input_tokens": prompt_tokens,
+            "cache_creation_input_tokens": int(d.get("write", 0)) + int(d.get("write1h", 0)),
+            "cache_creation": {"ephemeral_5m_input_tokens": int(d.get("write", 0)),
+                               "ephemeral_1h_input_tokens": int(d.get("write1h", 0))},
+            "cache_read_input_tokens": int(d.get("cached", 0)),
+            "output_tokens": len(words),
+        }
+        model = body.get("model", "mock")
+        tool = body.get("tools", [None])[0] if d.get("tool") else None
+        content: list[dict[str, Any]] = (
+            [{"type": "tool_use", "id": "toolu_mock1", "name": tool["name"], "input": {"q": "x"}}] if tool
+            else [{"type": "text", "text": answer}]
+        )
+        stop = "tool_use" if tool else "end_turn"
+        if not body.get("stream"):
+            return web.json_response({
+                "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": content,
+                "stop_reason": stop, "stop_sequence": None, "usage": usage,
+            })
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(kind: str, data: dict[str, Any]) -> None:
+            await resp.write(f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode())
+
+        start_usage = {**usage, "output_tokens": 1}
+        await send("message_start", {"message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": model,
+                                                 "content": [], "stop_reason": None, "stop_sequence": None,
+                                                 "usage": start_usage}})
+        if tool:
+            await send("content_block_start", {"index": 0, "content_block": {**content[0], "input": {}}})
+            await send("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"q": "x"}'}})
+        else:
+            await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            await send("ping", {})
+            for i, w in enumerate(words):
+                await send("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": (" " if i else "") + w}})
+                if d.get("cut") and i >= 1:
+                    await asyncio.sleep(0.01)
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+        await send("content_block_stop", {"index": 0})
+        await send("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
+                                     "usage": {"output_tokens": len(words)}})
+        await send("message_stop", {})
+        await resp.write_eof()
+        return resp
+
+
+def _error(kind: str, status: int, message: str) -> dict[str, Any]:
+    if kind == "anthropic":
+        etype = "rate_limit_error" if status == 429 else "api_error"
+        return {"type": "error", "error": {"type": etype, "message": message}}
+    return {"error": {"message": message, "type": "rate_limit_error" if status == 429 else "server_error",
+                      "param": None, "code": None}}
+
+
+def main() -> None:  # pragma: no cover - a manual tool
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the mock OpenAI/Anthropic upstream.")
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args()
+
+    async def run() -> None:
+        mock = await MockUpstream().start(args.port)
+        print(f"mock upstream on {mock.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

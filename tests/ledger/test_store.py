@@ -1,0 +1,140 @@
+"""The ledger stores, against real SQLite and the real PostgreSQL on this machine."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from thrifty.ledger.record import LedgerRecord
+from thrifty.ledger.store import LedgerStore, PostgresStore, SQLiteStore, open_store
+from thrifty.ledger.writer import LedgerWriter
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def record(
+    model: str = "m", cost: str = "0.001", saved: dict[str, Decimal] | None = None, **kw: object
+) -> LedgerRecord:
+    saved = saved or {}
+    c = Decimal(cost)
+    return LedgerRecord(
+        request_id="req_" + uuid.uuid4().hex,
+        ts=time.time(),
+        protocol="openai",
+        requested_model=model,
+        served_model=model,
+        provider="openai",
+        status=200,
+        outcome="ok",
+        input_tokens=10,
+        output_tokens=5,
+        cost=c,
+        counterfactual_cost=c + sum(saved.values(), Decimal(0)),
+        savings=saved,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_URL, connect_timeout=2).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStore]:
+    if request.param == "sqlite":
+        s: LedgerStore = SQLiteStore(str(tmp_path / "l.db"))
+    else:
+        if not _pg_available():
+            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}; start it (see README, Development)")
+        s = PostgresStore(PG_URL)
+        s.execute("DELETE FROM requests")
+    yield s
+    s.close()
+
+
+def test_spend_groups_and_sums_exactly(store: LedgerStore) -> None:
+    store.write(
+        [
+            record("a", "0.1", {"cache": Decimal("0.3")}, route="search"),
+            record("a", "0.2", route="chat"),
+            record("b", "0.0000001"),
+        ]
+    )
+    by_model = {r["model"]: r for r in store.spend("model")}
+    assert by_model["a"]["cost"] == Decimal("0.3") and by_model["a"]["requests"] == 2
+    assert by_model["a"]["saved"] == Decimal("0.3") and by_model["a"]["counterfactual_cost"] == Decimal("0.6")
+    assert by_model["b"]["cost"] == Decimal("0.0000001")
+    assert [r["route"] for r in store.spend("route")][0] == "chat"
+    assert store.savings_by_lever() == {"cache": Decimal("0.3")}
+    assert store.spend("day")[0]["requests"] == 3
+    with pytest.raises(ValueError, match="cannot group spend by"):
+        store.spend("colour")
+
+
+def test_writer_batches_and_flushes(tmp_path: Path) -> None:
+    writer = LedgerWriter(
+        SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "spill.jsonl"
+    )
+    for _ in range(1000):
+        writer.submit(record())
+    assert writer.flush(5)
+    assert writer.store.count() == 1000
+    writer.close()
+
+
+class FlakyStore(SQLiteStore):
+    def __init__(self, path: str, fail: int) -> None:
+        super().__init__(path)
+        self.fail = fail
+
+    def write(self, records):  # type: ignore[no-untyped-def]
+        if self.fail:
+            self.fail -= 1
+            raise OSError("disk full")
+        super().write(records)
+
+
+def test_a_failing_store_loses_nothing(tmp_path: Path) -> None:
+    writer = LedgerWriter(
+        FlakyStore(str(tmp_path / "f.db"), fail=2), flush_interval=0.01, spill_path=tmp_path / "s.jsonl"
+    )
+    for _ in range(10):
+        writer.submit(record())
+    assert writer.flush(10)
+    assert writer.store.count() == 10 and writer.failures == 2
+    writer.close()
+
+
+def test_rows_the_store_refuses_at_shutdown_are_spilled_and_replayed(tmp_path: Path) -> None:
+    spill = tmp_path / "s.jsonl"
+    writer = LedgerWriter(
+        FlakyStore(str(tmp_path / "g.db"), fail=10**6), flush_interval=0.01, spill_path=spill
+    )
+    r = record(saved={"cache": Decimal("0.5")})
+    writer.submit(r)
+    writer.close(timeout=0.3)
+    assert spill.exists()
+    again = LedgerWriter(SQLiteStore(str(tmp_path / "g.db")), spill_path=spill)
+    assert not spill.exists()
+    [row] = list(again.store.rows())
+    assert row["request_id"] == r.request_id and row["saved_pico"] == 500_000_000_000
+    again.close()
+
+
+def test_open_store_urls(tmp_path: Path) -> None:
+    s = open_store(f"sqlite:///{tmp_path}/x.db")
+    assert isinstance(s, SQLiteStore) and s.path == f"{tmp_path}/x.db"[1:] or s.path.endswith("x.db")
+    s.close()
+    with pytest.raises(ValueError, match="unknown store"):
+        open_store("mysql://x")
