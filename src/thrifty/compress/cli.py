@@ -7,44 +7,31 @@ the input tokens each compression lever removed.
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
-
 import click
 
 from thrifty.compress.reports import prefix_cache_hit_rate, tokens_saved_by_route, truncation_by_route
-
-
-def connect(store: str) -> Any:
-    """A DB-API connection to the ledger at `store` (sqlite:///path or postgresql://...)."""
-    if store.startswith("sqlite:///"):
-        return sqlite3.connect(store.removeprefix("sqlite:///"))
-    if store.startswith(("postgresql://", "postgres://")):
-        import psycopg
-
-        return psycopg.connect(store)
-    raise click.BadParameter(f"unsupported store {store!r}; use sqlite:///path or postgresql://...")
+from thrifty.ledger.store import open_store
 
 
 @click.command("compress-report")
-@click.option("--store", default="sqlite:///thrifty.db", show_default=True, help="the ledger store")
+@click.option("--store", default="sqlite:///thrifty.db", show_default=True, help="the ledger store URL")
 def compress_report(store: str) -> None:
     """Prefix-cache hit rate, output-cap truncation and tokens removed, per route."""
-    conn = connect(store)
+    ledger = open_store(store)
     try:
         click.echo(f"{'route':<20} {'requests':>8} {'cache-hit req':>13} {'cached tokens':>13}")
-        for r in prefix_cache_hit_rate(conn):
+        for r in prefix_cache_hit_rate(ledger):
             click.echo(f"{r.route:<20} {r.requests:>8} {r.request_hit_rate:>13.1%} {r.token_hit_rate:>13.1%}")
         click.echo(f"\n{'route':<20} {'requests':>8} {'truncated':>9} {'capped':>8} {'capped+cut':>10}")
-        for t in truncation_by_route(conn):
+        for t in truncation_by_route(ledger):
             click.echo(
                 f"{t.route:<20} {t.requests:>8} {t.truncation_rate:>9.1%} {t.capped:>8} {t.capped_truncation_rate:>10.1%}"
             )
-        saved = tokens_saved_by_route(conn)
+        saved = tokens_saved_by_route(ledger)
         if saved:
             click.echo(f"\n{'route':<20} {'lever':<20} {'tokens removed':>14}")
             for route, levers in sorted(saved.items()):
                 for lever, n in sorted(levers.items()):
                     click.echo(f"{route:<20} {lever:<20} {n:>14,}")
     finally:
-        conn.close()
+        ledger.close()

@@ -1,7 +1,7 @@
 """Per-route figures for the token levers, read from the ledger's `requests` table.
 
-Takes any DB-API connection whose `execute(sql)` returns rows (sqlite3, psycopg 3), so that
-reports work on whichever store the ledger uses. Rows answered without a provider call
+Takes the ledger store (`thrifty.ledger.store.LedgerStore`, SQLite or PostgreSQL: anything
+whose `execute(sql)` returns a list of row tuples). Rows answered without a provider call
 (cache hits, dedup) are left out of the provider figures.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
-class Connection(Protocol):
-    def execute(self, sql: str) -> Any: ...
+class Rows(Protocol):
+    def execute(self, sql: str) -> list[tuple[Any, ...]]: ...
 
 
 @dataclass
@@ -36,14 +36,14 @@ class PrefixCacheRate:
         return self.requests_with_hit / self.requests if self.requests else 0.0
 
 
-def prefix_cache_hit_rate(conn: Connection) -> list[PrefixCacheRate]:
+def prefix_cache_hit_rate(store: Rows) -> list[PrefixCacheRate]:
     """Provider prefix-cache hit rate per route, from cache_read_tokens."""
-    rows = conn.execute(
+    rows = store.execute(
         "SELECT route, COUNT(*), SUM(CASE WHEN cache_read_tokens > 0 THEN 1 ELSE 0 END), "
         "SUM(input_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens + cache_write_1h_tokens) "
         "FROM requests WHERE answered_by IS NULL AND status >= 200 AND status < 300 "
         "GROUP BY route ORDER BY route"
-    ).fetchall()
+    )
     return [PrefixCacheRate(str(r[0]), *(int(x or 0) for x in r[1:])) for r in rows]
 
 
@@ -68,11 +68,11 @@ class Truncation:
 LENGTH_REASONS = ("length", "max_tokens")
 
 
-def truncation_by_route(conn: Connection) -> list[Truncation]:
+def truncation_by_route(store: Rows) -> list[Truncation]:
     """Per route: answers ended by the token limit, overall and among capped requests."""
-    rows = conn.execute(
+    rows = store.execute(
         "SELECT route, finish_reason, extra FROM requests WHERE answered_by IS NULL AND status >= 200 AND status < 300"
-    ).fetchall()
+    )
     by: dict[str, Truncation] = {}
     for route, reason, extra in rows:
         t = by.setdefault(str(route), Truncation(str(route), 0, 0, 0, 0))
@@ -86,10 +86,10 @@ def truncation_by_route(conn: Connection) -> list[Truncation]:
     return [by[k] for k in sorted(by)]
 
 
-def tokens_saved_by_route(conn: Connection, prefix: str = "compress") -> dict[str, dict[str, int]]:
+def tokens_saved_by_route(store: Rows, prefix: str = "compress") -> dict[str, dict[str, int]]:
     """Input tokens removed per route and lever, for levers whose name starts with `prefix`."""
     out: dict[str, dict[str, int]] = {}
-    for route, tokens_saved in conn.execute("SELECT route, tokens_saved FROM requests").fetchall():
+    for route, tokens_saved in store.execute("SELECT route, tokens_saved FROM requests"):
         for lever, n in _json(tokens_saved).items():
             if lever.startswith(prefix):
                 bucket = out.setdefault(str(route), {})
