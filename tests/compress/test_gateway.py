@@ -48,16 +48,13 @@ async def test_rag_route_compresses_and_the_ledger_proves_it(
     upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
 ) -> None:
     gw = await start_gateway(mock_config(upstream, tmp_path, LEVERS))
-    body = {
-        "model": "gpt-test",
-        "max_tokens": 500,
-        "messages": [{"role": "user", "content": "\n\n".join(PASSAGES) + "\n\n" + QUESTION}],
-    }
+    prompt = "\n\n".join(PASSAGES) + "\n\n" + QUESTION
+    body = {"model": "gpt-test", "max_tokens": 500, "messages": [{"role": "user", "content": prompt}]}
     await post(gw, "/v1/chat/completions", body, tags="route=rag")
     sent = upstream.bodies[-1]
     text = sent["messages"][0]["content"]
     assert text.endswith("\n\n" + QUESTION) and "330 metres" in text
-    assert len(text) < 0.4 * len(body["messages"][0]["content"])
+    assert len(text) < 0.4 * len(prompt)
     assert sent["max_tokens"] == 64
     [row] = gw.rows()
     savings = json.loads(row["savings"])
