@@ -109,3 +109,34 @@ async def test_anthropic_breakpoints_and_priced_cache_reads(
     # 2,000 tokens read at $0.30/M instead of $3/M.
     assert json.loads(rows["docs"]["savings"])["canonicalize"] == "0.0054"
     assert json.loads(rows["other"]["savings"]) == {}
+
+
+async def test_history_summary_is_a_side_call_on_the_ledger_row(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    config = """
+compress:
+  enabled: true
+  trim: {enabled: false}
+  history: {enabled: true, model: gpt-test, keep_turns: 1, budget_tokens: 50}
+"""
+    gw = await start_gateway(mock_config(upstream, tmp_path, config))
+    messages: list[dict[str, Any]] = []
+    for i in range(3):
+        messages += [
+            {"role": "user", "content": f"Tell me about topic {i}. " * 10},
+            {"role": "assistant", "content": f"Topic {i} is broad. " * 10},
+        ]
+    messages.append({"role": "user", "content": "Thanks, and now?"})
+    await post(gw, "/v1/chat/completions", {"model": "gpt-test", "messages": messages})
+    # The mock answers "echo: <transcript>", a "summary" longer than what it replaces, so
+    # the stage keeps the history as it was - but the side call was made and is paid for.
+    summary_call, main_call = upstream.bodies[-2:]
+    assert (
+        summary_call["messages"][0]["role"] == "system"
+        and "Topic 0" in summary_call["messages"][1]["content"]
+    )
+    assert main_call["messages"] == messages
+    [row] = gw.rows()
+    assert json.loads(row["savings"]) == {}
+    assert row["cost_pico"] > 0
