@@ -3,10 +3,12 @@ from decimal import Decimal
 from typing import Any
 
 from thrifty.config import parse_config
+from thrifty.gateway import Gateway
 from thrifty.pipeline.canonicalize import (
     CanonicalizeSettings,
     CanonicalizeStage,
     add_breakpoints,
+    build,
     canonical_body,
     prompt_cache_saving,
     sort_schema,
@@ -186,3 +188,9 @@ async def test_body_untouched_when_already_canonical() -> None:
 
     await stage.handle(ctx, upstream)
     assert ctx.body is body and ctx.tags["route"] == "faq"
+
+
+def test_built_only_when_configured() -> None:
+    assert build(Gateway(parse_config("models: []\n"))) is None
+    assert build(Gateway(parse_config("canonicalize: {}\n"))) is not None
+    assert build(Gateway(parse_config(CONFIG))) is not None

@@ -340,6 +340,9 @@ class CanonicalizeStage:
             record(reply.usage)
 
 
-def build(gateway: Gateway) -> CanonicalizeStage:
-    """Always on: tags are read for every request; each route decides what else it does."""
-    return CanonicalizeStage(gateway.config)
+def build(gateway: Gateway) -> CanonicalizeStage | None:
+    """The stage when config has a `canonicalize:` section or a route overrides it; else None."""
+    config = gateway.config
+    if "canonicalize" not in config.model_fields_set and not config.lever_routes("canonicalize"):
+        return None
+    return CanonicalizeStage(config)
