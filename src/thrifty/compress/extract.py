@@ -4,15 +4,17 @@ Each sentence of the context is scored on four features, then the best are kept,
 original order, until the token budget is spent:
 
 - embedding relevance: cosine of the sentence and the question (all-MiniLM-L6-v2);
-- passage relevance: cosine of the sentence's paragraph and the question, because the
-  answer usually sits in the passage that is about the question even when its own
-  sentence says "he" or "it";
+- passage relevance: cosine of the sentence's paragraph (the normalised mean of its
+  sentence vectors, so no extra model run) and the question, because the answer usually
+  sits in the passage that is about the question even when its own sentence says "he";
 - lexical overlap: IDF-weighted share of the question's words the sentence holds (names,
   numbers and rare words that embeddings blur);
 - position: a small bonus for a paragraph's opening sentence, which names its subject.
 
 A sentence next to a high-scoring one gets a share of its neighbour's score, so that an
-answer stated one sentence after the question's keywords survives.
+answer stated one sentence after the question's keywords survives. With the embedding
+weights at 0 the embedder is never called: lexical-only compression is much faster and
+a little less precise (see benchmarks/compression.py).
 """
 
 from __future__ import annotations
@@ -173,19 +175,21 @@ def score_sentences(
     texts = [s.text for s in sentences]
     score = weights.lexical * lexical_scores(question, texts)
     if embedder is not None and (weights.embedding or weights.passage):
-        paragraphs: dict[int, list[str]] = {}
-        for s in sentences:
-            paragraphs.setdefault(s.paragraph, []).append(s.text)
-        para_ids = sorted(paragraphs)
-        para_texts = [" ".join(paragraphs[p]) for p in para_ids]
-        vecs = embedder.embed([question, *texts, *para_texts])
+        vecs = embedder.embed([question, *texts])
         qv = vecs[0]
-        sent_sim = vecs[1 : n + 1] @ qv
-        para_sim = dict(zip(para_ids, (vecs[n + 1 :] @ qv).tolist(), strict=True))
-        score = score + weights.embedding * sent_sim
-        score = score + weights.passage * np.array(
-            [para_sim[s.paragraph] for s in sentences], dtype=np.float32
-        )
+        sent_vecs = vecs[1:]
+        score = score + weights.embedding * (sent_vecs @ qv)
+        if weights.passage:
+            # A paragraph's vector is the normalised mean of its sentences' vectors: close to
+            # embedding the paragraph itself, at no extra model cost.
+            para_of = np.array([s.paragraph for s in sentences])
+            para_sim = np.zeros(n, dtype=np.float32)
+            for p in np.unique(para_of):
+                members = para_of == p
+                mean = sent_vecs[members].mean(axis=0)
+                norm = float(np.linalg.norm(mean)) or 1.0
+                para_sim[members] = float(mean @ qv) / norm
+            score = score + weights.passage * para_sim
     first = np.array(
         [i == 0 or sentences[i - 1].paragraph != s.paragraph for i, s in enumerate(sentences)],
         dtype=np.float32,
