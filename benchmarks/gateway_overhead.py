@@ -80,6 +80,45 @@ def run_relay(port: int, upstream: str) -> None:
     uvloop.run(main())
 
 
+def run_paced(url: str, connections: int, rate: float, seconds: float, headers: dict[str, str]) -> None:
+    """Send `rate` requests/s from `connections` workers and print each latency (ms) as JSON.
+
+    Unlike wrk's closed loop, which keeps every connection busy so that latency only mirrors
+    throughput, a paced load shows the time a request spends in the proxy itself."""
+    import aiohttp
+    import uvloop
+
+    async def main() -> None:
+        body = json.dumps(BODY).encode()
+        lat: list[float] = []
+        interval = connections / rate
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def worker(offset: float) -> None:
+                await asyncio.sleep(offset)
+                end = time.perf_counter() + seconds
+                nxt = time.perf_counter()
+                while nxt < end:
+                    t0 = time.perf_counter()
+                    async with session.post(url, data=body, headers={"Content-Type": "application/json", **headers}) as r:
+                        await r.read()
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    nxt += interval
+                    await asyncio.sleep(max(0.0, nxt - time.perf_counter()))
+
+            await asyncio.gather(*(worker(i * interval / connections) for i in range(connections)))
+        print(json.dumps(lat))
+
+    uvloop.run(main())
+
+
+def paced(url: str, connections: int, rate: float, seconds: float, headers: dict[str, str] | None = None) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--role", "pace", "--url", url, "--rate", str(rate),
+                          "--connections", str(connections), "--seconds", str(seconds), "--headers", json.dumps(headers or {})],
+                         capture_output=True, text=True, check=True).stdout
+    lat = sorted(json.loads(out))
+    return {"p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)], "n": len(lat)}
+
+
 async def _serve(app, port: int) -> None:  # type: ignore[no-untyped-def]
     from aiohttp import web
 
@@ -147,7 +186,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is reported")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--litellm", metavar="VENV", help="a venv with litellm[proxy] installed, to add target (d)")
-    parser.add_argument("--role", choices=["mock", "relay"], help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=400, help="requests/s of the paced latency run")
+    parser.add_argument("--role", choices=["mock", "relay", "pace"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--headers", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,6 +197,8 @@ def main() -> None:
         return run_mock(args.port)
     if args.role == "relay":
         return run_relay(args.port, args.upstream)
+    if args.role == "pace":
+        return run_paced(args.url, args.connections, args.rate, args.seconds, json.loads(args.headers))
     if not shutil.which("wrk"):
         sys.exit("this benchmark needs wrk: apt-get install wrk")
 
@@ -215,6 +259,12 @@ model_list:
                 print(f"round {r + 1}/{args.rounds}: {name} for {args.seconds}s ...", file=sys.stderr, flush=True)
                 runs[name].append(wrk(url, args.seconds, args.connections, script, headers.get(name)))
         results = {name: _median_run(rs) for name, rs in runs.items()}
+        pace_runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for r in range(args.rounds):
+            for name, url in targets.items():
+                print(f"round {r + 1}/{args.rounds}: {name} paced at {args.rate:.0f} req/s ...", file=sys.stderr, flush=True)
+                pace_runs[name].append(paced(url, args.connections, args.rate, args.seconds, headers.get(name)))
+        pace = {name: sorted(rs, key=lambda x: x["p50"])[len(rs) // 2] for name, rs in pace_runs.items()}
         measured = sum(int(r["requests"]) for r in runs["c. thrifty (ledger on)"])
         time.sleep(1.0)  # let the ledger's last batch land
         # every request thrifty answered (warm-up included) must be in its ledger
@@ -240,7 +290,14 @@ model_list:
     print(f"\nthrifty / bare relay throughput: {thr['rps'] / relay['rps']:.2f}  (target >= 0.50)")
     if "d. LiteLLM proxy" in results:
         print(f"thrifty / LiteLLM throughput:    {thr['rps'] / results['d. LiteLLM proxy']['rps']:.1f}x (target >= 20x)")
-    print(f"median latency thrifty adds over direct: {thr['p50'] - direct['p50']:.2f} ms (target <= 1 ms)")
+    print(f"median latency thrifty adds over direct, saturated (wrk): {thr['p50'] - direct['p50']:.2f} ms")
+    print(f"\npaced load: {args.connections} connections, {args.rate:.0f} req/s in all (each connection waits its turn)")
+    print(f"{'target':34} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}")
+    for name, r in pace.items():
+        print(f"{name:34} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['n']):9d}")
+    added = pace["c. thrifty (ledger on)"]["p50"] - pace["a. direct to mock"]["p50"]
+    relay_added = pace["b. bare aiohttp+uvloop relay"]["p50"] - pace["a. direct to mock"]["p50"]
+    print(f"median latency thrifty adds over direct, paced: {added:.2f} ms (target <= 1 ms; the bare relay adds {relay_added:.2f} ms)")
     print(f"ledger rows: {ledger_rows} (wrk counted {measured} in the measured rounds, plus the warm-up)")
 
 

@@ -19,6 +19,7 @@ SUBCOMMANDS: list[str] = [
     "thrifty.audit.cli:audit",
     "thrifty.audit.cli:replay",
     "thrifty.compress.cli:compress_report",
+    "thrifty.routing.cli:router",
 ]
 
 

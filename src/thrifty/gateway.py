@@ -62,7 +62,7 @@ class Gateway:
 
         await asyncio.to_thread(warm)  # load the tokenizer now, not on the first cut-short stream
         for m in self.config.models:
-            self.providers[m.name] = make_provider(m)
+            self.providers[m.name] = make_provider(m, self.config)
         await asyncio.gather(*(p.start() for p in self.providers.values()))
         dispatcher = Dispatcher(self)
         self.state["dispatcher"] = dispatcher

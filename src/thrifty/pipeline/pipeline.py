@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "dedup": "thrifty.cache.dedup:build",
     "compress": "thrifty.compress.stage:build",
     "cap": "thrifty.compress.cap:build",
+    "route": "thrifty.routing.stage:build",
 }
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from thrifty.config import ModelConfig
+from thrifty.config import Config, ModelConfig
 from thrifty.providers.base import Provider
 
 #: provider kind -> "module:Class". The local engine and replay provider load lazily so
@@ -17,7 +18,12 @@ KINDS: dict[str, str] = {
 }
 
 
-def make_provider(config: ModelConfig) -> Provider:
+def make_provider(config: ModelConfig, root: Config | None = None) -> Provider:
+    """The provider for one configured model; `root` gives the local engine its `engine:` section."""
     module_name, _, cls_name = KINDS[config.provider].partition(":")
-    cls: type[Provider] = getattr(importlib.import_module(module_name), cls_name)
-    return cls(config)
+    cls: Any = getattr(importlib.import_module(module_name), cls_name)
+    if config.provider == "local" and root is not None:
+        provider: Provider = cls(config, engine_section=root.engine)
+        return provider
+    made: Provider = cls(config)
+    return made
