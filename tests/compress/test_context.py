@@ -3,7 +3,7 @@
 import pytest
 
 from thrifty.compress.context import ContextSettings, compress_parts, split_question
-from thrifty.compress.extract import Embedder
+from thrifty.compress.extract import OMITTED, Embedder
 from thrifty.compress.sentences import split_sentences
 from thrifty.embed import shared_embedder
 from thrifty.ledger.tokens import count_text
@@ -79,3 +79,11 @@ def test_multi_part_message_keeps_the_last_part(embedder: Embedder) -> None:
     outcome = compress_parts(parts, ContextSettings(enabled=True, ratio=0.2, min_tokens=0), embedder)
     assert outcome.texts is not None
     assert outcome.texts[1] == parts[1] and "1889" in outcome.texts[0]
+
+
+def test_parts_share_one_budget_and_an_emptied_part_is_marked(embedder: Embedder) -> None:
+    noise = "Bananas are yellow fruit that grow in bunches. " * 40
+    parts = [noise, "\n\n".join(PASSAGES[:5]), "When was construction of the Eiffel Tower finished?"]
+    outcome = compress_parts(parts, ContextSettings(enabled=True, ratio=0.1, min_tokens=0), embedder)
+    assert outcome.texts is not None
+    assert outcome.texts[0] == OMITTED and "1889" in outcome.texts[1] and outcome.texts[2] == parts[2]

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from thrifty.compress.extract import Embedder, Weights, compress
+from thrifty.compress.extract import OMITTED, Embedder, Weights, compress_many
 from thrifty.compress.messages import TextRef
 from thrifty.ledger.tokens import count_text
 
@@ -110,20 +110,11 @@ def compress_parts(parts: list[str], settings: ContextSettings, embedder: Embedd
                 "sent uncompressed",
             )
         budget = min(budget, settings.budget_tokens - question_tokens)
-    weights = Weights(**settings.weights)
-    new_contexts: list[str] = []
-    remaining = budget
-    # Split the budget over the context parts by their size; each keeps its best sentences.
-    sizes = [count_text(c) for c in contexts]
-    total = sum(sizes) or 1
-    for c, size in zip(contexts, sizes, strict=True):
-        share = max(0, int(budget * size / total)) if len(contexts) > 1 else remaining
-        extract = compress(question, c, share, embedder, weights)
-        new_contexts.append(extract.text)
+    new_contexts = compress_many(question, contexts, budget, embedder, Weights(**settings.weights))
     if last is not None:
         tail = new_contexts[-1]
         sep = _separator(last.context)
-        new_last = (tail.rstrip() + sep if tail.strip() else "") + last.question
+        new_last = (tail.rstrip() + sep if tail.strip() and tail != OMITTED else "") + last.question
         texts = [*new_contexts[:-1], new_last]
     else:
         texts = [*new_contexts, parts[-1]]

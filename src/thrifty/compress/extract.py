@@ -252,3 +252,36 @@ def compress(
     kept = select(sentences, scores, budget)
     text = join(context, sentences, kept)
     return Extract(text, kept, sentences, before, count_text(text), scores.tolist())
+
+
+#: What stands in for a context part of which no sentence was kept (APIs refuse empty text).
+OMITTED = "[omitted]"
+
+
+def compress_many(
+    question: str,
+    contexts: Sequence[str],
+    budget: int,
+    embedder: Embedder | None,
+    weights: Weights = Weights(),
+) -> list[str]:
+    """Like `compress` over several context parts at once: the sentences compete for one
+    budget, so the part that answers the question keeps more of it."""
+    sentences: list[Sentence] = []
+    owner: list[int] = []
+    offset = 0
+    for ci, context in enumerate(contexts):
+        own = split_sentences(context)
+        for s in own:
+            sentences.append(Sentence(s.start, s.end, s.paragraph + offset, s.text))
+            owner.append(ci)
+        offset += (own[-1].paragraph + 1) if own else 0
+    if sum(count_text(c) for c in contexts) <= budget:
+        return list(contexts)
+    scores = score_sentences(question, sentences, embedder, weights)
+    kept = select(sentences, scores, budget)
+    out = []
+    for ci, context in enumerate(contexts):
+        text = join(context, sentences, [i for i in kept if owner[i] == ci])
+        out.append(text if text or not context.strip() else OMITTED)
+    return out
