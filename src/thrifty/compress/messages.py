@@ -75,16 +75,11 @@ def text_refs(protocol: Protocol, body: dict[str, Any]) -> list[TextRef]:
                     and isinstance(block.get("text"), str)
                 ):
                     refs.append(TextRef(block, "text", "system", -1))
-    for i, message in enumerate(messages_of(body)):
-        refs.extend(_content_refs(message, str(message.get("role", "")), i))
+    raw = body.get("messages")
+    for i, message in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(message, dict):
+            refs.extend(_content_refs(message, str(message.get("role", "")), i))
     return refs
-
-
-def messages_of(body: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return []
-    return [m for m in messages if isinstance(m, dict)]
 
 
 def is_tool_result(message: dict[str, Any]) -> bool:
@@ -101,10 +96,12 @@ def is_tool_result(message: dict[str, Any]) -> bool:
 
 
 def last_user_index(body: dict[str, Any]) -> int | None:
-    """Index of the last user message that is not only tool results."""
-    messages = messages_of(body)
+    """Index in `body["messages"]` of the last user message that is not only tool results."""
+    raw = body.get("messages")
+    messages = raw if isinstance(raw, list) else []
     for i in range(len(messages) - 1, -1, -1):
-        if messages[i].get("role") == "user" and not is_tool_result(messages[i]):
+        m = messages[i]
+        if isinstance(m, dict) and m.get("role") == "user" and not is_tool_result(m):
             return i
     return None
 
