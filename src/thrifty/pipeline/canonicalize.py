@@ -3,8 +3,9 @@
 Provider prefix caches (OpenAI's automatic one, Anthropic's `cache_control`) only hit when
 the start of a prompt is the same bytes as before. This stage:
 
-- reads the request's tags (route, feature, task, ...) from `X-Thrifty-*` headers and the
-  body's `metadata`, so that the later stages know the route;
+- fills tags the server did not set (route, feature, task) from the context's
+  `x-thrifty-*` headers and the body's `metadata`, for requests that reach the pipeline
+  without the HTTP server (batch, replay); tags already set are never overridden;
 - sorts the keys of JSON objects whose order carries no meaning - tool parameter schemas
   and `response_format` schemas - so that clients that build them from dicts in varying
   order still send one prefix. The order of a schema's `properties` is left alone by
