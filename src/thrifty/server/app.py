@@ -122,7 +122,8 @@ class Handlers:
         except BadRequest as exc:
             return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code)
         model = body["model"]
-        if not self.config.has_model(model):
+        accepts_alias = self.gateway.state.get("model_aliases")  # e.g. `auto`, `tier:cheap` (route stage)
+        if not self.config.has_model(model) and not (callable(accepts_alias) and accepts_alias(model)):
             known = ", ".join(m.name for m in self.config.models) or "none"
             return error_response(protocol, 404, f"the model {model!r} is not configured in thrifty (configured: {known})",
                                   param="model", code="model_not_found")

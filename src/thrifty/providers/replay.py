@@ -1,0 +1,193 @@
+"""The `replay` provider: answers from a recorded dataset instead of a live model.
+
+Given a labeled routing file (`thrifty.routing.labeled`), a prompt is answered with the
+response the configured model gave to it when the data was recorded, at the cost recorded
+then (`Reply.cost`, exact). It lets the whole gateway (routing, caching, the ledger) run end to
+end against real answers of real models, offline and for free:
+
+    models:
+      - name: gpt-4-1106-preview
+        provider: replay
+        model: gpt-4-1106-preview          # the recorded model whose answers to give
+        options: {dataset: mbpp_test.jsonl}
+
+A prompt is looked up by its user turns (whitespace-trimmed). Token usage is counted from the
+texts (cl100k), marked as estimated; the cost is the recorded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent, Usage
+from thrifty.providers.base import Provider, UpstreamError
+
+if TYPE_CHECKING:
+    from thrifty.config import ModelConfig
+    from thrifty.routing.labeled import Candidate
+
+
+class ReplayProvider(Provider):
+    protocol = "openai"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        dataset = config.options.get("dataset")
+        if not isinstance(dataset, str) or not dataset:
+            raise ValueError(
+                f"model {config.name!r}: the replay provider needs options.dataset (a labeled JSONL file)"
+            )
+        self.dataset = dataset
+        self.latency = float(config.options.get("latency_ms", 0)) / 1000.0
+        self._index: dict[str, Candidate] | None = None
+        self.calls = 0
+        self.misses = 0
+
+    def _load(self) -> dict[str, Candidate]:
+        if self._index is None:
+            from thrifty.routing.labeled import load_labeled
+
+            model = self.config.upstream_model
+            index: dict[str, Candidate] = {}
+            for ex in load_labeled(self.dataset):
+                cand = ex.candidates.get(model)
+                if cand is not None:
+                    index.setdefault(ex.text.strip(), cand)
+            if not index:
+                raise ValueError(
+                    f"model {self.config.name!r}: {self.dataset} has no recorded answers of {model!r}"
+                )
+            self._index = index
+        return self._index
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    def ready(self) -> bool:
+        return self._index is not None
+
+    def stats(self) -> dict[str, float]:
+        return {"replay_calls": float(self.calls), "replay_misses": float(self.misses)}
+
+    def lookup(self, body: dict[str, Any]) -> Candidate:
+        from thrifty.routing.rules import body_text
+
+        cand = self._load().get(body_text(body).strip())
+        if cand is None:
+            self.misses += 1
+            raise UpstreamError(
+                404,
+                f"replay model {self.config.upstream_model!r}: this prompt is not in {self.dataset}",
+                error_type="not_found_error",
+            )
+        return cand
+
+    def recorded_cost(self, body: dict[str, Any]) -> Decimal | None:
+        """The recorded cost of this model answering `body`, or None if it was not recorded:
+        the exact counterfactual when a router sends the request elsewhere."""
+        from thrifty.routing.rules import body_text
+
+        cand = self._load().get(body_text(body).strip())
+        return None if cand is None else cand.cost
+
+    async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
+        from thrifty.routing.datasets import count_tokens
+        from thrifty.routing.rules import body_text
+
+        cand = self.lookup(body)
+        self.calls += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        text = cand.response or ""
+        usage = Usage(
+            input_tokens=count_tokens(body_text(body, user_only=False)),
+            output_tokens=count_tokens(text) if text else 0,
+            estimated=True,
+        )
+        model = self.config.upstream_model
+        rid = "chatcmpl-replay-" + uuid.uuid4().hex[:16]
+        created = int(time.time())
+        if body.get("stream"):
+            stream = EventStream(
+                _chunks(
+                    rid,
+                    created,
+                    model,
+                    text,
+                    usage,
+                    bool((body.get("stream_options") or {}).get("include_usage")),
+                )
+            )
+            stream.usage = usage
+            return Reply(
+                status=200,
+                stream=stream,
+                usage=usage,
+                served_model=self.name,
+                provider="replay",
+                cost=cand.cost,
+            )
+        out = {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": _usage_json(usage),
+        }
+        return Reply(
+            status=200,
+            body=out,
+            usage=usage,
+            served_model=self.name,
+            provider="replay",
+            cost=Decimal(cand.cost),
+        )
+
+
+def _usage_json(u: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+    }
+
+
+async def _chunks(
+    rid: str, created: int, model: str, text: str, usage: Usage, include_usage: bool
+) -> AsyncIterator[SSEEvent]:
+    def chunk(delta: dict[str, Any], finish: str | None) -> SSEEvent:
+        return SSEEvent(
+            {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    step = 64
+    for i in range(0, len(text), step):
+        yield chunk({"content": text[i : i + step]}, None)
+    yield chunk({}, "stop")
+    if include_usage:
+        yield SSEEvent(
+            {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage_json(usage),
+            }
+        )
+    yield SSEEvent("[DONE]")

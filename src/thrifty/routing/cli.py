@@ -1,0 +1,261 @@
+"""`thrifty router`: convert labeled data, train, calibrate and evaluate routers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from thrifty.routing.labeled import LabeledDataError
+
+if TYPE_CHECKING:
+    from thrifty.routing.labeled import Example
+    from thrifty.routing.learned import RouterArtifact
+
+
+def _load(path: str) -> list[Example]:
+    from thrifty.routing.labeled import load_labeled
+
+    try:
+        return load_labeled(path)
+    except LabeledDataError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _artifact(path: str) -> RouterArtifact:
+    from thrifty.routing.learned import ArtifactError, load_artifact
+
+    try:
+        return load_artifact(path)
+    except ArtifactError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group("router")
+def router() -> None:
+    """Train, calibrate and evaluate the learned router on labeled data.
+
+    Labeled data is JSONL, one prompt a line, with every candidate model's quality (0..1)
+    and cost (USD): {"id", "prompt" | "messages", "candidates": {model: {"quality", "cost"}}}.
+    """
+
+
+@router.command("convert")
+@click.option(
+    "--from",
+    "fmt",
+    required=True,
+    type=click.Choice(["routerbench", "routellm-mmlu", "routellm-gsm8k", "routellm-mtbench"]),
+)
+@click.argument("source", type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="labeled JSONL to write")
+@click.option(
+    "--price",
+    "prices",
+    multiple=True,
+    metavar="MODEL=IN,OUT",
+    help="USD per 1M tokens, for data without costs",
+)
+def convert_cmd(fmt: str, source: str, output: str, prices: tuple[str, ...]) -> None:
+    """Convert a RouterBench or RouteLLM file (or MMLU folder) to labeled JSONL."""
+    from thrifty.routing.datasets import convert, parse_price
+    from thrifty.routing.labeled import write_labeled
+
+    try:
+        table = dict(parse_price(p) for p in prices)
+        conv = convert(fmt, source, table)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    n = write_labeled(conv.examples, output)
+    click.echo(f"wrote {n} examples to {output}")
+    if conv.problems:
+        click.echo(f"{len(conv.problems)} row(s) skipped:\n{conv.report()}", err=True)
+        if not n:
+            sys.exit(1)
+
+
+@router.command("train")
+@click.option("--data", required=True, type=click.Path(exists=True), help="labeled JSONL (training split)")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="artifact to write (router.pkl)"
+)
+@click.option(
+    "--candidates", default=None, help="comma-separated models (default: all present on every line)"
+)
+@click.option(
+    "--target",
+    default=0.95,
+    show_default=True,
+    type=float,
+    help="quality target (fraction of the best model) to calibrate for",
+)
+@click.option(
+    "--reference", default=None, help="calibrate against this model's quality (default: the best one)"
+)
+@click.option(
+    "--features",
+    "feature_set",
+    default="full",
+    show_default=True,
+    type=click.Choice(["full", "structure"]),
+    help="full: MiniLM embedding + structure; structure: cheap structural features only",
+)
+@click.option(
+    "--repeats",
+    default=None,
+    type=int,
+    help="repeated cross-validation splits (default: 5 for small sets, fewer for large)",
+)
+@click.option(
+    "--max-cost",
+    default=None,
+    type=float,
+    help="cap the setting's cost at this fraction of the reference model's (e.g. 0.3)",
+)
+@click.option(
+    "--confidence",
+    default=None,
+    type=float,
+    help="meet the target in this share of bootstrap resamples (e.g. 0.8) instead of on the data as is",
+)
+@click.option("--scorer", is_flag=True, help="train a cascade scorer on (prompt, recorded response) instead")
+def train_cmd(
+    data: str,
+    output: str,
+    candidates: str | None,
+    target: float,
+    reference: str | None,
+    feature_set: str,
+    repeats: int | None,
+    max_cost: float | None,
+    confidence: float | None,
+    scorer: bool,
+) -> None:
+    """Train a router (or a cascade scorer) and write a versioned artifact."""
+    from thrifty.routing.calibrate import describe
+    from thrifty.routing.features import FeatureSpec
+
+    spec = FeatureSpec() if feature_set == "full" else FeatureSpec(embedding=None)
+
+    examples = _load(data)
+    names = [c.strip() for c in candidates.split(",")] if candidates else None
+    try:
+        if scorer:
+            from thrifty.routing.cascade import train_scorer
+            from thrifty.routing.labeled import common_candidates
+
+            art, _ = train_scorer(examples, names or common_candidates(examples), spec=spec)
+        else:
+            from thrifty.routing.learned import train
+
+            art = train(
+                examples,
+                candidates=names,
+                target=target,
+                reference=reference,
+                spec=spec,
+                repeats=repeats,
+                max_cost=max_cost,
+                confidence=confidence,
+            )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    art.save(output)
+    click.echo(
+        f"wrote {art.kind} {output}: {art.n_examples} examples, candidates {', '.join(art.candidates)}"
+    )
+    click.echo(f"data sha256 {art.data_hash[:16]}..., scikit-learn {art.sklearn_version}")
+    if not scorer:
+        click.echo("out-of-fold calibration: " + describe(art.calibration, target))
+
+
+@router.command("calibrate")
+@click.option("--router", "router_path", default="router.pkl", show_default=True, type=click.Path())
+@click.option("--data", required=True, type=click.Path(exists=True), help="labeled validation JSONL")
+@click.option(
+    "--target", default=0.99, show_default=True, type=float, help="fraction of the best model's quality"
+)
+@click.option(
+    "--reference",
+    default=None,
+    help="the model whose quality the target is a fraction of (default: the best)",
+)
+@click.option(
+    "--max-cost",
+    default=None,
+    type=float,
+    help="cap the setting's cost at this fraction of the reference model's (e.g. 0.3)",
+)
+@click.option(
+    "--confidence",
+    default=None,
+    type=float,
+    help="meet the target in this share of bootstrap resamples (e.g. 0.8) instead of on the data as is",
+)
+@click.option(
+    "--write",
+    "write_to",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="save the artifact with this calibration",
+)
+def calibrate_cmd(
+    router_path: str,
+    data: str,
+    target: float,
+    reference: str | None,
+    max_cost: float | None,
+    confidence: float | None,
+    write_to: str | None,
+) -> None:
+    """Pick the setting that meets a quality target on validation data and state its cost."""
+    from thrifty.routing.calibrate import apply, calibrate, describe
+
+    art = _artifact(router_path)
+    examples = _load(data)
+    p = art.predict([ex.text for ex in examples])
+    if reference is not None and reference not in art.candidates:
+        raise click.ClickException(f"--reference {reference!r} is not one of the router's candidates")
+    cal = calibrate(art, examples, target, p=p, reference=reference, max_cost=max_cost, confidence=confidence)
+    click.echo(describe(cal, target))
+    if cal is None or not cal.met:
+        sys.exit(1)
+    click.echo(f"config: route: {{router: {router_path}, policy: {cal.policy}, knob: {cal.knob:g}}}")
+    if write_to:
+        apply(art, cal, examples, p).save(write_to)
+        click.echo(f"wrote {write_to}")
+
+
+@router.command("eval")
+@click.option("--router", "router_path", default="router.pkl", show_default=True, type=click.Path())
+@click.option("--data", required=True, type=click.Path(exists=True), help="labeled test JSONL")
+@click.option(
+    "--plot", "plot_path", default="router_eval.png", show_default=True, type=click.Path(dir_okay=False)
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="also write the figures as JSON",
+)
+def eval_cmd(router_path: str, data: str, plot_path: str, json_path: str | None) -> None:
+    """Cost-quality of the router vs each model, random routing and the oracle (table + PNG)."""
+    from rich.console import Console
+
+    from thrifty.routing.evaluate import evaluate, plot, render_table
+
+    art = _artifact(router_path)
+    examples = _load(data)
+    try:
+        rep = evaluate(art, examples)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    Console().print(render_table(rep))
+    plot(rep, plot_path, title=f"{Path(data).name}: router vs single models")
+    click.echo(f"plot: {plot_path}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rep.to_dict(), indent=2))

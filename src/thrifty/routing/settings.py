@@ -1,0 +1,93 @@
+"""The `route:` config section (and its `routes.<name>.route` overrides), validated once.
+
+route:
+  default: gpt-4o              # the route's model when nothing else decides or a pick is down
+  apply_to: all                # all requests, or only aliases (auto, tier:NAME)
+  tiers: {cheap: gpt-4o-mini, strong: gpt-4o}
+  rules:
+    - {when: {keywords: [translate]}, model: tier:cheap}
+    - {when: {prompt_tokens_min: 6000}, model: tier:strong}
+  router: router.pkl           # learned router artifact (thrifty router train)
+  target: 0.95                 # quality target as a fraction of the best candidate's
+  cascade: {tiers: [gpt-4o-mini, gpt-4o], scorer: scorer.pkl, accept: 0.6}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class When(_Strict):
+    """Conditions of a rule; all given ones must hold."""
+
+    route: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    #: the model names or aliases the client asked for
+    requested: list[str] = Field(default_factory=list)
+    prompt_tokens_min: int | None = Field(default=None, ge=0)
+    prompt_tokens_max: int | None = Field(default=None, ge=0)
+    #: the client's max_tokens (max_completion_tokens) bounds; a request without one fails *_max
+    max_tokens_min: int | None = Field(default=None, ge=0)
+    max_tokens_max: int | None = Field(default=None, ge=0)
+    #: a Python regular expression searched in the prompt (case-insensitive)
+    regex: str | None = None
+    #: any of these words or phrases in the prompt (case-insensitive, whole words)
+    keywords: list[str] = Field(default_factory=list)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+
+class Rule(_Strict):
+    name: str | None = None
+    when: When = Field(default_factory=When)
+    #: a configured model name or `tier:NAME`
+    model: str = Field(min_length=1)
+
+
+class CascadeSettings(_Strict):
+    #: models from cheapest to strongest; the last one's answer is always accepted
+    tiers: list[str] = Field(min_length=2)
+    #: scorer artifact (`thrifty router train --scorer`); without it only logprobs decide
+    scorer: str | None = None
+    #: accept an answer whose predicted P(good) is at least this
+    accept: float = Field(default=0.5, ge=0, le=1)
+    #: reject an answer whose mean token logprob is below this (when the provider returns them)
+    min_mean_logprob: float | None = None
+
+
+class RouteSettings(_Strict):
+    enabled: bool = True
+    default: str | None = None
+    apply_to: Literal["all", "aliases"] = "all"
+    tiers: dict[str, str] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    router: str | None = None
+    #: restrict the learned router to these of its candidates
+    candidates: list[str] | None = None
+    policy: Literal["threshold", "utility", "margin"] | None = None
+    #: the policy knob (threshold or lambda); overrides `target`
+    knob: float | None = None
+    #: quality target as a fraction of the best candidate's quality, looked up in the artifact's calibration
+    target: float | None = Field(default=None, gt=0, le=1.5)
+    cascade: CascadeSettings | None = None
+
+    @model_validator(mode="after")
+    def _one_picker(self) -> RouteSettings:
+        if self.router and self.cascade:
+            raise ValueError("route: give either `router` or `cascade`, not both")
+        return self
