@@ -12,7 +12,7 @@ from thrifty.config import DEFAULT_BASE_URLS
 from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent, Usage
 from thrifty.protocol.anthropic import usage_from_anthropic
 from thrifty.providers.base import Provider, UpstreamError
-from thrifty.providers.http import connection_error, scrub, session, sse_events, upstream_error
+from thrifty.providers.http import connection_error, post, scrub, session, sse_events, upstream_error
 
 API_VERSION = "2023-06-01"
 
@@ -66,34 +66,14 @@ class AnthropicProvider(Provider):
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
         body = {**body, "model": self.config.upstream_model}
         streaming = bool(body.get("stream"))
-        timeout = aiohttp.ClientTimeout(
-            total=None if streaming else self.config.timeout,
-            connect=self.config.connect_timeout,
-            sock_read=self.config.timeout,
+        answer = await post(
+            self.name, self.url, body, self._headers(ctx), streaming=streaming, timeout=self.config.timeout,
+            connect_timeout=self.config.connect_timeout, secret=self.config.api_key(),
         )
-        key = self.config.api_key()
-        try:
-            resp = await session().post(self.url, data=orjson.dumps(body), headers=self._headers(ctx), timeout=timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_error(exc, f"{self.name} upstream") from None
-        if resp.status >= 400:
-            err = await upstream_error(resp, key)
-            resp.release()
-            raise err
-        if not streaming:
-            try:
-                data = orjson.loads(await resp.read())
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise connection_error(exc, f"{self.name} upstream") from None
-            except orjson.JSONDecodeError:
-                raise UpstreamError(502, f"{self.name} upstream sent a body that is not JSON", retryable=True) from None
-            finally:
-                resp.release()
-            if not isinstance(data, dict):
-                raise UpstreamError(502, f"{self.name} upstream sent JSON that is not an object", retryable=True)
-            return Reply(status=resp.status, body=data, usage=usage_from_anthropic(data.get("usage")))
-        stream: EventStream = EventStream(self._relay(resp, lambda: stream))
-        return Reply(status=resp.status, stream=stream)
+        if isinstance(answer, dict):
+            return Reply(status=200, body=answer, usage=usage_from_anthropic(answer.get("usage")))
+        stream: EventStream = EventStream(self._relay(answer, lambda: stream))
+        return Reply(status=answer.status, stream=stream)
 
     async def _relay(self, resp: aiohttp.ClientResponse, holder: Any) -> AsyncIterator[SSEEvent]:
         stream: EventStream = holder()

@@ -179,3 +179,46 @@ def encode_event(ev: SSEEvent) -> bytes:
     if ev.event:
         return f"event: {ev.event}\ndata: {data}\n\n".encode()
     return b"data: " + data.encode() + b"\n\n"
+
+
+async def post(
+    name: str,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    *,
+    streaming: bool,
+    timeout: float,
+    connect_timeout: float,
+    secret: str | None,
+) -> aiohttp.ClientResponse | dict[str, Any]:
+    """POST `body` to an upstream: the open response of a stream, or the JSON object answered.
+
+    Connection failures, error statuses and answers that are not a JSON object all become an
+    `UpstreamError` that keeps the upstream's status and (scrubbed) message.
+    """
+    client_timeout = aiohttp.ClientTimeout(
+        total=None if streaming else timeout, connect=connect_timeout, sock_read=timeout
+    )
+    where = f"{name} upstream"
+    try:
+        resp = await session().post(url, data=orjson.dumps(body), headers=headers, timeout=client_timeout)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise connection_error(exc, where) from None
+    if resp.status >= 400:
+        err = await upstream_error(resp, secret)
+        resp.release()
+        raise err
+    if streaming:
+        return resp
+    try:
+        data = orjson.loads(await resp.read())
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise connection_error(exc, where) from None
+    except orjson.JSONDecodeError:
+        raise UpstreamError(502, f"{where} sent a body that is not JSON", retryable=True) from None
+    finally:
+        resp.release()
+    if not isinstance(data, dict):
+        raise UpstreamError(502, f"{where} sent JSON that is not an object", retryable=True)
+    return data
