@@ -1,10 +1,12 @@
 """Routing figures on recorded answers of real models (prints them; trains on train splits only).
 
 1. RouterBench MBPP (11 models): train on mbpp_train, calibrate on out-of-fold predictions to
-   reach gpt-4-1106-preview's accuracy, then measure accuracy and cost on mbpp_test.
+   reach gpt-4-1106-preview's accuracy within 30% of its cost (out of reach: the best accuracy
+   the cap allows), then measure accuracy and cost on mbpp_test.
    Target: gpt-4's test accuracy at <= 30% of its test cost.
-2. RouteLLM MMLU (Mixtral vs GPT-4): a fixed 80/20 split by question; the share of calls to
-   GPT-4 needed for 95% of GPT-4's accuracy on the 20%. Target: <= 40% (RouteLLM's best
+2. RouteLLM MMLU (Mixtral vs GPT-4): a fixed 80/20 split by question; the knob is chosen on
+   10-fold out-of-fold predictions on the 80%, then the share of calls to GPT-4 and the
+   accuracy it gives on the 20%. Target: <= 40% (RouteLLM's best
    published router: 54%).
    Also: a two-tier cascade (gpt-3.5 -> gpt-4) whose scorer reads the cheap answer.
    Also (no target): GSM8K with the same protocol as MMLU.
@@ -12,7 +14,9 @@
    test; the ledger's total cost and the served answers' accuracy against the offline figures.
 
 Usage: PYTHONPATH=src python benchmarks/routing.py [--data ../shared/data/routing] [--out out/routing]
-Embeddings are cached under --out so that a re-run takes seconds.
+Embeddings are cached under --out so that a re-run takes seconds. Each figure that counts uses a
+setting chosen on train only; the best point of each test curve is printed too, labelled as
+hindsight. Train-side lines say how often (bootstrap) the chosen setting meets its target.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from thrifty.routing.calibrate import odds
 from thrifty.routing.datasets import convert_routellm_gsm8k, convert_routellm_mmlu, convert_routerbench
 from thrifty.routing.evaluate import Report, evaluate, plot, render_table
 from thrifty.routing.features import Embed, FeatureSpec, default_embed, featurize
@@ -64,14 +70,20 @@ def fmt_point(pt: Point | None, ref: Point) -> str:
 
 
 def run_split(
-    name: str, train_set: list[Example], test_set: list[Example], target: float, embed: Embed, out: Path
+    name: str,
+    train_set: list[Example],
+    test_set: list[Example],
+    target: float,
+    embed: Embed,
+    out: Path,
+    **train_args: Any,
 ) -> tuple[RouterArtifact, Report]:
     spec = FeatureSpec()
     t0 = time.perf_counter()
     x_train = featurize([e.text for e in train_set], spec, embed)
     x_test = featurize([e.text for e in test_set], spec, embed)
     t1 = time.perf_counter()
-    art = train(train_set, spec=spec, target=target, reference=GPT4, x=x_train)
+    art = train(train_set, spec=spec, target=target, reference=GPT4, x=x_train, **train_args)
     t2 = time.perf_counter()
     art.save(out / f"{name}_router.pkl")
     rep = evaluate(art, test_set, p=art.predict_features(x_test))
@@ -88,7 +100,8 @@ def mbpp(data: Path, embed: Embed, out: Path) -> Report:
     assert not tr.problems and not te.problems, (tr.report(), te.report())
     write_labeled(tr.examples, out / "mbpp_train.jsonl")
     write_labeled(te.examples, out / "mbpp_test.jsonl")
-    art, rep = run_split("mbpp", tr.examples, te.examples, 1.0, embed, out)
+    # The target caps the cost too: calibrate within 30% of gpt-4's cost on train.
+    art, rep = run_split("mbpp", tr.examples, te.examples, 1.0, embed, out, max_cost=0.3)
     ref = rep.singles[GPT4]
     from rich.console import Console
 
@@ -98,12 +111,17 @@ def mbpp(data: Path, embed: Embed, out: Path) -> Report:
     print(f"{GPT4}: {fmt_point(ref, ref)}")
     if cal is not None:
         print(
-            f"router, knob calibrated on train (out-of-fold) to reach {GPT4}'s accuracy: {cal.policy} {cal.knob:g}"
+            f"router, knob calibrated on train (out-of-fold) to reach {GPT4}'s accuracy within 30% of its cost: "
+            f"{cal.policy} {cal.knob:g}"
             + (
                 ""
                 if cal.met
                 else f" (out of reach out-of-fold: best {cal.quality:.4f} vs {cal.best_quality:.4f})"
             )
+        )
+        print(
+            f"  train, out-of-fold: accuracy {cal.quality / cal.best_quality:.1%} of {GPT4} at "
+            f"{cal.cost_per_call / cal.best_cost_per_call:.1%} of its cost{odds(cal)}"
         )
     print(f"  test: {fmt_point(rep.calibrated, ref)}")
     ok = (
@@ -111,7 +129,9 @@ def mbpp(data: Path, embed: Embed, out: Path) -> Report:
         and rep.calibrated.quality >= ref.quality - 1e-12
         and rep.calibrated.cost <= 0.3 * ref.cost
     )
-    print(f"  target (>= {GPT4} accuracy at <= 30% of its cost): {'MET' if ok else 'NOT MET'}")
+    print(
+        f"  target (>= {GPT4} accuracy at <= 30% of its cost), train-chosen setting: {'MET' if ok else 'NOT MET'}"
+    )
     hind = min(
         (pt for c in rep.curves.values() for pt in c if pt.quality >= ref.quality - 1e-12),
         key=lambda p: p.cost,
@@ -162,7 +182,10 @@ def mmlu(data: Path, embed: Embed, out: Path) -> Report:
     conv = convert_routellm_mmlu(data / "routellm_mmlu")
     assert not conv.problems, conv.report()
     train_set, test_set = split_fixed(conv.examples, 0.8, salt="mmlu-80-20")
-    art, rep = run_split("mmlu", train_set, test_set, 0.95, embed, out)
+    # 10 folds: each out-of-fold model sees 90% of train, closer to the final one, so the
+    # out-of-fold curve the knob is chosen on is less pessimistic (chosen on train: 5 folds
+    # needed more GPT-4 calls out-of-fold for the same router).
+    art, rep = run_split("mmlu", train_set, test_set, 0.95, embed, out, folds=10)
     ref = rep.singles[GPT4]
     weak = rep.singles[rep.weak]
     print(f"\n== MMLU (RouteLLM responses), fixed 80/20 split by question: test {rep.n} questions ==")
@@ -172,17 +195,23 @@ def mmlu(data: Path, embed: Embed, out: Path) -> Report:
     cal = art.calibration
     if cal is not None:
         print(f"router, knob calibrated on train (out-of-fold) for 95% of GPT-4: {cal.policy} {cal.knob:g}")
+        print(
+            f"  train, out-of-fold: accuracy {cal.quality / cal.best_quality:.1%} of GPT-4 with "
+            f"{cal.reference_share:.1%} of calls to GPT-4{odds(cal)}"
+        )
     print(f"  test: {fmt_point(rep.calibrated, ref)}")
     share = rep.strong_share_for(0.95)
     print(
-        f"  fewest GPT-4 calls on the test curve reaching 95% of GPT-4's accuracy: "
+        f"  fewest GPT-4 calls on the test curve reaching 95% of GPT-4's accuracy (hindsight knob, not a result): "
         f"{'not reached' if share is None else f'{share:.1%}'} (target <= 40%; RouteLLM best published 54%; random ~"
         f"{(0.95 * ref.quality - weak.quality) / (ref.quality - weak.quality):.0%})"
     )
     cal_share = rep.calibrated.share.get(GPT4, 0.0) if rep.calibrated else None
     cal_ok = rep.calibrated is not None and rep.calibrated.quality >= 0.95 * ref.quality - 1e-12
     print(
-        f"  calibrated setting: {GPT4} share {cal_share:.1%}, reaches 95%: {cal_ok}"
+        f"  train-chosen setting: {GPT4} share {cal_share:.1%}, reaches 95%: {cal_ok}; "
+        f"target (95% with <= 40% of calls to GPT-4): "
+        f"{'MET' if cal_ok and cal_share <= 0.4 + 1e-12 else 'NOT MET'}"
         if cal_share is not None
         else ""
     )

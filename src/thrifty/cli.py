@@ -18,6 +18,7 @@ SUBCOMMANDS: list[str] = [
     "thrifty.cache.cli:cache",
     "thrifty.audit.cli:audit",
     "thrifty.audit.cli:replay",
+    "thrifty.compress.cli:compress_report",
     "thrifty.routing.cli:router",
 ]
 

@@ -120,3 +120,23 @@ def test_artifact_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"not a pickle")
     res = CliRunner().invoke(router, ["eval", "--router", str(junk), "--data", str(junk)])
     assert res.exit_code != 0
+
+
+def test_calibrate_with_a_cost_cap_and_a_confidence(converted: Path) -> None:
+    runner = CliRunner()
+    art = converted / "router_cap.pkl"
+    res = runner.invoke(
+        router,
+        ["train", "--data", str(converted / "train.jsonl"), "-o", str(art)]
+        + ["--features", "structure", "--repeats", "1", "--target", "1.0"]
+        + ["--reference", "gpt-4-1106-preview", "--max-cost", "0.3"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "within 30% of its cost" in res.output and "bootstrap resamples" in res.output
+    res = runner.invoke(
+        router,
+        ["calibrate", "--router", str(art), "--data", str(converted / "test.jsonl")]
+        + ["--target", "0.9", "--reference", "gpt-4-1106-preview", "--confidence", "0.8"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "asked for 80%" in res.output

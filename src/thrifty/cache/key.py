@@ -36,7 +36,7 @@ def _normalise(value: Any) -> Any:
     """Make equal values serialise equally: 0 and 0.0, 1 and 1.0."""
     if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:  # orjson writes 64-bit ints only
         return int(value)
     if isinstance(value, dict):
         return {str(k): _normalise(v) for k, v in value.items()}

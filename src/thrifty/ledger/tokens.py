@@ -69,9 +69,14 @@ def warm() -> None:
 
 
 def count_text(text: str) -> int:
-    """Tokens in `text` under o200k_base (special-token text counts as ordinary text)."""
+    """Tokens in `text` under o200k_base (special-token text counts as ordinary text).
+
+    A malformed body may put a number or an object where text belongs: its JSON is counted.
+    """
     if not text:
         return 0
+    if not isinstance(text, str):
+        text = _json(text)
     try:
         return _tokenizer().count(text)
     except UnicodeEncodeError:  # lone surrogates
@@ -151,6 +156,13 @@ def _tool_tokens(tool: dict[str, Any]) -> int:
 
 def estimate_request_tokens(protocol: str, body: dict[str, Any]) -> int:
     """Input tokens of a request in `protocol` ("openai" or "anthropic"): messages, system, tools."""
+    try:
+        return _request_tokens(protocol, body)
+    except (AttributeError, KeyError, TypeError, ValueError):  # a part of an unexpected shape
+        return REPLY_PRIMING + count_text(_json([body.get(k) for k in ("system", "messages", "tools")]))
+
+
+def _request_tokens(protocol: str, body: dict[str, Any]) -> int:
     tokens = REPLY_PRIMING
     tokens += sum(_message_tokens(m, protocol) for m in body.get("messages") or [] if isinstance(m, dict))
     if protocol == "anthropic" and body.get("system"):
@@ -161,6 +173,13 @@ def estimate_request_tokens(protocol: str, body: dict[str, Any]) -> int:
 
 def estimate_body_output_tokens(protocol: str, body: dict[str, Any]) -> int:
     """Output tokens of a (possibly partial, collected) response body: text, thinking, tool calls."""
+    try:
+        return _body_output_tokens(protocol, body)
+    except (AttributeError, KeyError, TypeError, ValueError):  # a part of an unexpected shape
+        return count_text(_json(body.get("content" if protocol == "anthropic" else "choices")))
+
+
+def _body_output_tokens(protocol: str, body: dict[str, Any]) -> int:
     if protocol == "anthropic":
         return sum(_part_tokens(block, protocol) for block in body.get("content") or [])
     tokens = 0

@@ -9,17 +9,19 @@ start replays into the store.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from thrifty.ledger.record import LedgerRecord
+from thrifty.ledger.record import LedgerRecord, to_pico
 from thrifty.ledger.store import LedgerStore
 
 log = logging.getLogger("thrifty.ledger")
@@ -41,6 +43,8 @@ class LedgerWriter:
         self.batch_size = batch_size
         self.spill_path = Path(spill_path)
         self._queue: deque[LedgerRecord] = deque()
+        #: Held while rows move between the queue and `_in_flight`, so `pending` never misses one.
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self._listeners: list[Listener] = []
@@ -68,7 +72,8 @@ class LedgerWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + self._in_flight
+        with self._lock:
+            return len(self._queue) + self._in_flight
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every submitted row is written; False if that took longer than `timeout`."""
@@ -102,25 +107,30 @@ class LedgerWriter:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             while self._queue:
-                batch: list[LedgerRecord] = []
-                while self._queue and len(batch) < self.batch_size:
-                    batch.append(self._queue.popleft())
-                self._in_flight = len(batch)
+                with self._lock:
+                    batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
+                    self._in_flight = len(batch)
                 try:
-                    self.store.write(batch)
+                    try:
+                        self.store.write([storable(r) for r in batch])
+                    except (UnicodeError, TypeError, ValueError):
+                        # Text the store cannot encode (lone surrogates from a header that was
+                        # not UTF-8): write it with replacement characters rather than never.
+                        self.store.write([clean_text(r) for r in batch])
                     self.written += len(batch)
                     backoff = 0.1
                 except Exception as exc:
                     self.failures += 1
                     log.error("ledger write of %d rows failed (%s); retrying in %.1fs", len(batch), exc, backoff)
-                    self._queue.extendleft(reversed(batch))
-                    self._in_flight = 0
+                    with self._lock:
+                        self._queue.extendleft(reversed(batch))
+                        self._in_flight = 0
                     if self._stop:
                         return
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                finally:
+                with self._lock:
                     self._in_flight = 0
                 with self._idle:
                     self._idle.notify_all()
@@ -134,7 +144,7 @@ class LedgerWriter:
     def _spill(self, records: list[LedgerRecord]) -> None:
         with self.spill_path.open("ab") as f:
             for r in records:
-                f.write(orjson.dumps(asdict(r), default=_default) + b"\n")
+                f.write(orjson.dumps(asdict(clean_text(storable(r))), default=_default) + b"\n")
         log.error("wrote %d ledger rows the store refused to %s; they are replayed at next start", len(records), self.spill_path)
 
     def _replay_spill(self) -> None:
@@ -152,6 +162,75 @@ class LedgerWriter:
         self.store.write(records)
         self.spill_path.unlink()
         log.warning("replayed %d spilled ledger rows from %s", len(records), self.spill_path)
+
+
+# -- rows the store could not hold --------------------------------------------------------
+
+_INT64 = 2**63
+_COUNTS = ("status", "input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+           "output_tokens", "reasoning_tokens")
+
+
+def _fits(value: int) -> bool:
+    return -_INT64 <= value < _INT64
+
+
+def _pico_fits(amount: object) -> bool:
+    try:
+        return isinstance(amount, Decimal) and _fits(to_pico(amount))
+    except (ArithmeticError, ValueError):  # NaN, infinity
+        return False
+
+
+def storable(record: LedgerRecord) -> LedgerRecord:
+    """`record` with every number the store's 64-bit integer columns cannot hold set to 0 (the
+    original kept as text in `extra["unstorable"]`): one absurd value, from a broken upstream
+    or lever, must not make the store refuse the batch, which the writer would retry forever."""
+    bad: dict[str, str] = {}
+    for name in _COUNTS:
+        value = getattr(record, name)
+        if not isinstance(value, int) or not _fits(value):
+            bad[name] = str(value)
+            setattr(record, name, 0)
+    for name in ("cost", "counterfactual_cost"):
+        if not _pico_fits(getattr(record, name)):
+            bad[name] = str(getattr(record, name))
+            setattr(record, name, Decimal(0))
+    if not all(_pico_fits(v) for v in record.savings.values()) or not _pico_fits(sum(record.savings.values(), Decimal(0))):
+        bad["savings"] = str(record.savings)
+        record.savings = {}
+    if bad:
+        log.error("ledger row %s had values no store column can hold, written as 0: %s", record.request_id, bad)
+        record.extra = {**record.extra, "unstorable": bad}
+    return record
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode()
+            return value
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def clean_text(record: LedgerRecord) -> LedgerRecord:
+    """`record` with every string (in fields, tags, extra and bodies) made valid UTF-8."""
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, str | dict | list):
+            setattr(record, f.name, _clean(value))
+    return record
 
 
 def _default(value: object) -> object:

@@ -8,6 +8,8 @@ protocol-neutral view use `thrifty.protocol`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -101,7 +103,8 @@ class EventStream:
             await self._finish()
             raise
         except BaseException as exc:
-            if self.error is None and not isinstance(exc, GeneratorExit):
+            # A reader that was cancelled or closed us is not an upstream failure.
+            if self.error is None and not isinstance(exc, GeneratorExit | asyncio.CancelledError):
                 self.error = f"{exc.__class__.__name__}: {exc}"
             await self.aclose()
             raise
@@ -124,9 +127,12 @@ class EventStream:
             return
         self._finished = True
         for callback in self._finalizers:
-            result = callback(self)
-            if result is not None:
-                await result
+            try:
+                result = callback(self)
+                if result is not None:
+                    await result
+            except Exception:  # one broken callback must not skip the others (billing among them)
+                logging.getLogger("thrifty.pipeline").exception("an on_finish callback of a stream failed")
 
 
 @dataclass

@@ -108,17 +108,29 @@ class Dispatcher:
             try:
                 native = translate_request(protocol, provider.protocol, body)
             except translate.TranslationError as exc:
+                breaker.release()
                 raise UpstreamError(400, f"model {name!r} speaks {provider.protocol}: {exc}",
+                                    error_type="invalid_request_error") from None
+            except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+                # A field of a shape the validator does not check (tools, content parts, ...):
+                # the request is malformed, not thrifty.
+                breaker.release()
+                raise UpstreamError(400, f"model {name!r} speaks {provider.protocol} and this request could not be "
+                                    f"translated to it: a field has the wrong shape ({exc.__class__.__name__}: {exc})",
                                     error_type="invalid_request_error") from None
             try:
                 reply = await self._attempt(ctx, provider, cfg, native)
             except UpstreamError as exc:
                 if not exc.retryable:
+                    breaker.release()
                     raise  # the request itself is wrong; another model would refuse it too
                 breaker.failure()
                 ctx.note(f"{name}: {exc.status} {exc.message}")
                 last = exc
                 continue
+            except BaseException:  # cancelled (the client left) or a bug: no verdict on the upstream
+                breaker.release()
+                raise
             if name != primary.name:
                 ctx.extra["fallback_from"] = primary.name
             return self._finish(ctx, reply, provider, cfg, protocol, breaker)
@@ -157,11 +169,16 @@ class Dispatcher:
         if reply.stream is None:
             breaker.success()
             if reply.body is not None:
-                reply.body = translate_response(provider.protocol, protocol, reply.body)
+                try:
+                    reply.body = translate_response(provider.protocol, protocol, reply.body)
+                except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+                    raise UpstreamError(502, f"model {cfg.name!r} answered with a body of the wrong shape "
+                                        f"({exc.__class__.__name__}: {exc})", error_type="api_error") from None
             if not reply.cost:
                 reply.cost = pricer.cost(cfg, reply.usage)
             return reply
-        include_usage = bool((ctx.body.get("stream_options") or {}).get("include_usage")) or protocol == "anthropic"
+        options = ctx.body.get("stream_options")  # not checked on Anthropic requests: may be anything
+        include_usage = protocol == "anthropic" or (isinstance(options, dict) and bool(options.get("include_usage")))
         reply.stream = self._wrap(ctx, reply, provider.protocol, protocol, include_usage, cfg, breaker)
         return reply
 
@@ -199,6 +216,8 @@ class Dispatcher:
                     breaker.success()
                 elif inner.error:
                     breaker.failure()
+                else:  # the client left
+                    breaker.release()
                 if not outer.complete:
                     _estimate_missing_usage(ctx, outer, "".join(text))
                 reply.usage = outer.usage

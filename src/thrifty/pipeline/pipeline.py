@@ -20,9 +20,12 @@ if TYPE_CHECKING:
 STAGES: dict[str, str] = {
     # first: it must see the body as the client sent it and the reply as the client gets it
     "shadow": "thrifty.evals.shadow:build",
+    "canonicalize": "thrifty.pipeline.canonicalize:build",
     "cache": "thrifty.cache.exact:build",
     "semantic_cache": "thrifty.cache.semantic:build",
     "dedup": "thrifty.cache.dedup:build",
+    "compress": "thrifty.compress.stage:build",
+    "cap": "thrifty.compress.cap:build",
     "route": "thrifty.routing.stage:build",
 }
 

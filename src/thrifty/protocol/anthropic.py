@@ -15,9 +15,15 @@ from typing import Any
 from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.pieces import split_even, split_text
 
+#: No request uses more tokens than this; a count past it (or below 0) is an upstream's bug
+#: and must not reach the ledger, whose integer money columns it would overflow.
+MAX_TOKENS_REPORTED = 10**9
+
 
 def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return 0
+    return min(max(int(value), 0), MAX_TOKENS_REPORTED)
 
 
 def usage_from_anthropic(usage: dict[str, Any] | None) -> Usage:
@@ -26,7 +32,7 @@ def usage_from_anthropic(usage: dict[str, Any] | None) -> Usage:
     Cache writes are split into 5-minute and 1-hour writes (priced apart) when the
     `cache_creation` breakdown is given, else all count as 5-minute writes.
     """
-    if not usage:
+    if not usage or not isinstance(usage, dict):
         return Usage()
     written = _int(usage.get("cache_creation_input_tokens"))
     breakdown = usage.get("cache_creation")

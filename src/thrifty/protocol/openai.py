@@ -20,20 +20,29 @@ DONE = "[DONE]"
 _ENVELOPE = ("id", "created", "model", "system_fingerprint", "service_tier")
 
 
+#: No request uses more tokens than this; a count past it (or below 0) is an upstream's bug
+#: and must not reach the ledger, whose integer money columns it would overflow.
+MAX_TOKENS_REPORTED = 10**9
+
+
 def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return 0
+    return min(max(int(value), 0), MAX_TOKENS_REPORTED)
 
 
 def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
     """Read OpenAI's usage block. `prompt_tokens` includes the cached tokens, so they are split out."""
-    if not usage:
+    if not usage or not isinstance(usage, dict):
         return Usage()
     prompt = _int(usage.get("prompt_tokens"))
-    details = usage.get("prompt_tokens_details") or {}
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
     cached = _int(details.get("cached_tokens"))
     if not cached:  # DeepSeek reports cache hits at the top level
         cached = _int(usage.get("prompt_cache_hit_tokens"))
-    reasoning = _int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+    completion_details = usage.get("completion_tokens_details")
+    reasoning = _int(completion_details.get("reasoning_tokens") if isinstance(completion_details, dict) else 0)
     return Usage(
         input_tokens=max(prompt - cached, 0),
         cache_read_tokens=cached,

@@ -12,7 +12,7 @@ from thrifty.config import DEFAULT_BASE_URLS
 from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent, Usage
 from thrifty.protocol.anthropic import usage_from_anthropic
 from thrifty.providers.base import Provider, UpstreamError
-from thrifty.providers.http import connection_error, session, sse_events, upstream_error
+from thrifty.providers.http import connection_error, post, scrub, session, sse_events, upstream_error
 
 API_VERSION = "2023-06-01"
 
@@ -55,39 +55,25 @@ class AnthropicProvider(Provider):
                                       timeout=timeout) as resp:
                 if resp.status >= 400:
                     raise await upstream_error(resp, key)
-                return int((await resp.json())["input_tokens"])
+                raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise connection_error(exc, f"{self.name} upstream") from None
+        try:
+            return int(orjson.loads(raw)["input_tokens"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise UpstreamError(502, f"{self.name} upstream's token count has no input_tokens number") from None
 
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
         body = {**body, "model": self.config.upstream_model}
         streaming = bool(body.get("stream"))
-        timeout = aiohttp.ClientTimeout(
-            total=None if streaming else self.config.timeout,
-            connect=self.config.connect_timeout,
-            sock_read=self.config.timeout,
+        answer = await post(
+            self.name, self.url, body, self._headers(ctx), streaming=streaming, timeout=self.config.timeout,
+            connect_timeout=self.config.connect_timeout, secret=self.config.api_key(),
         )
-        key = self.config.api_key()
-        try:
-            resp = await session().post(self.url, data=orjson.dumps(body), headers=self._headers(ctx), timeout=timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_error(exc, f"{self.name} upstream") from None
-        if resp.status >= 400:
-            err = await upstream_error(resp, key)
-            resp.release()
-            raise err
-        if not streaming:
-            try:
-                data = orjson.loads(await resp.read())
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise connection_error(exc, f"{self.name} upstream") from None
-            except orjson.JSONDecodeError:
-                raise UpstreamError(502, f"{self.name} upstream sent a body that is not JSON", retryable=True) from None
-            finally:
-                resp.release()
-            return Reply(status=resp.status, body=data, usage=usage_from_anthropic(data.get("usage")))
-        stream: EventStream = EventStream(self._relay(resp, lambda: stream))
-        return Reply(status=resp.status, stream=stream)
+        if isinstance(answer, dict):
+            return Reply(status=200, body=answer, usage=usage_from_anthropic(answer.get("usage")))
+        stream: EventStream = EventStream(self._relay(answer, lambda: stream))
+        return Reply(status=answer.status, stream=stream)
 
     async def _relay(self, resp: aiohttp.ClientResponse, holder: Any) -> AsyncIterator[SSEEvent]:
         stream: EventStream = holder()
@@ -95,21 +81,28 @@ class AnthropicProvider(Provider):
         try:
             async for ev in sse_events(resp):
                 data = ev.data
-                if isinstance(data, dict):
-                    kind = data.get("type")
-                    if kind == "message_start":
-                        usage.update((data.get("message") or {}).get("usage") or {})
-                        stream.usage = usage_from_anthropic(usage)
-                    elif kind == "message_delta":
-                        # Later counts replace earlier ones; output_tokens is cumulative.
-                        usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
-                        stream.usage = usage_from_anthropic(usage)
-                    elif kind == "message_stop":
-                        stream.complete = True
-                    elif kind == "error":
-                        err = data.get("error") or {}
-                        stream.error = str(err.get("message") or "upstream error")
-                        return
+                if not isinstance(data, dict):
+                    continue  # not JSON: no client could parse it
+                kind = data.get("type")
+                if kind == "message_start":
+                    message = data.get("message")
+                    if not isinstance(message, dict):
+                        continue  # an event of the wrong shape
+                    usage.update(_dict(message.get("usage")))
+                    stream.usage = usage_from_anthropic(usage)
+                elif kind == "message_delta":
+                    if not isinstance(data.get("usage", {}), dict):
+                        continue  # an event of the wrong shape
+                    # Later counts replace earlier ones; output_tokens is cumulative.
+                    usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
+                    stream.usage = usage_from_anthropic(usage)
+                elif kind == "message_stop":
+                    stream.complete = True
+                elif kind == "error":
+                    err = data.get("error")
+                    message = err.get("message") if isinstance(err, dict) else err
+                    stream.error = scrub(str(message or "upstream error"), self.config.api_key())
+                    return
                 yield ev
             if not stream.complete:
                 stream.error = "the upstream closed the stream before it finished"
@@ -119,3 +112,7 @@ class AnthropicProvider(Provider):
             if stream.usage == Usage() and usage:
                 stream.usage = usage_from_anthropic(usage)
             resp.release()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -40,6 +40,12 @@ class CircuitBreaker:
         self.opened_at = None
         self._trial = False
 
+    def release(self) -> None:
+        """A request let through ended without a verdict on the upstream's health (the request
+        was refused as invalid, or its client left): free the half-open trial for the next one,
+        so the circuit cannot stay stuck half-open."""
+        self._trial = False
+
     def failure(self) -> None:
         self.consecutive += 1
         self._trial = False

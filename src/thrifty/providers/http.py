@@ -54,27 +54,44 @@ def scrub(text: str, secret: str | None = None) -> str:
     return _SECRETISH.sub("[redacted]", text)
 
 
+#: The longest Retry-After taken from an upstream (a day); longer, infinite or NaN ones are clamped.
+MAX_RETRY_AFTER = 86400.0
+
+
 def retry_after(headers: Any) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date).
+    Anything else (a word, a malformed date) counts as no header."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
-            return max(0.0, float(ms) / 1000)
+            return _seconds(float(ms) / 1000)
         except ValueError:
             pass
     value = headers.get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return _seconds(float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (ValueError, TypeError, IndexError, OverflowError):
+            return None
+        return _seconds(parsed.timestamp() - time.time()) if parsed else None
+
+
+def _seconds(value: float) -> float | None:
+    if value != value:  # NaN
+        return None
+    return min(max(0.0, value), MAX_RETRY_AFTER)
 
 
 async def upstream_error(resp: aiohttp.ClientResponse, secret: str | None) -> UpstreamError:
     """Turn an upstream error response into an UpstreamError that keeps its status and message."""
-    raw = await resp.read()
+    try:
+        raw = await resp.read()
+    except (TimeoutError, aiohttp.ClientError):  # the status came, the body did not
+        raw = b""
     body: dict[str, Any] | None = None
     message = ""
     error_type: str | None = None
@@ -85,7 +102,8 @@ async def upstream_error(resp: aiohttp.ClientResponse, secret: str | None) -> Up
             err = parsed.get("error")
             if isinstance(err, dict):
                 message = str(err.get("message") or "")
-                error_type = err.get("type") or err.get("code")
+                kind = err.get("type") or err.get("code")
+                error_type = kind if isinstance(kind, str) else None
             elif isinstance(err, str):
                 message = err
             message = message or str(parsed.get("message") or "")
@@ -102,13 +120,19 @@ async def upstream_error(resp: aiohttp.ClientResponse, secret: str | None) -> Up
     )
 
 
-def _scrub_body(body: dict[str, Any], secret: str | None) -> dict[str, Any]:
-    return orjson.loads(scrub(orjson.dumps(body).decode(), secret))
+def _scrub_body(body: dict[str, Any], secret: str | None) -> dict[str, Any] | None:
+    try:
+        return orjson.loads(scrub(orjson.dumps(body).decode(), secret))
+    except orjson.JSONEncodeError:  # nested past orjson's limit: drop it, the message is kept
+        return None
 
 
 def connection_error(exc: BaseException, where: str) -> UpstreamError:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return UpstreamError(504, f"{where} did not answer in time", retryable=True, error_type="timeout")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamError(502, f"{where} closed the connection before its answer was complete", retryable=True,
+                             error_type="connection_error")
     return UpstreamError(502, f"could not reach {where}: {exc.__class__.__name__}", retryable=True, error_type="connection_error")
 
 
@@ -155,3 +179,46 @@ def encode_event(ev: SSEEvent) -> bytes:
     if ev.event:
         return f"event: {ev.event}\ndata: {data}\n\n".encode()
     return b"data: " + data.encode() + b"\n\n"
+
+
+async def post(
+    name: str,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    *,
+    streaming: bool,
+    timeout: float,
+    connect_timeout: float,
+    secret: str | None,
+) -> aiohttp.ClientResponse | dict[str, Any]:
+    """POST `body` to an upstream: the open response of a stream, or the JSON object answered.
+
+    Connection failures, error statuses and answers that are not a JSON object all become an
+    `UpstreamError` that keeps the upstream's status and (scrubbed) message.
+    """
+    client_timeout = aiohttp.ClientTimeout(
+        total=None if streaming else timeout, connect=connect_timeout, sock_read=timeout
+    )
+    where = f"{name} upstream"
+    try:
+        resp = await session().post(url, data=orjson.dumps(body), headers=headers, timeout=client_timeout)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise connection_error(exc, where) from None
+    if resp.status >= 400:
+        err = await upstream_error(resp, secret)
+        resp.release()
+        raise err
+    if streaming:
+        return resp
+    try:
+        data = orjson.loads(await resp.read())
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise connection_error(exc, where) from None
+    except orjson.JSONDecodeError:
+        raise UpstreamError(502, f"{where} sent a body that is not JSON", retryable=True) from None
+    finally:
+        resp.release()
+    if not isinstance(data, dict):
+        raise UpstreamError(502, f"{where} sent JSON that is not an object", retryable=True)
+    return data

@@ -6,13 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import orjson
 
 from thrifty.config import DEFAULT_BASE_URLS
 from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent
 from thrifty.protocol.openai import usage_from_openai
-from thrifty.providers.base import Provider, UpstreamError
-from thrifty.providers.http import connection_error, session, sse_events, upstream_error
+from thrifty.providers.base import Provider
+from thrifty.providers.http import connection_error, post, scrub, sse_events
 
 
 class OpenAIProvider(Provider):
@@ -36,33 +35,16 @@ class OpenAIProvider(Provider):
         if streaming:
             # Always ask for usage so the ledger is exact; the server hides the usage chunk
             # from clients that did not ask for it.
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        timeout = aiohttp.ClientTimeout(
-            total=None if streaming else self.config.timeout,
-            connect=self.config.connect_timeout,
-            sock_read=self.config.timeout,
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        answer = await post(
+            self.name, self.url, body, self._headers(), streaming=streaming, timeout=self.config.timeout,
+            connect_timeout=self.config.connect_timeout, secret=self.config.api_key(),
         )
-        key = self.config.api_key()
-        try:
-            resp = await session().post(self.url, data=orjson.dumps(body), headers=self._headers(), timeout=timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_error(exc, f"{self.name} upstream") from None
-        if resp.status >= 400:
-            err = await upstream_error(resp, key)
-            resp.release()
-            raise err
-        if not streaming:
-            try:
-                data = orjson.loads(await resp.read())
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise connection_error(exc, f"{self.name} upstream") from None
-            except orjson.JSONDecodeError:
-                raise UpstreamError(502, f"{self.name} upstream sent a body that is not JSON", retryable=True) from None
-            finally:
-                resp.release()
-            return Reply(status=resp.status, body=data, usage=usage_from_openai(data.get("usage")))
-        stream: EventStream = EventStream(self._relay(resp, lambda: stream))
-        return Reply(status=resp.status, stream=stream)
+        if isinstance(answer, dict):
+            return Reply(status=200, body=answer, usage=usage_from_openai(answer.get("usage")))
+        stream: EventStream = EventStream(self._relay(answer, lambda: stream))
+        return Reply(status=answer.status, stream=stream)
 
     async def _relay(self, resp: aiohttp.ClientResponse, holder: Any) -> AsyncIterator[SSEEvent]:
         stream: EventStream = holder()
@@ -74,17 +56,22 @@ class OpenAIProvider(Provider):
                     stream.complete = True
                     yield ev
                     continue
-                if isinstance(data, dict):
-                    if data.get("error"):
-                        err = data["error"]
-                        stream.error = str(err.get("message") if isinstance(err, dict) else err)
-                        return
-                    usage = data.get("usage")
-                    if usage:
-                        stream.usage = usage_from_openai(usage)
-                    for choice in data.get("choices") or ():
-                        if choice.get("finish_reason"):
-                            finished = True
+                if not isinstance(data, dict):
+                    continue  # not JSON: no client could parse it
+                if data.get("error"):
+                    err = data["error"]
+                    stream.error = scrub(str(err.get("message") if isinstance(err, dict) else err),
+                                         self.config.api_key())
+                    return
+                usage = data.get("usage")
+                if usage:
+                    stream.usage = usage_from_openai(usage)
+                choices = data.get("choices")
+                if choices is not None:
+                    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+                        continue  # a chunk of the wrong shape
+                    if any(c.get("finish_reason") for c in choices):
+                        finished = True
                 yield ev
             if not stream.complete and finished:
                 stream.complete = True

@@ -109,6 +109,18 @@ def convert_cmd(fmt: str, source: str, output: str, prices: tuple[str, ...]) -> 
     type=int,
     help="repeated cross-validation splits (default: 5 for small sets, fewer for large)",
 )
+@click.option(
+    "--max-cost",
+    default=None,
+    type=float,
+    help="cap the setting's cost at this fraction of the reference model's (e.g. 0.3)",
+)
+@click.option(
+    "--confidence",
+    default=None,
+    type=float,
+    help="meet the target in this share of bootstrap resamples (e.g. 0.8) instead of on the data as is",
+)
 @click.option("--scorer", is_flag=True, help="train a cascade scorer on (prompt, recorded response) instead")
 def train_cmd(
     data: str,
@@ -118,6 +130,8 @@ def train_cmd(
     reference: str | None,
     feature_set: str,
     repeats: int | None,
+    max_cost: float | None,
+    confidence: float | None,
     scorer: bool,
 ) -> None:
     """Train a router (or a cascade scorer) and write a versioned artifact."""
@@ -138,7 +152,14 @@ def train_cmd(
             from thrifty.routing.learned import train
 
             art = train(
-                examples, candidates=names, target=target, reference=reference, spec=spec, repeats=repeats
+                examples,
+                candidates=names,
+                target=target,
+                reference=reference,
+                spec=spec,
+                repeats=repeats,
+                max_cost=max_cost,
+                confidence=confidence,
             )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
@@ -163,6 +184,18 @@ def train_cmd(
     help="the model whose quality the target is a fraction of (default: the best)",
 )
 @click.option(
+    "--max-cost",
+    default=None,
+    type=float,
+    help="cap the setting's cost at this fraction of the reference model's (e.g. 0.3)",
+)
+@click.option(
+    "--confidence",
+    default=None,
+    type=float,
+    help="meet the target in this share of bootstrap resamples (e.g. 0.8) instead of on the data as is",
+)
+@click.option(
     "--write",
     "write_to",
     default=None,
@@ -170,7 +203,13 @@ def train_cmd(
     help="save the artifact with this calibration",
 )
 def calibrate_cmd(
-    router_path: str, data: str, target: float, reference: str | None, write_to: str | None
+    router_path: str,
+    data: str,
+    target: float,
+    reference: str | None,
+    max_cost: float | None,
+    confidence: float | None,
+    write_to: str | None,
 ) -> None:
     """Pick the setting that meets a quality target on validation data and state its cost."""
     from thrifty.routing.calibrate import apply, calibrate, describe
@@ -180,7 +219,7 @@ def calibrate_cmd(
     p = art.predict([ex.text for ex in examples])
     if reference is not None and reference not in art.candidates:
         raise click.ClickException(f"--reference {reference!r} is not one of the router's candidates")
-    cal = calibrate(art, examples, target, p=p, reference=reference)
+    cal = calibrate(art, examples, target, p=p, reference=reference, max_cost=max_cost, confidence=confidence)
     click.echo(describe(cal, target))
     if cal is None or not cal.met:
         sys.exit(1)

@@ -21,6 +21,7 @@ import numpy as np
 from thrifty.routing.features import Embed, FeatureSpec, featurize
 from thrifty.routing.labeled import Example, common_candidates, data_hash
 from thrifty.routing.policy import POLICIES, Point, Policy, cheapest_meeting, choose, sweep
+from thrifty.routing.uncertainty import reach_rates, resample_counts
 
 FORMAT_VERSION = 1
 MAGIC = "thrifty-router"
@@ -83,6 +84,14 @@ class Calibration:
     source: str = "out-of-fold"
     #: False when no setting reached the target: the setting with the best quality is kept
     met: bool = True
+    #: share of calls the setting sends to the reference model
+    reference_share: float = 0.0
+    #: the cost cap (fraction of the reference model's cost) the setting was chosen under
+    max_cost: float | None = None
+    #: the bootstrap confidence the setting was asked to meet the target with (None: point estimate)
+    confidence: float | None = None
+    #: share of bootstrap resamples of the calibration rows in which the setting meets the target
+    reach_probability: float | None = None
 
 
 @dataclass
@@ -285,28 +294,71 @@ def calibrate_points(
     policies: Sequence[Policy] = POLICIES,
     source: str = "out-of-fold",
     reference: str | None = None,
+    max_cost: float | None = None,
+    confidence: float | None = None,
+    n_boot: int = 400,
+    seed: int = 0,
 ) -> tuple[Calibration | None, dict[str, list[Point]]]:
     """Sweep each policy and pick the cheapest setting reaching `target` x the quality of
-    `reference` (default: the best single candidate)."""
+    `reference` (default: the best single candidate).
+
+    `max_cost` caps the setting's cost at that fraction of the reference model's. `confidence`
+    asks for a setting that meets the target (and the cap) in at least that share of bootstrap
+    resamples of these rows, instead of on the rows themselves. Out of reach: the best quality
+    within the cap is kept, marked `met=False`."""
     n = max(len(quality), 1)
     means = quality.mean(axis=0)
     best = list(names).index(reference) if reference else int(np.argmax(means - 1e-12 * cost.sum(axis=0)))
     goal = target * float(means[best])
+    budget = None if max_cost is None else max_cost * float(cost[:, best].sum())
+    rows = np.arange(len(quality))
+    counts = resample_counts(len(quality), n_boot, seed) if len(quality) else None
     curves: dict[str, list[Point]] = {}
-    pick: tuple[Policy, Point] | None = None
+    everything: list[tuple[Policy, Point, float | None]] = []
     for pol in policies:
         pts = sweep(p, quality, cost, names, pol, expected)
         curves[pol] = pts
-        hit = cheapest_meeting(pts, goal)
-        if hit is not None and (pick is None or (hit.cost, -hit.quality) < (pick[1].cost, -pick[1].quality)):
-            pick = (pol, hit)
-    met = pick is not None
-    if pick is None:  # out of reach: keep the best quality there is, the cheapest such setting
-        everything = [(pol, pt) for pol in policies for pt in curves[pol]]
-        if not everything:
-            return None, curves
-        pick = max(everything, key=lambda t: (t[1].quality, -t[1].cost))
-    pol, hit = pick
+        rates: list[float | None] = [None] * len(pts)
+        if confidence is not None and counts is not None:
+            chosen = np.column_stack([choose(p, expected, pol, pt.knob) for pt in pts])
+            rates = list(
+                reach_rates(
+                    quality[rows[:, None], chosen],
+                    cost[rows[:, None], chosen],
+                    quality[:, best],
+                    cost[:, best],
+                    target,
+                    max_cost,
+                    counts,
+                )
+            )
+        everything += [(pol, pt, r) for pt, r in zip(pts, rates, strict=True)]
+    if not everything:
+        return None, curves
+    affordable = [t for t in everything if budget is None or t[1].cost <= budget + 1e-12]
+    if confidence is None:
+        meeting = [t for t in affordable if t[1].quality >= goal - 1e-12]
+    else:
+        meeting = [t for t in affordable if t[2] is not None and t[2] >= confidence]
+    met = bool(meeting)
+    if meeting:
+        pol, hit, _ = min(meeting, key=lambda t: (t[1].cost, -t[1].quality))
+    else:  # out of reach: keep the best quality there is (within the cap), the cheapest such setting
+        pol, hit, _ = max(affordable or everything, key=lambda t: (t[1].quality, -t[1].cost))
+    reach = None
+    if counts is not None:
+        chosen = choose(p, expected, pol, hit.knob)
+        reach = float(
+            reach_rates(
+                quality[rows, chosen],
+                cost[rows, chosen],
+                quality[:, best],
+                cost[:, best],
+                target,
+                max_cost,
+                counts,
+            )[0]
+        )
     cal = Calibration(
         pol,
         hit.knob,
@@ -317,6 +369,10 @@ def calibrate_points(
         float(cost[:, best].sum()) / n,
         source,
         met,
+        reference_share=hit.share.get(names[best], 0.0),
+        max_cost=max_cost,
+        confidence=confidence,
+        reach_probability=reach,
     )
     return cal, curves
 
@@ -335,6 +391,8 @@ def train(
     x: np.ndarray | None = None,
     difficulty: str = "none",
     neighbours: int = 50,
+    max_cost: float | None = None,
+    confidence: float | None = None,
 ) -> RouterArtifact:
     """Fit a router on labeled examples and calibrate its knob for `target` on out-of-fold predictions."""
     import sklearn
@@ -394,7 +452,18 @@ def train(
         neighbours=knn,
         blend=blend,
     )
-    cal, curves = calibrate_points(oof, quality, cost, names, expected, target, reference=reference)
+    cal, curves = calibrate_points(
+        oof,
+        quality,
+        cost,
+        names,
+        expected,
+        target,
+        reference=reference,
+        max_cost=max_cost,
+        confidence=confidence,
+        seed=seed,
+    )
     art.calibration = cal
     n = len(examples)
     art.curves = {pol: [(pt.knob, pt.quality, pt.cost / n) for pt in pts] for pol, pts in curves.items()}

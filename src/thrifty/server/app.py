@@ -25,7 +25,7 @@ from thrifty.protocol.translate import anthropic_error, openai_error
 from thrifty.providers.base import UpstreamError
 from thrifty.providers.http import encode_event
 from thrifty.server.auth import KeyRing, Principal, presented_key
-from thrifty.server.validate import BadRequest, validate_anthropic, validate_openai
+from thrifty.server.validate import BadRequest, check_depth, validate_anthropic, validate_openai
 
 log = logging.getLogger("thrifty.server")
 
@@ -138,28 +138,40 @@ class Handlers:
             requested_model=model,
         )
         task = request.headers.get("X-Thrifty-Task")
-        if task:
-            ctx.extra["task"] = task[:200]
+        if task:  # a header that is not UTF-8 arrives with escaped bytes, which no store can encode
+            ctx.extra["task"] = task[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if self.config.ledger.store_bodies:
             ctx.original_body = body
         assert self.gateway.pipeline is not None
         try:
             reply = await self.gateway.pipeline(ctx)
+        except asyncio.CancelledError:  # the client left (with handler cancellation on) or the server stops
+            self._record(ctx, None, 499, "cancelled", "the client went away before the answer", started, None)
+            raise
         except UpstreamError as exc:
-            headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+            headers = {"X-Thrifty-Request-Id": ctx.request_id}
+            if exc.retry_after:
+                headers["Retry-After"] = str(max(1, round(exc.retry_after)))
             self._record(ctx, None, exc.status, "error", exc.message, started, None)
             return error_response(protocol, exc.status, exc.message, error_type=exc.error_type, headers=headers)
         except BadRequest as exc:
             self._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code)
+            return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code,
+                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
         except Exception as exc:
             log.exception("request %s failed inside thrifty", ctx.request_id)
             self._record(ctx, None, 500, "error", f"internal error: {exc.__class__.__name__}", started, None)
-            return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log for request {ctx.request_id}")
+            return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log for request {ctx.request_id}",
+                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
         headers = self._reply_headers(ctx, reply)
         if reply.stream is None:
-            response = web.Response(body=orjson.dumps(reply.body), status=reply.status,
-                                    content_type="application/json", headers=headers)
+            try:
+                payload = orjson.dumps(reply.body)
+            except orjson.JSONEncodeError as exc:  # e.g. an upstream answer nested past orjson's limit
+                message = f"the answer of model {reply.served_model!r} could not be relayed: {exc}"
+                self._record(ctx, reply, 502, "error", message, started, None)
+                return error_response(protocol, 502, message, headers=headers)
+            response = web.Response(body=payload, status=reply.status, content_type="application/json", headers=headers)
             self._record(ctx, reply, reply.status, "ok" if reply.ok else "error", None, started, None)
             return response
         return await self._stream(request, ctx, reply, headers, started)
@@ -169,7 +181,8 @@ class Handlers:
         stream = reply.stream
         assert stream is not None
         response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
-        hide_usage = ctx.protocol == "openai" and not (ctx.body.get("stream_options") or {}).get("include_usage")
+        options = ctx.body.get("stream_options")  # not checked on Anthropic requests: may be anything
+        hide_usage = ctx.protocol == "openai" and not (isinstance(options, dict) and options.get("include_usage"))
         ttfb: float | None = None
         outcome = "ok"
         try:
@@ -190,6 +203,18 @@ class Handlers:
             if isinstance(exc, asyncio.CancelledError):
                 self._record(ctx, reply, 499, outcome, "the client went away", started, ttfb)
                 raise
+        except Exception as exc:  # a bug, or an upstream event no translator expected: end cleanly
+            log.exception("stream of request %s failed inside thrifty", ctx.request_id)
+            outcome = "error"
+            await stream.aclose()
+            message = f"thrifty failed while streaming ({exc.__class__.__name__}); see the server log for request {ctx.request_id}"
+            try:
+                await response.write(encode_event(_stream_error(ctx.protocol, message)))
+                await response.write_eof()
+            except (ConnectionResetError, RuntimeError):
+                pass
+            self._record(ctx, reply, 500, outcome, message, started, ttfb)
+            return response
         finally:
             await stream.aclose()
         if outcome == "ok" and not stream.complete:
@@ -229,6 +254,7 @@ class Handlers:
             raise BadRequest(f"the request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
+        check_depth(raw, body)
         return body
 
     def _reply_headers(self, ctx: Context, reply: Reply) -> dict[str, str]:
@@ -411,6 +437,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         message = {404: f"no route {request.method} {request.path}", 405: f"{request.method} is not allowed on {request.path}"}.get(
             exc.status, exc.reason)
         return error_response(protocol, exc.status, message)
+    except Exception as exc:  # a bug: still answer in the protocol's shape, never aiohttp's text page
+        log.exception("%s %s failed inside thrifty", request.method, request.path)
+        protocol = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+        return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log")
 
 
 def create_app(gateway: Gateway) -> web.Application:

@@ -23,7 +23,8 @@ ANONYMOUS = Principal(name=None, tenant="default", admin=True)
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    # surrogateescape: a header that is not UTF-8 arrives with its bytes escaped; hash those bytes.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class KeyRing:

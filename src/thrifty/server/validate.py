@@ -18,6 +18,27 @@ class BadRequest(Exception):
         self.code = code
 
 
+#: How deep a request's JSON may nest. orjson reads 1024 levels but writes only 254, and no
+#: real request comes near either.
+MAX_DEPTH = 128
+
+
+def check_depth(raw: bytes, body: Any) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH. The cost follows the number of objects and
+    arrays, not the bytes (chat bodies are mostly text); a body too short to nest that deep
+    is not walked at all."""
+    if len(raw) >= 2 * MAX_DEPTH:
+        _walk(body, 1)
+
+
+def _walk(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise BadRequest(f"the request body nests JSON deeper than {MAX_DEPTH} levels")
+    for child in value.values() if isinstance(value, dict) else value:
+        if isinstance(child, dict | list):
+            _walk(child, depth + 1)
+
+
 def _type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number" if isinstance(value, int | float) else type(value).__name__

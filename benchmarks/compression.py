@@ -1,0 +1,223 @@
+"""Context compression on SQuAD v2 RAG prompts: tokens saved versus answers kept.
+
+Each prompt is one paragraph that holds the answer plus 9 distractor paragraphs from the
+same article, shuffled with a fixed seed, then the question (answerable questions only).
+At each budget (a share of the context's tokens) the extractive compressor is compared
+with two baselines that spend the same budget: random sentences, and the first sentences.
+
+- reduction: 1 - compressed prompt tokens / original prompt tokens (whole user message,
+  question included), averaged over prompts;
+- retention: share of prompts whose compressed context still contains a gold answer text;
+- span kept: stricter, the gold answer's own occurrence (its answer_start in the answer
+  paragraph) is inside a kept sentence.
+
+Run:  PYTHONPATH=src python benchmarks/compression.py [--limit N] [--plot out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from thrifty.compress.context import ContextSettings, compress_parts
+from thrifty.compress.extract import join, select
+from thrifty.compress.sentences import split_sentences
+from thrifty.embed import Embedder, shared_embedder
+from thrifty.ledger.tokens import count_text
+
+RELATIVE = Path("shared/data/compression/squad_v2_dev_subset.json")
+
+
+def default_data() -> Path:
+    """`../shared/data/...` from the project root, looked for in each parent directory."""
+    for parent in Path(__file__).resolve().parents[1:]:
+        candidate = parent / RELATIVE
+        if candidate.exists():
+            return candidate
+    return Path(__file__).resolve().parents[2] / RELATIVE
+
+
+BUDGETS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+#: Feature ablations of the extractive scorer (weights overridden), shown beside the full one.
+ABLATIONS = {
+    "lexical only": {"embedding": 0.0, "passage": 0.0},
+    "embed only": {"lexical": 0.0, "passage": 0.0, "neighbour": 0.0},
+}
+HEADER = "Answer the question using the context.\n\nContext:\n"
+
+
+@dataclass
+class Prompt:
+    text: str
+    question: str
+    context: str
+    answers: list[str]
+    #: character spans of the gold answers inside `context`
+    spans: list[tuple[int, int]]
+
+
+def build_prompts(path: Path, seed: int = 13, limit: int | None = None) -> list[Prompt]:
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    rng = random.Random(seed)
+    prompts: list[Prompt] = []
+    for article in data:
+        paragraphs = [p["context"] for p in article["paragraphs"]]
+        for pi, para in enumerate(article["paragraphs"]):
+            for qa in para["qas"]:
+                if qa.get("is_impossible") or not qa["answers"]:
+                    continue
+                others = [i for i in range(len(paragraphs)) if i != pi]
+                chosen = [pi, *rng.sample(others, min(9, len(others)))]
+                rng.shuffle(chosen)
+                context = HEADER
+                spans: list[tuple[int, int]] = []
+                for i in chosen:
+                    if i == pi:
+                        offset = len(context)
+                        spans = [
+                            (offset + a["answer_start"], offset + a["answer_start"] + len(a["text"]))
+                            for a in qa["answers"]
+                        ]
+                    context += paragraphs[i] + "\n\n"
+                question = "Question: " + qa["question"].strip()
+                prompts.append(
+                    Prompt(context + question, question, context, [a["text"] for a in qa["answers"]], spans)
+                )
+    rng.shuffle(prompts)
+    return prompts[:limit] if limit else prompts
+
+
+def kept_ranges(context: str, compressed: str) -> list[tuple[int, int]]:
+    """Spans of `context` that survive in `compressed` (sentences are kept verbatim, in order)."""
+    out = []
+    pos = 0
+    for s in split_sentences(context):
+        found = compressed.find(s.text, pos)
+        if found >= 0:
+            out.append((s.start, s.end))
+            pos = found + len(s.text)
+    return out
+
+
+def score(p: Prompt, compressed_text: str) -> tuple[float, bool, bool]:
+    """(reduction, answer text present, gold span kept) for one compressed prompt."""
+    before = count_text(p.text)
+    after = count_text(compressed_text)
+    body = compressed_text[: compressed_text.rfind(p.question)]
+    present = any(a in body for a in p.answers)
+    ranges = kept_ranges(p.context, body)
+    span_kept = any(any(a <= s and e <= b for a, b in ranges) for s, e in p.spans)
+    return 1 - after / before, present, span_kept
+
+
+def baseline(p: Prompt, ratio: float, how: str, rng: random.Random) -> str:
+    sentences = split_sentences(p.context)
+    budget = int(count_text(p.context) * ratio)
+    if how == "random":
+        scores = np.array([rng.random() for _ in sentences], dtype=np.float32)
+    else:
+        scores = -np.arange(len(sentences), dtype=np.float32)
+    kept = select(sentences, scores, budget)
+    return join(p.context, sentences, kept).rstrip() + "\n\n" + p.question
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument(
+        "--limit", type=int, default=None, help="only the first N prompts (after a seeded shuffle)"
+    )
+    ap.add_argument(
+        "--ablation", action="store_true", help="also score with single features (lexical, embedding)"
+    )
+    ap.add_argument("--plot", type=Path, default=None, help="write a PNG of retention against reduction")
+    args = ap.parse_args()
+
+    prompts = build_prompts((args.data or default_data()).resolve(), limit=args.limit)
+    embedder = shared_embedder()
+    mean_tokens = sum(count_text(p.text) for p in prompts) / len(prompts)
+    print(
+        f"{len(prompts)} answerable SQuAD v2 questions, 10 paragraphs each, mean prompt {mean_tokens:.0f} tokens"
+    )
+    rows = []
+    t0 = time.perf_counter()
+    for ratio in BUDGETS:
+        settings = ContextSettings(enabled=True, ratio=ratio, min_tokens=0)
+        variants = {"extractive": settings}
+        if args.ablation:
+            for name, w in ABLATIONS.items():
+                variants[name] = ContextSettings(enabled=True, ratio=ratio, min_tokens=0, weights=w)
+        rng = random.Random(7)
+        stats: dict[str, list[tuple[float, bool, bool]]] = {name: [] for name in variants}
+        stats.update(random=[], first=[])
+        for p in prompts:
+            for name, s in variants.items():
+                outcome = compress_parts([p.text], s, embedder)
+                text = outcome.texts[0] if outcome.texts else p.text
+                stats[name].append(score(p, text))
+            stats["random"].append(score(p, baseline(p, ratio, "random", rng)))
+            stats["first"].append(score(p, baseline(p, ratio, "first", rng)))
+        for method, values in stats.items():
+            arr = np.array(values, dtype=np.float64)
+            rows.append((ratio, method, arr[:, 0].mean(), arr[:, 1].mean(), arr[:, 2].mean()))
+    elapsed = time.perf_counter() - t0
+
+    print(f"\n{'budget':>7} {'method':<13} {'reduction':>9} {'retention':>9} {'span kept':>9}")
+    for ratio, method, red, ret, span in rows:
+        print(f"{ratio:>7.2f} {method:<13} {red:>9.1%} {ret:>9.1%} {span:>9.1%}")
+    best = [r for r in rows if r[1] == "extractive" and r[2] >= 0.60 and r[3] >= 0.95]
+    verdict = "met" if best else "not met"
+    print(f"\ntarget (>= 60% fewer tokens with >= 95% retention): {verdict}", end="")
+    if best:
+        b = max(best, key=lambda r: r[2])
+        print(f" at budget {b[0]:.2f}: {b[2]:.1%} fewer tokens, {b[3]:.1%} retention")
+    else:
+        print()
+    # Latency with no embedding cache (every sentence embedded anew), one thread.
+    cold_embedder = Embedder(threads=1, cache_size=1)
+    cold_embedder.embed(["warm up"])
+    for label, weights in (("extractive", {}), ("lexical only", ABLATIONS["lexical only"])):
+        cold_settings = ContextSettings(enabled=True, ratio=0.2, min_tokens=0, weights=weights)
+        cold = []
+        for p in prompts[:50]:
+            t = time.perf_counter()
+            compress_parts([p.text], cold_settings, cold_embedder)
+            cold.append(time.perf_counter() - t)
+        lat = np.array(cold) * 1000
+        print(
+            f"{label}: time per prompt (~{mean_tokens:.0f} tokens, no embedding cache, 1 thread): "
+            f"median {np.median(lat):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms"
+        )
+    print(f"benchmark total {elapsed:.0f}s")
+
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method in dict.fromkeys(r[1] for r in rows):
+            pts = [(r[2], r[3]) for r in rows if r[1] == method]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=method)
+        ax.axvline(0.6, color="grey", lw=0.5)
+        ax.axhline(0.95, color="grey", lw=0.5)
+        ax.set_xlabel("input-token reduction")
+        ax.set_ylabel("answer retention")
+        ax.set_title("Context compression, SQuAD v2 (10 paragraphs)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
