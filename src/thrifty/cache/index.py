@@ -49,7 +49,7 @@ class Hit:
 
 
 def _graph(dim: int) -> Index:
-    return Index(ndim=dim, metric="cos", dtype="f16", connectivity=16, expansion_add=64, expansion_search=64)
+    return Index(ndim=dim, metric="cos", dtype="f16", connectivity=16, expansion_add=128, expansion_search=128)
 
 
 @dataclass
@@ -64,7 +64,7 @@ class _Partition:
         self.graph = _graph(self.dim)
 
     def rebuild_if_worn(self) -> None:
-        if self.removed <= max(1024, len(self.entries)):
+        if self.removed <= max(256, len(self.entries)):
             return
         self.graph = _graph(self.dim)
         if self.entries:
@@ -154,20 +154,29 @@ class InProcessIndex:
             part = self._parts.get((tenant, namespace))
             if part is None or not part.entries:
                 return []
-            want = min(len(part.entries), k + 8)
-            matches = part.graph.search(np.asarray(vector, dtype=np.float32).reshape(self.dim), want)
-            hits: list[Hit] = []
-            stale: list[int] = []
-            for key, distance in zip(matches.keys, matches.distances, strict=True):
-                entry = part.entries.get(int(key))
-                if entry is None:
-                    continue
-                if entry.expired(now):
-                    stale.append(entry.key)
-                    continue
-                score = 1.0 - float(distance)
-                if score >= min_score:
-                    hits.append(Hit(entry, score))
+            query = np.asarray(vector, dtype=np.float32).reshape(self.dim)
+            # Removed entries stay in the graph as tombstones (they are skipped here); ask for
+            # more neighbours until k live ones are found or the whole graph has been seen.
+            want = min(len(part.graph), k + 8)
+            while True:
+                matches = part.graph.search(query, want)
+                hits: list[Hit] = []
+                stale: list[int] = []
+                live = 0
+                for key, distance in zip(matches.keys, matches.distances, strict=True):
+                    entry = part.entries.get(int(key))
+                    if entry is None:
+                        continue
+                    if entry.expired(now):
+                        stale.append(entry.key)
+                        continue
+                    live += 1
+                    score = 1.0 - float(distance)
+                    if score >= min_score:
+                        hits.append(Hit(entry, score))
+                if live >= k or want >= len(part.graph):
+                    break
+                want = min(len(part.graph), want * 4)
             for key in stale:
                 self._remove_locked(part, key)
         hits.sort(key=lambda h: -h.score)
@@ -212,7 +221,8 @@ class InProcessIndex:
 
     @staticmethod
     def _remove_locked(part: _Partition, key: int) -> None:
-        part.entries.pop(key, None)
-        part.graph.remove(key)
-        part.removed += 1
+        # No `graph.remove`: usearch's removal can spin forever on a churned graph. The node
+        # stays as a tombstone that search skips, until the partition is rebuilt.
+        if part.entries.pop(key, None) is not None:
+            part.removed += 1
         part.rebuild_if_worn()
