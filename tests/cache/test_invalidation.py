@@ -147,3 +147,20 @@ async def test_cli_clear_through_a_server(server: tuple[str, Gateway]) -> None:
     assert await cached(stage, keys) == {"chat-search", "batch"}
     denied = await asyncio.to_thread(runner.invoke, main, ["cache", "clear", "--server", url, "--api-key", USER, "--all"])
     assert denied.exit_code == 1 and "403" in denied.output
+
+
+async def test_invalidation_reaches_the_semantic_index(tmp_path: Path) -> None:
+    import numpy as np
+
+    from thrifty.cache.admin import Selection, invalidate
+    from thrifty.cache.index import InProcessIndex
+
+    gateway = Gateway(parse_config(f"store: sqlite:///{tmp_path}/l.db\ncache: {{store: sqlite:///{tmp_path}/c.db}}\n"))
+    index = InProcessIndex(dim=4)
+    gateway.state["semantic_index"] = index
+    for tenant in ("a", "b"):
+        index.add(tenant, "ns", "q", np.array([1.0, 0, 0, 0]), {"answer": tenant})
+    assert await invalidate(gateway, Selection(tenant="a")) >= 1
+    assert not index.has("a", "ns") and index.has("b", "ns")
+    await invalidate(gateway, Selection(everything=True))
+    assert len(index) == 0

@@ -89,13 +89,20 @@ async def invalidate(gateway: Gateway, selection: Selection) -> int:
     stage = gateway.state.get("cache")
     stores = stage.stores if isinstance(stage, ExactCacheStage) else StoreSet(gateway.config)
     try:
-        return await stores.invalidate(
+        removed = await stores.invalidate(
             key=selection.key,
             route=selection.route,
             tags=selection.tags or None,
             tenant=selection.tenant,
             everything=selection.everything,
         )
+        # The semantic cache's entries are kept per tenant (they record no route or tag).
+        index = gateway.state.get("semantic_index")
+        if index is not None and selection.everything:
+            removed += index.clear()
+        elif index is not None and selection.tenant and not (selection.key or selection.route or selection.tags):
+            removed += index.delete(selection.tenant)
+        return removed
     finally:
         if stores is not getattr(stage, "stores", None):
             await stores.close()
