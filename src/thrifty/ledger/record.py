@@ -123,7 +123,7 @@ def schema_sql(dialect: str) -> list[str]:
             response_body {text}
         )""",
         "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
-        "CREATE INDEX IF NOT EXISTS requests_task ON requests (task)",
+        "CREATE INDEX IF NOT EXISTS requests_task ON requests (task) WHERE task IS NOT NULL",
         f"""CREATE TABLE IF NOT EXISTS task_outcomes (
             task {text} PRIMARY KEY,
             ts {real} NOT NULL,

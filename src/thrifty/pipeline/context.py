@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -153,6 +153,14 @@ class Reply:
         return 200 <= self.status < 300
 
 
+def new_request_id() -> str:
+    """`req_` + 16 hex digits of the time in ns + 8 random hex digits.
+
+    Ids sort by time, so the ledger's primary-key index grows at its end instead of taking
+    random inserts (several times cheaper for SQLite and PostgreSQL alike)."""
+    return f"req_{time.time_ns():016x}{random.getrandbits(32):08x}"
+
+
 @dataclass
 class Context:
     """Everything one request carries: the body, who sent it, and what the levers did to it."""
@@ -160,7 +168,7 @@ class Context:
     protocol: Protocol
     body: dict[str, Any]
     config: Config
-    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex[:24])
+    request_id: str = field(default_factory=lambda: new_request_id())
     started: float = field(default_factory=time.time)
     started_perf: float = field(default_factory=time.perf_counter)
     key_name: str | None = None
