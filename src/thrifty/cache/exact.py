@@ -28,6 +28,7 @@ from thrifty.cache.key import context_key, is_deterministic
 from thrifty.cache.stores import CachedResponse, ResponseStore, open_store
 from thrifty.config import Config, lever_model
 from thrifty.pipeline.context import Context, EventStream, Handler, Reply, SSEEvent, Usage
+from thrifty.pipeline.tap import tap
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -263,42 +264,15 @@ class ExactCacheStage:
         before: dict[str, Decimal],
     ) -> Reply:
         """Pass the stream through unchanged, keeping its events; store it if it completes."""
-        inner = reply.stream
-        assert inner is not None
-        events: list[SSEEvent] = []
 
-        async def passthrough() -> AsyncIterator[SSEEvent]:
-            iterator = inner.__aiter__()
-            try:
-                async for event in iterator:
-                    events.append(event)
-                    yield event
-            finally:
-                await iterator.aclose()
-                outer.usage = inner.usage
-                outer.complete = inner.complete
-                outer.error = inner.error
-            if inner.complete and inner.error is None:
-                body = _collect(ctx, events, inner.usage)
-                if body is not None:
-                    await self._store(store, key, settings, self._entry(ctx, reply, body, inner.usage, before))
+        async def store_it(events: list[SSEEvent], inner: EventStream) -> None:
+            body = _collect(ctx, events, inner.usage)
+            if body is not None:
+                await self._store(store, key, settings, self._entry(ctx, reply, body, inner.usage, before))
 
-        outer = _TappedStream(passthrough(), inner)
-        reply.stream = outer
+        tap(reply, store_it)
         reply.headers.setdefault(KEY_HEADER, key)
         return reply
-
-
-class _TappedStream(EventStream):
-    """An EventStream over another; closing it closes the one underneath too."""
-
-    def __init__(self, events: AsyncIterator[SSEEvent], inner: EventStream) -> None:
-        super().__init__(events)
-        self.inner = inner
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        await self.inner.aclose()
 
 
 def _replay(events: list[SSEEvent]) -> EventStream:

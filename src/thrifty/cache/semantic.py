@@ -31,6 +31,7 @@ from thrifty.cache.index import Hit, InProcessIndex
 from thrifty.cache.verifier import Verifier, default_verifier
 from thrifty.config import Config, lever_model
 from thrifty.pipeline.context import Context, EventStream, Handler, Reply, SSEEvent, Usage
+from thrifty.pipeline.tap import tap
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -293,25 +294,13 @@ class SemanticCache:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
-        inner = reply.stream
-        events: list[SSEEvent] = []
 
-        async def passthrough() -> AsyncIterator[SSEEvent]:
-            iterator = inner.__aiter__()
-            try:
-                async for event in iterator:
-                    events.append(event)
-                    yield event
-            finally:
-                await iterator.aclose()
-                outer.usage, outer.complete, outer.error = inner.usage, inner.complete, inner.error
-            if inner.complete and inner.error is None:
-                body = _collect(protocol, events)
-                if complete_body(protocol, body):
-                    await self._add(tenant, q, vector, self._payload(reply, inner.usage, body), settings)
+        async def add_it(events: list[SSEEvent], inner: EventStream) -> None:
+            body = _collect(protocol, events)
+            if complete_body(protocol, body):
+                await self._add(tenant, q, vector, self._payload(reply, inner.usage, body), settings)
 
-        outer = _TappedStream(passthrough(), inner)
-        reply.stream = outer
+        tap(reply, add_it)
 
     @staticmethod
     def _payload(reply: Reply, usage: Usage, body: dict[str, Any]) -> dict[str, Any]:
@@ -335,18 +324,6 @@ class SemanticCache:
             await asyncio.to_thread(add)
         except Exception:  # a cache that cannot store must never fail the request
             log.exception("semantic cache: storing an answer failed")
-
-
-class _TappedStream(EventStream):
-    """An EventStream over another; closing it closes the one underneath too."""
-
-    def __init__(self, events: AsyncIterator[SSEEvent], inner: EventStream) -> None:
-        super().__init__(events)
-        self.inner = inner
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        await self.inner.aclose()
 
 
 def _any_route_enabled(config: Config) -> bool:
