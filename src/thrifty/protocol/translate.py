@@ -282,19 +282,7 @@ def _openai_messages(message: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"role": role, "content": content}]
     blocks = [b for b in content or [] if b.get("type") not in ("thinking", "redacted_thinking")]
     if role == "assistant":
-        text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        calls = [
-            {
-                "id": b.get("id", ""),
-                "type": "function",
-                "function": {
-                    "name": b.get("name", ""),
-                    "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False),
-                },
-            }
-            for b in blocks
-            if b.get("type") == "tool_use"
-        ]
+        text, calls = _text_and_calls(blocks)
         others = [b["type"] for b in blocks if b.get("type") not in ("text", "tool_use")]
         if others:
             raise TranslationError(f"messages: assistant block {others[0]!r} cannot be sent to this model")
@@ -403,22 +391,25 @@ def openai_response_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def anthropic_response_to_openai(body: dict[str, Any], created: int | None = None) -> dict[str, Any]:
-    """An Anthropic `message` body as a `chat.completion` body."""
-    blocks = body.get("content") or []
+def _text_and_calls(blocks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """An Anthropic assistant turn's text and its tool_use blocks as OpenAI tool_calls."""
     text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
     calls = [
         {
             "id": b.get("id", ""),
             "type": "function",
-            "function": {
-                "name": b.get("name", ""),
-                "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False),
-            },
+            "function": {"name": b.get("name", ""), "arguments": json.dumps(b.get("input") or {}, ensure_ascii=False)},
         }
         for b in blocks
         if b.get("type") == "tool_use"
     ]
+    return text, calls
+
+
+def anthropic_response_to_openai(body: dict[str, Any], created: int | None = None) -> dict[str, Any]:
+    """An Anthropic `message` body as a `chat.completion` body."""
+    blocks = body.get("content") or []
+    text, calls = _text_and_calls(blocks)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": text if text or not calls else None,
