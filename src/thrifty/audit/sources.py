@@ -188,30 +188,34 @@ def _json_field(v: Any) -> Any:
 # -- OpenAI-format JSONL ---------------------------------------------------------------------
 
 
-def read_jsonl(path: str, bad: BadLines, position: list[int] | None = None) -> Iterator[AuditRow | TaskOutcome]:
-    position = position if position is not None else [0]
+def _json_lines(path: str, bad: BadLines, position: list[int]) -> Iterator[tuple[Any, int]]:
+    """Each line's decoded JSON with its line number; blank lines skipped, bad ones counted."""
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             position[0] += len(raw)
             if not raw.strip():
                 continue
             try:
-                obj = orjson.loads(raw)
+                yield orjson.loads(raw), n
             except orjson.JSONDecodeError as exc:
                 bad.add(n, f"not JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                bad.add(n, "not a JSON object")
-                continue
-            try:
-                item = jsonl_record(obj, n)
-            except (TypeError, ValueError, AttributeError) as exc:
-                bad.add(n, f"unreadable record: {exc}")
-                continue
-            if item is None:
-                bad.add(n, "no `request` or `response` object")
-                continue
-            yield item
+
+
+def read_jsonl(path: str, bad: BadLines, position: list[int] | None = None) -> Iterator[AuditRow | TaskOutcome]:
+    position = position if position is not None else [0]
+    for obj, n in _json_lines(path, bad, position):
+        if not isinstance(obj, dict):
+            bad.add(n, "not a JSON object")
+            continue
+        try:
+            item = jsonl_record(obj, n)
+        except (TypeError, ValueError, AttributeError) as exc:
+            bad.add(n, f"unreadable record: {exc}")
+            continue
+        if item is None:
+            bad.add(n, "no `request` or `response` object")
+            continue
+        yield item
 
 
 def jsonl_record(obj: dict[str, Any], line: int) -> AuditRow | TaskOutcome | None:
@@ -417,17 +421,8 @@ def read_litellm(path: str, bad: BadLines, position: list[int] | None = None) ->
                 position[0] = binary.tell()
                 yield from _litellm_item(obj, n, bad)
         return
-    with open(path, "rb") as fb:
-        for n, raw in enumerate(fb, start=1):
-            position[0] += len(raw)
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                bad.add(n, f"not JSON: {exc}")
-                continue
-            yield from _litellm_item(obj, n, bad)
+    for obj, n in _json_lines(path, bad, position):
+        yield from _litellm_item(obj, n, bad)
 
 
 def _litellm_item(obj: Any, n: int, bad: BadLines) -> Iterator[AuditRow]:
