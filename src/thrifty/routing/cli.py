@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +15,22 @@ from thrifty.routing.labeled import LabeledDataError
 if TYPE_CHECKING:
     from thrifty.routing.labeled import Example
     from thrifty.routing.learned import RouterArtifact
+
+
+def _cost_and_confidence(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The --max-cost and --confidence options that `train` and `calibrate` share."""
+    command = click.option(
+        "--confidence",
+        default=None,
+        type=float,
+        help="meet the target in this share of bootstrap resamples (e.g. 0.8) instead of on the data as is",
+    )(command)
+    return click.option(
+        "--max-cost",
+        default=None,
+        type=float,
+        help="cap the setting's cost at this fraction of the reference model's (e.g. 0.3)",
+    )(command)
 
 
 def _load(path: str) -> list[Example]:
@@ -109,18 +126,7 @@ def convert_cmd(fmt: str, source: str, output: str, prices: tuple[str, ...]) -> 
     type=int,
     help="repeated cross-validation splits (default: 5 for small sets, fewer for large)",
 )
-@click.option(
-    "--max-cost",
-    default=None,
-    type=float,
-    help="cap the setting's cost at this fraction of the reference model's (e.g. 0.3)",
-)
-@click.option(
-    "--confidence",
-    default=None,
-    type=float,
-    help="meet the target in this share of bootstrap resamples (e.g. 0.8) instead of on the data as is",
-)
+@_cost_and_confidence
 @click.option("--scorer", is_flag=True, help="train a cascade scorer on (prompt, recorded response) instead")
 def train_cmd(
     data: str,
@@ -183,18 +189,7 @@ def train_cmd(
     default=None,
     help="the model whose quality the target is a fraction of (default: the best)",
 )
-@click.option(
-    "--max-cost",
-    default=None,
-    type=float,
-    help="cap the setting's cost at this fraction of the reference model's (e.g. 0.3)",
-)
-@click.option(
-    "--confidence",
-    default=None,
-    type=float,
-    help="meet the target in this share of bootstrap resamples (e.g. 0.8) instead of on the data as is",
-)
+@_cost_and_confidence
 @click.option(
     "--write",
     "write_to",
