@@ -48,6 +48,10 @@ class Hit:
     score: float
 
 
+#: Partitions up to this many nodes are searched exactly instead of through the HNSW graph.
+EXACT_UP_TO = 4096
+
+
 def _graph(dim: int) -> Index:
     return Index(ndim=dim, metric="cos", dtype="f16", connectivity=16, expansion_add=128, expansion_search=128)
 
@@ -159,7 +163,8 @@ class InProcessIndex:
             # more neighbours until k live ones are found or the whole graph has been seen.
             want = min(len(part.graph), k + 8)
             while True:
-                matches = part.graph.search(query, want)
+                # Small partitions are searched exhaustively: exact, and still well under a millisecond.
+                matches = part.graph.search(query, want, exact=len(part.graph) <= EXACT_UP_TO)
                 hits: list[Hit] = []
                 stale: list[int] = []
                 live = 0
