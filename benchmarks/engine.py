@@ -66,6 +66,28 @@ def bandwidth_gbs(size_mb: int = 256, repeats: int = 5) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
+def reference_llama(llama_class: Any, path: str, threads: int) -> Any:
+    """llama-cpp-python's own `Llama`, with the weight buffers the engine uses (no AMX where
+    the CPU has it: llama.cpp's AMX kernels crash on this model), so both sides run the same kernels."""
+    import llama_cpp.llama_cpp as llama_cpp  # the module `Llama` takes its defaults from
+
+    from thrifty.engine.llama import cpu_has_amx
+
+    defaults = llama_cpp.llama_model_default_params
+
+    def params() -> Any:
+        p = defaults()
+        if cpu_has_amx():
+            p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_model_default_params = params
+    try:
+        return llama_class(model_path=path, n_ctx=2048, n_threads=threads, n_batch=512, verbose=False)
+    finally:
+        llama_cpp.llama_model_default_params = defaults
+
+
 def run_concurrent(engine: LocalEngine, prompts: list[list[int]], params: list[SamplingParams]) -> list[Done]:
     results: list[Done | None] = [None] * len(prompts)
     done = threading.Event()
@@ -107,7 +129,7 @@ def main() -> None:
     from llama_cpp import Llama
 
     path = str(resolve_model_path(args.model))
-    reference = Llama(model_path=path, n_ctx=2048, n_threads=threads, n_batch=512, verbose=False)
+    reference = reference_llama(Llama, path, threads)
     steps.update()
 
     # 1. throughput: 8 concurrent through the engine vs 8 sequential create_completion calls

@@ -33,6 +33,15 @@ def _lib() -> Any:
     return llama_cpp
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has Intel AMX, whose llama.cpp kernels this engine must avoid."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return "amx_int8" in f.read()
+    except OSError:
+        return False
+
+
 def _init_backend(lib: Any) -> None:
     global _backend_ready
     with _backend_lock:
@@ -53,6 +62,10 @@ class LlamaModel:
         _init_backend(lib)
         self.path = path
         mparams = lib.llama_model_default_params()
+        if cpu_has_amx():
+            # llama.cpp's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on this model;
+            # plain CPU buffers are safe, and the batched matmuls do not need the repacked layouts.
+            mparams.use_extra_bufts = False
         self.model = lib.llama_model_load_from_file(str(path).encode(), mparams)
         if not self.model:
             raise ModelFileError(
