@@ -82,6 +82,20 @@ def test_spend_groups_and_sums_exactly(store: LedgerStore) -> None:
         store.spend("colour")
 
 
+def test_a_large_batch_is_written_whole_and_a_repeated_id_replaces_its_row(store: LedgerStore) -> None:
+    # More rows than one multi-row INSERT carries, with one request id written twice.
+    rows = [record(cost=f"0.00{i % 10}") for i in range(700)]
+    again = record(cost="0.5")
+    again.request_id = rows[3].request_id
+    store.write(rows)
+    store.write([again])
+    assert store.count() == 700
+    total = store.execute("SELECT SUM(cost_pico) FROM requests")[0][0]
+    expected = sum(Decimal(f"0.00{i % 10}") for i in range(700)) - Decimal("0.003") + Decimal("0.5")
+    assert Decimal(total) / Decimal(10**12) == expected
+    assert store.execute("SELECT cost_pico FROM requests WHERE request_id = ?", [again.request_id])[0][0] == 5 * 10**11
+
+
 def test_writer_batches_and_flushes(tmp_path: Path) -> None:
     writer = LedgerWriter(
         SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "spill.jsonl"

@@ -151,7 +151,13 @@ class SQLiteStore(LedgerStore):
             self._conn.execute(stmt)
         self._conn.commit()
         self._lock = threading.Lock()
-        self._insert = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        row = f"({', '.join('?' * len(COLUMNS))})"
+        self._insert_head = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES "
+        self._row_sql = row
+        # One statement carries many rows, as many as SQLite's bound-variable limit allows.
+        limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._rows_per_statement = max(1, min(256, limit // len(COLUMNS)))
+        self._statements: dict[int, str] = {}
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
@@ -160,9 +166,24 @@ class SQLiteStore(LedgerStore):
         return conn
 
     def write(self, records: Sequence[LedgerRecord]) -> None:
+        """Insert `records` in one transaction, many rows per statement.
+
+        `executemany` steps SQLite once per row and hands Python's GIL back and forth around
+        every step; under load that handover, not the insert, is what costs the event loop.
+        A multi-row VALUES list takes one step for a few hundred rows."""
         rows = [record_row(r) for r in records]
+        n = self._rows_per_statement
         with self._lock, self._conn:
-            self._conn.executemany(self._insert, rows)
+            for start in range(0, len(rows), n):
+                chunk = rows[start : start + n]
+                params = [value for row in chunk for value in row]
+                self._conn.execute(self._statement(len(chunk)), params)
+
+    def _statement(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            sql = self._statements[rows] = self._insert_head + ", ".join([self._row_sql] * rows)
+        return sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -182,10 +182,28 @@ def _pico_fits(amount: object) -> bool:
         return False
 
 
+#: The largest amount in USD whose picodollars fit a signed 64-bit column (about 9.2 million).
+_MAX_USD = Decimal(_INT64 - 1) / Decimal(10**12)
+
+
+def _plain(record: LedgerRecord) -> bool:
+    """True for the usual row: small integer counts, finite amounts well inside the columns."""
+    for value in (record.status, record.input_tokens, record.cache_read_tokens, record.cache_write_tokens,
+                  record.cache_write_1h_tokens, record.output_tokens, record.reasoning_tokens):
+        if type(value) is not int or not -_INT64 <= value < _INT64:
+            return False
+    for amount in (record.cost, record.counterfactual_cost):
+        if type(amount) is not Decimal or not amount.is_finite() or not -_MAX_USD < amount < _MAX_USD:
+            return False
+    return not record.savings
+
+
 def storable(record: LedgerRecord) -> LedgerRecord:
     """`record` with every number the store's 64-bit integer columns cannot hold set to 0 (the
     original kept as text in `extra["unstorable"]`): one absurd value, from a broken upstream
     or lever, must not make the store refuse the batch, which the writer would retry forever."""
+    if _plain(record):
+        return record
     bad: dict[str, str] = {}
     for name in _COUNTS:
         value = getattr(record, name)
