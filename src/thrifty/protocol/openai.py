@@ -26,6 +26,8 @@ MAX_TOKENS_REPORTED = 10**9
 
 
 def _int(value: Any) -> int:
+    if type(value) is int and 0 <= value <= MAX_TOKENS_REPORTED:  # the usual case, checked first
+        return value
     if not isinstance(value, int | float) or isinstance(value, bool):
         return 0
     return min(max(int(value), 0), MAX_TOKENS_REPORTED)

@@ -22,9 +22,8 @@ class OpenAIProvider(Provider):
         base = (self.config.base_url or DEFAULT_BASE_URLS["openai"]).rstrip("/")
         return base + "/chat/completions"
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, key: str | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json", **self.config.headers}
-        key = self.config.api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -37,9 +36,10 @@ class OpenAIProvider(Provider):
             # from clients that did not ask for it.
             options = body.get("stream_options")
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        key = self.config.api_key()
         answer = await post(
-            self.name, self.url, body, self._headers(), streaming=streaming, timeout=self.config.timeout,
-            connect_timeout=self.config.connect_timeout, secret=self.config.api_key(),
+            self.name, self.url, body, self._headers(key), streaming=streaming, timeout=self.config.timeout,
+            connect_timeout=self.config.connect_timeout, secret=key,
         )
         if isinstance(answer, dict):
             return Reply(status=200, body=answer, usage=usage_from_openai(answer.get("usage")))

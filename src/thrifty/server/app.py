@@ -349,6 +349,7 @@ class Handlers:
         return web.Response(body=orjson.dumps(body, default=str), content_type="application/json")
 
 
+_ZERO = Decimal(0)
 _FORWARDED = {"anthropic-version", "anthropic-beta", "cache-control", "user-agent", "x-thrifty-task"}
 
 
@@ -368,12 +369,13 @@ def build_record(ctx: Context, reply: Reply | None, status: int, outcome: str, e
     """The ledger row of a finished request. Counterfactual = cost + every lever's saving."""
     usage = reply.usage if reply is not None else None
     cost = reply.cost if reply is not None else Decimal(0)
-    side = Decimal(ctx.extra.pop("side_cost", "0"))
-    cost += side
+    side = ctx.extra.pop("side_cost", None)
+    if side is not None:
+        cost += Decimal(side)
     finish = None
     if reply is not None and reply.body is not None:
         finish = _finish_reason(reply.body)
-    saved = sum(ctx.savings.values(), Decimal(0))
+    saved = sum(ctx.savings.values(), _ZERO) if ctx.savings else _ZERO
     answered_by = ctx.extra.pop("answered_by", None)
     task = ctx.extra.pop("task", None)
     if ctx.notes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import signal
@@ -106,6 +107,9 @@ async def _serve(config: Config) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, backlog=1024, reuse_address=True)
     await site.start()
+    # Everything loaded so far (config, price tables, models) lives as long as the server:
+    # keep it out of the garbage collector's scans, which would otherwise walk it again and again.
+    gc.freeze()
     logging.getLogger("thrifty").info(
         "thrifty listening on http://%s:%s (models: %s)",
         config.server.host, config.server.port, ", ".join(m.name for m in config.models),
