@@ -142,6 +142,10 @@ async def test_metrics_count_what_the_ledger_records(server: Server) -> None:
     # the histogram is cumulative and ends with every request
     assert _metric(text, "thrifty_request_duration_seconds_bucket", le="+Inf") == len(records)
     assert _metric(text, "thrifty_request_duration_seconds_bucket", le="0.005") == 15
+    for route in {r.route for r in records}:
+        counts = [float(v) for v in re.findall(
+            rf'^thrifty_request_duration_seconds_bucket{{route="{route}",le="[^"]+"}} (\S+)$', text, re.M)]
+        assert counts == sorted(counts) and counts[-1] == sum(r.route == route for r in records)
     assert re.search(r"^thrifty_ledger_written_total \d+$", text, re.M)
     for line in text.splitlines():  # every sample line is `name{labels} value`
         assert line.startswith("#") or re.match(r"^[a-z_]+(\{[^}]*\})? [-+0-9.eInf]+$", line), line

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -81,8 +81,8 @@ class Dispatcher:
             m.name: CircuitBreaker(m.breaker_failures, m.breaker_cooldown) for m in gateway.config.models
         }
 
-    async def __call__(self, ctx: Context) -> Reply:
-        return await self.send(ctx, ctx.target_model or ctx.requested_model, ctx.body)
+    def __call__(self, ctx: Context) -> Awaitable[Reply]:
+        return self.send(ctx, ctx.target_model or ctx.requested_model, ctx.body)
 
     async def send(self, ctx: Context, model: str, body: dict[str, Any], protocol: Protocol | None = None) -> Reply:
         """Send `body` (in `protocol`, default the client's) to `model`, then its fallbacks."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from thrifty.pipeline.context import Context, Handler, Reply
@@ -41,8 +41,8 @@ class Pipeline:
             handler = functools.partial(stage.handle, next=handler)
         self._entry = handler
 
-    async def __call__(self, ctx: Context) -> Reply:
-        return await self._entry(ctx)
+    def __call__(self, ctx: Context) -> Awaitable[Reply]:
+        return self._entry(ctx)  # not awaited here: one coroutine frame fewer on every resume
 
     @property
     def names(self) -> list[str]:

@@ -35,6 +35,9 @@ def session() -> aiohttp.ClientSession:
             json_serialize=lambda o: orjson.dumps(o).decode(),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # A gateway must not carry cookies from one upstream answer to the next request,
+            # which may be another tenant's; skipping the jar also spares a lookup per call.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         _session_loop = loop
     return _session

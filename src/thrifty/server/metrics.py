@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -66,8 +67,12 @@ class Family:
         return tuple((k, "other") for k, _ in labels)
 
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
-        key = self._key(labels)
-        self.values[key] = self.values.get(key, 0.0) + amount
+        values = self.values
+        current = values.get(labels)
+        if current is None:
+            labels = self._key(labels)
+            current = values.get(labels, 0.0)
+        values[labels] = current + amount
 
     def set(self, labels: Labels, value: float) -> None:
         self.values[self._key(labels)] = value
@@ -87,14 +92,14 @@ class Histogram:
         self.series: dict[Labels, list[float]] = {}  # bucket counts..., +Inf count, sum
 
     def observe(self, labels: Labels, value: float) -> None:
-        if labels not in self.series and len(self.series) >= MAX_SERIES:
-            labels = tuple((k, "other") for k, _ in labels)
         s = self.series.get(labels)
         if s is None:
-            s = self.series[labels] = [0.0] * (len(self.buckets) + 2)
-        for i, ub in enumerate(self.buckets):
-            if value <= ub:
-                s[i] += 1
+            if len(self.series) >= MAX_SERIES:
+                labels = tuple((k, "other") for k, _ in labels)
+            s = self.series.setdefault(labels, [0.0] * (len(self.buckets) + 2))
+        i = bisect_left(self.buckets, value)  # the first bucket whose bound holds the value
+        if i < len(self.buckets):
+            s[i] += 1
         s[-2] += 1
         s[-1] += value
 
@@ -102,11 +107,25 @@ class Histogram:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} histogram"
         for labels, s in sorted(self.series.items()):
+            running = 0.0  # buckets hold their own counts; the exposition format wants them cumulative
             for ub, count in zip(self.buckets, s, strict=False):
-                yield f"{self.name}_bucket{_fmt_labels(labels, (('le', _num(ub)),))} {_num(count)}"
+                running += count
+                yield f"{self.name}_bucket{_fmt_labels(labels, (('le', _num(ub)),))} {_num(running)}"
             yield f"{self.name}_bucket{_fmt_labels(labels, (('le', '+Inf'),))} {_num(s[-2])}"
             yield f"{self.name}_count{_fmt_labels(labels)} {_num(s[-2])}"
             yield f"{self.name}_sum{_fmt_labels(labels)} {_num(s[-1])}"
+
+
+class _RecordLabels:
+    """The label sets one (model, route, outcome) combination uses."""
+
+    __slots__ = ("model", "model_route", "request", "route")
+
+    def __init__(self, model: str, route: str, outcome: str) -> None:
+        self.model = ("model", model)
+        self.route = (("route", route),)
+        self.model_route = (self.model, ("route", route))
+        self.request = (self.model, ("route", route), ("outcome", outcome))
 
 
 class MetricsCollector:
@@ -130,6 +149,8 @@ class MetricsCollector:
         self.rerouted = Family("thrifty_rerouted_total", "counter", "Requests served by another model than requested.")
         self.latency = Histogram("thrifty_request_duration_seconds", "Time from request to last byte, by route.")
         self.ttfb = Histogram("thrifty_time_to_first_byte_seconds", "Streaming: time to the first byte, by route.")
+        #: Label tuples by (model, route, outcome), built once: requests repeat them endlessly.
+        self._labels: dict[tuple[str, str, str], _RecordLabels] = {}
         self.families = [
             self.requests, self.tokens, self.cost, self.counterfactual, self.saved, self.tokens_saved,
             self.cache, self.answered, self.errors, self.rerouted,
@@ -138,17 +159,23 @@ class MetricsCollector:
     def observe(self, r: LedgerRecord) -> None:
         """Count one ledger record (a LedgerWriter listener: called on the submitting thread)."""
         model = r.served_model or r.requested_model
+        key = (model, r.route, r.outcome)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = _RecordLabels(model, r.route, r.outcome)
+            if len(self._labels) < MAX_SERIES:  # routes come from clients' tags: keep the cache bounded
+                self._labels[key] = labels
         with self._lock:
-            self.requests.inc((("model", model), ("route", r.route), ("outcome", r.outcome)))
+            self.requests.inc(labels.request)
             for kind, n in (
                 ("input", r.input_tokens), ("cache_read", r.cache_read_tokens),
                 ("cache_write", r.cache_write_tokens + r.cache_write_1h_tokens),
                 ("output", r.output_tokens), ("reasoning", r.reasoning_tokens),
             ):  # fmt: skip
                 if n:
-                    self.tokens.inc((("model", model), ("kind", kind)), n)
-            self.cost.inc((("model", model), ("route", r.route)), float(r.cost))
-            self.counterfactual.inc((("route", r.route),), float(r.counterfactual_cost))
+                    self.tokens.inc((labels.model, ("kind", kind)), n)
+            self.cost.inc(labels.model_route, float(r.cost))
+            self.counterfactual.inc(labels.route, float(r.counterfactual_cost))
             for lever, usd in r.savings.items():
                 self.saved.inc((("lever", lever),), float(usd))
             for lever, n in r.tokens_saved.items():
@@ -161,9 +188,9 @@ class MetricsCollector:
                 self.errors.inc((("status", str(r.status)),))
             if r.served_model and r.served_model != r.requested_model:
                 self.rerouted.inc((("requested", r.requested_model), ("served", r.served_model)))
-            self.latency.observe((("route", r.route),), r.latency_ms / 1000.0)
+            self.latency.observe(labels.route, r.latency_ms / 1000.0)
             if r.ttfb_ms is not None:
-                self.ttfb.observe((("route", r.route),), r.ttfb_ms / 1000.0)
+                self.ttfb.observe(labels.route, r.ttfb_ms / 1000.0)
 
     def render(self, gateway: Gateway | None = None) -> str:
         lines: list[str] = []

@@ -54,6 +54,32 @@ def _expect(body: dict[str, Any], key: str, types: tuple[type, ...], what: str) 
             raise BadRequest(f"'{key}' must be {what}, got {_type_name(value)}", key)
 
 
+_Fields = dict[str, tuple[tuple[type, ...], str]]
+
+_COMMON_FIELDS: _Fields = {
+    "stream": ((bool,), "a boolean"),
+    "temperature": ((int, float), "a number"),
+    "top_p": ((int, float), "a number"),
+    "max_tokens": ((int,), "an integer"),
+    "tools": ((list,), "an array"),
+    "metadata": ((dict,), "an object"),
+}
+_OPENAI_FIELDS: _Fields = {
+    "max_completion_tokens": ((int,), "an integer"),
+    "n": ((int,), "an integer"),
+    "stream_options": ((dict,), "an object"),
+    "response_format": ((dict,), "an object"),
+    "stop": ((str, list), "a string or an array of strings"),
+}
+
+
+def _expect_all(body: dict[str, Any], specs: _Fields) -> None:
+    """`_expect` for each field of `specs` the body has (bodies carry few of them)."""
+    for key, (types, what) in specs.items():
+        if key in body:
+            _expect(body, key, types, what)
+
+
 def _common(body: dict[str, Any]) -> None:
     model = body.get("model")
     if model is None:
@@ -67,12 +93,7 @@ def _common(body: dict[str, Any]) -> None:
         raise BadRequest(f"'messages' must be an array, got {_type_name(messages)}", "messages")
     if not messages:
         raise BadRequest("'messages' must contain at least one message", "messages")
-    _expect(body, "stream", (bool,), "a boolean")
-    _expect(body, "temperature", (int, float), "a number")
-    _expect(body, "top_p", (int, float), "a number")
-    _expect(body, "max_tokens", (int,), "an integer")
-    _expect(body, "tools", (list,), "an array")
-    _expect(body, "metadata", (dict,), "an object")
+    _expect_all(body, _COMMON_FIELDS)
     if isinstance(body.get("max_tokens"), int) and body["max_tokens"] < 1:
         raise BadRequest("'max_tokens' must be at least 1", "max_tokens")
     temp = body.get("temperature")
@@ -82,11 +103,7 @@ def _common(body: dict[str, Any]) -> None:
 
 def validate_openai(body: dict[str, Any]) -> None:
     _common(body)
-    _expect(body, "max_completion_tokens", (int,), "an integer")
-    _expect(body, "n", (int,), "an integer")
-    _expect(body, "stream_options", (dict,), "an object")
-    _expect(body, "response_format", (dict,), "an object")
-    _expect(body, "stop", (str, list), "a string or an array of strings")
+    _expect_all(body, _OPENAI_FIELDS)
     for i, m in enumerate(body["messages"]):
         if not isinstance(m, dict):
             raise BadRequest(f"'messages[{i}]' must be an object, got {_type_name(m)}", f"messages[{i}]")
