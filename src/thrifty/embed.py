@@ -111,14 +111,38 @@ class Embedder:
     def embed_one(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
 
-    def _run(self, texts: list[str]) -> np.ndarray:
+    def token_states(self, texts: Sequence[str], batch_size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each text's word pieces and their contextual states, before pooling: (ids, states).
+
+        [CLS] and [SEP] are left out; states are unit vectors (float32, one row per piece),
+        so a product of two texts' states holds the cosines between their pieces. Not cached.
+        """
+        empty = (np.zeros(0, np.int64), np.zeros((0, DIM), np.float32))
+        out: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids, mask, hidden = self._hidden([texts[i] for i in idx])
+            for row, i in enumerate(idx):
+                n = int(mask[row].sum())
+                states = hidden[row, 1 : n - 1]
+                norms = np.linalg.norm(states, axis=1, keepdims=True)
+                unit = (states / np.clip(norms, 1e-12, None)).astype(np.float32)
+                out[i] = (ids[row, 1 : n - 1].copy(), unit)
+        return out
+
+    def _hidden(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Piece ids, attention mask and last hidden states, (batch, seq[, 384]), of padded `texts`."""
         encs = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encs], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feeds)[0]  # (batch, seq, 384)
+        return ids, mask, self._session.run(None, feeds)[0]
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        _, mask, hidden = self._hidden(texts)  # hidden: (batch, seq, 384)
         m = mask[:, :, None].astype(np.float32)
         pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

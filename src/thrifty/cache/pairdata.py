@@ -64,6 +64,12 @@ def split_of_key(key: str) -> Split:
 
 def assign_splits(rows: list[tuple[str, str, int]]) -> list[Pair]:
     """Split pairs by connected group of shared questions (see the module docstring)."""
+    keys = group_keys([(a, b) for a, b, _ in rows])
+    return [Pair(a, b, label, split_of_key(key)) for (a, b, label), key in zip(rows, keys, strict=True)]
+
+
+def group_keys(rows: list[tuple[str, str]]) -> list[str]:
+    """For each pair, the smallest normalised question of its group (pairs linked by a shared question)."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -73,7 +79,7 @@ def assign_splits(rows: list[tuple[str, str, int]]) -> list[Pair]:
             x = parent[x]
         return x
 
-    for a, b, _ in rows:
+    for a, b in rows:
         ra, rb = find(normalise(a)), find(normalise(b))
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
@@ -82,7 +88,7 @@ def assign_splits(rows: list[tuple[str, str, int]]) -> list[Pair]:
         root = find(q)
         if root not in smallest or q < smallest[root]:
             smallest[root] = q
-    return [Pair(a, b, label, split_of_key(smallest[find(normalise(a))])) for a, b, label in rows]
+    return [smallest[find(normalise(a))] for a, _ in rows]
 
 
 def load_qqp(path: Path | None = None) -> list[Pair]:
