@@ -14,9 +14,12 @@ import orjson
 
 from thrifty.pipeline.context import SSEEvent
 from thrifty.providers.base import UpstreamError
+from thrifty.providers.h1 import H1Client, InvalidHeader, UpstreamClosed
 
 _session: aiohttp.ClientSession | None = None
 _session_loop: asyncio.AbstractEventLoop | None = None
+_h1: H1Client | None = None
+_h1_loop: asyncio.AbstractEventLoop | None = None
 
 #: Statuses worth another try: timeouts, conflicts, rate limits, server errors.
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504, 529}
@@ -43,11 +46,23 @@ def session() -> aiohttp.ClientSession:
     return _session
 
 
+def h1_client() -> H1Client:
+    """The process's client for complete answers (one per event loop)."""
+    global _h1, _h1_loop
+    loop = asyncio.get_running_loop()
+    if _h1 is None or _h1_loop is not loop:
+        _h1, _h1_loop = H1Client(), loop
+    return _h1
+
+
 async def close_session() -> None:
-    global _session
+    global _session, _h1
     if _session is not None and not _session.closed:
         await _session.close()
     _session = None
+    if _h1 is not None:
+        await _h1.close()
+    _h1 = None
 
 
 def scrub(text: str, secret: str | None = None) -> str:
@@ -95,6 +110,11 @@ async def upstream_error(resp: aiohttp.ClientResponse, secret: str | None) -> Up
         raw = await resp.read()
     except (TimeoutError, aiohttp.ClientError):  # the status came, the body did not
         raw = b""
+    return error_from(resp.status, resp.headers, raw, secret)
+
+
+def error_from(status: int, headers: Any, raw: bytes, secret: str | None) -> UpstreamError:
+    """An UpstreamError from an error answer's status, headers and body."""
     body: dict[str, Any] | None = None
     message = ""
     error_type: str | None = None
@@ -112,12 +132,12 @@ async def upstream_error(resp: aiohttp.ClientResponse, secret: str | None) -> Up
             message = message or str(parsed.get("message") or "")
     except orjson.JSONDecodeError:
         message = raw[:500].decode("utf-8", "replace")
-    message = scrub(message or f"upstream answered HTTP {resp.status}", secret)
+    message = scrub(message or f"upstream answered HTTP {status}", secret)
     return UpstreamError(
-        resp.status,
+        status,
         message,
-        retryable=resp.status in RETRYABLE,
-        retry_after=retry_after(resp.headers),
+        retryable=status in RETRYABLE,
+        retry_after=retry_after(headers),
         error_type=error_type,
         body=None if body is None else _scrub_body(body, secret),
     )
@@ -133,7 +153,7 @@ def _scrub_body(body: dict[str, Any], secret: str | None) -> dict[str, Any] | No
 def connection_error(exc: BaseException, where: str) -> UpstreamError:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return UpstreamError(504, f"{where} did not answer in time", retryable=True, error_type="timeout")
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientPayloadError | UpstreamClosed):
         return UpstreamError(502, f"{where} closed the connection before its answer was complete", retryable=True,
                              error_type="connection_error")
     return UpstreamError(502, f"could not reach {where}: {exc.__class__.__name__}", retryable=True, error_type="connection_error")
@@ -198,12 +218,28 @@ async def post(
     """POST `body` to an upstream: the open response of a stream, or the JSON object answered.
 
     Connection failures, error statuses and answers that are not a JSON object all become an
-    `UpstreamError` that keeps the upstream's status and (scrubbed) message.
+    `UpstreamError` that keeps the upstream's status and (scrubbed) message. Complete answers
+    go through the lean `H1Client`; streams through aiohttp, whose reader the SSE parser uses.
     """
-    client_timeout = aiohttp.ClientTimeout(
-        total=None if streaming else timeout, connect=connect_timeout, sock_read=timeout
-    )
     where = f"{name} upstream"
+    if not streaming:
+        try:
+            answer = await h1_client().post(url, orjson.dumps(body), headers, timeout=timeout,
+                                            connect_timeout=connect_timeout)
+        except InvalidHeader as exc:
+            raise UpstreamError(400, str(exc), error_type="invalid_request_error") from None
+        except (TimeoutError, OSError, ValueError) as exc:  # UpstreamClosed is an OSError too
+            raise connection_error(exc, where) from None
+        if answer.status >= 400:
+            raise error_from(answer.status, answer.headers, answer.body, secret)
+        try:
+            data = orjson.loads(answer.body)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(502, f"{where} sent a body that is not JSON", retryable=True) from None
+        if not isinstance(data, dict):
+            raise UpstreamError(502, f"{where} sent JSON that is not an object", retryable=True)
+        return data
+    client_timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=timeout)
     try:
         resp = await session().post(url, data=orjson.dumps(body), headers=headers, timeout=client_timeout)
     except (TimeoutError, aiohttp.ClientError) as exc:
@@ -212,16 +248,4 @@ async def post(
         err = await upstream_error(resp, secret)
         resp.release()
         raise err
-    if streaming:
-        return resp
-    try:
-        data = orjson.loads(await resp.read())
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise connection_error(exc, where) from None
-    except orjson.JSONDecodeError:
-        raise UpstreamError(502, f"{where} sent a body that is not JSON", retryable=True) from None
-    finally:
-        resp.release()
-    if not isinstance(data, dict):
-        raise UpstreamError(502, f"{where} sent JSON that is not an object", retryable=True)
-    return data
+    return resp
