@@ -1,7 +1,8 @@
 """Benchmark of the embedded engine: prints the four figures of the engine issue in one run.
 
 1. 8 concurrent requests x 128 output tokens through the engine vs the same 8 one after
-   another through llama-cpp-python's own `Llama.create_completion` (total tokens/s).
+   another through llama-cpp-python's own `Llama.create_completion` (total tokens/s), each
+   side in a process of its own.
 2. Time to first token with a ~500-token system prompt in the prefix cache vs not.
 3. Single-sequence decode tokens/s as a fraction of the memory-bandwidth bound
    (model bytes read per token / bandwidth measured here with a large numpy copy).
@@ -10,14 +11,17 @@
 The machine may be shared, so the script also prints the load average before and after;
 the ratios are measured side by side in the same run.
 
-    PYTHONPATH=src python benchmarks/engine.py [--quick]
+    .venv/bin/python benchmarks/engine.py [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -88,6 +92,34 @@ def reference_llama(llama_class: Any, path: str, threads: int) -> Any:
         llama_cpp.llama_model_default_params = defaults
 
 
+def sequential_reference(path: str, threads: int, tokens: int, count: int) -> tuple[int, float]:
+    """Output tokens and seconds of `count` create_completion calls in turn, run in a child
+    process: two llama.cpp contexts driven from different threads of one process slow each
+    other down (the engine lost a quarter of its throughput after a create_completion run in
+    the same process), and neither a user's llama-cpp-python nor thrifty runs like that."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--role", "reference", "--model", path, "--threads", str(threads),
+         "--tokens", str(tokens), "--concurrency", str(count)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    return int(data["tokens"]), float(data["seconds"])
+
+
+def _reference_role(path: str, threads: int, tokens: int, count: int) -> None:
+    from llama_cpp import Llama
+
+    reference = reference_llama(Llama, path, threads)
+    done = 0
+    t = time.perf_counter()
+    for text in STORY_STARTS[:count]:
+        out: Any = reference.create_completion(text, max_tokens=tokens, temperature=0.0)
+        done += out["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - t
+    reference.close()
+    print(json.dumps({"tokens": done, "seconds": seconds}))
+
+
 def run_concurrent(engine: LocalEngine, prompts: list[list[int]], params: list[SamplingParams]) -> list[Done]:
     results: list[Done | None] = [None] * len(prompts)
     done = threading.Event()
@@ -115,7 +147,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128, help="output tokens per request")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = the engine's default)")
+    ap.add_argument("--role", choices=["reference"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.role == "reference":
+        return _reference_role(args.model, args.threads, args.tokens, args.concurrency)
 
     load_before = os.getloadavg()
     threads = EngineSettings(n_threads=args.threads).threads()
@@ -124,24 +159,17 @@ def main() -> None:
     )
     steps = tqdm(total=7, desc="engine benchmark", unit="step")
     bw = bandwidth_gbs()
-    steps.set_postfix_str("loading")
-    engine = LocalEngine.load(args.model, settings)
-    from llama_cpp import Llama
-
     path = str(resolve_model_path(args.model))
-    reference = reference_llama(Llama, path, threads)
     steps.update()
 
-    # 1. throughput: 8 concurrent through the engine vs 8 sequential create_completion calls
+    # 1. throughput: 8 sequential create_completion calls (in a process of their own) vs the
+    # same 8 concurrent through the engine
     steps.set_postfix_str("sequential create_completion")
-    seq_tokens = 0
     load_seq = os.getloadavg()[0]
-    t = time.perf_counter()
-    for text in STORY_STARTS[: args.concurrency]:
-        out: Any = reference.create_completion(text, max_tokens=args.tokens, temperature=0.0)
-        seq_tokens += out["usage"]["completion_tokens"]
-    seq_time = time.perf_counter() - t
+    seq_tokens, seq_time = sequential_reference(path, threads, args.tokens, args.concurrency)
     steps.update()
+    steps.set_postfix_str("loading the engine")
+    engine = LocalEngine.load(args.model, settings)
     steps.set_postfix_str("concurrent engine")
     prompts = [engine.model.tokenize(s) for s in STORY_STARTS[: args.concurrency]]
     engine.engine.clear_cache()
@@ -210,7 +238,6 @@ def main() -> None:
             )
             timings[lookup].append(time.perf_counter() - t)
     steps.update()
-    reference.close()
     engine.close()
     steps.update()
     steps.close()
