@@ -87,6 +87,19 @@ async def test_chunked_and_gzip_answers_are_decoded(client: H1Client) -> None:
     assert answer.status == 200 and answer.body == b'{"text": "' + b"x" * 5000 + b'"}'
 
 
+async def test_an_interim_100_continue_is_skipped(client: H1Client) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server, url = await _raw_server(handle)
+    async with server:
+        answer = await client.post(url, b"{}", {}, timeout=5, connect_timeout=5)
+    assert (answer.status, answer.body) == (200, b"{}")
+
+
 async def test_a_connection_the_server_closes_is_not_reused(client: H1Client) -> None:
     connections = 0
 

@@ -117,6 +117,9 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self._status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self._headers, self._body, self._status = [], [], 0
+            return
         self.keep_alive = self.parser.should_keep_alive()
         self._complete()
 
