@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -177,3 +180,39 @@ async def test_headers_pass_through_byte_for_byte_and_line_breaks_are_refused(cl
 async def test_nothing_listening_is_an_os_error(client: H1Client) -> None:
     with pytest.raises(OSError):
         await client.post("http://127.0.0.1:9/x", b"{}", {}, timeout=5, connect_timeout=5)
+
+
+async def test_https_upstreams_are_verified_against_the_trust_store(
+    client: H1Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response({"echo": await request.json()})
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"https://localhost:{port}/v1/messages"
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):  # a certificate nobody vouches for
+            await client.post(url, b"{}", {}, timeout=5, connect_timeout=5)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the trust store holds it
+        trusting = H1Client()
+        try:
+            answer = await trusting.post(url, b'{"a": 1}', {"Content-Type": "application/json"}, timeout=5,
+                                         connect_timeout=5)
+        finally:
+            await trusting.close()
+    finally:
+        await runner.cleanup()
+    assert (answer.status, answer.body) == (200, b'{"echo": {"a": 1}}')
