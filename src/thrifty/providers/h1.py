@@ -80,7 +80,6 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._status = 0
-        self._got_bytes = False
         self.keep_alive = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -89,7 +88,6 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
-        self._got_bytes = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -128,7 +126,7 @@ class _Connection(asyncio.Protocol):
     def send(self, payload: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Answer]:
         assert self.transport is not None
         self._waiter = loop.create_future()
-        self._headers, self._body, self._status, self._got_bytes = [], [], 0, False
+        self._headers, self._body, self._status = [], [], 0
         self.transport.write(payload)
         return self._waiter
 
