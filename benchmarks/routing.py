@@ -185,7 +185,7 @@ def mmlu(data: Path, embed: Embed, out: Path) -> Report:
     # 10 folds: each out-of-fold model sees 90% of train, closer to the final one, so the
     # out-of-fold curve the knob is chosen on is less pessimistic (chosen on train: 5 folds
     # needed more GPT-4 calls out-of-fold for the same router).
-    art, rep = run_split("mmlu", train_set, test_set, 0.95, embed, out, folds=10)
+    art, rep = run_split("mmlu", train_set, test_set, 0.95, embed, out, folds=10, blend_by="target")
     ref = rep.singles[GPT4]
     weak = rep.singles[rep.weak]
     print(f"\n== MMLU (RouteLLM responses), fixed 80/20 split by question: test {rep.n} questions ==")

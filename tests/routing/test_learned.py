@@ -67,3 +67,26 @@ def test_structure_features_see_the_kind_of_task() -> None:
     assert code["code_fence"] == 1.0 and code["code_task"] == 1.0 and mc["code_fence"] == 0.0
     assert mc["options"] > 0.5 and mc["wh_question"] == 1.0 and mc["question_mark"] == 1.0
     assert featurize(["a", "b c"], FeatureSpec(embedding=None)).shape == (2, len(names))
+
+
+def test_blend_for_target_weighs_in_the_vote_that_ranks_the_prompts() -> None:
+    from thrifty.routing.learned import _blend_for_target
+
+    n = 400
+    names = ["weak", "strong"]
+    quality = np.column_stack([np.arange(n) < n // 2, np.ones(n)]).astype(float)
+    cost = np.tile([1.0, 10.0], (n, 1))
+    # One source separates the prompts the weak model fails on; the other says nothing.
+    sharp = np.column_stack([np.where(quality[:, 0] == 1, 0.9, 0.1), np.full(n, 0.9)])
+    flat = np.column_stack([np.full(n, 0.5), np.full(n, 0.9)])
+    kw = {"reference": "strong", "max_cost": None}
+    assert _blend_for_target(flat, sharp, quality, cost, names, 0.95, **kw) < 1.0
+    assert _blend_for_target(sharp, flat, quality, cost, names, 0.95, **kw) == 1.0
+
+
+def test_train_blend_by_target_uses_one_weight(routing_data: Path) -> None:
+    tr = convert_routerbench(routing_data / "routerbench" / "mbpp_train.csv").examples
+    art = train(tr, candidates=CANDS[:2], repeats=1, target=0.95, blend_by="target")
+    assert set(art.blend) == set(CANDS[:2]) and len(set(art.blend.values())) == 1
+    with pytest.raises(ValueError, match="unknown blend_by"):
+        train(tr, candidates=CANDS[:2], repeats=1, blend_by="best")

@@ -48,3 +48,12 @@ def test_margin_takes_the_cheapest_near_the_best() -> None:
     assert choose(p, COSTS, "margin", 0.0).tolist() == [0, 0]
     assert choose(p, COSTS, "margin", 0.06).tolist() == [2, 1]  # b is within 0.06 of a on the hard row
     assert choose(p, COSTS, "margin", 0.5).tolist() == [1, 1]
+
+
+def test_knob_grids_step_finely_where_predictions_live() -> None:
+    from thrifty.routing.policy import knob_grid
+
+    for pol in ("threshold", "margin"):
+        assert np.abs(np.diff(knob_grid(pol))).max() <= 0.001 + 1e-9  # type: ignore[arg-type]
+    util = knob_grid("utility")
+    assert np.abs(np.diff(util[util < 0.5])).max() <= 0.001 + 1e-9 and util.max() == 50

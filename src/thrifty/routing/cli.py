@@ -126,6 +126,14 @@ def convert_cmd(fmt: str, source: str, output: str, prices: tuple[str, ...]) -> 
     type=int,
     help="repeated cross-validation splits (default: 5 for small sets, fewer for large)",
 )
+@click.option(
+    "--blend-by",
+    default="loss",
+    show_default=True,
+    type=click.Choice(["loss", "target"]),
+    help="weigh the nearest-neighbour vote in by each candidate's log loss, or by the cheapest "
+    "out-of-fold calibration reaching --target (one weight for all)",
+)
 @_cost_and_confidence
 @click.option("--scorer", is_flag=True, help="train a cascade scorer on (prompt, recorded response) instead")
 def train_cmd(
@@ -136,6 +144,7 @@ def train_cmd(
     reference: str | None,
     feature_set: str,
     repeats: int | None,
+    blend_by: str,
     max_cost: float | None,
     confidence: float | None,
     scorer: bool,
@@ -166,6 +175,7 @@ def train_cmd(
                 repeats=repeats,
                 max_cost=max_cost,
                 confidence=confidence,
+                blend_by=blend_by,
             )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

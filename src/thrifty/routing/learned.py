@@ -64,6 +64,7 @@ def _neighbour_oof(
 
 
 BLEND_GRID = (1.0, 0.75, 0.5, 0.25)
+BLEND_BY = ("loss", "target")
 
 
 class ArtifactError(Exception):
@@ -312,7 +313,7 @@ def calibrate_points(
     goal = target * float(means[best])
     budget = None if max_cost is None else max_cost * float(cost[:, best].sum())
     rows = np.arange(len(quality))
-    counts = resample_counts(len(quality), n_boot, seed) if len(quality) else None
+    counts = resample_counts(len(quality), n_boot, seed) if len(quality) and n_boot > 0 else None
     curves: dict[str, list[Point]] = {}
     everything: list[tuple[Policy, Point, float | None]] = []
     for pol in policies:
@@ -377,6 +378,38 @@ def calibrate_points(
     return cal, curves
 
 
+def _blend_for_target(
+    oof: np.ndarray,
+    knn_oof: np.ndarray,
+    quality: np.ndarray,
+    cost: np.ndarray,
+    names: Sequence[str],
+    target: float,
+    *,
+    reference: str | None,
+    max_cost: float | None,
+) -> float:
+    """The blend weight (one for all candidates) whose out-of-fold calibration meets the target
+    cheapest; when none meets it, the one reaching the best quality."""
+    expected = cost.mean(axis=0)
+    scored: list[tuple[bool, float, float]] = []
+    for w in BLEND_GRID:
+        cal, _ = calibrate_points(
+            w * oof + (1 - w) * knn_oof,
+            quality,
+            cost,
+            names,
+            expected,
+            target,
+            reference=reference,
+            max_cost=max_cost,
+            n_boot=0,
+        )
+        if cal is not None:
+            scored.append((cal.met, -cal.cost_per_call if cal.met else cal.quality, w))
+    return max(scored)[2] if scored else 1.0
+
+
 def train(
     examples: Sequence[Example],
     *,
@@ -393,8 +426,16 @@ def train(
     neighbours: int = 50,
     max_cost: float | None = None,
     confidence: float | None = None,
+    blend_by: str = "loss",
 ) -> RouterArtifact:
-    """Fit a router on labeled examples and calibrate its knob for `target` on out-of-fold predictions."""
+    """Fit a router on labeled examples and calibrate its knob for `target` on out-of-fold predictions.
+
+    `blend_by` says how the nearest-neighbour vote is weighed in: "loss", per candidate, the
+    weight with the lowest out-of-fold log loss; "target", one weight for every candidate, the
+    one whose out-of-fold calibration reaches `target` cheapest (what routing pays for is the
+    ranking of the candidates against each other, which per-candidate losses do not score)."""
+    if blend_by not in BLEND_BY:
+        raise ValueError(f"unknown blend_by {blend_by!r}; known: {', '.join(BLEND_BY)}")
     import sklearn
 
     spec = spec or FeatureSpec()
@@ -430,12 +471,20 @@ def train(
         emb = feats[:, len(spec.structure) :]
         k = min(neighbours, max(5, len(examples) // 10))
         knn_oof = _neighbour_oof(emb, quality, split, k)
-        for j, name in enumerate(names):
-            losses = {
-                w: _log_loss(w * oof[:, j] + (1 - w) * knn_oof[:, j], quality[:, j]) for w in BLEND_GRID
-            }
-            blend[name] = min(losses, key=lambda w: losses[w])
-            oof[:, j] = blend[name] * oof[:, j] + (1 - blend[name]) * knn_oof[:, j]
+        if blend_by == "target":
+            w = _blend_for_target(
+                oof, knn_oof, quality, cost, names, target, reference=reference, max_cost=max_cost
+            )
+            blend = dict.fromkeys(names, w)
+        else:
+            for j, name in enumerate(names):
+                losses = {
+                    w: _log_loss(w * oof[:, j] + (1 - w) * knn_oof[:, j], quality[:, j])
+                    for w in BLEND_GRID
+                }
+                blend[name] = min(losses, key=lambda w: losses[w])
+        weights = np.array([blend[n] for n in names])
+        oof = weights * oof + (1 - weights) * knn_oof
         if any(w < 1.0 for w in blend.values()):
             knn = Neighbours(emb, quality, k)
     expected = cost.mean(axis=0)

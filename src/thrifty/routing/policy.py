@@ -48,11 +48,13 @@ def choose(p: np.ndarray, costs: np.ndarray, policy: Policy, knob: float) -> np.
 
 def knob_grid(policy: Policy) -> np.ndarray:
     """The settings a calibration or a curve sweeps, from cheapest to most expensive."""
+    # Steps of 0.001 where predictions live: on a few thousand prompts a coarser step moves
+    # whole percents of traffic at once, and the cheapest setting reaching a target overshoots.
     if policy == "threshold":
-        return np.round(np.linspace(0.0, 1.0, 201), 4)
+        return np.round(np.linspace(0.0, 1.0, 1001), 4)
     if policy == "margin":
-        return np.round(np.linspace(0.5, 0.0, 101), 4)
-    return np.round(np.concatenate([np.geomspace(50, 0.5, 60), np.linspace(0.49, 0.0, 50)]), 5)
+        return np.round(np.linspace(0.5, 0.0, 501), 4)
+    return np.round(np.concatenate([np.geomspace(50, 0.5, 60), np.linspace(0.499, 0.0, 500)]), 5)
 
 
 @dataclass
