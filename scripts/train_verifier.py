@@ -66,6 +66,19 @@ def surface_variants(questions: list[str], n: int) -> list[tuple[str, str]]:
     return out
 
 
+def make_classifier(iterations: int) -> HistGradientBoostingClassifier:
+    """The shipped verifier's model (scripts/verifier_cv.py trains its folds with it too)."""
+    return HistGradientBoostingClassifier(
+        max_iter=iterations,
+        learning_rate=0.05,
+        max_leaf_nodes=31,
+        min_samples_leaf=20,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=0,
+    )
+
+
 def pick_threshold(probs: np.ndarray, labels: np.ndarray, guard_ok: np.ndarray, target: float) -> tuple[float, float, float]:
     """Lowest threshold with precision >= target (guards applied); returns (t, precision, recall)."""
     positives = int(labels.sum())
@@ -120,15 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     vx = pair_features(va, vb, vea, veb, projection)
     # Both orders of every pair, so the model does not learn which side came first.
     x2 = pair_features(tb, ta, eb, ea, projection)
-    clf = HistGradientBoostingClassifier(
-        max_iter=args.iterations,
-        learning_rate=0.05,
-        max_leaf_nodes=31,
-        min_samples_leaf=20,
-        l2_regularization=1.0,
-        early_stopping=False,
-        random_state=0,
-    )
+    clf = make_classifier(args.iterations)
     clf.fit(np.vstack([x, x2]), np.concatenate([y, y]))
 
     model = TreeEnsemble.from_sklearn(clf)

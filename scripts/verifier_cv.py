@@ -32,11 +32,10 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_verifier import surface_variants  # noqa: E402
+from train_verifier import make_classifier, surface_variants  # noqa: E402
 
 from thrifty.cache.pairdata import (  # noqa: E402
     MOCK_FILE,
@@ -181,15 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 blocks.append(inter)
                 blocks_swapped.append(inter)
             xx, xs = np.hstack(blocks), np.hstack(blocks_swapped)
-            clf = HistGradientBoostingClassifier(
-                max_iter=args.iterations,
-                learning_rate=0.05,
-                max_leaf_nodes=31,
-                min_samples_leaf=20,
-                l2_regularization=1.0,
-                early_stopping=False,
-                random_state=0,
-            )
+            clf = make_classifier(args.iterations)
             clf.fit(np.vstack([xx[fit], xs[fit]]), np.concatenate([y[fit], y[fit]]))
             held = np.flatnonzero(fold == f)
             oof[held] = clf.predict_proba(xx[held])[:, 1]
