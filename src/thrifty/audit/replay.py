@@ -25,7 +25,15 @@ from typing import Any
 
 import orjson
 
-from thrifty.audit.sources import Format, LogSource, _float, _json_field, detect_format, parse_time
+from thrifty.audit.sources import (
+    Format,
+    LogSource,
+    _float,
+    _json_field,
+    _json_lines,
+    detect_format,
+    parse_time,
+)
 from thrifty.config import Config
 from thrifty.pipeline.context import Context, Reply, Usage
 from thrifty.providers.base import Provider, UpstreamError
@@ -57,31 +65,23 @@ def read_past(location: str, fmt: Format = "auto") -> tuple[Iterator[Past], LogS
 
 def _past(src: LogSource) -> Iterator[Past]:
     if src.format == "jsonl":
-        with open(src.location, "rb") as f:
-            for n, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    src.bad.add(n, f"not JSON: {exc}")
-                    continue
-                if not isinstance(obj, dict) or not isinstance(obj.get("request"), dict):
-                    if not (isinstance(obj, dict) and "task" in obj and "success" in obj):
-                        src.bad.add(n, "no `request` object to replay")
-                    continue
-                tags = obj.get("tags") if isinstance(obj.get("tags"), dict) else {}
-                labels = obj.get("labels", {})
-                correct = labels.get("correct") if isinstance(labels, dict) else None
-                status = obj.get("status")
-                yield Past(
-                    line=n, request=obj["request"],
-                    response=obj.get("response") if isinstance(obj.get("response"), dict) else None,
-                    cost=_float(obj.get("cost")), ts=parse_time(obj.get("timestamp")),
-                    key=(tags or {}).get("key"), tags={k: str(v) for k, v in (tags or {}).items()},
-                    labels={str(k): bool(v) for k, v in correct.items()} if isinstance(correct, dict) else {},
-                    error=(isinstance(status, int) and status >= 400) or bool(obj.get("error")),
-                )  # fmt: skip
+        for obj, n in _json_lines(src.location, src.bad, [0]):
+            if not isinstance(obj, dict) or not isinstance(obj.get("request"), dict):
+                if not (isinstance(obj, dict) and "task" in obj and "success" in obj):
+                    src.bad.add(n, "no `request` object to replay")
+                continue
+            tags = obj.get("tags") if isinstance(obj.get("tags"), dict) else {}
+            labels = obj.get("labels", {})
+            correct = labels.get("correct") if isinstance(labels, dict) else None
+            status = obj.get("status")
+            yield Past(
+                line=n, request=obj["request"],
+                response=obj.get("response") if isinstance(obj.get("response"), dict) else None,
+                cost=_float(obj.get("cost")), ts=parse_time(obj.get("timestamp")),
+                key=(tags or {}).get("key"), tags={k: str(v) for k, v in (tags or {}).items()},
+                labels={str(k): bool(v) for k, v in correct.items()} if isinstance(correct, dict) else {},
+                error=(isinstance(status, int) and status >= 400) or bool(obj.get("error")),
+            )  # fmt: skip
         return
     if src.format == "ledger":
         from thrifty.audit.sources import _ledger_rows_postgres, _ledger_rows_sqlite
@@ -111,31 +111,23 @@ def _past(src: LogSource) -> Iterator[Past]:
             )  # fmt: skip
         return
     # LiteLLM spend logs (JSONL; their bodies are there only when LiteLLM stored prompts)
-    with open(src.location, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                src.bad.add(n, f"not JSON: {exc}")
-                continue
-            if not isinstance(obj, dict):
-                src.bad.add(n, "not a JSON object")
-                continue
-            req = _json_field(obj.get("proxy_server_request"))
-            messages = _json_field(obj.get("messages"))
-            if not (isinstance(req, dict) and req.get("messages")) and isinstance(messages, list) and messages:
-                req = {"model": obj.get("model_group") or obj.get("model"), "messages": messages}
-            if not (isinstance(req, dict) and req.get("messages")):
-                src.bad.add(n, "no messages to replay (LiteLLM keeps them only with store_prompts_in_spend_logs)")
-                continue
-            resp = _json_field(obj.get("response"))
-            yield Past(
-                line=n, request=req, response=resp if isinstance(resp, dict) and resp else None,
-                cost=_float(obj.get("spend")), ts=parse_time(obj.get("startTime")),
-                error=obj.get("status") == "failure",
-            )  # fmt: skip
+    for obj, n in _json_lines(src.location, src.bad, [0]):
+        if not isinstance(obj, dict):
+            src.bad.add(n, "not a JSON object")
+            continue
+        req = _json_field(obj.get("proxy_server_request"))
+        messages = _json_field(obj.get("messages"))
+        if not (isinstance(req, dict) and req.get("messages")) and isinstance(messages, list) and messages:
+            req = {"model": obj.get("model_group") or obj.get("model"), "messages": messages}
+        if not (isinstance(req, dict) and req.get("messages")):
+            src.bad.add(n, "no messages to replay (LiteLLM keeps them only with store_prompts_in_spend_logs)")
+            continue
+        resp = _json_field(obj.get("response"))
+        yield Past(
+            line=n, request=req, response=resp if isinstance(resp, dict) and resp else None,
+            cost=_float(obj.get("spend")), ts=parse_time(obj.get("startTime")),
+            error=obj.get("status") == "failure",
+        )  # fmt: skip
 
 
 class RecordedProvider(Provider):
