@@ -18,7 +18,6 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -227,7 +226,7 @@ class ExactCacheStage:
 
             options = ctx.body.get("stream_options") or {}
             events = replay_openai(body, bool(options.get("include_usage")))
-        reply.stream = _replay(events)
+        reply.stream = EventStream.replay(events)
         return reply
 
     def _entry(
@@ -275,14 +274,6 @@ class ExactCacheStage:
         return reply
 
 
-def _replay(events: list[SSEEvent]) -> EventStream:
-    async def generate() -> AsyncIterator[SSEEvent]:
-        for event in events:
-            yield event
-        stream.complete = True
-
-    stream = EventStream(generate())
-    return stream
 
 
 def _collect(ctx: Context, events: list[SSEEvent], usage: Usage) -> dict[str, Any] | None:

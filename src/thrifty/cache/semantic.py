@@ -18,7 +18,6 @@ import asyncio
 import copy
 import hashlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -177,14 +176,7 @@ def _replay(ctx: Context, body: dict[str, Any]) -> EventStream:
 
         options = ctx.body.get("stream_options") or {}
         events = replay_openai(copy.deepcopy(body), bool(options.get("include_usage")))
-
-    async def generate() -> AsyncIterator[SSEEvent]:
-        for event in events:
-            yield event
-        stream.complete = True
-
-    stream = EventStream(generate())
-    return stream
+    return EventStream.replay(events)
 
 
 class SemanticCache:

@@ -87,6 +87,18 @@ class EventStream:
         self._finalizers: list[Callable[[EventStream], Awaitable[None] | None]] = []
         self._finished = False
 
+    @classmethod
+    def replay(cls, events: list[SSEEvent]) -> EventStream:
+        """A stream of events already in hand (a stored answer), complete once all are read."""
+
+        async def generate() -> AsyncIterator[SSEEvent]:
+            for event in events:
+                yield event
+            stream.complete = True
+
+        stream = cls(generate())
+        return stream
+
     def on_finish(self, callback: Callable[[EventStream], Awaitable[None] | None]) -> None:
         """Run `callback(stream)` once the stream has ended, however it ended."""
         self._finalizers.append(callback)
