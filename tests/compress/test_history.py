@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.conftest import serving
 from thrifty.compress.history import (
     SUMMARY_PREFIX,
     HistoryBudget,
@@ -42,14 +43,9 @@ async def upstream() -> AsyncIterator[MockUpstream]:
     mock = MockUpstream()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", mock.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    mock.url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    yield mock
-    await runner.cleanup()
+    async with serving(app) as port:
+        mock.url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        yield mock
 
 
 def conversation(turns: int) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.conftest import serving
+
 
 @dataclass
 class MockOpenAI:
@@ -66,14 +68,9 @@ async def mock_openai() -> AsyncIterator[MockOpenAI]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    mock.url = f"http://127.0.0.1:{port}/v1"
-    yield mock
-    await runner.cleanup()
+    async with serving(app) as port:
+        mock.url = f"http://127.0.0.1:{port}/v1"
+        yield mock
 
 
 def write_config(path: Path, url: str, models: list[str], extra: str = "") -> Path:

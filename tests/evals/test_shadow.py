@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.conftest import serving
 from thrifty.config import load_config
 from thrifty.evals import shadow
 from thrifty.evals.overrides import lever_disabled
@@ -53,13 +54,8 @@ async def webhook() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/hook", received
-    await runner.cleanup()
+    async with serving(app) as port:
+        yield f"http://127.0.0.1:{port}/hook", received
 
 
 async def start(config_path: Path) -> tuple[Gateway, shadow.ShadowStage]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.conftest import serving
 from thrifty.pipeline.context import SSEEvent
 
 
@@ -55,11 +56,6 @@ async def upstream() -> AsyncIterator[Upstream]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
     app.router.add_post("/v1/messages", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    state.url = f"http://127.0.0.1:{port}"
-    yield state
-    await runner.cleanup()
+    async with serving(app) as port:
+        state.url = f"http://127.0.0.1:{port}"
+        yield state

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.conftest import serving
 from thrifty.providers.h1 import H1Client, InvalidHeader, UpstreamClosed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -77,16 +78,9 @@ async def test_chunked_and_gzip_answers_are_decoded(client: H1Client) -> None:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serving(app) as port:
         answer = await client.post(f"http://127.0.0.1:{port}/v1/chat/completions", b"{}", {}, timeout=5,
                                    connect_timeout=5)
-    finally:
-        await runner.cleanup()
     assert answer.status == 200 and answer.body == b'{"text": "' + b"x" * 5000 + b'"}'
 
 
@@ -195,15 +189,10 @@ async def test_https_upstreams_are_verified_against_the_trust_store(
 
     app = web.Application()
     app.router.add_post("/v1/messages", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"https://localhost:{port}/v1/messages"
-    try:
+    async with serving(app, server_ctx) as port:
+        url = f"https://localhost:{port}/v1/messages"
         with pytest.raises(ssl.SSLCertVerificationError):  # a certificate nobody vouches for
             await client.post(url, b"{}", {}, timeout=5, connect_timeout=5)
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now the trust store holds it
@@ -213,6 +202,4 @@ async def test_https_upstreams_are_verified_against_the_trust_store(
                                          connect_timeout=5)
         finally:
             await trusting.close()
-    finally:
-        await runner.cleanup()
     assert (answer.status, answer.body) == (200, b'{"echo": {"a": 1}}')

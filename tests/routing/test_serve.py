@@ -7,8 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
+from tests.conftest import serving
 from thrifty.config import parse_config
 from thrifty.gateway import Gateway
 from thrifty.routing.datasets import convert_routerbench
@@ -35,27 +35,19 @@ route:
     - {{name: asks-for-a-function, when: {{requested: [auto], keywords: [function]}}, model: tier:cheap}}
 """
     gw = Gateway(parse_config(text, source="thrifty.yaml"))
-    runner = web.AppRunner(create_app(gw))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     asked = ["auto", "tier:cheap", STRONG, "auto", "tier:cheap", STRONG]
     served: list[str] = []
-    try:
-        async with aiohttp.ClientSession() as http:
-            for ex, model in zip(examples, asked, strict=True):
-                body = {"model": model, "messages": [{"role": "user", "content": ex.text}]}
-                async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
-                    data = await r.json()
-                    assert r.status == 200, data
-                    served.append(data["model"])
-                    assert data["choices"][0]["message"]["content"] == ex.candidates[data["model"]].response
-            body = {"model": "tier:nope", "messages": [{"role": "user", "content": "hi"}]}
+    async with serving(create_app(gw)) as port, aiohttp.ClientSession() as http:
+        for ex, model in zip(examples, asked, strict=True):
+            body = {"model": model, "messages": [{"role": "user", "content": ex.text}]}
             async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
-                assert r.status == 404  # not an alias any route defines: the server refuses it
-    finally:
-        await runner.cleanup()
+                data = await r.json()
+                assert r.status == 200, data
+                served.append(data["model"])
+                assert data["choices"][0]["message"]["content"] == ex.candidates[data["model"]].response
+        body = {"model": "tier:nope", "messages": [{"role": "user", "content": "hi"}]}
+        async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
+            assert r.status == 404  # not an alias any route defines: the server refuses it
     expect = []
     for ex, m in zip(examples, asked, strict=True):
         if (
