@@ -33,9 +33,9 @@ from aiohttp import web
 from thrifty.cache.stores import CachedResponse, MemoryStore, RedisStore, SQLiteStore
 from thrifty.config import parse_config
 from thrifty.gateway import Gateway
-from thrifty.pipeline.context import Usage
 from thrifty.server.app import create_app
 from thrifty.testing.mock_upstream import MockUpstream
+from thrifty.types import Usage
 
 PICO = Decimal(10) ** 12
 

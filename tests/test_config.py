@@ -54,3 +54,42 @@ def test_not_yaml() -> None:
 def test_unknown_lever_in_a_route() -> None:
     with pytest.raises(ConfigError, match="routes.search.turbo: unknown lever"):
         parse_config("routes:\n  search:\n    turbo: {}\n")
+
+
+# -- every section is validated when the file is read -----------------------------------------
+
+LEVER_TYPOS = [
+    ("cache: {tll: 600}\n", "c.yaml:1: cache.tll: unknown key"),
+    ("semantic_cache:\n  enabled: true\n  min_cosin: 0.9\n", "c.yaml:3: semantic_cache.min_cosin: unknown key"),
+    ("dedup: {enabled: yes, wait_ms: -5}\n", "c.yaml:1: dedup."),
+    ("compress:\n  trim: {whitespce: true}\n", "c.yaml:2: compress.trim.whitespce: unknown key"),
+    ("cap: {max_tokns: 100}\n", "c.yaml:1: cap.max_tokns: unknown key"),
+    ("canonicalize: {sort_keys: maybe}\n", "c.yaml:1: canonicalize.sort_keys"),
+    ("route: {apply_to: some}\n", "c.yaml:1: route.apply_to"),
+    ("shadow: {sample: 2}\n", "c.yaml:1: shadow.sample"),
+    ("engine: {n_ctx: 10}\n", "c.yaml:1: engine.n_ctx"),
+    ("metrics: {publik: true}\n", "c.yaml:1: metrics.publik: unknown key"),
+    ("dashboard: {nope: 1}\n", "c.yaml:1: dashboard.nope: unknown key"),
+    ("routes:\n  search:\n    cache:\n      ttl: 60\n      stor: memory\n", "c.yaml:5: routes.search.cache.stor: unknown key"),
+    ("cache: {ttl: 60}\nroutes:\n  chat:\n    cap: {enabled: maybe}\n", "c.yaml:4: routes.chat.cap.enabled"),
+    ("cachee: {ttl: 60}\n", "c.yaml:1: cachee: unknown key"),
+    ("models:\n  - {name: l, provider: local, options: {n_ctxx: 512}}\n", "c.yaml:2: models[0].options.n_ctxx: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LEVER_TYPOS)
+def test_a_typo_in_any_section_is_refused_at_load(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "c.yaml")
+    assert expected in str(err.value)
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config("cache: {tll: 1}\ncap: {max_tokns: 2}\n", "c.yaml")
+    assert "cache.tll" in str(err.value) and "cap.max_tokns" in str(err.value)
+
+
+def test_a_section_must_be_a_mapping() -> None:
+    with pytest.raises(ConfigError, match="c.yaml:1: cache: must be a mapping"):
+        parse_config("cache: 5\n", "c.yaml")

@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
-from thrifty import __version__
-
-#: Subcommands that live in their own modules, as "module:attribute" of a click command.
-#: Each tool adds one line here.
-SUBCOMMANDS: list[str] = [
-    "thrifty.server.cli:serve",
-    "thrifty.ledger.spend:spend",
-    "thrifty.evals.cli:eval_group",
-    "thrifty.evals.export:export_group",
-    "thrifty.cache.cli:cache",
-    "thrifty.audit.cli:audit",
-    "thrifty.audit.cli:replay",
-    "thrifty.compress.cli:compress_report",
-    "thrifty.routing.cli:router",
-]
+from thrifty import __version__, plugins
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -34,9 +18,10 @@ def main() -> None:
     """
 
 
-for _spec in SUBCOMMANDS:
-    _module, _, _attr = _spec.partition(":")
-    main.add_command(getattr(importlib.import_module(_module), _attr))
+# Every command, the built-ins included, registers through the `thrifty.commands`
+# entry-point group (see thrifty.plugins), so a plugin adds one the same way.
+for _name, _command in plugins.commands().items():
+    main.add_command(_command, _name)
 
 
 if __name__ == "__main__":

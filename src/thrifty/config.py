@@ -1,45 +1,30 @@
 """Typed configuration: a YAML file validated up front, with errors that name the key and line.
 
-Core keys (server, store, ledger, models) are validated here. Each lever owns a section of
-the same name (`cache:`, `route:`, ...) with its defaults, and `routes.<name>.<lever>`
-overrides it for one route; the lever validates its own section with `lever_model()`.
+Core keys (server, store, ledger, models) are typed here. Each lever and tool owns a section
+of the same name (`cache:`, `route:`, `engine:`, ...) with its own settings model, registered
+through `thrifty.plugins`; `routes.<name>.<lever>` overrides a lever for one traffic class.
+`parse_config` validates all of it when the file is read: every section, every route
+override and every model's provider options, each error with `file:line: key: message`.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-#: Sections that belong to levers and tools. Each is a mapping the lever validates itself.
-LEVER_SECTIONS = (
-    "canonicalize",
-    "cache",
-    "semantic_cache",
-    "dedup",
-    "compress",
-    "cap",
-    "route",
-    "engine",
-    "shadow",
-    "metrics",
-    "dashboard",
-)
-
-KNOWN_PROVIDERS = ("openai", "anthropic", "local", "replay")
+from thrifty.errors import ConfigError
 
 #: Base URLs of the providers that have a well-known one.
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
 }
-
-
-class ConfigError(Exception):
-    """A configuration problem, phrased so that a person can fix it."""
 
 
 class Strict(BaseModel):
@@ -58,7 +43,9 @@ class PriceConfig(Strict):
 
 class ModelConfig(Strict):
     name: str = Field(min_length=1)
-    provider: Literal["openai", "anthropic", "local", "replay"]
+    #: The provider kind: a name registered in the `thrifty.providers` entry-point group
+    #: (openai, anthropic, local, replay, or a plugin's).
+    provider: str
     model: str = ""
     base_url: str | None = None
     api_key_env: str | None = None
@@ -76,13 +63,33 @@ class ModelConfig(Strict):
     #: Other configured model names to try, in order, when this one fails.
     fallbacks: list[str] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
-    #: Provider-specific settings (the local engine's context size, a replay dataset, ...).
+    #: Provider-specific settings (the local engine's context size, a replay dataset, ...),
+    #: validated by the provider kind's `Options` model.
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("model")
     @classmethod
     def _strip(cls, v: str) -> str:
         return v.strip()
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        from thrifty import plugins
+
+        known = plugins.providers()
+        if v not in known:
+            raise ValueError(f"unknown provider {v!r}; known: {', '.join(sorted(known))}")
+        return v
+
+    def typed_options(self) -> BaseModel | None:
+        """`options` validated by the provider kind's `Options` model (None when it has none)."""
+        from thrifty import plugins
+
+        model = getattr(plugins.providers()[self.provider], "Options", None)
+        if model is None:
+            return None
+        return model.model_validate(self.options)
 
     @property
     def upstream_model(self) -> str:
@@ -110,8 +117,6 @@ class ServerConfig(Strict):
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     keys: list[KeyConfig] = Field(default_factory=list)
-    #: Log each request on one line (never with keys or bodies).
-    access_log: bool = False
 
 
 class LedgerConfig(Strict):
@@ -122,34 +127,50 @@ class LedgerConfig(Strict):
 
 
 class Config(Strict):
+    """The whole configuration. Lever and tool sections are the registered extra keys
+    (`section(name)`); anything else at the top level is refused."""
+
+    model_config = ConfigDict(extra="allow", frozen=False)
+
     server: ServerConfig = Field(default_factory=ServerConfig)
     store: str = "sqlite:///thrifty.db"
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     models: list[ModelConfig] = Field(default_factory=list)
-    #: Per-route overrides of lever sections: routes.<route>.<lever>: {...}
+    #: Per-traffic-class overrides of lever sections: routes.<route>.<lever>: {...}
     routes: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
-    canonicalize: dict[str, Any] = Field(default_factory=dict)
-    cache: dict[str, Any] = Field(default_factory=dict)
-    semantic_cache: dict[str, Any] = Field(default_factory=dict)
-    dedup: dict[str, Any] = Field(default_factory=dict)
-    compress: dict[str, Any] = Field(default_factory=dict)
-    cap: dict[str, Any] = Field(default_factory=dict)
-    route: dict[str, Any] = Field(default_factory=dict)
-    engine: dict[str, Any] = Field(default_factory=dict)
-    shadow: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    dashboard: dict[str, Any] = Field(default_factory=dict)
 
     source: str | None = Field(default=None, exclude=True)
     lines: dict[tuple[str | int, ...], int] = Field(default_factory=dict, exclude=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_sections(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from thrifty import plugins
+
+        known = plugins.sections()
+        for key, value in data.items():
+            if key in cls.model_fields:
+                continue
+            if key not in known:
+                raise PydanticCustomError("extra_forbidden", "unknown key", {"key": key})
+            if value is None:
+                data = {**data, key: {}}
+            elif not isinstance(value, dict):
+                raise PydanticCustomError("section_type", "must be a mapping of settings", {"key": key})
+        return data
+
     @field_validator("routes")
     @classmethod
     def _route_levers(cls, v: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+        from thrifty import plugins
+
+        known = plugins.sections()
         for route, levers in v.items():
             for lever in levers:
-                if lever not in LEVER_SECTIONS:
-                    raise ValueError(f"routes.{route}.{lever}: unknown lever; known: {', '.join(LEVER_SECTIONS)}")
+                if lever not in known:
+                    raise ValueError(f"routes.{route}.{lever}: unknown lever; known: {', '.join(sorted(known))}")
         return v
 
     def model_post_init(self, __context: Any) -> None:
@@ -173,9 +194,18 @@ class Config(Strict):
     def has_model(self, name: str) -> bool:
         return any(m.name == name for m in self.models)
 
+    def has_section(self, name: str) -> bool:
+        """Whether the config has a top-level section `name` (even an empty one)."""
+        return name in (self.model_extra or {})
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The raw top-level section `name` (empty when absent)."""
+        value = (self.model_extra or {}).get(name)
+        return dict(value) if isinstance(value, dict) else {}
+
     def lever_settings(self, lever: str, route: str = "default") -> dict[str, Any]:
         """A lever's settings for `route`: the top-level section with the route's keys on top."""
-        base: dict[str, Any] = dict(getattr(self, lever, {}) or {})
+        base: dict[str, Any] = self.section(lever)
         override = self.routes.get(route, {}).get(lever)
         if override:
             base.update(override)
@@ -197,19 +227,62 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def lever_model(config: Config, lever: str, model: type[M], route: str = "default") -> M:
-    """Validate a lever's settings for `route` with `model`, reporting errors with YAML lines."""
+    """Validate a lever's settings for `route` with `model`, reporting errors with YAML lines
+    (at the route override when the key comes from it, else at the top-level section)."""
     data = config.lever_settings(lever, route)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        prefix: tuple[str | int, ...] = ("routes", route, lever) if route in config.routes else (lever,)
+        override = config.routes.get(route, {}).get(lever) or {}
+
+        def prefix(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+            return ("routes", route, lever) if loc and loc[0] in override else (lever,)
+
         raise ConfigError(_describe(exc, config, prefix)) from None
 
 
-def _describe(exc: ValidationError, config: Config, prefix: tuple[str | int, ...] = ()) -> str:
+def check_sections(config: Config) -> None:
+    """Validate every registered section present in `config`, for the default traffic class
+    and every route override, and every model's provider options; raise one `ConfigError`
+    listing all the problems, each with file, line and key."""
+    from thrifty import plugins
+
+    problems: list[str] = []
+    for name, model in plugins.sections().items():
+        overriding = config.lever_routes(name)
+        if not config.has_section(name) and not overriding:
+            continue
+        for route in ["default", *overriding]:
+            try:
+                lever_model(config, name, model, route)
+            except ConfigError as exc:
+                problems.extend(p for p in _lines_of(exc) if p not in problems)
+    for i, m in enumerate(config.models):
+        try:
+            m.typed_options()
+        except ValidationError as exc:
+            problems.extend(_lines_of(ConfigError(_describe(exc, config, _fixed(("models", i, "options"))))))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _fixed(prefix: tuple[str | int, ...]) -> Callable[[tuple[str | int, ...]], tuple[str | int, ...]]:
+    return lambda loc: prefix
+
+
+def _lines_of(exc: ConfigError) -> list[str]:
+    return [line.strip() for line in exc.message.splitlines()[1:] if line.strip()]
+
+
+def _describe(
+    exc: ValidationError, config: Config, prefix: Callable[[tuple[str | int, ...]], tuple[str | int, ...]] | None = None
+) -> str:
     parts = []
     for err in exc.errors():
-        loc = prefix + tuple(p for p in err["loc"] if isinstance(p, str | int))
+        own = tuple(p for p in err["loc"] if isinstance(p, str | int))
+        if not own and isinstance(err.get("ctx"), dict) and "key" in err["ctx"]:
+            own = (err["ctx"]["key"],)  # a top-level key refused by Config's own check
+        loc = (prefix(own) if prefix else ()) + own
         dotted = _dotted(loc)
         line = config.line_of(*loc)
         where = f"{config.source or 'config'}:{line}" if line else (config.source or "config")
@@ -279,6 +352,7 @@ def parse_config(text: str, source: str | None = None) -> Config:
         raise ConfigError(f"{source or 'config'}: {exc}") from None
     config.source = source
     config.lines = lines
+    check_sections(config)
     return config
 
 

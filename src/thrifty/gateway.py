@@ -1,36 +1,67 @@
 """The gateway object: config, providers, pipeline and ledger, wired once at start-up.
 
-Stages and HTTP extensions receive it; it is the one place that knows how the parts fit.
+Levers and HTTP extensions receive it; it is the one place that knows how the parts fit.
+Every service is a named, typed attribute (no string-keyed bag), and `close` releases an
+explicit list of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config import Config
+from thrifty.pipeline.lever import LeverOverrides
 
 if TYPE_CHECKING:
+    from thrifty.cache.dedup import DedupStage
+    from thrifty.cache.exact import ExactCacheStage
+    from thrifty.cache.index import InProcessIndex
+    from thrifty.evals.shadow import ShadowStage
     from thrifty.ledger.writer import LedgerWriter
-    from thrifty.pipeline.context import Context, Protocol, Reply
+    from thrifty.pipeline.dispatch import Dispatcher
     from thrifty.pipeline.pipeline import Pipeline
     from thrifty.providers.base import Provider
+    from thrifty.server.metrics import MetricsCollector
+    from thrifty.types import Context, Reply, Wire
 
-log = logging.getLogger("thrifty")
+__all__ = ["Gateway", "Services"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Shared services that levers and extensions set up and others read (admin routes,
+    metrics, dashboards). Each is None until the lever or extension that owns it starts."""
+
+    #: The exact cache lever (its stores answer invalidation).
+    cache: ExactCacheStage | None = None
+    #: The semantic cache's vector index (shared by every traffic class).
+    semantic_index: InProcessIndex | None = None
+    dedup: DedupStage | None = None
+    shadow: ShadowStage | None = None
+    metrics: MetricsCollector | None = None
+    #: OpenTelemetry's tracer provider and exporter, when tracing is on.
+    otel: tuple[Any, Any] | None = None
+    #: Services of third-party levers and extensions, by their own names.
+    plugins: dict[str, Any] = field(default_factory=dict)
 
 
 class Gateway:
     """Holds what every request needs.
 
-    Attributes stages may rely on:
     - `config`: the validated `Config`.
     - `providers`: configured model name -> `Provider`.
     - `ledger`: the `LedgerWriter` (its `.store` answers queries).
-    - `pipeline`: the stage chain (set by `start`).
-    - `state`: a dict where extensions keep shared objects (caches, metrics, the engine);
-      `state["dispatcher"]` is the provider dispatch.
+    - `pipeline`: the lever chain (set by `start`); `dispatcher`: the provider dispatch.
+    - `overrides`: levers switched off per traffic class at run time (shadow evaluation).
+    - `aliases`: whether a model name that is not configured is an alias some lever resolves
+      (`auto`, `tier:cheap`; set by the route lever).
+    - `services`: shared services (`Services`).
     """
 
     def __init__(self, config: Config) -> None:
@@ -38,65 +69,65 @@ class Gateway:
         self.providers: dict[str, Provider] = {}
         self.ledger: LedgerWriter | None = None
         self.pipeline: Pipeline | None = None
-        self.state: dict[str, Any] = {}
+        self.dispatcher: Dispatcher | None = None
+        self.overrides = LeverOverrides()
+        self.aliases: Callable[[str], bool] | None = None
+        self.services = Services()
 
     async def start(self, *, ledger: bool = True) -> None:
         """Open the ledger, start the providers and build the pipeline."""
         from thrifty.ledger.store import open_store
-        from thrifty.ledger.writer import LedgerWriter
+        from thrifty.ledger.tokens import warm
+        from thrifty.ledger.writer import LedgerWriter, spill_path_for
         from thrifty.pipeline.dispatch import Dispatcher
-        from thrifty.pipeline.pipeline import Pipeline, build_stages
+        from thrifty.pipeline.pipeline import Pipeline, build_levers
         from thrifty.providers.registry import make_provider
 
         if ledger:
             store = await asyncio.to_thread(open_store, self.config.store)
-            spill = Path(getattr(store, "path", "thrifty.db") or "thrifty.db")
-            spill_path = spill.with_name(spill.name + ".spill.jsonl") if spill.name != ":memory:" else Path("thrifty-ledger.spill.jsonl")
             self.ledger = LedgerWriter(
                 store,
                 flush_interval=self.config.ledger.flush_interval,
                 batch_size=self.config.ledger.batch_size,
-                spill_path=spill_path,
+                spill_path=spill_path_for(store),
             )
-        from thrifty.ledger.tokens import warm
-
         await asyncio.to_thread(warm)  # load the tokenizer now, not on the first cut-short stream
         for m in self.config.models:
             self.providers[m.name] = make_provider(m, self.config)
         await asyncio.gather(*(p.start() for p in self.providers.values()))
-        dispatcher = Dispatcher(self)
-        self.state["dispatcher"] = dispatcher
-        self.pipeline = Pipeline(build_stages(self), dispatcher)
+        self.dispatcher = Dispatcher(self)
+        self.pipeline = Pipeline(build_levers(self), self.dispatcher, self.overrides)
         log.info("pipeline: %s -> dispatch", " -> ".join(self.pipeline.names) or "(no levers)")
 
     async def close(self) -> None:
+        """Close the levers, providers, shared HTTP sessions and the ledger, in that order."""
         from thrifty.providers.http import close_session
 
+        for lever in self.pipeline.levers if self.pipeline is not None else []:
+            try:
+                await lever.aclose()
+            except Exception:
+                log.exception("closing lever %s failed", lever.name)
         for p in self.providers.values():
             try:
                 await p.close()
             except Exception:
                 log.exception("closing provider %s failed", p.name)
-        for obj in list(self.state.values()):
-            closer = getattr(obj, "aclose", None)
-            if closer is not None and obj is not self.state.get("dispatcher"):
-                try:
-                    await closer()
-                except Exception:
-                    log.exception("closing %r failed", obj)
+        if self.services.otel is not None:
+            try:
+                self.services.otel[0].shutdown()
+            except Exception:
+                log.exception("closing the tracer failed")
         await close_session()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
 
-    async def call_model(
-        self, ctx: Context, model: str, body: dict[str, Any], protocol: Protocol | None = None
-    ) -> Reply:
-        """Call configured `model` directly (no levers), for stages that need a side call:
+    async def call_model(self, ctx: Context, model: str, body: dict[str, Any], protocol: Wire | None = None) -> Reply:
+        """Call configured `model` directly (no levers), for levers that need a side call:
         a cascade's next tier, a history summary, a shadow or judge request.
 
         `body` is in `protocol` (default `ctx.protocol`); the reply comes back in it too. Its
-        cost is added to `ctx.extra["side_cost"]` so that the request's ledger row carries it.
+        cost is added to `ctx.side_cost`, so that the request's ledger row carries it.
         """
-        from thrifty.pipeline.dispatch import dispatch_to
-
-        return await dispatch_to(self, ctx, model, body, protocol)
+        assert self.dispatcher is not None, "the gateway is not started"
+        return await self.dispatcher.side_call(ctx, model, body, protocol)

@@ -13,8 +13,8 @@ from typing import Any
 
 from thrifty.config import parse_config
 from thrifty.gateway import Gateway
-from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent, Usage
 from thrifty.providers.base import UpstreamError
+from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
 COST = Decimal("0.00125")
 

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from thrifty.cache.dedup import DedupStage, build
-from thrifty.pipeline.context import Context, Reply, Usage
+from thrifty.cache.dedup import DedupStage
 from thrifty.providers.base import UpstreamError
+from thrifty.types import Answerer, Context, Reply, Usage
 
 from .exact_helpers import COST, FakeUpstream, answer_for, gateway, openai_ctx, read_reply
 
@@ -17,7 +17,7 @@ CONFIG = "dedup: {enabled: true}\n"
 
 
 def stage() -> DedupStage:
-    built = build(gateway(CONFIG))
+    built = DedupStage.build(gateway(CONFIG))
     assert built is not None
     return built
 
@@ -34,7 +34,7 @@ async def test_fifty_identical_requests_make_one_call() -> None:
     assert len(billed) == 1 and billed[0].cost == COST and billed[0].usage.output_tokens == 7
     followers = [c for c, r in zip(ctxs, replies, strict=True) if not r.cost]
     assert len(followers) == 49
-    assert all(c.savings == {"dedup": COST} and c.extra["answered_by"] == "dedup" for c in followers)
+    assert all(c.savings == {"dedup": COST} and c.answered_by == Answerer.DEDUP for c in followers)
     assert all(r.usage == Usage() for r in replies if not r.cost)
     assert dedup.stats() == {"upstream_calls": 1, "shared": 49, "in_flight": 0}
 
@@ -162,6 +162,6 @@ async def test_everybody_leaving_cancels_the_call() -> None:
 
 
 def test_off_unless_configured() -> None:
-    assert build(gateway("")) is None
-    assert build(gateway("dedup: {enabled: false}\n")) is None
-    assert build(gateway("routes: {chat: {dedup: {enabled: true}}}\n")) is not None
+    assert DedupStage.build(gateway("")) is None
+    assert DedupStage.build(gateway("dedup: {enabled: false}\n")) is None
+    assert DedupStage.build(gateway("routes: {chat: {dedup: {enabled: true}}}\n")) is not None

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 import redis.asyncio as aioredis
 
-from thrifty.cache.dedup import DedupStage, build
+from thrifty.cache.dedup import DedupStage
 from thrifty.cache.key import context_key
 from thrifty.providers.base import UpstreamError
 
@@ -24,7 +24,7 @@ ANSWER = answer_for("default", "what is the answer?")
 async def replicas() -> AsyncIterator[tuple[DedupStage, DedupStage, str]]:
     prefix = f"thrifty-test:{uuid.uuid4().hex}:"
     config = f"dedup: {{redis: '{REDIS}', prefix: '{prefix}', lock_ttl: 0.6, poll: 0.1}}\n"
-    a, b = build(gateway(config)), build(gateway(config))
+    a, b = DedupStage.build(gateway(config)), DedupStage.build(gateway(config))
     assert a is not None and b is not None
     yield a, b, prefix
     client = aioredis.from_url(REDIS)

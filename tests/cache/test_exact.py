@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.cache.dedup import build as build_dedup
-from thrifty.cache.exact import ExactCacheStage, build, cache_control
+from thrifty.cache.dedup import DedupStage
+from thrifty.cache.exact import ExactCacheStage, cache_control
 from thrifty.cache.key import context_key
-from thrifty.pipeline.context import Usage
 from thrifty.pipeline.pipeline import Pipeline
 from thrifty.protocol.anthropic import collect_anthropic
 from thrifty.protocol.openai import collect_openai
+from thrifty.types import Answerer, Usage
 
 from .exact_helpers import (
     COST,
@@ -30,7 +30,7 @@ ANSWER = answer_for("default", "what is the answer?")
 
 
 def stage(tmp_path: Path, extra: str = "") -> ExactCacheStage:
-    built = build(gateway(f"store: sqlite:///{tmp_path}/ledger.db\ncache: {{enabled: true}}\n{extra}"))
+    built = ExactCacheStage.build(gateway(f"store: sqlite:///{tmp_path}/ledger.db\ncache: {{enabled: true}}\n{extra}"))
     assert built is not None
     return built
 
@@ -45,7 +45,7 @@ async def test_second_identical_request_is_a_hit_billed_zero(tmp_path: Path) -> 
     assert upstream.calls == 1
     assert second.cache_outcome == "hit"
     assert hit.body == reply.body and hit.usage == Usage() and hit.cost == 0
-    assert second.savings == {"cache": COST} and second.extra["answered_by"] == "cache"
+    assert second.savings == {"cache": COST} and second.answered_by == Answerer.CACHE
     assert second.tokens_saved == {"cache": 17}
     # the file next to the ledger holds it
     assert (tmp_path / "ledger.cache.db").exists()
@@ -158,12 +158,13 @@ async def test_a_route_can_cache_sampled_requests_or_turn_the_cache_off(tmp_path
         "routes:\n  faq: {cache: {deterministic_only: false}}\n  live: {cache: {enabled: false}}\n",
     )
     upstream = FakeUpstream(delay=0)
+    pipeline = Pipeline([cache], upstream, cache.gateway.overrides)  # the pipeline skips a lever that is off
     for _ in range(2):
-        await cache.handle(openai_ctx(cache.gateway, temperature=0.8, tags={"route": "faq"}), upstream)
+        await pipeline(openai_ctx(cache.gateway, temperature=0.8, tags={"route": "faq"}))
     assert upstream.calls == 1
     for _ in range(2):
         ctx = openai_ctx(cache.gateway, tags={"route": "live"})
-        await cache.handle(ctx, upstream)
+        await pipeline(ctx)
         assert ctx.cache_outcome is None
     assert upstream.calls == 3
 
@@ -214,7 +215,7 @@ async def test_a_broken_store_degrades_to_misses(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_fifty_concurrent_then_cached_through_cache_and_dedup(tmp_path: Path, stream: bool) -> None:
     gw = gateway(f"store: sqlite:///{tmp_path}/ledger.db\ncache: {{enabled: true}}\ndedup: {{enabled: true}}\n")
-    cache, dedup = build(gw), build_dedup(gw)
+    cache, dedup = ExactCacheStage.build(gw), DedupStage.build(gw)
     assert cache is not None and dedup is not None
     upstream = FakeUpstream(delay=0.05, chunk_delay=0.005)
     pipeline = Pipeline([cache, dedup], upstream)

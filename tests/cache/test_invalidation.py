@@ -78,7 +78,7 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Gateway]]:
 
 async def test_delete_endpoint_by_key_tag_route_and_all(server: tuple[str, Gateway]) -> None:
     url, gateway = server
-    stage = gateway.state["cache"]
+    stage = gateway.services.cache
     keys = await fill(stage)
     admin = {"Authorization": f"Bearer {ADMIN}"}
     async with aiohttp.ClientSession() as http:
@@ -109,9 +109,9 @@ async def test_cli_clear_reaches_a_running_servers_memory_tier(tmp_path: Path) -
     path = tmp_path / "thrifty.yaml"
     path.write_text(config_text(tmp_path))
     gateway = Gateway(parse_config(path.read_text()))
-    from thrifty.cache.exact import build
+    from thrifty.cache.exact import ExactCacheStage
 
-    stage = build(gateway)
+    stage = ExactCacheStage.build(gateway)
     assert stage is not None
     keys = await fill(stage)
     store = stage.stores.for_settings(stage.settings("default"))
@@ -137,7 +137,7 @@ async def test_cli_clear_reaches_a_running_servers_memory_tier(tmp_path: Path) -
 
 async def test_cli_clear_through_a_server(server: tuple[str, Gateway]) -> None:
     url, gateway = server
-    stage = gateway.state["cache"]
+    stage = gateway.services.cache
     keys = await fill(stage)
     runner = CliRunner()
     result = await asyncio.to_thread(
@@ -157,7 +157,7 @@ async def test_invalidation_reaches_the_semantic_index(tmp_path: Path) -> None:
 
     gateway = Gateway(parse_config(f"store: sqlite:///{tmp_path}/l.db\ncache: {{store: sqlite:///{tmp_path}/c.db}}\n"))
     index = InProcessIndex(dim=4)
-    gateway.state["semantic_index"] = index
+    gateway.services.semantic_index = index
     for tenant in ("a", "b"):
         index.add(tenant, "ns", "q", np.array([1.0, 0, 0, 0]), {"answer": tenant})
     assert await invalidate(gateway, Selection(tenant="a")) >= 1

@@ -11,11 +11,12 @@ import pytest
 
 from tests.conftest import RunningGateway, StartGateway, mock_config
 from thrifty.cache.index import InProcessIndex
-from thrifty.cache.semantic import SemanticCache, SemanticCacheSettings, build, extract_question
+from thrifty.cache.semantic import SemanticCache, SemanticCacheSettings, extract_question
 from thrifty.cache.verifier import default_verifier
 from thrifty.embed import shared_embedder
-from thrifty.pipeline.context import Usage
+from thrifty.pipeline.pipeline import Pipeline
 from thrifty.testing.mock_upstream import MockUpstream
+from thrifty.types import Usage
 
 from .exact_helpers import COST, FakeUpstream, answer_for, anthropic_ctx, gateway, openai_ctx, read_reply
 
@@ -35,8 +36,8 @@ class Clock:
 def stage(yaml: str = ON, clock: Clock | None = None) -> SemanticCache:
     gw = gateway(f"store: \"sqlite:///:memory:\"\n{yaml}")
     if clock is not None:
-        gw.state["semantic_index"] = InProcessIndex(clock=clock)
-    built = build(gw)
+        gw.services.semantic_index = InProcessIndex(clock=clock)
+    built = SemanticCache.build(gw)
     assert built is not None
     return built
 
@@ -193,13 +194,14 @@ async def test_sampling_and_tools_bypass_unless_the_route_opts_in() -> None:
 
 
 async def test_disabled_routes_pass_through_and_no_route_means_no_stage() -> None:
-    assert build(gateway("store: \"sqlite:///:memory:\"\n")) is None
-    assert build(gateway("store: \"sqlite:///:memory:\"\nsemantic_cache: {enabled: false}\n")) is None
+    assert SemanticCache.build(gateway("store: \"sqlite:///:memory:\"\n")) is None
+    assert SemanticCache.build(gateway("store: \"sqlite:///:memory:\"\nsemantic_cache: {enabled: false}\n")) is None
     cache = stage("routes:\n  faq:\n    semantic_cache: {enabled: true}\n")
     upstream = FakeUpstream(delay=0)
+    pipeline = Pipeline([cache], upstream, cache.gateway.overrides)  # the pipeline skips a lever that is off
     for _ in range(2):
         ctx = openai_ctx(cache.gateway, Q)  # route "default": off
-        await cache.handle(ctx, upstream)
+        await pipeline(ctx)
         await settle(cache)
         assert "semantic_cache" not in ctx.extra
     assert upstream.calls == 2 and len(cache.index) == 0
@@ -284,7 +286,7 @@ def test_bad_settings_are_reported_with_the_key() -> None:
     from thrifty.config import ConfigError
 
     with pytest.raises(ConfigError, match="semantic_cache.ttl"):
-        build(gateway("store: \"sqlite:///:memory:\"\nsemantic_cache: {enabled: true, ttl: -1}\n"))
+        SemanticCache.build(gateway("store: \"sqlite:///:memory:\"\nsemantic_cache: {enabled: true, ttl: -1}\n"))
 
 
 # -- end to end: the OpenAI SDK against thrifty in front of the mock upstream ----------

@@ -20,7 +20,7 @@ from thrifty.cache.stores import (
     default_sqlite_path,
     open_store,
 )
-from thrifty.pipeline.context import Usage
+from thrifty.types import Usage
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 from thrifty.config import parse_config
-from thrifty.pipeline.context import Context, Protocol, Reply
+from thrifty.types import Context, Reply, Wire
 
 
 def make_ctx(
-    config_yaml: str, body: dict[str, Any], protocol: Protocol = "openai", route: str | None = None
+    config_yaml: str, body: dict[str, Any], protocol: Wire = "openai", route: str | None = None
 ) -> Context:
     config = parse_config(config_yaml)
     ctx = Context(protocol=protocol, body=body, config=config, requested_model=str(body.get("model", "")))

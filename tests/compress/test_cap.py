@@ -1,4 +1,5 @@
 from thrifty.compress.cap import CONCISE, CapSettings, CapStage, apply_cap
+from thrifty.gateway import Gateway
 
 from .helpers import Recorder, make_ctx
 
@@ -39,7 +40,7 @@ async def test_stage_marks_capped_rows_per_route(recorder: Recorder) -> None:
     )
     body = {"model": "m", "max_tokens": 4000, "messages": [{"role": "user", "content": "hi"}]}
     ctx = make_ctx(config, body, route="chat")
-    stage = CapStage(ctx.config)
+    stage = CapStage(Gateway(ctx.config))
     await stage.handle(ctx, recorder)
     assert recorder.bodies[-1]["max_tokens"] == 256 and ctx.extra["capped"] is True
     other = make_ctx(config, dict(body))

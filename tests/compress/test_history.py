@@ -18,8 +18,8 @@ from thrifty.compress.history import (
     HistorySettings,
     Summarizer,
     SummaryCache,
-    reply_text,
 )
+from thrifty.protocol.view import answer_text
 
 
 class MockUpstream:
@@ -59,7 +59,7 @@ def conversation(turns: int) -> list[dict[str, Any]]:
 def summarizer(mock: MockUpstream) -> Summarizer:
     async def summarize(model: str, body: dict[str, Any]) -> str | None:
         async with aiohttp.ClientSession() as session, session.post(mock.url, json=body) as resp:
-            return reply_text("openai", await resp.json())
+            return answer_text(await resp.json()).strip() or None
 
     return summarize
 

@@ -7,8 +7,9 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from thrifty.compress.stage import CompressStage, build
+from thrifty.compress.stage import CompressStage
 from thrifty.gateway import Gateway
+from thrifty.pipeline.pipeline import Pipeline
 
 from .helpers import Recorder, make_ctx
 from .test_context import PASSAGES
@@ -47,15 +48,15 @@ RAG_BODY: dict[str, Any] = {
 
 def test_off_everywhere_builds_no_stage() -> None:
     ctx = make_ctx("compress: {enabled: false}\n", {})
-    assert build(Gateway(ctx.config)) is None
-    assert build(Gateway(make_ctx(CONFIG, {}).config)) is not None
+    assert CompressStage.build(Gateway(ctx.config)) is None
+    assert CompressStage.build(Gateway(make_ctx(CONFIG, {}).config)) is not None
 
 
 async def test_route_with_compression_off_is_byte_identical(recorder: Recorder) -> None:
     raw = json.dumps(RAG_BODY, ensure_ascii=False).encode()
     ctx = make_ctx(CONFIG, json.loads(raw), route="chat")
     stage = CompressStage(Gateway(ctx.config))
-    await stage.handle(ctx, recorder)
+    await Pipeline([stage], recorder, stage.gateway.overrides)(ctx)  # the pipeline skips a lever that is off
     assert recorder.sent == [raw]
     assert ctx.savings == {} and ctx.tokens_saved == {} and "compress" not in ctx.extra
 

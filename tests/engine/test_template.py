@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from thrifty.engine.runtime import LocalEngine
-from thrifty.engine.template import PLAIN_STOP, is_base_model, message_text, plain_prompt
+from thrifty.engine.template import PLAIN_STOP, is_base_model, plain_prompt
+from thrifty.protocol.view import content_text
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "system", "content": "Be brief."},
@@ -22,8 +23,8 @@ def test_plain_prompt_is_a_transcript_that_stops_before_the_next_turn() -> None:
 
 
 def test_message_parts_are_joined() -> None:
-    assert message_text(MESSAGES[1]["content"]) == "Hi there"
-    assert message_text(None) == ""
+    assert content_text(MESSAGES[1]["content"], sep="") == "Hi there"
+    assert content_text(None) == ""
 
 
 def test_base_model_detection() -> None:

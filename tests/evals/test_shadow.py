@@ -18,26 +18,24 @@ from aiohttp import web
 from tests.conftest import serving
 from thrifty.config import load_config
 from thrifty.evals import shadow
-from thrifty.evals.overrides import lever_disabled
 from thrifty.gateway import Gateway
-from thrifty.pipeline.context import Context, Handler, Reply
+from thrifty.pipeline.lever import Lever
 from thrifty.pipeline.pipeline import Pipeline
+from thrifty.routing.settings import RouteSettings
+from thrifty.types import Context, Handler, Reply
 
 from .conftest import MockOpenAI, write_config
 
 
-class Downgrade:
-    """A routing lever as the contract wants it: sends every request to `bad-model`,
-    unless shadow evaluation has turned it off for the route (or for this shadow run)."""
+class Downgrade(Lever[RouteSettings]):
+    """A routing lever that sends every request to `bad-model`. It never checks whether it
+    is switched off: the pipeline's guard skips it when shadow evaluation turned it off for
+    the route, or for a shadow rerun."""
 
     name = "route"
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    Settings = RouteSettings
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        if lever_disabled(self.gateway, ctx, self.name):
-            return await next(ctx)
         ctx.body = {**ctx.body, "model": "bad-model"}
         ctx.target_model = "bad-model"
         ctx.save(self.name, Decimal("0.0001"))
@@ -61,10 +59,10 @@ async def webhook() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 async def start(config_path: Path) -> tuple[Gateway, shadow.ShadowStage]:
     gw = Gateway(load_config(config_path))
     await gw.start(ledger=False)
-    stage = shadow.build(gw)
-    assert stage is not None and gw.state["shadow"] is stage
+    stage = shadow.ShadowStage.build(gw)
+    assert stage is not None and gw.services.shadow is stage
     assert gw.pipeline is not None
-    gw.pipeline = Pipeline([stage, Downgrade(gw)], gw.pipeline.terminal)
+    gw.pipeline = Pipeline([stage, Downgrade(gw)], gw.pipeline.terminal, gw.overrides)
     return gw, stage
 
 
@@ -83,7 +81,7 @@ def answer_text(reply: Reply) -> str:
 async def test_bad_lever_is_turned_off_for_its_route(
     tmp_path: Path, mock_openai: MockOpenAI, webhook: tuple[str, list[dict[str, Any]]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="thrifty.shadow")
+    caplog.set_level(logging.WARNING, logger="thrifty.evals.shadow")
     url, received = webhook
     db = tmp_path / "shadow.db"
     extra = (
@@ -101,7 +99,7 @@ async def test_bad_lever_is_turned_off_for_its_route(
         for i in range(2, 6):
             await ask(gw, i)
         await stage.drain()
-        assert ("math", "route") in gw.state["disabled_levers"]
+        assert ("math", "route") in gw.overrides
         assert "turning lever route off for route math" in caplog.text
         assert received and received[0]["event"] == "lever_disabled"
         assert received[0]["route"] == "math" and received[0]["lever"] == "route" and received[0]["samples"] == 5
@@ -125,9 +123,9 @@ async def test_bad_lever_is_turned_off_for_its_route(
     # a restart keeps the lever off
     gw2, stage2 = await start(cfg)
     try:
-        assert ("math", "route") in gw2.state["disabled_levers"]
+        assert ("math", "route") in gw2.overrides
         assert stage2.monitor.enable("math", "route")
-        assert ("math", "route") not in gw2.state["disabled_levers"]
+        assert ("math", "route") not in gw2.overrides
     finally:
         await gw2.close()
 
@@ -141,7 +139,7 @@ async def test_lever_off_mode_and_a_harmless_lever_stays_on(tmp_path: Path, mock
     cfg = write_config(tmp_path / "c.yaml", mock_openai.url, ["good-model", "bad-model"], extra)
     gw, stage = await start(cfg)
     try:
-        stage.gateway.pipeline = Pipeline([stage, _Harmless(gw)], gw.pipeline.terminal)  # type: ignore[union-attr]
+        stage.gateway.pipeline = Pipeline([stage, _Harmless(gw)], gw.pipeline.terminal, gw.overrides)  # type: ignore[union-attr]
         for i in range(4):
             await ask(gw, i)
         await stage.drain()
@@ -158,8 +156,6 @@ async def test_lever_off_mode_and_a_harmless_lever_stays_on(tmp_path: Path, mock
 
 class _Harmless(Downgrade):
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        if lever_disabled(self.gateway, ctx, self.name):
-            return await next(ctx)
         ctx.save(self.name, Decimal("0.0001"))
         return await next(ctx)
 
@@ -179,7 +175,7 @@ async def test_judge_failure_is_ungraded_and_never_counts(tmp_path: Path, mock_o
         await stage.drain()
         (row,) = stage.monitor.snapshot()["levers"]
         assert row["samples"] == 0 and row["ungraded"] == 3
-        assert not gw.state.get("disabled_levers")
+        assert not gw.overrides
     finally:
         await gw.close()
 
@@ -188,7 +184,7 @@ def test_bad_shadow_config_names_the_problem(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", "http://127.0.0.1:9/v1", ["good-model"],
                        "shadow:\n  sample: 2\n  grader: {type: numeric}\n")
     with pytest.raises(Exception, match="sample"):
-        shadow.build(Gateway(load_config(cfg)))
+        shadow.ShadowStage.build(Gateway(load_config(cfg)))
 
 
 async def test_state_over_http(tmp_path: Path, mock_openai: MockOpenAI) -> None:
@@ -202,13 +198,13 @@ async def test_state_over_http(tmp_path: Path, mock_openai: MockOpenAI) -> None:
     client = TestClient(TestServer(create_app(gw)))
     await client.start_server()
     try:
-        gw.state["disabled_levers"] = {("math", "route")}
+        gw.overrides.disable("math", "route")
         resp = await client.get("/v1/thrifty/shadow")
         data = await resp.json()
         assert resp.status == 200 and data["enabled"] and data["disabled"] == [["math", "route"]]
         resp = await client.post("/v1/thrifty/shadow/enable", json={"route": "math", "lever": "route"})
         assert (await resp.json())["was_disabled"] is True
-        assert ("math", "route") not in gw.state["disabled_levers"]
+        assert ("math", "route") not in gw.overrides
     finally:
         await client.close()
     await asyncio.sleep(0)
@@ -221,9 +217,9 @@ async def test_shadow_calls_are_in_the_ledger(tmp_path: Path, mock_openai: MockO
     cfg.write_text(text)
     gw = Gateway(load_config(cfg))
     await gw.start()
-    stage = shadow.build(gw)
+    stage = shadow.ShadowStage.build(gw)
     assert stage is not None and gw.pipeline is not None and gw.ledger is not None
-    gw.pipeline = Pipeline([stage, Downgrade(gw)], gw.pipeline.terminal)
+    gw.pipeline = Pipeline([stage, Downgrade(gw)], gw.pipeline.terminal, gw.overrides)
     try:
         for i in range(2):
             await ask(gw, i)

@@ -16,7 +16,7 @@ from tests.conftest import RunningGateway
 from thrifty.config import ModelConfig
 from thrifty.ledger.prices import Pricer
 from thrifty.ledger.record import from_pico
-from thrifty.pipeline.context import Usage
+from thrifty.types import Usage
 
 M = Decimal(1_000_000)
 

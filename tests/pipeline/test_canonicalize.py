@@ -8,12 +8,11 @@ from thrifty.pipeline.canonicalize import (
     CanonicalizeSettings,
     CanonicalizeStage,
     add_breakpoints,
-    build,
     canonical_body,
     prompt_cache_saving,
     sort_schema,
 )
-from thrifty.pipeline.context import Context, Protocol, Reply, Usage
+from thrifty.types import Context, Reply, Usage, Wire
 
 LONG = "The quick brown fox jumps over the lazy dog. " * 150  # about 1,500 tokens
 
@@ -33,7 +32,7 @@ routes:
 
 
 def ctx_for(
-    body: dict[str, Any], protocol: Protocol = "anthropic", headers: dict[str, str] | None = None
+    body: dict[str, Any], protocol: Wire = "anthropic", headers: dict[str, str] | None = None
 ) -> Context:
     config = parse_config(CONFIG)
     return Context(
@@ -160,7 +159,7 @@ async def test_stage_reads_tags_then_applies_the_route() -> None:
     ctx = ctx_for(
         dict(body), headers={"X-Thrifty-Route": "docs", "X-Thrifty-Tags": "feature=search, team=core"}
     )
-    stage = CanonicalizeStage(ctx.config)
+    stage = CanonicalizeStage(Gateway(ctx.config))
     seen: list[dict[str, Any]] = []
 
     async def upstream(c: Context) -> Reply:
@@ -181,7 +180,7 @@ async def test_stage_reads_tags_then_applies_the_route() -> None:
 async def test_body_untouched_when_already_canonical() -> None:
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "metadata": {"route": "faq"}}
     ctx = ctx_for(body, protocol="openai")
-    stage = CanonicalizeStage(ctx.config)
+    stage = CanonicalizeStage(Gateway(ctx.config))
 
     async def upstream(c: Context) -> Reply:
         return Reply(status=200, body={})
@@ -191,6 +190,6 @@ async def test_body_untouched_when_already_canonical() -> None:
 
 
 def test_built_only_when_configured() -> None:
-    assert build(Gateway(parse_config("models: []\n"))) is None
-    assert build(Gateway(parse_config("canonicalize: {}\n"))) is not None
-    assert build(Gateway(parse_config(CONFIG))) is not None
+    assert CanonicalizeStage.build(Gateway(parse_config("models: []\n"))) is None
+    assert CanonicalizeStage.build(Gateway(parse_config("canonicalize: {}\n"))) is not None
+    assert CanonicalizeStage.build(Gateway(parse_config(CONFIG))) is not None

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import serving
-from thrifty.pipeline.context import SSEEvent
+from thrifty.types import SSEEvent
 
 
 def encode_sse(event: SSEEvent) -> bytes:

@@ -11,15 +11,15 @@ from anthropic.types import Message, RawMessageStreamEvent
 from anthropic.types import Usage as AnthropicUsage
 from pydantic import TypeAdapter
 
-from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.anthropic import (
     collect_anthropic,
     finish_reason_of,
     replay_anthropic,
-    text_of,
     usage_from_anthropic,
     usage_to_anthropic,
 )
+from thrifty.protocol.view import answer_text
+from thrifty.types import SSEEvent, Usage
 
 from .conftest import Upstream, payload
 
@@ -140,7 +140,7 @@ def test_collect_live_stream() -> None:
     assert body == COLLECTED
     Message.model_validate(body)
     assert finish_reason_of(body) == "tool_use"
-    assert text_of(body) == "Checking now."
+    assert answer_text(body) == "Checking now."
 
 
 def test_collect_stream_cut_short() -> None:
@@ -221,7 +221,7 @@ def test_replay_streams_text_in_several_deltas() -> None:
         for e in events
         if isinstance(e.data, dict) and e.data["type"] == "content_block_delta"
     ]
-    assert len(texts) > 2 and "".join(texts) == text_of(_bodies()[1])
+    assert len(texts) > 2 and "".join(texts) == answer_text(_bodies()[1])
 
 
 async def test_anthropic_sdk_accumulates_a_replay_into_the_same_body(upstream: Upstream) -> None:

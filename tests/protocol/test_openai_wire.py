@@ -10,15 +10,15 @@ import pytest
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.openai import (
     collect_openai,
     finish_reason_of,
     replay_openai,
-    text_of,
     usage_from_openai,
     usage_to_openai,
 )
+from thrifty.protocol.view import answer_text
+from thrifty.types import SSEEvent, Usage
 
 from .conftest import Upstream
 
@@ -152,7 +152,7 @@ def test_collect_live_stream_with_tool_calls() -> None:
     assert body == COLLECTED
     ChatCompletion.model_validate(body)
     assert finish_reason_of(body) == "tool_calls"
-    assert text_of(body) == "Let me check both."
+    assert answer_text(body) == "Let me check both."
 
 
 def test_collect_several_choices_interleaved() -> None:
@@ -262,13 +262,13 @@ def test_replay_splits_text_into_several_pieces() -> None:
         if isinstance(e.data, dict) and e.data["choices"] and e.data["choices"][0]["delta"].get("content")
     ]
     assert len(pieces) > 3
-    assert "".join(pieces) == text_of(body)
+    assert "".join(pieces) == answer_text(body)
 
 
 def test_text_of_and_finish_reason_of_without_choices() -> None:
-    assert text_of({}) == "" and finish_reason_of({}) is None
+    assert answer_text({}) == "" and finish_reason_of({}) is None
     assert (
-        text_of(
+        answer_text(
             {
                 "choices": [
                     {"message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}}
@@ -313,7 +313,7 @@ async def test_openai_sdk_iterates_raw_chunks_of_a_replay(upstream: Upstream) ->
     )
     text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     await client.close()
-    assert "".join(text) == text_of(_bodies()[1])
+    assert "".join(text) == answer_text(_bodies()[1])
 
 
 def test_collect_tool_calls_sent_whole_without_index() -> None:

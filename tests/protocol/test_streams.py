@@ -15,7 +15,6 @@ from anthropic.types import Message, RawMessageStreamEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import TypeAdapter
 
-from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.anthropic import collect_anthropic, replay_anthropic
 from thrifty.protocol.openai import collect_openai, replay_openai, usage_from_openai, usage_to_openai
 from thrifty.protocol.translate import (
@@ -24,6 +23,7 @@ from thrifty.protocol.translate import (
     anthropic_response_to_openai,
     openai_response_to_anthropic,
 )
+from thrifty.types import SSEEvent, Usage
 
 from .conftest import Upstream, payload
 

@@ -15,9 +15,9 @@ from thrifty.config import Config, ModelConfig  # noqa: E402
 from thrifty.engine import default_local_model_config  # noqa: E402
 from thrifty.engine.runtime import LocalEngine  # noqa: E402
 from thrifty.engine.settings import EngineSettings  # noqa: E402
-from thrifty.pipeline.context import Context  # noqa: E402
 from thrifty.providers.base import UpstreamError  # noqa: E402
 from thrifty.providers.local import LocalProvider  # noqa: E402
+from thrifty.types import Context  # noqa: E402
 
 
 @pytest.fixture(scope="module")

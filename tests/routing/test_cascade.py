@@ -10,12 +10,13 @@ import pytest
 
 from thrifty.config import ConfigError, parse_config
 from thrifty.gateway import Gateway
-from thrifty.pipeline.context import Context, Reply
-from thrifty.routing.cascade import mean_logprob, reply_text, simulate, train_scorer
+from thrifty.protocol.view import answer_text
+from thrifty.routing.cascade import mean_logprob, simulate, train_scorer
 from thrifty.routing.datasets import convert_routerbench
 from thrifty.routing.features import FeatureSpec
 from thrifty.routing.labeled import Example, load_labeled, write_labeled
-from thrifty.routing.stage import build
+from thrifty.routing.stage import RouteStage
+from thrifty.types import Context, Reply
 
 CHEAP, STRONG = "gpt-3.5-turbo-1106", "gpt-4-1106-preview"
 
@@ -57,12 +58,12 @@ async def test_accepted_cheap_answer(files: dict[str, Path]) -> None:
     ctx = request(gw, ex)
     assert gw.pipeline is not None
     reply = await gw.pipeline(ctx)
-    assert ctx.target_model == CHEAP and reply_text(reply) == ex.candidates[CHEAP].response
-    assert ctx.extra["escalations"] == []
+    assert ctx.target_model == CHEAP and answer_text(reply.body) == ex.candidates[CHEAP].response
+    assert ctx.route_decision is not None and ctx.route_decision.escalations == []
     # The accepted side call is the request's own cost now, not a side cost on top of it.
-    assert Decimal(ctx.extra["side_cost"]) == 0 and reply.cost == ex.candidates[CHEAP].cost
+    assert ctx.side_cost == 0 and reply.cost == ex.candidates[CHEAP].cost
     assert ctx.savings["route"] == ex.candidates[STRONG].cost - ex.candidates[CHEAP].cost
-    assert 0.0 <= ctx.extra["route"]["cascade"]["score"] <= 1.0
+    assert 0.0 <= ctx.route_decision.cascade["score"] <= 1.0
 
 
 async def test_escalation_is_recorded_with_its_cost(files: dict[str, Path]) -> None:
@@ -71,12 +72,12 @@ async def test_escalation_is_recorded_with_its_cost(files: dict[str, Path]) -> N
     ctx = request(gw, ex)
     assert gw.pipeline is not None
     reply = await gw.pipeline(ctx)
-    assert ctx.target_model == STRONG and reply_text(reply) == ex.candidates[STRONG].response
-    (esc,) = ctx.extra["escalations"]
+    assert ctx.target_model == STRONG and answer_text(reply.body) == ex.candidates[STRONG].response
+    (esc,) = ctx.route_decision.escalations
     assert esc["model"] == CHEAP and Decimal(esc["cost"]) == ex.candidates[CHEAP].cost
     assert esc["reason"].startswith("score ")
     # The ledger row's cost is the reply plus the side cost: both tiers were paid for.
-    assert Decimal(ctx.extra["side_cost"]) == ex.candidates[CHEAP].cost
+    assert ctx.side_cost == ex.candidates[CHEAP].cost
     assert ctx.savings["route"] == -ex.candidates[CHEAP].cost
 
 
@@ -89,7 +90,7 @@ route:
   cascade: {{tiers: [{STRONG}, {CHEAP}], scorer: "{files["scorer"]}"}}
 """
     with pytest.raises(ConfigError, match=f"has no model for tiers: {STRONG}"):
-        build(Gateway(parse_config(text)))
+        RouteStage.build(Gateway(parse_config(text)))
 
 
 def test_simulate_and_logprobs() -> None:

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 
 from thrifty.config import Config, ModelConfig
-from thrifty.pipeline.context import Context
+from thrifty.errors import ConfigError
 from thrifty.providers.base import UpstreamError
 from thrifty.providers.replay import ReplayProvider
 from thrifty.routing.datasets import convert_routerbench
 from thrifty.routing.labeled import write_labeled
+from thrifty.types import Context
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ async def test_unknown_prompt_is_a_404(mbpp_test: Path) -> None:
 
 
 def test_needs_a_dataset_with_that_model(mbpp_test: Path) -> None:
-    with pytest.raises(ValueError, match="options.dataset"):
+    with pytest.raises(ConfigError, match="options.dataset"):
         ReplayProvider(ModelConfig(name="x", provider="replay"))
     with pytest.raises(ValueError, match="no recorded answers of 'gpt-5'"):
         provider(mbpp_test, "gpt-5")._load()

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from thrifty.routing.rules import RequestView, Rules, UnknownAlias, body_text, resolve_tier
+from thrifty.protocol.view import request_text
+from thrifty.routing.rules import RequestView, Rules, UnknownAlias, resolve_tier
 from thrifty.routing.settings import RouteSettings
 
 
@@ -49,7 +50,7 @@ def test_bad_regex_is_a_config_error() -> None:
         settings(rules=[{"when": {"regex": "("}, "model": "x"}])
 
 
-def test_body_text_reads_both_protocols() -> None:
+def test_request_text_reads_both_protocols() -> None:
     anthropic = {"system": "sys", "messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]}]}
-    assert body_text(anthropic) == "q"
-    assert body_text(anthropic, user_only=False) == "sys\n\nq"
+    assert request_text(anthropic) == "q"
+    assert request_text(anthropic, user_only=False) == "sys\n\nq"

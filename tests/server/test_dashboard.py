@@ -308,7 +308,7 @@ async def test_opentelemetry_spans_follow_the_genai_conventions(
                 {"role": "user", "content": "[500 always]"}]}) as r:  # fmt: skip
             assert r.status >= 500
     row = [r for r in gw.rows() if r["status"] == 200][0]
-    spans = gw.gateway.state["otel"]["exporter"].get_finished_spans()
+    spans = gw.gateway.services.otel[1].get_finished_spans()
     assert len(spans) == 2
     ok = next(s for s in spans if s.attributes["http.response.status_code"] == 200)
     failed = next(s for s in spans if s.attributes["http.response.status_code"] != 200)

@@ -14,9 +14,9 @@ from tests.server.fault_upstream import FaultUpstream
 from tests.server.test_faults import fault, fault_models  # noqa: F401  (the fixture)
 from thrifty.config import parse_config
 from thrifty.gateway import Gateway
-from thrifty.pipeline.context import Context, EventStream, SSEEvent
 from thrifty.pipeline.dispatch import Dispatcher
 from thrifty.testing.mock_upstream import MockUpstream
+from thrifty.types import Context, EventStream, SSEEvent
 
 
 async def test_a_cancelled_reader_is_not_an_upstream_error() -> None:
@@ -48,7 +48,7 @@ async def dispatcher(upstream: MockUpstream, fault: FaultUpstream, tmp_path: Pat
     monkeypatch.setenv("FAULT_KEY", "sk-x")
     gateway = Gateway(parse_config(mock_config(upstream, tmp_path) + fault_models(fault, breaker_failures=1)))
     await gateway.start(ledger=False)
-    yield gateway.state["dispatcher"]
+    yield gateway.dispatcher
     await gateway.close()
 
 

@@ -20,7 +20,6 @@ import asyncio
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -35,8 +34,9 @@ from thrifty.audit.sources import (
     parse_time,
 )
 from thrifty.config import Config
-from thrifty.pipeline.context import Context, Reply, Usage
-from thrifty.providers.base import Provider, UpstreamError
+from thrifty.errors import UpstreamError
+from thrifty.providers.base import Provider
+from thrifty.types import Context, Reply, Usage
 
 REPLAY_KEY = "_replay"
 
@@ -249,7 +249,7 @@ async def replay(
                 continue
             res.replayed += 1
             actual = past.cost if past.cost is not None else 0.0
-            side = Decimal(ctx.extra.get("side_cost", "0"))
+            side = ctx.side_cost
             res.actual_cost += actual
             res.candidate_cost += float(reply.cost + side)
             for lever, usd in ctx.savings.items():

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from thrifty.protocol.view import content_text
+
 #: Characters of prompt text kept per row for the near-duplicate search.
 PROMPT_CHARS = 1000
 
@@ -61,28 +63,13 @@ def digest(value: Any) -> bytes:
     return hashlib.blake2b(orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
 
 
-def text_of(content: Any) -> str:
-    """The text of an OpenAI/Anthropic message content (string or list of parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for p in content:
-            if isinstance(p, dict):
-                t = p.get("text")
-                if isinstance(t, str):
-                    parts.append(t)
-            elif isinstance(p, str):
-                parts.append(p)
-        return "\n".join(parts)
-    return ""
 
 
 def fill_from_request(row: AuditRow, body: dict[str, Any]) -> None:
     """Set the fingerprint, system prompt and prompt text of `row` from a chat request body."""
     row.fingerprint = digest({k: body[k] for k in ANSWER_FIELDS if k in body})
     messages = body.get("messages")
-    system_text = text_of(body.get("system")) if "system" in body else ""
+    system_text = content_text(body.get("system")) if "system" in body else ""
     user_text = ""
     if isinstance(messages, list):
         sys_parts = [system_text] if system_text else []
@@ -91,9 +78,9 @@ def fill_from_request(row: AuditRow, body: dict[str, Any]) -> None:
                 continue
             role = m.get("role")
             if role in ("system", "developer"):
-                sys_parts.append(text_of(m.get("content")))
+                sys_parts.append(content_text(m.get("content")))
             elif role == "user":
-                user_text = text_of(m.get("content"))
+                user_text = content_text(m.get("content"))
         system_text = "\n".join(sys_parts)
     elif isinstance(body.get("prompt"), str):
         user_text = body["prompt"]

@@ -27,7 +27,8 @@ from typing import IO, Any, Literal
 
 import orjson
 
-from thrifty.audit.row import AuditRow, fill_from_request, fill_from_response, text_of
+from thrifty.audit.row import AuditRow, fill_from_request, fill_from_response
+from thrifty.protocol.view import content_text
 
 Format = Literal["auto", "ledger", "jsonl", "litellm"]
 
@@ -499,5 +500,5 @@ def litellm_record(obj: dict[str, Any], n: int) -> AuditRow:
         if any(tokens):
             row.input_tokens, row.output_tokens = tokens
     if row.prompt_text is None and isinstance(messages, dict):
-        row.prompt_text = text_of(messages.get("content")) or None
+        row.prompt_text = content_text(messages.get("content")) or None
     return row

@@ -86,7 +86,7 @@ async def invalidate(gateway: Gateway, selection: Selection) -> int:
     """Delete the selected entries from every cache store the configuration names."""
     from thrifty.cache.exact import ExactCacheStage, StoreSet
 
-    stage = gateway.state.get("cache")
+    stage = gateway.services.cache
     stores = stage.stores if isinstance(stage, ExactCacheStage) else StoreSet(gateway.config)
     try:
         removed = await stores.invalidate(
@@ -97,7 +97,7 @@ async def invalidate(gateway: Gateway, selection: Selection) -> int:
             everything=selection.everything,
         )
         # The semantic cache's entries are kept per tenant (they record no route or tag).
-        index = gateway.state.get("semantic_index")
+        index = gateway.services.semantic_index
         if index is not None and selection.everything:
             removed += index.clear()
         elif index is not None and selection.tenant and not (selection.key or selection.route or selection.tags):
@@ -109,14 +109,10 @@ async def invalidate(gateway: Gateway, selection: Selection) -> int:
 
 
 async def delete_cache(request: web.Request) -> web.Response:
-    from thrifty.server.app import GATEWAY, KEYS, error_response
-    from thrifty.server.auth import presented_key
+    """`DELETE /v1/thrifty/cache` (admin keys only, see `setup`)."""
+    from thrifty.server.app import GATEWAY
+    from thrifty.server.guard import error_response
 
-    keys = request.app[KEYS]
-    principal = keys.lookup(presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key")))
-    if principal is None or not principal.admin:
-        status = 401 if principal is None else 403
-        return error_response("openai", status, "invalidating the cache needs an admin key")
     data: dict[str, Any] = {k: v for k, v in request.query.items() if k != "tag"}
     tag_list = request.query.getall("tag", [])
     if request.can_read_body:
@@ -142,4 +138,6 @@ async def delete_cache(request: web.Request) -> web.Response:
 
 def setup(app: web.Application, gateway: Gateway) -> None:
     """Add `DELETE /v1/thrifty/cache` (the server's EXTENSIONS entry)."""
-    app.router.add_delete("/v1/thrifty/cache", delete_cache)
+    from thrifty.server.guard import admin_only
+
+    app.router.add_delete("/v1/thrifty/cache", admin_only(delete_cache))

@@ -37,9 +37,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.cache.key import context_key, is_deterministic
-from thrifty.config import lever_model
-from thrifty.pipeline.context import Context, EventStream, Handler, Reply, SSEEvent, Usage
-from thrifty.providers.base import UpstreamError
+from thrifty.errors import UpstreamError
+from thrifty.pipeline.lever import Lever
+from thrifty.types import Answerer, Context, EventStream, Handler, Reply, SSEEvent, Usage
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -192,26 +192,22 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[
 """
 
 
-class DedupStage:
-    """The `dedup` stage."""
+class DedupStage(Lever[DedupSettings]):
+    """The `dedup` lever."""
 
     name = "dedup"
+    Settings = DedupSettings
 
     def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+        super().__init__(gateway)
         self.flights: dict[str, Flight] = {}
-        self._settings: dict[str, DedupSettings] = {}
         self._redis: dict[str, Any] = {}
         #: Upstream calls this stage let through (leaders and fallbacks), for reports and tests.
         self.upstream_calls = 0
         self.shared = 0
 
-    def settings(self, route: str) -> DedupSettings:
-        found = self._settings.get(route)
-        if found is None:
-            found = lever_model(self.gateway.config, "dedup", DedupSettings, route)
-            self._settings[route] = found
-        return found
+    def start(self) -> None:
+        self.gateway.services.dedup = self
 
     def redis(self, url: str) -> Any:
         client = self._redis.get(url)
@@ -233,8 +229,8 @@ class DedupStage:
         self._redis.clear()
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        settings = self.settings(ctx.route)
-        if not settings.enabled or (settings.deterministic_only and not is_deterministic(ctx.body)):
+        settings = self.settings(ctx.traffic)
+        if settings.deterministic_only and not is_deterministic(ctx.body):
             return await next(ctx)
         key = context_key(ctx, extra={"stream": ctx.stream, "stream_options": ctx.body.get("stream_options")})
         for _ in range(settings.max_attempts):
@@ -469,7 +465,7 @@ class DedupStage:
         if not leading:
             self.shared += 1
             ctx.target_model = ctx.target_model or flight.target_model
-            ctx.extra["dedup"] = "follower"
+            ctx.dedup_role = "follower"
             ctx.extra["dedup_leader"] = flight.leader_request_id
         if not flight.is_stream:
             while not flight.finished:
@@ -518,7 +514,7 @@ class DedupStage:
         reply.cost = Decimal(0)
         if reply.ok and flight.error is None:
             ctx.save("dedup", flight.cost, flight.usage.total_input_tokens + flight.usage.output_tokens)
-            ctx.extra["answered_by"] = "dedup"
+            ctx.answered_by = Answerer.DEDUP
         return reply
 
 
@@ -567,16 +563,3 @@ def _error_dict(err: UpstreamError) -> dict[str, Any]:
         "error_type": err.error_type,
         "body": err.body,
     }
-
-
-def build(gateway: Gateway) -> DedupStage | None:
-    """The dedup stage, when `dedup:` is configured at the top level or on any route."""
-    config = gateway.config
-    if not config.dedup and not config.lever_routes("dedup"):
-        return None
-    stage = DedupStage(gateway)
-    routes = ["default", *config.lever_routes("dedup")]
-    if not any(stage.settings(r).enabled for r in routes):
-        return None
-    gateway.state["dedup"] = stage
-    return stage

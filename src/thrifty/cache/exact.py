@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from thrifty.cache.key import context_key, is_deterministic
 from thrifty.cache.stores import CachedResponse, ResponseStore, open_store
 from thrifty.config import Config, lever_model
-from thrifty.pipeline.context import Context, EventStream, Handler, Reply, SSEEvent, Usage
+from thrifty.pipeline.lever import Lever
 from thrifty.pipeline.tap import tap
+from thrifty.types import Answerer, Context, EventStream, Handler, Reply, SSEEvent, Usage
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -94,7 +95,7 @@ class StoreSet:
 
     def all(self) -> list[ResponseStore]:
         """Every store that any route uses (opening those not open yet)."""
-        for route in ["default", *self.config.lever_routes("cache")]:
+        for route in ExactCacheStage.traffic_classes(self.config):
             self.for_settings(self.settings(route))
         return list(self.stores.values())
 
@@ -125,25 +126,21 @@ class StoreSet:
         self.stores.clear()
 
 
-class ExactCacheStage:
-    """The `cache` stage."""
+class ExactCacheStage(Lever[CacheSettings]):
+    """The `cache` lever."""
 
     name = "cache"
+    Settings = CacheSettings
 
     def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+        super().__init__(gateway)
         self.stores = StoreSet(gateway.config)
-        self._settings: dict[str, CacheSettings] = {}
         self.hits = 0
         self.misses = 0
         self.stored = 0
 
-    def settings(self, route: str) -> CacheSettings:
-        found = self._settings.get(route)
-        if found is None:
-            found = self.stores.settings(route)
-            self._settings[route] = found
-        return found
+    def start(self) -> None:
+        self.gateway.services.cache = self
 
     def stats(self) -> dict[str, float]:
         """Counters since start, for /metrics."""
@@ -154,9 +151,7 @@ class ExactCacheStage:
         await self.stores.close()
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        settings = self.settings(ctx.route)
-        if not settings.enabled:
-            return await next(ctx)
+        settings = self.settings(ctx.traffic)
         directives = cache_control(ctx.headers)
         if "no-store" in directives or (settings.deterministic_only and not is_deterministic(ctx.body)):
             ctx.cache_outcome = "bypass"
@@ -176,7 +171,7 @@ class ExactCacheStage:
             ctx.cache_outcome = "miss"
         before = dict(ctx.savings)
         reply = await next(ctx)
-        if ctx.extra.get("dedup") == "follower" or not reply.ok:
+        if ctx.dedup_role == "follower" or not reply.ok:
             return reply  # a follower's answer is the leader's, which the leader stores
         if reply.stream is not None:
             return self._tap(ctx, reply, store, key, settings, before)
@@ -204,7 +199,7 @@ class ExactCacheStage:
         ctx.save("cache", entry.cost, entry.usage.total_input_tokens + entry.usage.output_tokens)
         for lever, amount in entry.savings.items():
             ctx.save(lever, amount)
-        ctx.extra["answered_by"] = "cache"
+        ctx.answered_by = Answerer.CACHE
         ctx.target_model = ctx.target_model or entry.served_model
         reply = Reply(
             status=200,
@@ -242,7 +237,7 @@ class ExactCacheStage:
             cost=reply.cost,
             savings=savings,
             tenant=ctx.tenant,
-            route=ctx.route,
+            route=ctx.traffic,
             tags=dict(ctx.tags),
         )
 
@@ -292,15 +287,3 @@ def _collect(ctx: Context, events: list[SSEEvent], usage: Usage) -> dict[str, An
     if not body.get("usage"):
         body["usage"] = usage_to_openai(usage)
     return body
-
-
-def build(gateway: Gateway) -> ExactCacheStage | None:
-    """The cache stage, when `cache:` is configured at the top level or on any route."""
-    config = gateway.config
-    if not config.cache and not config.lever_routes("cache"):
-        return None
-    stage = ExactCacheStage(gateway)
-    if not any(stage.settings(r).enabled for r in ["default", *config.lever_routes("cache")]):
-        return None
-    gateway.state["cache"] = stage
-    return stage

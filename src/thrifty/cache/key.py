@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from thrifty.pipeline.context import Context
+from thrifty.types import Context
 
 #: Request fields that never change what the model answers.
 IGNORED_FIELDS = frozenset(

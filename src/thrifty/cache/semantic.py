@@ -28,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.cache.index import Hit, InProcessIndex
 from thrifty.cache.verifier import Verifier, default_verifier
-from thrifty.config import Config, lever_model
-from thrifty.pipeline.context import Context, EventStream, Handler, Reply, SSEEvent, Usage
+from thrifty.pipeline.lever import Lever
 from thrifty.pipeline.tap import tap
+from thrifty.protocol.view import only_text
+from thrifty.types import Answerer, Context, EventStream, Handler, Reply, SSEEvent, Usage
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -81,18 +82,6 @@ class Question:
     namespace: str
 
 
-def _text_of(content: Any) -> str | None:
-    """The text of a message's content; None when it holds anything but text."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts: list[str] = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                return None
-            parts.append(part["text"])
-        return "\n".join(parts)
-    return None
 
 
 def extract_question(protocol: str, body: dict[str, Any], settings: SemanticCacheSettings) -> Question | str:
@@ -124,7 +113,7 @@ def extract_question(protocol: str, body: dict[str, Any], settings: SemanticCach
     if settings.question == "only" and (len(users) != 1 or "assistant" in roles):
         return "multi-turn"
     index = users[-1]
-    text = _text_of(messages[index].get("content"))
+    text = only_text(messages[index].get("content"))
     if text is None:
         return "non-text question"
     text = text.strip()
@@ -179,30 +168,63 @@ def _replay(ctx: Context, body: dict[str, Any]) -> EventStream:
     return EventStream.replay(events)
 
 
-class SemanticCache:
-    """The stage. `index` and `verifier` are shared by every route."""
+class SemanticCache(Lever[SemanticCacheSettings]):
+    """The lever. `index`, `verifier` and `embed` are shared by every traffic class; when not
+    given they are made at `start` (the gateway's shared index, the shipped verifier, the
+    embedded MiniLM)."""
 
     name = NAME
+    Settings = SemanticCacheSettings
 
-    def __init__(self, gateway: Gateway, index: InProcessIndex, verifier: Verifier, embed: Any) -> None:
-        self.gateway = gateway
-        self.config = gateway.config
-        self.index = index
-        self.verifier = verifier
-        self.embed = embed
-        self._settings: dict[str, SemanticCacheSettings] = {}
+    def __init__(
+        self,
+        gateway: Gateway,
+        index: InProcessIndex | None = None,
+        verifier: Verifier | None = None,
+        embed: Any = None,
+    ) -> None:
+        super().__init__(gateway)
+        self._index = index
+        self._verifier = verifier
+        self._embed = embed
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def settings(self, route: str) -> SemanticCacheSettings:
-        s = self._settings.get(route)
-        if s is None:
-            s = self._settings[route] = lever_model(self.config, NAME, SemanticCacheSettings, route)
-        return s
+    def start(self) -> None:
+        services = self.gateway.services
+        if self._index is None:
+            if services.semantic_index is None:
+                max_entries = max(self.settings(t).max_entries for t in self.traffic_classes(self.config))
+                services.semantic_index = InProcessIndex(max_entries=max_entries)
+            self._index = services.semantic_index
+        if self._verifier is None:
+            self._verifier = default_verifier()
+        if self._embed is None:
+            from thrifty.embed import shared_embedder
+
+            self._embed = shared_embedder().embed_one
+
+    @property
+    def index(self) -> InProcessIndex:
+        if self._index is None:
+            self.start()
+        assert self._index is not None
+        return self._index
+
+    @property
+    def verifier(self) -> Verifier:
+        if self._verifier is None:
+            self.start()
+        assert self._verifier is not None
+        return self._verifier
+
+    @property
+    def embed(self) -> Any:
+        if self._embed is None:
+            self.start()
+        return self._embed
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        settings = self.settings(ctx.route)
-        if not settings.enabled:
-            return await next(ctx)
+        settings = self.settings(ctx.traffic)
         found = extract_question(ctx.protocol, ctx.body, settings)
         if isinstance(found, str):
             ctx.extra[NAME] = {"outcome": "bypass", "reason": found}
@@ -261,7 +283,7 @@ class SemanticCache:
         ctx.save(NAME, Decimal(payload.get("cost", "0")), usage.total_input_tokens + usage.output_tokens)
         ctx.cache_outcome = "semantic-hit"
         ctx.target_model = ctx.target_model or reply.served_model
-        ctx.extra["answered_by"] = NAME
+        ctx.answered_by = Answerer.SEMANTIC_CACHE
         ctx.extra[NAME] = {
             "outcome": "hit",
             "score": round(score, 4),
@@ -275,7 +297,7 @@ class SemanticCache:
     def _store_later(
         self, ctx: Context, reply: Reply, q: Question, vector: np.ndarray | None, settings: SemanticCacheSettings
     ) -> None:
-        if not reply.ok or ctx.extra.get("dedup") == "follower":
+        if not reply.ok or ctx.dedup_role == "follower":
             return
         tenant, protocol = ctx.tenant, ctx.protocol
         if reply.stream is None:
@@ -316,25 +338,3 @@ class SemanticCache:
             await asyncio.to_thread(add)
         except Exception:  # a cache that cannot store must never fail the request
             log.exception("semantic cache: storing an answer failed")
-
-
-def _any_route_enabled(config: Config) -> bool:
-    routes = ["default", *config.lever_routes(NAME)]
-    return any(lever_model(config, NAME, SemanticCacheSettings, r).enabled for r in routes)
-
-
-def build(gateway: Gateway) -> SemanticCache | None:
-    """The stage, or None when no route enables the semantic cache."""
-    config = gateway.config
-    if not _any_route_enabled(config):
-        return None
-    from thrifty.embed import shared_embedder
-
-    max_entries = max(
-        lever_model(config, NAME, SemanticCacheSettings, r).max_entries for r in ["default", *config.lever_routes(NAME)]
-    )
-    index = gateway.state.get("semantic_index")
-    if index is None:
-        index = gateway.state["semantic_index"] = InProcessIndex(max_entries=max_entries)
-    embedder = shared_embedder()
-    return SemanticCache(gateway, index, default_verifier(), embedder.embed_one)

@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from thrifty.pipeline.context import Usage
+from thrifty.migrations import Migration, migrate
+from thrifty.types import Usage
 
 
 @dataclass
@@ -197,6 +198,19 @@ _BUMP = (
 )
 
 
+def _cache_initial(dialect: str) -> list[str]:
+    return [
+        _SQLITE_SCHEMA,
+        _SQLITE_META,
+        "CREATE INDEX IF NOT EXISTS response_cache_route ON response_cache (route)",
+        "CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache (expires)",
+    ]
+
+
+#: The SQLite response cache's schema history (see `thrifty.migrations`).
+CACHE_MIGRATIONS = (Migration("response_cache_0001_initial", _cache_initial),)
+
+
 class SQLiteStore(ResponseStore):
     """A SQLite file in WAL mode; every query runs in a worker thread."""
 
@@ -212,10 +226,7 @@ class SQLiteStore(ResponseStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.execute(_SQLITE_SCHEMA)
-            self._db.execute(_SQLITE_META)
-            self._db.execute("CREATE INDEX IF NOT EXISTS response_cache_route ON response_cache (route)")
-            self._db.execute("CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache (expires)")
+            migrate(self._db, "sqlite", "response_cache", CACHE_MIGRATIONS, where=self.path)
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -488,4 +499,11 @@ def open_store(
         return TieredStore(memory, SQLiteStore(url[len("sqlite:///") :]))
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(url, prefix=prefix)
-    raise ValueError(f"unknown cache store {url!r}: use memory, sqlite, sqlite:///PATH or redis://HOST:PORT/DB")
+    from thrifty import plugins
+
+    scheme = url.partition("://")[0]
+    extra = plugins.cache_stores()
+    if scheme in extra:
+        return extra[scheme](url)
+    known = ", ".join(["memory", "sqlite", "sqlite:///PATH", "redis://HOST:PORT/DB", *(f"{k}://..." for k in extra)])
+    raise ValueError(f"unknown cache store {url!r}: use {known}")

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.compress.messages import SYSTEM_ROLES
-from thrifty.config import Config, lever_model
-from thrifty.pipeline.context import Context, Handler, Protocol, Reply
+from thrifty.pipeline.lever import Lever
+from thrifty.types import Context, Handler, Reply, Wire
 
 if TYPE_CHECKING:
-    from thrifty.gateway import Gateway
+    pass
 
 CONCISE = "Answer concisely: give the answer without preamble, repetition or a closing summary."
 OPENAI_MAX_STOP = 4
@@ -40,7 +40,7 @@ class CapSettings(BaseModel):
     stop: list[str] = Field(default_factory=list)
 
 
-def _limit_key(protocol: Protocol, body: dict[str, Any]) -> str:
+def _limit_key(protocol: Wire, body: dict[str, Any]) -> str:
     if protocol == "anthropic":
         return "max_tokens"
     if "max_completion_tokens" in body:
@@ -53,7 +53,7 @@ def _limit_key(protocol: Protocol, body: dict[str, Any]) -> str:
 
 
 def apply_cap(
-    protocol: Protocol, body: dict[str, Any], s: CapSettings
+    protocol: Wire, body: dict[str, Any], s: CapSettings
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The capped body (a new dict when anything changed) and what was done."""
     new = dict(body)
@@ -84,7 +84,7 @@ def apply_cap(
     return new, done
 
 
-def _add_instruction(protocol: Protocol, body: dict[str, Any], text: str) -> dict[str, Any]:
+def _add_instruction(protocol: Wire, body: dict[str, Any], text: str) -> dict[str, Any]:
     if protocol == "anthropic":
         system = body.get("system")
         if isinstance(system, list):
@@ -104,29 +104,12 @@ def _add_instruction(protocol: Protocol, body: dict[str, Any], text: str) -> dic
     return body
 
 
-def route_names(config: Config) -> list[str]:
-    return ["default", *(r for r in config.lever_routes("cap") if r != "default")]
-
-
-class CapStage:
+class CapStage(Lever[CapSettings]):
     name = "cap"
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._settings: dict[str, CapSettings] = {
-            r: lever_model(config, "cap", CapSettings, r) for r in route_names(config)
-        }
-
-    def settings_for(self, route: str) -> CapSettings:
-        s = self._settings.get(route)
-        if s is None:
-            s = self._settings[route] = lever_model(self.config, "cap", CapSettings, route)
-        return s
+    Settings = CapSettings
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        s = self.settings_for(ctx.route)
-        if not s.enabled:
-            return await next(ctx)
+        s = self.settings(ctx.traffic)
         body, done = apply_cap(ctx.protocol, ctx.body, s)
         if done:
             ctx.body = body
@@ -134,10 +117,3 @@ class CapStage:
             if "max_tokens" in done:
                 ctx.extra["capped"] = True
         return await next(ctx)
-
-
-def build(gateway: Gateway) -> CapStage | None:
-    config = gateway.config
-    if not any(lever_model(config, "cap", CapSettings, r).enabled for r in route_names(config)):
-        return None
-    return CapStage(config)

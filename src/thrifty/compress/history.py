@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.compress.messages import SYSTEM_ROLES, is_tool_result, message_tokens_text
 from thrifty.ledger.tokens import count_text
-from thrifty.pipeline.context import Protocol
+from thrifty.types import Wire
 
 DEFAULT_INSTRUCTION = (
     "Summarise the conversation below for the assistant who will continue it. Keep every fact, "
@@ -147,7 +147,7 @@ def prefix_key(model: str, instruction: str, messages: list[dict[str, Any]]) -> 
 
 
 def summary_request(
-    protocol: Protocol, model: str, instruction: str, text: str, max_tokens: int
+    protocol: Wire, model: str, instruction: str, text: str, max_tokens: int
 ) -> dict[str, Any]:
     if protocol == "anthropic":
         return {
@@ -163,19 +163,6 @@ def summary_request(
     }
 
 
-def reply_text(protocol: Protocol, body: dict[str, Any] | None) -> str | None:
-    """The answer text of a complete reply body, in either protocol."""
-    if not body:
-        return None
-    try:
-        if protocol == "anthropic":
-            return (
-                "".join(b.get("text", "") for b in body["content"] if b.get("type") == "text").strip() or None
-            )
-        content = body["choices"][0]["message"]["content"]
-        return content.strip() if isinstance(content, str) and content.strip() else None
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return None
 
 
 class HistoryBudget:
@@ -187,7 +174,7 @@ class HistoryBudget:
 
     async def summary_for(
         self,
-        protocol: Protocol,
+        protocol: Wire,
         messages: list[dict[str, Any]],
         first: int,
         cuts: list[int],
@@ -233,7 +220,7 @@ class HistoryBudget:
             del self._inflight[key]
 
     async def apply(
-        self, protocol: Protocol, body: dict[str, Any], settings: HistorySettings, summarize: Summarizer
+        self, protocol: Wire, body: dict[str, Any], settings: HistorySettings, summarize: Summarizer
     ) -> tuple[dict[str, Any], int, str] | None:
         """A rewritten body, the tokens it saves and a note; None when the history is left as is."""
         if settings.model is None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from thrifty.pipeline.context import Protocol
+from thrifty.types import Wire
 
 SYSTEM_ROLES = ("system", "developer")
 
@@ -60,7 +60,7 @@ def _content_refs(message: dict[str, Any], role: str, index: int) -> Iterator[Te
                 yield TextRef(source, "data", role, index, kind="document")
 
 
-def text_refs(protocol: Protocol, body: dict[str, Any]) -> list[TextRef]:
+def text_refs(protocol: Wire, body: dict[str, Any]) -> list[TextRef]:
     """Every text of the prompt in order: system first, then each message's text parts."""
     refs: list[TextRef] = []
     if protocol == "anthropic":

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from thrifty.ledger.prices import pricer
-from thrifty.pipeline.context import Context
+from thrifty.types import Context
 
 #: USD per input token of the model the client asked for, given the prompt's token count.
 InputPrice = Callable[[Context, int], Decimal]

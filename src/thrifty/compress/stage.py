@@ -27,13 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from thrifty.compress.context import ContextSettings, compress_parts
 from thrifty.compress.extract import Embedder
 from thrifty.compress.fewshot import FewshotSettings, prune
-from thrifty.compress.history import HistoryBudget, HistorySettings, SummaryCache, reply_text
+from thrifty.compress.history import HistoryBudget, HistorySettings, SummaryCache
 from thrifty.compress.messages import last_user_index, message_tokens_text, text_refs
 from thrifty.compress.pricing import InputPrice, record_saving, requested_input_price
 from thrifty.compress.trim import TrimSettings, trim_refs
-from thrifty.config import Config, lever_model
 from thrifty.ledger.tokens import count_text, estimate_request_tokens
-from thrifty.pipeline.context import Context, Handler, Reply
+from thrifty.pipeline.lever import Lever
+from thrifty.protocol.view import answer_text
+from thrifty.types import Context, Handler, Reply
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -51,12 +52,9 @@ class CompressSettings(BaseModel):
     context: ContextSettings = Field(default_factory=ContextSettings)
 
 
-def route_names(config: Config) -> list[str]:
-    return ["default", *(r for r in config.lever_routes("compress") if r != "default")]
-
-
-class CompressStage:
+class CompressStage(Lever[CompressSettings]):
     name = "compress"
+    Settings = CompressSettings
 
     def __init__(
         self,
@@ -64,21 +62,11 @@ class CompressStage:
         price: InputPrice = requested_input_price,
         embedder: Callable[[], Embedder] | None = None,
     ) -> None:
-        self.gateway = gateway
+        super().__init__(gateway)
         self.price = price
         self._embedder_factory = embedder
-        self._settings: dict[str, CompressSettings] = {}
-        for route in route_names(gateway.config):
-            self.settings_for(route)
-        default = self.settings_for("default").history
+        default = self.settings("default").history
         self.history = HistoryBudget(SummaryCache(default.cache_size, default.store))
-
-    def settings_for(self, route: str) -> CompressSettings:
-        settings = self._settings.get(route)
-        if settings is None:
-            settings = lever_model(self.gateway.config, "compress", CompressSettings, route)
-            self._settings[route] = settings
-        return settings
 
     def embedder(self) -> Embedder:
         if self._embedder_factory is not None:
@@ -88,8 +76,8 @@ class CompressStage:
         return shared_embedder()
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        settings = self.settings_for(ctx.route)
-        if not settings.enabled or not isinstance(ctx.body.get("messages"), list):
+        settings = self.settings(ctx.traffic)
+        if not isinstance(ctx.body.get("messages"), list):
             return await next(ctx)
         body = copy.deepcopy(ctx.body)
         # The prompt's size before compression: some models price long prompts higher.
@@ -146,7 +134,7 @@ class CompressStage:
             if not reply.ok:
                 ctx.note(f"compress.history: summary call returned {reply.status}")
                 return None
-            return reply_text(ctx.protocol, reply.body)
+            return answer_text(reply.body).strip() or None
 
         result = await self.history.apply(ctx.protocol, body, s, summarize)
         if result is None:
@@ -193,11 +181,3 @@ class CompressStage:
         record_saving(ctx, "compress.context", tokens, self.price, size)
         report["context"].update(tokens_before=outcome.tokens_before, tokens_after=outcome.tokens_after)
         return True
-
-
-def build(gateway: Gateway) -> CompressStage | None:
-    """The compress stage, or None when no route turns it on."""
-    config = gateway.config
-    if not any(lever_model(config, "compress", CompressSettings, r).enabled for r in route_names(config)):
-        return None
-    return CompressStage(gateway)

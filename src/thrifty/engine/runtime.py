@@ -18,7 +18,8 @@ from thrifty.engine.model_files import resolve_model_path
 from thrifty.engine.sampling import SamplingParams
 from thrifty.engine.scheduler import Delta, Done, Engine, Event, Request
 from thrifty.engine.settings import EngineSettings
-from thrifty.engine.template import Prompt, is_base_model, message_text, plain_prompt
+from thrifty.engine.template import Prompt, is_base_model, plain_prompt
+from thrifty.protocol.view import content_text
 
 
 class EngineStream:
@@ -91,7 +92,7 @@ class LocalEngine:
     # -- prompts ---------------------------------------------------------------------------
 
     def render(self, messages: list[dict[str, Any]]) -> Prompt:
-        pairs = [(str(m.get("role", "user")), message_text(m.get("content"))) for m in messages]
+        pairs = [(str(m.get("role", "user")), content_text(m.get("content"), sep="", types=("text", "input_text"))) for m in messages]
         if self.template == "chat":
             text = self.model.apply_chat_template(pairs, self.chat_template)
             if text is not None:

@@ -8,7 +8,7 @@ user line.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 PLAIN_STOP = "\nUser:"
 
@@ -22,21 +22,6 @@ class Prompt:
     special: bool = False
 
 
-def message_text(content: Any) -> str:
-    """The text of an OpenAI message `content` (a string or a list of parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") in ("text", "input_text"):
-                parts.append(str(part.get("text", "")))
-            elif isinstance(part, str):
-                parts.append(part)
-        return "".join(parts)
-    return str(content)
 
 
 def plain_prompt(messages: list[tuple[str, str]]) -> Prompt:

@@ -26,8 +26,7 @@ from typing import Any
 import click
 
 from thrifty.evals.graders import GraderSpecError, Services, grade, validate_spec
-from thrifty.evals.runner import reply_text
-from thrifty.evals.sets import content_text
+from thrifty.protocol.view import answer_text, content_text
 
 
 @dataclass
@@ -136,7 +135,7 @@ async def collect(
             result.dropped["cut short or tool call"] += 1
             continue
         messages = chat_messages(row["protocol"], request)
-        answer = reply_text(response)
+        answer = answer_text(response)
         if messages is None or not answer.strip():
             result.dropped["not plain text chat"] += 1
             continue

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from thrifty.errors import DataError
 from thrifty.evals import sandbox
 
 Status = Literal["pass", "fail", "ungraded"]
@@ -31,7 +32,7 @@ JudgeCaller = Callable[[str, list[dict[str, Any]], float], Awaitable[str]]
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 
-class GraderSpecError(ValueError):
+class GraderSpecError(DataError):
     """A grader spec that cannot work (unknown type, missing or bad settings)."""
 
 

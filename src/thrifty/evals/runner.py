@@ -18,13 +18,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thrifty.evals.graders import Grade, Services, grade
-from thrifty.evals.sets import EvalItem, content_text
+from thrifty.evals.sets import EvalItem
 from thrifty.evals.stats import Interval, PairedDelta, mean_ci, paired_delta, percentile
+from thrifty.protocol.view import answer_text
 
 if TYPE_CHECKING:
     from thrifty.config import Config
@@ -275,17 +275,6 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def reply_text(body: dict[str, Any] | None) -> str:
-    """The assistant text of an OpenAI chat completion body."""
-    if not body:
-        return ""
-    choices = body.get("choices") or []
-    if choices:
-        message = choices[0].get("message") or {}
-        return content_text(message.get("content"))
-    if isinstance(body.get("content"), list):  # an Anthropic message
-        return content_text(body["content"])
-    return ""
 
 
 def _error_text(body: dict[str, Any] | None, status: int) -> str:
@@ -318,13 +307,11 @@ class GatewayTarget:
             self.gateway = None
 
     def _context(self, body: dict[str, Any], route: str) -> Any:
-        from thrifty.pipeline.context import Context
+        from thrifty.types import Context
 
-        ctx = Context(protocol="openai", body=body, config=self.config, tags={"route": route, "source": "eval"})
-        ctx.requested_model = str(body.get("model", ""))
-        ctx.original_body = copy.deepcopy(body)
-        ctx.extra["shadow_skip"] = True  # eval traffic is not live traffic
-        return ctx
+        return Context(protocol="openai", body=body, config=self.config, tags={"route": route, "source": "eval"},
+                       requested_model=str(body.get("model", "")), original_body=copy.deepcopy(body),
+                       origin="eval")  # eval traffic is not live traffic: shadow evaluation skips it
 
     async def ask(self, item: EvalItem, model: str | None = None) -> Answer:
         """Send `item` through the pipeline, or straight to `model` (no levers) if given."""
@@ -352,12 +339,12 @@ class GatewayTarget:
             latency = (time.perf_counter() - started) * 1000
             return Answer("", 0.0, latency, error=f"{type(exc).__name__}: {exc}"[:300])
         latency = (time.perf_counter() - started) * 1000
-        side = Decimal(str(ctx.extra.get("side_cost", "0")))
+        side = ctx.side_cost
         # a direct call's own cost is already in side_cost; a pipeline reply's is not
         cost = float(side if model is not None else reply.cost + side)
         if not reply.ok:
             return Answer("", cost, latency, reply.served_model, _error_text(reply.body, reply.status))
-        return Answer(reply_text(reply.body), cost, latency, reply.served_model)
+        return Answer(answer_text(reply.body), cost, latency, reply.served_model)
 
     async def judge(self, model: str, messages: list[dict[str, Any]], timeout: float) -> str:
         """A judge call: straight to `model`, no levers; raises on any failure."""
@@ -367,7 +354,7 @@ class GatewayTarget:
         reply = await asyncio.wait_for(self.gateway.call_model(ctx, model, body), timeout)
         if not reply.ok:
             raise RuntimeError(_error_text(reply.body, reply.status))
-        return reply_text(reply.body)
+        return answer_text(reply.body)
 
 
 async def run_set(

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thrifty.errors import DataError
+from thrifty.protocol.view import content_text
 
-class SetError(ValueError):
+
+class SetError(DataError):
     """An eval line that cannot be used; the message says why."""
 
 
@@ -78,19 +81,6 @@ class EvalSet:
         return len(self.items)
 
 
-def content_text(content: Any) -> str:
-    """Plain text of an OpenAI or Anthropic message `content` (a string or a list of parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif isinstance(part, str):
-                parts.append(part)
-        return "\n".join(parts)
-    return ""
 
 
 def parse_item(data: Any, line: int = 0) -> EvalItem:

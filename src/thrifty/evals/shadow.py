@@ -6,7 +6,7 @@ second time in the background, never delaying the client:
 - `mode: reference` sends the client's original body straight to `reference_model` (no
   levers at all);
 - `mode: lever_off` runs the pipeline again with the levers that acted switched off
-  (`ctx.extra["levers_off"]`, see `thrifty.evals.overrides`).
+  (`ctx.levers_off`; the pipeline's guard keeps them out of the rerun).
 The route's grader then scores the served answer against that reference answer (a judge
 with a rubric, embedding similarity, numeric agreement...). The reference counts as quality
 1, so a lever's quality delta on a sample is `1 - score`; each lever that acted on the
@@ -14,7 +14,7 @@ request is charged the delta. Rows go to the `shadow_results` table.
 
 When a lever's mean delta over its last `window` samples on a route exceeds the route's
 `tolerance` with at least `min_samples` samples, the lever is turned off for that route:
-`(route, lever)` joins `gateway.state["disabled_levers"]` (kept in `shadow_disabled`, so a
+`(route, lever)` joins `gateway.overrides` (kept in `shadow_disabled`, so a
 restart keeps it off), the event is logged at WARNING and POSTed to `webhook`. The state is
 in `thrifty.evals.shadow.snapshot(gateway)` and at `GET /v1/thrifty/shadow` (admin key);
 `POST /v1/thrifty/shadow/enable {"route", "lever"}` turns a lever back on.
@@ -47,21 +47,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from thrifty.config import lever_model
+from thrifty.errors import ConfigError
 from thrifty.evals.graders import GraderSpecError, Services, grade, validate_spec
-from thrifty.evals.overrides import disabled_levers
-from thrifty.evals.runner import reply_text
-from thrifty.evals.sets import content_text
-from thrifty.pipeline.context import Context, Handler, Reply
+from thrifty.migrations import Migration, migrate
+from thrifty.pipeline.lever import Lever
+from thrifty.protocol.view import answer_text, last_user_text
+from thrifty.types import Context, Handler, Reply
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from thrifty.gateway import Gateway
 
-log = logging.getLogger("thrifty.shadow")
-
-STATE_KEY = "shadow"
+log = logging.getLogger(__name__)
 
 
 class ShadowSettings(BaseModel):
@@ -119,6 +117,10 @@ SCHEMA = (
 )
 
 
+#: The shadow tables' schema history (see `thrifty.migrations`).
+SHADOW_MIGRATIONS = (Migration("shadow_0001_initial", lambda dialect: SCHEMA),)
+
+
 class ShadowStore:
     """The shadow tables in SQLite. Blocking: call from a thread."""
 
@@ -128,9 +130,8 @@ class ShadowStore:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        with self._lock, self._db:
-            for stmt in SCHEMA:
-                self._db.execute(stmt)
+        with self._lock:
+            migrate(self._db, "sqlite", "shadow", SHADOW_MIGRATIONS, where=path)
 
     def add(self, rows: list[tuple[Any, ...]]) -> None:
         with self._lock, self._db:
@@ -180,7 +181,7 @@ class LeverStats:
 
 @dataclass
 class ShadowMonitor:
-    """Per (route, lever) quality deltas and the levers turned off. Lives in gateway.state."""
+    """Per (route, lever) quality deltas, and the levers it turned off (in `gateway.overrides`)."""
 
     gateway: Gateway
     store: ShadowStore
@@ -198,10 +199,9 @@ class ShadowMonitor:
         """Restore recent deltas and the disabled set from the store (blocking)."""
         for key, deltas in self.store.recent(self.window).items():
             self._stats(*key).deltas.extend(deltas)
-        off = disabled_levers(self.gateway.state)
         for key, info in self.store.disabled().items():
             self._stats(*key).disabled = info
-            off.add(key)
+            self.gateway.overrides.disable(*key)
 
     def observe(self, route: str, lever: str, delta: float | None, settings: ShadowSettings) -> dict[str, Any] | None:
         """Add one sample; returns the disable event if this sample crossed the tolerance."""
@@ -217,15 +217,14 @@ class ShadowMonitor:
             return None
         info = {"ts": time.time(), "mean_delta": mean, "samples": len(st.deltas), "tolerance": settings.tolerance}
         st.disabled = info
-        disabled_levers(self.gateway.state).add((route, lever))
+        self.gateway.overrides.disable(route, lever)
         event = {"event": "lever_disabled", "route": route, "lever": lever, **info}
         self.events.append(event)
         return event
 
     def enable(self, route: str, lever: str) -> bool:
         st = self.stats.get((route, lever))
-        was = (route, lever) in disabled_levers(self.gateway.state)
-        disabled_levers(self.gateway.state).discard((route, lever))
+        was = self.gateway.overrides.enable(route, lever)
         if st is not None:
             st.disabled = None
             st.deltas.clear()  # judge the lever afresh
@@ -242,56 +241,65 @@ class ShadowMonitor:
             })  # fmt: skip
         return {
             "levers": levers,
-            "disabled": sorted([list(k) for k in disabled_levers(self.gateway.state)]),
+            "disabled": [list(k) for k in self.gateway.overrides.pairs()],
             "events": list(self.events),
         }
 
 
-def _prompt_text(body: dict[str, Any]) -> str:
-    for msg in reversed(body.get("messages") or []):
-        if isinstance(msg, dict) and msg.get("role") == "user":
-            return content_text(msg.get("content"))
-    return ""
 
 
-class ShadowStage:
-    """The shadow stage. It sits first on the request path, so that it sees the body as the
-    client sent it and the reply as the client gets it; it only ever reads both."""
+#: Levers that answer from answers already given; off in every lever-off rerun.
+REUSING_LEVERS = frozenset({"cache", "semantic_cache", "dedup"})
+
+
+class ShadowStage(Lever[ShadowSettings]):
+    """The shadow lever. It sits first on the request path, so that it sees the body as the
+    client sent it and the reply as the client gets it; it only ever reads both. It samples
+    client traffic only (`client_only`): never its own reruns, never eval runs."""
 
     name = "shadow"
+    Settings = ShadowSettings
+    client_only = True
 
-    def __init__(self, gateway: Gateway, default: ShadowSettings, store: ShadowStore) -> None:
-        self.gateway = gateway
-        self.default = default
-        self._settings: dict[str, ShadowSettings] = {}
-        self.monitor = ShadowMonitor(gateway, store, window=default.window)
+    def __init__(self, gateway: Gateway, store: ShadowStore | None = None) -> None:
+        super().__init__(gateway)
+        self._store = store
         self._tasks: set[asyncio.Task[None]] = set()
         self._random = random.Random()
+        self.monitor: ShadowMonitor
 
-    def settings(self, route: str) -> ShadowSettings:
-        if route not in self._settings:
-            if route in self.gateway.config.routes and "shadow" in self.gateway.config.routes[route]:
-                self._settings[route] = lever_model(self.gateway.config, "shadow", ShadowSettings, route)
-            else:
-                self._settings[route] = self.default
-        return self._settings[route]
+    def enabled(self, traffic: str) -> bool:
+        s = self.settings(traffic)
+        return s.enabled and s.sample > 0
+
+    def start(self) -> None:
+        default = self.settings("default")
+        for traffic in self.traffic_classes(self.config):
+            model = self.settings(traffic).reference_model
+            if model and not self.config.has_model(model):
+                raise ConfigError(f"shadow.reference_model {model!r} is not a configured model")
+        store = self._store or ShadowStore(default.db or _sqlite_path(self.config.store) or "thrifty-shadow.db")
+        self.monitor = ShadowMonitor(self.gateway, store, window=default.window)
+        self.monitor.load()
+        self.gateway.services.shadow = self
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        if ctx.extra.get("shadow_run") or ctx.extra.get("shadow_skip"):  # our own reruns; eval traffic
-            return await next(ctx)
-        settings = self.settings(ctx.route)
-        if not settings.enabled or settings.sample <= 0 or ctx.stream:
+        settings = self.settings(ctx.traffic)
+        if ctx.stream:
             return await next(ctx)
         original = copy.deepcopy(ctx.body)
         reply = await next(ctx)
         if not reply.ok or reply.body is None or reply.stream is not None:
             return reply
-        acted = set(ctx.savings) | ({ctx.extra["answered_by"]} if ctx.extra.get("answered_by") else set())
+        # savings are kept per lever or per part of one ("compress.trim"): judge the lever
+        acted = {key.split(".", 1)[0] for key in ctx.savings}
+        if ctx.answered_by is not None:
+            acted.add(ctx.answered_by.value)
         if settings.levers is not None:
             acted &= set(settings.levers)
         if not acted or self._random.random() >= settings.sample or len(self._tasks) >= settings.max_in_flight:
             return reply
-        served_text = reply_text(reply.body)
+        served_text = answer_text(reply.body)
         ctx.extra["shadow_sampled"] = True  # lands in this request's ledger row
         task = asyncio.create_task(
             self._shadow(ctx, original, served_text, reply.served_model or ctx.target_model, sorted(acted), settings)
@@ -310,10 +318,8 @@ class ShadowStage:
             log.exception("shadow evaluation of %s failed", ctx.request_id)
 
     def _side_context(self, ctx: Context, body: dict[str, Any]) -> Context:
-        side = Context(protocol=ctx.protocol, body=body, config=ctx.config, tenant=ctx.tenant, tags=dict(ctx.tags))
-        side.requested_model = str(body.get("model", ""))
-        side.extra["shadow_run"] = True
-        return side
+        return Context(protocol=ctx.protocol, body=body, config=ctx.config, tenant=ctx.tenant, tags=dict(ctx.tags),
+                       requested_model=str(body.get("model", "")), origin="shadow")
 
     async def _compare(
         self, ctx: Context, original: dict[str, Any], served: str, served_model: str, levers: list[str],
@@ -330,31 +336,34 @@ class ShadowStage:
             reference = settings.reference_model
         else:
             side = self._side_context(ctx, body)
-            side.extra["levers_off"] = set(levers)
+            # The reference is a fresh answer: besides the levers that acted, the ones that
+            # reuse answers (caches, dedup) stand aside too, or the rerun would be served the
+            # very answer it is meant to judge.
+            side.levers_off = frozenset(levers) | REUSING_LEVERS
             assert self.gateway.pipeline is not None
             ref_reply = await self.gateway.pipeline(side)
             reference = "levers_off:" + ",".join(levers)
         if not ref_reply.ok or ref_reply.body is None:
             g_status, score, detail = "ungraded", None, f"reference call failed with status {ref_reply.status}"
         else:
-            ref_text = reply_text(ref_reply.body)
+            ref_text = answer_text(ref_reply.body)
             services = Services(judge=self._judge(side), judge_model=settings.reference_model)
-            g = await grade(settings.grader, served, ref_text, prompt=_prompt_text(original), services=services)
+            g = await grade(settings.grader, served, ref_text, prompt=last_user_text(original), services=services)
             g_status, score, detail = g.status, g.score, g.detail
         # side_cost holds the reference call (reference mode) and any judge calls; a lever-off
         # rerun through the pipeline carries its own cost on the reply
-        cost = Decimal(str(side.extra.get("side_cost", "0"))) + (ref_reply.cost if mode != "reference" else 0)
+        cost = side.side_cost + (ref_reply.cost if mode != "reference" else 0)
         delta = None if score is None else 1.0 - score
         now = time.time()
         rows = [
-            (now, ctx.request_id, ctx.route, lever, mode, reference, served_model, g_status, score, delta,
+            (now, ctx.request_id, ctx.traffic, lever, mode, reference, served_model, g_status, score, delta,
              detail[:500], float(cost) / len(levers))
             for lever in levers
         ]  # fmt: skip
         await asyncio.to_thread(self.monitor.store.add, rows)
         self._ledger(ctx, side, ref_reply, reference, cost, started, g_status, delta)
         for lever in levers:
-            event = self.monitor.observe(ctx.route, lever, delta, settings)
+            event = self.monitor.observe(ctx.traffic, lever, delta, settings)
             if event is not None:
                 await self._on_disable(event, settings)
 
@@ -373,7 +382,7 @@ class ShadowStage:
             request_id=ctx.request_id + "-shadow", ts=side.started, protocol=side.protocol,
             requested_model=side.requested_model, served_model=reply.served_model or side.requested_model,
             provider=reply.provider, status=reply.status, outcome="ok" if reply.ok else "error",
-            key_name=ctx.key_name, tenant=ctx.tenant, route=ctx.route, feature=ctx.tags.get("feature"),
+            key_name=ctx.key_name, tenant=ctx.tenant, route=ctx.traffic, feature=ctx.tags.get("feature"),
             tags={**ctx.tags, "shadow": reference}, input_tokens=usage.input_tokens,
             cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
             cache_write_1h_tokens=usage.cache_write_1h_tokens, output_tokens=usage.output_tokens,
@@ -388,12 +397,10 @@ class ShadowStage:
             judge_ctx = self._side_context(side, body)
             judge_ctx.protocol = "openai"
             reply = await asyncio.wait_for(self.gateway.call_model(judge_ctx, model, body, "openai"), timeout)
-            side.extra["side_cost"] = str(
-                Decimal(str(side.extra.get("side_cost", "0"))) + Decimal(str(judge_ctx.extra.get("side_cost", "0")))
-            )
+            side.side_cost += judge_ctx.side_cost
             if not reply.ok:
                 raise RuntimeError(f"judge answered status {reply.status}")
-            return reply_text(reply.body)
+            return answer_text(reply.body)
 
         return call
 
@@ -435,35 +442,12 @@ async def post_webhook(url: str, payload: dict[str, Any], timeout: float = 10.0)
         return False
 
 
-def build(gateway: Gateway) -> ShadowStage | None:
-    """The shadow stage, or None when no route samples any traffic."""
-    config = gateway.config
-    if not config.shadow and not config.lever_routes("shadow"):
-        return None
-    default = lever_model(config, "shadow", ShadowSettings)
-    routes = {r: lever_model(config, "shadow", ShadowSettings, r) for r in config.lever_routes("shadow")}
-    if not any(s.enabled and s.sample > 0 for s in [default, *routes.values()]):
-        return None
-    for s in [default, *routes.values()]:
-        if s.reference_model and not config.has_model(s.reference_model):
-            from thrifty.config import ConfigError
-
-            raise ConfigError(f"shadow.reference_model {s.reference_model!r} is not a configured model")
-    path = default.db or _sqlite_path(config.store) or "thrifty-shadow.db"
-    store = ShadowStore(path)
-    stage = ShadowStage(gateway, default, store)
-    stage._settings.update(routes)
-    stage.monitor.load()
-    gateway.state[STATE_KEY] = stage
-    return stage
-
-
 def snapshot(gateway: Gateway) -> dict[str, Any]:
     """Shadow state for dashboards: per route and lever the samples, mean quality drop and
     whether it is off, the (route, lever) pairs turned off, and the recent events."""
-    stage = gateway.state.get(STATE_KEY)
+    stage = gateway.services.shadow
     if stage is None:
-        off = sorted([list(k) for k in gateway.state.get("disabled_levers", ())])
+        off = [list(k) for k in gateway.overrides.pairs()]
         return {"enabled": False, "levers": [], "disabled": off, "events": []}
     return {"enabled": True, **stage.monitor.snapshot()}
 
@@ -472,40 +456,25 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     """HTTP: GET /v1/thrifty/shadow (state) and POST /v1/thrifty/shadow/enable (admin key)."""
     from aiohttp import web
 
-    from thrifty.server.app import KEYS
-    from thrifty.server.auth import presented_key
+    from thrifty.server.guard import admin_only, error_response
 
-    def admin(request: web.Request) -> web.Response | None:
-        keys = request.app[KEYS]
-        principal = keys.lookup(None) if not keys.enabled else keys.lookup(
-            presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key")))  # fmt: skip
-        if principal is None or not principal.admin:
-            return web.json_response({"error": {"message": "the shadow API needs an admin key"}}, status=403)
-        return None
-
-    async def state(request: web.Request) -> web.Response:
-        denied = admin(request)
-        if denied is not None:
-            return denied
+    async def state(request: web.Request) -> web.StreamResponse:
         return web.json_response(snapshot(gateway))
 
-    async def enable(request: web.Request) -> web.Response:
-        denied = admin(request)
-        if denied is not None:
-            return denied
-        stage = gateway.state.get(STATE_KEY)
+    async def enable(request: web.Request) -> web.StreamResponse:
+        stage = gateway.services.shadow
         try:
             data = await request.json()
             route, lever = str(data["route"]), str(data["lever"])
         except Exception:
-            return web.json_response({"error": {"message": "send {\"route\": ..., \"lever\": ...}"}}, status=400)
+            return error_response("openai", 400, 'send a JSON object {"route": ..., "lever": ...}')
         was = False
         if stage is not None:
             was = stage.monitor.enable(route, lever)
             await asyncio.to_thread(stage.monitor.store.set_disabled, route, lever, None)
         else:
-            disabled_levers(gateway.state).discard((route, lever))
+            was = gateway.overrides.enable(route, lever)
         return web.json_response({"route": route, "lever": lever, "was_disabled": was})
 
-    app.router.add_get("/v1/thrifty/shadow", state)
-    app.router.add_post("/v1/thrifty/shadow/enable", enable)
+    app.router.add_get("/v1/thrifty/shadow", admin_only(state))
+    app.router.add_post("/v1/thrifty/shadow/enable", admin_only(enable))

@@ -15,9 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 from thrifty.config import DEFAULT_BASE_URLS, ModelConfig
-from thrifty.pipeline.context import Usage
+from thrifty.types import Usage
 
-log = logging.getLogger("thrifty.prices")
+log = logging.getLogger(__name__)
 
 MTOK = Decimal(1_000_000)
 ZERO = Decimal(0)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from thrifty.migrations import Migration
+
 PICO = Decimal(10) ** 12
 
 
@@ -76,7 +78,7 @@ COLUMNS = (
 
 
 def schema_sql(dialect: str) -> list[str]:
-    """DDL for the ledger table and its indexes in `dialect` (sqlite or postgresql)."""
+    """DDL of the ledger's first schema (`ledger_0001_initial`) in `dialect`."""
     big = "INTEGER" if dialect == "sqlite" else "BIGINT"
     real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
     boolean = "INTEGER" if dialect == "sqlite" else "BOOLEAN"
@@ -132,3 +134,20 @@ def schema_sql(dialect: str) -> list[str]:
             note {text}
         )""",
     ]
+
+
+def _spend_indexes(dialect: str) -> list[str]:
+    """Indexes for what budgets and per-key / per-tenant reports query: one key's or tenant's
+    rows over a window."""
+    return [
+        "CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key_name, ts)",
+        "CREATE INDEX IF NOT EXISTS requests_tenant_ts ON requests (tenant, ts)",
+    ]
+
+
+#: The ledger's schema history, oldest first (see `thrifty.migrations`). Add a step at the
+#: end; never edit or reorder a step that has shipped.
+MIGRATIONS = (
+    Migration("ledger_0001_initial", schema_sql),
+    Migration("ledger_0002_spend_indexes", _spend_indexes),
+)

@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from thrifty.ledger.record import COLUMNS, LedgerRecord, from_pico, schema_sql, to_pico
+from thrifty.ledger.record import COLUMNS, MIGRATIONS, LedgerRecord, from_pico, to_pico
+from thrifty.migrations import migrate
 
 #: Dimensions `spend` can group by, and the SQL expression of each.
 GROUPS = {
@@ -147,9 +148,7 @@ class SQLiteStore(LedgerStore):
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._conn = self._connect()
-        for stmt in schema_sql("sqlite"):
-            self._conn.execute(stmt)
-        self._conn.commit()
+        migrate(self._conn, "sqlite", "ledger", MIGRATIONS, where=self.path)
         self._lock = threading.Lock()
         row = f"({', '.join('?' * len(COLUMNS))})"
         self._insert_head = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES "
@@ -209,10 +208,7 @@ class PostgresStore(LedgerStore):
 
         self.url = url
         self._conn = psycopg.connect(url, autocommit=False)
-        with self._conn.cursor() as cur:
-            for stmt in schema_sql("postgresql"):
-                cur.execute(stmt)
-        self._conn.commit()
+        migrate(self._conn, "postgresql", "ledger", MIGRATIONS, where=_redacted(url))
         self._lock = threading.Lock()
         cols = ", ".join(COLUMNS)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
@@ -258,6 +254,16 @@ class PostgresStore(LedgerStore):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _redacted(url: str) -> str:
+    """A store URL without its password, for messages."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, auth = head.partition("://")
+    user = auth.split(":", 1)[0]
+    return f"{scheme}://{user}@{tail}"
 
 
 def open_store(url: str) -> LedgerStore:

@@ -24,9 +24,19 @@ import orjson
 from thrifty.ledger.record import LedgerRecord, to_pico
 from thrifty.ledger.store import LedgerStore
 
-log = logging.getLogger("thrifty.ledger")
+log = logging.getLogger(__name__)
 
 Listener = Callable[[LedgerRecord], None]
+
+
+def spill_path_for(store: LedgerStore) -> Path:
+    """Where rows the store refused are kept: beside a SQLite ledger file, else
+    `thrifty-ledger.spill.jsonl` in the working directory."""
+    path = getattr(store, "path", None)
+    if path and str(path) != ":memory:":
+        spill = Path(str(path))
+        return spill.with_name(spill.name + ".spill.jsonl")
+    return Path("thrifty-ledger.spill.jsonl")
 
 
 class LedgerWriter:

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.compress.messages import last_user_index
-from thrifty.config import Config, lever_model
 from thrifty.ledger.prices import MTOK, pricer
 from thrifty.ledger.tokens import count_text
-from thrifty.pipeline.context import Context, EventStream, Handler, Reply, Usage
+from thrifty.pipeline.lever import Lever
+from thrifty.types import Context, EventStream, Handler, Reply, Usage
 
 if TYPE_CHECKING:
-    from thrifty.gateway import Gateway
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -288,30 +288,13 @@ def prompt_cache_saving(ctx: Context, usage: Usage) -> Decimal:
 # -- the stage --------------------------------------------------------------------------------
 
 
-def route_names(config: Config) -> list[str]:
-    return ["default", *(r for r in config.lever_routes("canonicalize") if r != "default")]
-
-
-class CanonicalizeStage:
+class CanonicalizeStage(Lever[CanonicalizeSettings]):
     name = "canonicalize"
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._settings = {
-            r: lever_model(config, "canonicalize", CanonicalizeSettings, r) for r in route_names(config)
-        }
-
-    def settings_for(self, route: str) -> CanonicalizeSettings:
-        s = self._settings.get(route)
-        if s is None:
-            s = self._settings[route] = lever_model(self.config, "canonicalize", CanonicalizeSettings, route)
-        return s
+    Settings = CanonicalizeSettings
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
         read_tags(ctx)
-        s = self.settings_for(ctx.route)
-        if not s.enabled:
-            return await next(ctx)
+        s = self.settings(ctx.traffic)
         body = canonical_body(ctx.body, s)
         placed: list[str] = []
         if s.cache_control and ctx.protocol == "anthropic" and is_anthropic_model(ctx):
@@ -339,11 +322,3 @@ class CanonicalizeStage:
             reply.stream.on_finish(on_finish)
         elif reply.ok:
             record(reply.usage)
-
-
-def build(gateway: Gateway) -> CanonicalizeStage | None:
-    """The stage when config has a `canonicalize:` section or a route overrides it; else None."""
-    config = gateway.config
-    if "canonicalize" not in config.model_fields_set and not config.lever_routes("canonicalize"):
-        return None
-    return CanonicalizeStage(config)

@@ -11,26 +11,28 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config import ModelConfig
+from thrifty.errors import TranslationError, UpstreamError
 from thrifty.ledger.prices import pricer
-from thrifty.pipeline.context import Context, EventStream, Protocol, Reply, SSEEvent
 from thrifty.protocol import translate
-from thrifty.providers.base import Provider, UpstreamError
+from thrifty.providers.base import Provider
 from thrifty.providers.breaker import CircuitBreaker
+from thrifty.types import Context, EventStream, Reply, SSEEvent, Wire
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
 
-log = logging.getLogger("thrifty.dispatch")
+__all__ = ["Dispatcher", "translate_request", "translate_response"]
+
+log = logging.getLogger(__name__)
 
 #: Never sleep longer than this for one retry, whatever Retry-After says; past it, report.
 MAX_RETRY_WAIT = 30.0
 
 
-def translate_request(src: Protocol, dst: Protocol, body: dict[str, Any]) -> dict[str, Any]:
+def translate_request(src: Wire, dst: Wire, body: dict[str, Any]) -> dict[str, Any]:
     if src == dst:
         return body
     if src == "openai":
@@ -38,7 +40,7 @@ def translate_request(src: Protocol, dst: Protocol, body: dict[str, Any]) -> dic
     return translate.anthropic_request_to_openai(body)
 
 
-def translate_response(src: Protocol, dst: Protocol, body: dict[str, Any]) -> dict[str, Any]:
+def translate_response(src: Wire, dst: Wire, body: dict[str, Any]) -> dict[str, Any]:
     if src == dst:
         return body
     if src == "anthropic":
@@ -46,7 +48,7 @@ def translate_response(src: Protocol, dst: Protocol, body: dict[str, Any]) -> di
     return translate.openai_response_to_anthropic(body)
 
 
-def _stream_translator(src: Protocol, dst: Protocol, include_usage: bool) -> Any:
+def _stream_translator(src: Wire, dst: Wire, include_usage: bool) -> Any:
     if src == dst:
         return None
     if src == "anthropic":
@@ -84,13 +86,14 @@ class Dispatcher:
     def __call__(self, ctx: Context) -> Awaitable[Reply]:
         return self.send(ctx, ctx.target_model or ctx.requested_model, ctx.body)
 
-    async def send(self, ctx: Context, model: str, body: dict[str, Any], protocol: Protocol | None = None) -> Reply:
+    async def send(self, ctx: Context, model: str, body: dict[str, Any], protocol: Wire | None = None) -> Reply:
         """Send `body` (in `protocol`, default the client's) to `model`, then its fallbacks."""
         protocol = protocol or ctx.protocol
         config = self.gateway.config
         primary = config.model(model)
         chain = [primary.name, *primary.fallbacks]
         last: UpstreamError | None = None
+        attempts: list[UpstreamError] = []
         for name in chain:
             cfg = config.model(name)
             provider = self.gateway.providers[name]
@@ -107,17 +110,15 @@ class Dispatcher:
                 continue
             try:
                 native = translate_request(protocol, provider.protocol, body)
-            except translate.TranslationError as exc:
+            except TranslationError as exc:
                 breaker.release()
-                raise UpstreamError(400, f"model {name!r} speaks {provider.protocol}: {exc}",
-                                    error_type="invalid_request_error") from None
+                raise TranslationError(f"model {name!r} speaks {provider.protocol}: {exc}") from None
             except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
                 # A field of a shape the validator does not check (tools, content parts, ...):
                 # the request is malformed, not thrifty.
                 breaker.release()
-                raise UpstreamError(400, f"model {name!r} speaks {provider.protocol} and this request could not be "
-                                    f"translated to it: a field has the wrong shape ({exc.__class__.__name__}: {exc})",
-                                    error_type="invalid_request_error") from None
+                raise TranslationError(f"model {name!r} speaks {provider.protocol} and this request could not be "
+                                       f"translated to it: a field has the wrong shape ({exc.__class__.__name__}: {exc})") from None
             try:
                 reply = await self._attempt(ctx, provider, cfg, native)
             except UpstreamError as exc:
@@ -126,6 +127,7 @@ class Dispatcher:
                     raise  # the request itself is wrong; another model would refuse it too
                 breaker.failure()
                 ctx.note(f"{name}: {exc.status} {exc.message}")
+                attempts.append(exc)
                 last = exc
                 continue
             except BaseException:  # cancelled (the client left) or a bug: no verdict on the upstream
@@ -135,7 +137,22 @@ class Dispatcher:
                 ctx.extra["fallback_from"] = primary.name
             return self._finish(ctx, reply, provider, cfg, protocol, breaker)
         assert last is not None
+        last.attempts = attempts
         raise last
+
+    async def side_call(self, ctx: Context, model: str, body: dict[str, Any], protocol: Wire | None = None) -> Reply:
+        """A call on behalf of a lever (no levers applied); its cost is added to
+        `ctx.side_cost`, so the request's ledger row carries it."""
+        reply = await self.send(ctx, model, body, protocol)
+
+        def add_cost(r: Reply) -> None:
+            ctx.side_cost += r.cost
+
+        if reply.stream is None:
+            add_cost(reply)
+        else:
+            reply.stream.on_finish(lambda _s: add_cost(reply))
+        return reply
 
     async def _attempt(self, ctx: Context, provider: Provider, cfg: ModelConfig, body: dict[str, Any]) -> Reply:
         attempt = 0
@@ -161,7 +178,7 @@ class Dispatcher:
         reply: Reply,
         provider: Provider,
         cfg: ModelConfig,
-        protocol: Protocol,
+        protocol: Wire,
         breaker: CircuitBreaker,
     ) -> Reply:
         reply.served_model = cfg.name
@@ -186,8 +203,8 @@ class Dispatcher:
         self,
         ctx: Context,
         reply: Reply,
-        src: Protocol,
-        dst: Protocol,
+        src: Wire,
+        dst: Wire,
         include_usage: bool,
         cfg: ModelConfig,
         breaker: CircuitBreaker,
@@ -242,16 +259,4 @@ def _estimate_missing_usage(ctx: Context, stream: EventStream, text: str) -> Non
         usage.estimated = True
 
 
-async def dispatch_to(gateway: Gateway, ctx: Context, model: str, body: dict[str, Any], protocol: Protocol | None = None) -> Reply:
-    """A side call on behalf of a stage; its cost is added to the request's ledger row."""
-    dispatcher: Dispatcher = gateway.state["dispatcher"]
-    reply = await dispatcher.send(ctx, model, body, protocol)
 
-    def add_cost(r: Reply) -> None:
-        ctx.extra["side_cost"] = str(Decimal(ctx.extra.get("side_cost", "0")) + r.cost)
-
-    if reply.stream is None:
-        add_cost(reply)
-    else:
-        reply.stream.on_finish(lambda _s: add_cost(reply))
-    return reply

@@ -1,44 +1,34 @@
-"""An ordered chain of stages ending in the provider dispatch."""
+"""An ordered chain of levers ending in the provider dispatch, with the lever policy applied
+by the pipeline itself (see `thrifty.pipeline.lever.guarded`)."""
 
 from __future__ import annotations
 
-import functools
-import importlib
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from thrifty.pipeline.context import Context, Handler, Reply
-from thrifty.pipeline.stage import Stage, StageFactory
+from thrifty import plugins
+from thrifty.pipeline.lever import Lever, LeverOverrides, guarded
+from thrifty.types import Context, Handler, Reply
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
 
-#: The order of the request path (DESIGN.md). A name maps to "module:factory"; a factory
-#: returns None when its lever is not configured, and the stage then costs nothing.
-#: Levers add their entry here, in request-path order: canonicalize, cache, semantic_cache,
-#: dedup, compress, cap, route.
-STAGES: dict[str, str] = {
-    # first: it must see the body as the client sent it and the reply as the client gets it
-    "shadow": "thrifty.evals.shadow:build",
-    "canonicalize": "thrifty.pipeline.canonicalize:build",
-    "cache": "thrifty.cache.exact:build",
-    "semantic_cache": "thrifty.cache.semantic:build",
-    "dedup": "thrifty.cache.dedup:build",
-    "compress": "thrifty.compress.stage:build",
-    "cap": "thrifty.compress.cap:build",
-    "route": "thrifty.routing.stage:build",
-}
+__all__ = ["Pipeline", "build_levers"]
 
 
 class Pipeline:
-    """Runs a request through `stages` in order, then `terminal` (the provider dispatch)."""
+    """Runs a request through `levers` in order, then `terminal` (the provider dispatch).
 
-    def __init__(self, stages: Sequence[Stage], terminal: Handler) -> None:
-        self.stages = list(stages)
+    Every lever runs behind the pipeline's guard: off for this request, off for the traffic
+    class by shadow evaluation (`overrides`) or by config, client traffic only."""
+
+    def __init__(self, levers: Sequence[Lever[Any]], terminal: Handler, overrides: LeverOverrides | None = None) -> None:
+        self.levers = list(levers)
         self.terminal = terminal
-        handler: Handler = terminal
-        for stage in reversed(self.stages):
-            handler = functools.partial(stage.handle, next=handler)
+        self.overrides = overrides if overrides is not None else LeverOverrides()
+        handler: Callable[[Context], Awaitable[Reply]] = terminal
+        for lever in reversed(self.levers):
+            handler = guarded(lever, self.overrides, handler)
         self._entry = handler
 
     def __call__(self, ctx: Context) -> Awaitable[Reply]:
@@ -46,16 +36,18 @@ class Pipeline:
 
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.stages]
+        return [lever.name for lever in self.levers]
+
+    def lever(self, name: str) -> Lever[Any] | None:
+        return next((lever for lever in self.levers if lever.name == name), None)
 
 
-def build_stages(gateway: Gateway) -> list[Stage]:
-    """Instantiate every configured stage, in request-path order."""
-    stages: list[Stage] = []
-    for spec in STAGES.values():
-        module_name, _, attr = spec.partition(":")
-        factory: StageFactory = getattr(importlib.import_module(module_name), attr)
-        stage = factory(gateway)
-        if stage is not None:
-            stages.append(stage)
-    return stages
+def build_levers(gateway: Gateway) -> list[Lever[Any]]:
+    """Every registered lever that the config enables somewhere, in request-path order."""
+    registry = plugins.levers()
+    built: list[Lever[Any]] = []
+    for name in plugins.lever_order():
+        lever = registry[name].build(gateway)
+        if lever is not None:
+            built.append(lever)
+    return built

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from thrifty.pipeline.context import EventStream, Reply, SSEEvent
+from thrifty.types import EventStream, Reply, SSEEvent
 
 OnComplete = Callable[[list[SSEEvent], EventStream], Awaitable[None]]
 

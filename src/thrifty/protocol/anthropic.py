@@ -12,8 +12,8 @@ import copy
 import json
 from typing import Any
 
-from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.pieces import split_even, split_text
+from thrifty.types import SSEEvent, Usage
 
 #: No request uses more tokens than this; a count past it (or below 0) is an upstream's bug
 #: and must not reach the ledger, whose integer money columns it would overflow.
@@ -225,11 +225,3 @@ def finish_reason_of(body: dict[str, Any]) -> str | None:
     value = body.get("stop_reason")
     return value if isinstance(value, str) else None
 
-
-def text_of(body: dict[str, Any]) -> str:
-    """The message's text blocks joined ("" when it only used tools)."""
-    return "".join(
-        b.get("text", "")
-        for b in body.get("content") or []
-        if isinstance(b, dict) and b.get("type") == "text"
-    )

@@ -2,12 +2,41 @@
 
 SDKs pick their exception class from the HTTP status and show the body's message, so a
 client must get its own protocol's shape even when the upstream spoke the other one.
+`error_body` and `error_event` are the one place that turns a `ThriftyError` into what a
+client reads, as a JSON body or as an SSE error event, for either protocol.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from thrifty.errors import ThriftyError
+from thrifty.types import SSEEvent, Wire
+
+__all__ = [
+    "anthropic_error",
+    "anthropic_error_to_openai",
+    "anthropic_error_type",
+    "error_body",
+    "error_event",
+    "error_message",
+    "openai_error",
+    "openai_error_to_anthropic",
+    "openai_error_type",
+    "status_of_anthropic_error",
+    "truncate",
+]
+
+#: Echoed client input (a model name, a field value) is cut to this many characters.
+ECHO_LIMIT = 200
+
+
+def truncate(text: str, limit: int = ECHO_LIMIT) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -29,6 +58,8 @@ _OPENAI_TYPES = {
     404: "not_found_error",
     429: "rate_limit_error",
 }
+_OPENAI_KNOWN = {*_OPENAI_TYPES.values(), "invalid_request_error", "server_error"}
+_ANTHROPIC_ONLY = set(_ANTHROPIC_STATUS) - _OPENAI_KNOWN
 
 
 def anthropic_error_type(status: int) -> str:
@@ -59,9 +90,27 @@ def openai_error(
     }
 
 
-def anthropic_error(status: int, message: str) -> dict[str, Any]:
-    """An Anthropic error body, its `type` chosen by `status`."""
-    return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+def anthropic_error(status: int, message: str, type: str | None = None) -> dict[str, Any]:
+    """An Anthropic error body, its `type` chosen by `status` unless given."""
+    return {"type": "error", "error": {"type": type or anthropic_error_type(status), "message": message}}
+
+
+def error_body(wire: Wire, exc: ThriftyError) -> dict[str, Any]:
+    """The body a client of `wire` gets for `exc`. An explicit `error_type` is kept only
+    where it names a type of that protocol; otherwise the status chooses."""
+    if wire == "anthropic":
+        kind = exc.error_type if exc.error_type in _ANTHROPIC_STATUS else None
+        return anthropic_error(exc.status, exc.message, kind)
+    kind = exc.error_type if exc.error_type not in _ANTHROPIC_ONLY else None
+    return openai_error(exc.status, exc.message, kind, param=exc.param, code=exc.code)
+
+
+def error_event(wire: Wire, exc: ThriftyError) -> SSEEvent:
+    """The SSE event that ends a stream that failed after its first byte."""
+    body = error_body(wire, exc)
+    if wire == "anthropic":
+        return SSEEvent(event="error", data=body)
+    return SSEEvent(data=body)
 
 
 def _decode(body: Any) -> Any:

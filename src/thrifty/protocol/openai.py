@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.pieces import split_even, split_text
+from thrifty.types import SSEEvent, Usage
 
 DONE = "[DONE]"
 
@@ -292,13 +292,3 @@ def finish_reason_of(body: dict[str, Any]) -> str | None:
     choices = body.get("choices") or []
     return choices[0].get("finish_reason") if choices else None
 
-
-def text_of(body: dict[str, Any]) -> str:
-    """The first choice's text ("" when it only called tools or has no choices)."""
-    choices = body.get("choices") or []
-    if not choices:
-        return ""
-    content = (choices[0].get("message") or {}).get("content")
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content or ""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from thrifty.pipeline.context import SSEEvent, Usage
 from thrifty.protocol.anthropic import usage_from_anthropic, usage_to_anthropic
 from thrifty.protocol.errors import (
     anthropic_error_to_openai,
@@ -21,6 +20,7 @@ from thrifty.protocol.errors import (
 )
 from thrifty.protocol.mapping import anthropic_id, finish_reason_for, openai_id, stop_reason_for
 from thrifty.protocol.openai import DONE, tool_call_index, usage_from_openai, usage_to_openai
+from thrifty.types import SSEEvent, Usage
 
 
 class AnthropicToOpenAIStream:

@@ -14,6 +14,7 @@ import re
 import time
 from typing import Any
 
+from thrifty.errors import TranslationError
 from thrifty.protocol.anthropic import usage_from_anthropic, usage_to_anthropic
 from thrifty.protocol.errors import (
     anthropic_error,
@@ -45,10 +46,6 @@ __all__ = [
 DEFAULT_MAX_TOKENS = 4096
 
 _DATA_URL = re.compile(r"^data:([^;,]+);base64,(.*)$", re.DOTALL)
-
-
-class TranslationError(ValueError):
-    """The request uses something the other protocol cannot express; the client gets a 400 naming it."""
 
 
 # ---------------------------------------------------------------- OpenAI request -> Anthropic

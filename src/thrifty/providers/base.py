@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from thrifty.pipeline.context import Context, Protocol, Reply
+from pydantic import BaseModel, ConfigDict
+
+from thrifty.errors import UpstreamError
+from thrifty.types import Context, Reply, Wire
 
 if TYPE_CHECKING:
     from thrifty.config import ModelConfig
 
+__all__ = ["NoOptions", "Provider", "UpstreamError"]
 
-class UpstreamError(Exception):
-    """A provider failed before any byte of its answer reached the client.
 
-    `status` and `message` are what the client sees (the upstream's own, where it gave
-    them); `retryable` says whether trying again may help; `retry_after` is the wait in
-    seconds the upstream asked for, if any.
-    """
+class NoOptions(BaseModel):
+    """A provider kind without options: any key under `options:` is a mistake."""
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        retryable: bool = False,
-        retry_after: float | None = None,
-        error_type: str | None = None,
-        body: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.error_type = error_type
-        self.body = body
+    model_config = ConfigDict(extra="forbid")
 
 
 class Provider(ABC):
@@ -47,10 +31,18 @@ class Provider(ABC):
     reply starts; failures after that end the stream with `EventStream.error` set.
     """
 
-    protocol: Protocol = "openai"
+    protocol: Wire = "openai"
+    #: The model of this kind's `options:` (validated when the config is loaded).
+    Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
+
+    @classmethod
+    def create(cls, config: ModelConfig, sections: dict[str, dict[str, Any]]) -> Provider:
+        """Build the provider for one configured model; `sections` are the config's tool
+        sections (the local engine reads `engine:`)."""
+        return cls(config)
 
     @property
     def name(self) -> str:

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from thrifty.pipeline.context import SSEEvent
-from thrifty.providers.base import UpstreamError
+from thrifty.errors import UpstreamError
 from thrifty.providers.h1 import H1Client, InvalidHeader, UpstreamClosed
+from thrifty.types import SSEEvent
 
 _session: aiohttp.ClientSession | None = None
 _session_loop: asyncio.AbstractEventLoop | None = None

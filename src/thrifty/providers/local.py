@@ -20,8 +20,9 @@ from thrifty.config import ConfigError
 from thrifty.engine.sampling import SamplingParams
 from thrifty.engine.scheduler import Delta, Done, EngineError
 from thrifty.engine.settings import EngineSettings, engine_settings
-from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent, Usage
-from thrifty.providers.base import Provider, UpstreamError
+from thrifty.errors import UpstreamError
+from thrifty.providers.base import Provider
+from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
 if TYPE_CHECKING:
     from thrifty.config import ModelConfig
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
 
 class LocalProvider(Provider):
     protocol = "openai"
+    #: A local model's options override the `engine:` section for that model.
+    Options = EngineSettings
+
+    @classmethod
+    def create(cls, config: ModelConfig, sections: dict[str, dict[str, Any]]) -> Provider:
+        return cls(config, engine_section=sections.get("engine"))
 
     def __init__(
         self,

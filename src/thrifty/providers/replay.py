@@ -24,26 +24,42 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from thrifty.pipeline.context import Context, EventStream, Reply, SSEEvent, Usage
-from thrifty.providers.base import Provider, UpstreamError
+from pydantic import BaseModel, ConfigDict, Field
+
+from thrifty.errors import ConfigError, UpstreamError
+from thrifty.protocol.view import request_text
+from thrifty.providers.base import Provider
+from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
 if TYPE_CHECKING:
     from thrifty.config import ModelConfig
     from thrifty.routing.labeled import Candidate
 
 
+class ReplayOptions(BaseModel):
+    """`options:` of a replay model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The labeled JSONL file whose recorded answers and costs this model replays.
+    dataset: str = Field(min_length=1)
+    #: Simulated latency of each answer.
+    latency_ms: float = Field(default=0, ge=0)
+
+
 class ReplayProvider(Provider):
     protocol = "openai"
+    Options = ReplayOptions
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        dataset = config.options.get("dataset")
-        if not isinstance(dataset, str) or not dataset:
-            raise ValueError(
+        if not isinstance(config.options.get("dataset"), str) or not config.options.get("dataset"):
+            raise ConfigError(
                 f"model {config.name!r}: the replay provider needs options.dataset (a labeled JSONL file)"
             )
-        self.dataset = dataset
-        self.latency = float(config.options.get("latency_ms", 0)) / 1000.0
+        options = ReplayOptions.model_validate(config.options)
+        self.dataset = options.dataset
+        self.latency = options.latency_ms / 1000.0
         self._index: dict[str, Candidate] | None = None
         self.calls = 0
         self.misses = 0
@@ -75,9 +91,8 @@ class ReplayProvider(Provider):
         return {"replay_calls": float(self.calls), "replay_misses": float(self.misses)}
 
     def lookup(self, body: dict[str, Any]) -> Candidate:
-        from thrifty.routing.rules import body_text
 
-        cand = self._load().get(body_text(body).strip())
+        cand = self._load().get(request_text(body).strip())
         if cand is None:
             self.misses += 1
             raise UpstreamError(
@@ -90,14 +105,12 @@ class ReplayProvider(Provider):
     def recorded_cost(self, body: dict[str, Any]) -> Decimal | None:
         """The recorded cost of this model answering `body`, or None if it was not recorded:
         the exact counterfactual when a router sends the request elsewhere."""
-        from thrifty.routing.rules import body_text
 
-        cand = self._load().get(body_text(body).strip())
+        cand = self._load().get(request_text(body).strip())
         return None if cand is None else cand.cost
 
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
         from thrifty.routing.datasets import count_tokens
-        from thrifty.routing.rules import body_text
 
         cand = self.lookup(body)
         self.calls += 1
@@ -105,7 +118,7 @@ class ReplayProvider(Provider):
             await asyncio.sleep(self.latency)
         text = cand.response or ""
         usage = Usage(
-            input_tokens=count_tokens(body_text(body, user_only=False)),
+            input_tokens=count_tokens(request_text(body, user_only=False)),
             output_tokens=count_tokens(text) if text else 0,
             estimated=True,
         )

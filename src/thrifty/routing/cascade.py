@@ -4,7 +4,7 @@ A scorer reads (prompt, answer) and predicts P(good answer); it is trained like 
 (one logistic regression per tier model on MiniLM + structural features of the pair), from
 labeled data with recorded responses. A provider's token logprobs, when it returns them, are a
 second signal: a mean logprob under `min_mean_logprob` rejects the answer. Every rejected
-attempt is an escalation; its model, score and cost go to `ctx.extra["escalations"]`.
+attempt is an escalation; its model, score and cost go to `ctx.route_decision.escalations`.
 
 Tier attempts other than the last are side calls (`gateway.call_model`), which the ledger
 counts as side cost; an accepted attempt becomes the request's reply, so its cost is moved
@@ -16,41 +16,22 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from thrifty.pipeline.context import Context, Handler, Reply
-from thrifty.providers.base import UpstreamError
+from thrifty.errors import UpstreamError
+from thrifty.protocol.view import answer_text, request_text
 from thrifty.routing.features import Embed, FeatureSpec, featurize, pair_text
 from thrifty.routing.labeled import Example, data_hash
 from thrifty.routing.learned import RouterArtifact, _folds, fit_candidate
-from thrifty.routing.rules import body_text
 from thrifty.routing.settings import CascadeSettings
+from thrifty.types import Context, Handler, Reply, RouteDecision
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
 
 
-def reply_text(reply: Reply) -> str:
-    """The answer text of a complete reply in the OpenAI or Anthropic shape."""
-    body = reply.body or {}
-    choices = body.get("choices")
-    if isinstance(choices, list) and choices:
-        msg = choices[0].get("message") or {}
-        content = msg.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        return str(choices[0].get("text", ""))
-    blocks = body.get("content")
-    if isinstance(blocks, list):
-        return "".join(
-            str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "text"
-        )
-    return ""
 
 
 def mean_logprob(reply: Reply) -> float | None:
@@ -81,8 +62,11 @@ class Cascade:
         return float(self.scorer.predict_features(x)[0, self.scorer.candidates.index(model)])
 
     async def run(self, ctx: Context, next: Handler, unavailable: Callable[[str], str | None]) -> Reply:
-        escalations: list[dict[str, Any]] = ctx.extra.setdefault("escalations", [])
-        prompt = body_text(ctx.body)
+        decision = ctx.route_decision
+        if decision is None:  # called outside the route lever (tests, simulations)
+            decision = ctx.route_decision = RouteDecision(ctx.requested_model, self.tiers[0], "cascade")
+        escalations = decision.escalations
+        prompt = request_text(ctx.body)
         body = {k: v for k, v in ctx.body.items() if k not in ("stream", "stream_options")}
         for tier in self.tiers[:-1]:
             why = unavailable(tier)
@@ -98,7 +82,7 @@ class Cascade:
             if not reply.ok:
                 escalations.append({"model": tier, "reason": f"error {reply.status}", "cost": str(cost)})
                 continue
-            answer = reply_text(reply)
+            answer = answer_text(reply.body)
             score = await asyncio.to_thread(self.score, tier, prompt, answer)
             lp = mean_logprob(reply)
             reasons = []
@@ -111,9 +95,9 @@ class Cascade:
             ):
                 reasons.append(f"mean logprob {lp:.3f} < {self.settings.min_mean_logprob}")
             if not reasons:
-                _unside(ctx, cost)
+                ctx.side_cost -= cost  # the accepted side call's cost is the request's own
                 ctx.target_model = tier
-                ctx.extra.setdefault("route", {})["cascade"] = {
+                decision.cascade = {
                     "accepted": tier,
                     "score": score,
                     "mean_logprob": lp,
@@ -129,17 +113,8 @@ class Cascade:
                 }
             )
         ctx.target_model = self.tiers[-1]
-        ctx.extra.setdefault("route", {})["cascade"] = {"accepted": self.tiers[-1]}
+        decision.cascade = {"accepted": self.tiers[-1]}
         return await next(ctx)
-
-
-def _unside(ctx: Context, cost: Decimal) -> None:
-    """Move an accepted side call's cost out of the side cost: it is now the request's own."""
-    side = ctx.extra.get("side_cost")
-    if side is None or not cost:
-        return
-    rest = Decimal(str(side)) - cost
-    ctx.extra["side_cost"] = type(side)(rest) if not isinstance(side, Decimal) else rest
 
 
 # -- training and offline simulation --------------------------------------------------------

@@ -21,8 +21,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from thrifty.errors import DataError
 
-class LabeledDataError(ValueError):
+
+class LabeledDataError(DataError):
     """A labeled file has bad lines; `problems` holds (line number, message) pairs."""
 
     def __init__(self, path: str, problems: list[tuple[int, str]]) -> None:

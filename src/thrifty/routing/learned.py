@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from thrifty.errors import DataError
 from thrifty.routing.features import Embed, FeatureSpec, featurize
 from thrifty.routing.labeled import Example, common_candidates, data_hash
 from thrifty.routing.policy import POLICIES, Point, Policy, cheapest_meeting, choose, sweep
@@ -67,7 +68,7 @@ BLEND_GRID = (1.0, 0.75, 0.5, 0.25)
 BLEND_BY = ("loss", "target")
 
 
-class ArtifactError(Exception):
+class ArtifactError(DataError):
     """A router artifact that cannot be used, with the reason."""
 
 

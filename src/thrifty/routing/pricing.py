@@ -11,7 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from thrifty.pipeline.context import Usage
+from thrifty.types import Usage
 
 if TYPE_CHECKING:
     from thrifty.config import Config

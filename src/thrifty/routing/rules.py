@@ -13,34 +13,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from thrifty.protocol.view import request_text
 from thrifty.routing.settings import RouteSettings, Rule, When
 
 AUTO = "auto"
 TIER_PREFIX = "tier:"
 
 
-def body_text(body: dict[str, Any], *, user_only: bool = True) -> str:
-    """The text of a chat request (OpenAI or Anthropic shape): user turns, or every turn."""
-    parts: list[str] = []
-    if not user_only:
-        system = body.get("system")
-        if isinstance(system, str):
-            parts.append(system)
-        elif isinstance(system, list):
-            parts.extend(str(b.get("text", "")) for b in system if isinstance(b, dict))
-    for m in body.get("messages") or []:
-        if not isinstance(m, dict) or (user_only and m.get("role") != "user"):
-            continue
-        content = m.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(
-                str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
-            )
-    if not parts and isinstance(body.get("prompt"), str):
-        parts.append(body["prompt"])
-    return "\n\n".join(parts)
 
 
 def requested_max_tokens(body: dict[str, Any]) -> int | None:
@@ -79,8 +58,8 @@ class RequestView:
         return cls(
             route=route,
             requested=requested or str(body.get("model", "")),
-            prompt=body_text(body),
-            full_text=body_text(body, user_only=False),
+            prompt=request_text(body),
+            full_text=request_text(body, user_only=False),
             max_tokens=requested_max_tokens(body),
             tags=dict(tags or {}),
         )

@@ -1,4 +1,4 @@
-"""The `route` stage: send each request to the cheapest model predicted to answer it well.
+"""The `route` lever: send each request to the cheapest model predicted to answer it well.
 
 Order of decisions on a request: a `tier:NAME` alias the client asked for, then the route's
 rules, then (for `auto`, or every request with `apply_to: all`) the learned router or the
@@ -16,14 +16,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from thrifty.config import ConfigError, lever_model
-from thrifty.pipeline.context import Context, EventStream, Handler, Reply, Usage
-from thrifty.providers.base import UpstreamError
+from thrifty.config import lever_model
+from thrifty.errors import BadRequest, ConfigError, UpstreamError
+from thrifty.pipeline.lever import Lever
 from thrifty.routing.learned import ArtifactError, RouterArtifact, load_artifact, route
 from thrifty.routing.policy import Policy
 from thrifty.routing.pricing import PriceFn, gateway_price_fn
 from thrifty.routing.rules import AUTO, TIER_PREFIX, RequestView, Rules, UnknownAlias, is_alias, resolve_tier
 from thrifty.routing.settings import RouteSettings
+from thrifty.types import Context, EventStream, Handler, Reply, RouteDecision, Usage
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -121,23 +122,36 @@ def make_plan(gateway: Gateway, route_name: str, artifacts: dict[str, RouterArti
     return plan
 
 
-class RouteStage:
+class RouteStage(Lever[RouteSettings]):
     name = NAME
+    Settings = RouteSettings
 
     def __init__(self, gateway: Gateway, price_fn: PriceFn | None = None) -> None:
-        self.gateway = gateway
+        super().__init__(gateway)
         self.price_fn = price_fn or gateway_price_fn(gateway.config)
         artifacts: dict[str, RouterArtifact] = {}
         self.plans: dict[str, RoutePlan] = {"default": make_plan(gateway, "default", artifacts)}
         for r in gateway.config.lever_routes(NAME):
             self.plans[r] = make_plan(gateway, r, artifacts)
+
+    def start(self) -> None:
         # The server accepts a model name that is not configured when this says it is an alias.
-        gateway.state["model_aliases"] = self.is_alias
+        self.gateway.aliases = self.is_alias
         # Load the embedding model now rather than on the first routed request.
         if any(p.router is not None and p.router.spec.embedding for p in self.plans.values()):
             from thrifty.embed import shared_embedder
 
             shared_embedder().embed(["warm up"])
+
+    def enabled(self, traffic: str) -> bool:
+        return self.plan_for(traffic).settings.enabled
+
+    async def when_off(self, ctx: Context, next: Handler) -> Reply:
+        """Routing is off for this request: an alias cannot be resolved, a model name passes."""
+        requested = ctx.requested_model or str(ctx.body.get("model", ""))
+        if is_alias(requested):
+            raise BadRequest(f"model {requested!r}: routing is off on this route", param="model", code="model_not_found")
+        return await next(ctx)
 
     def is_alias(self, name: str) -> bool:
         """`auto` or `tier:NAME`, where some route can resolve it."""
@@ -161,8 +175,8 @@ class RouteStage:
             return None if not self.gateway.providers else "no provider"
         if not provider.ready():
             return "provider not ready"
-        dispatcher = self.gateway.state.get("dispatcher")
-        breaker = getattr(dispatcher, "breakers", {}).get(model)
+        dispatcher = self.gateway.dispatcher
+        breaker = dispatcher.breakers.get(model) if dispatcher is not None else None
         if breaker is not None and breaker.state == "open":
             return f"circuit open (retry in {breaker.retry_in():.0f}s)"
         return None
@@ -172,7 +186,7 @@ class RouteStage:
     async def decide(self, ctx: Context, plan: RoutePlan) -> Decision | None:
         s = plan.settings
         requested = ctx.requested_model or str(ctx.body.get("model", ""))
-        view = RequestView.of(ctx.body, ctx.route, ctx.tags, requested)
+        view = RequestView.of(ctx.body, ctx.traffic, ctx.tags, requested)
         if requested.startswith(TIER_PREFIX):
             return Decision(resolve_tier(requested, s), "alias")
         rule = plan.rules.match(view)
@@ -199,43 +213,28 @@ class RouteStage:
     # -- the stage -------------------------------------------------------------------------
 
     async def handle(self, ctx: Context, next: Handler) -> Reply:
-        plan = self.plan_for(ctx.route)
+        plan = self.plan_for(ctx.traffic)
         s = plan.settings
         requested = ctx.requested_model or str(ctx.body.get("model", ""))
-        if not s.enabled:
-            if is_alias(requested):
-                return _error_reply(ctx, 400, f"model {requested!r}: routing is off on this route")
-            return await next(ctx)
         try:
             decision = await self.decide(ctx, plan)
         except UnknownAlias as exc:
-            return _error_reply(ctx, 400, str(exc))
+            raise BadRequest(str(exc), param="model", code="model_not_found") from None
         if decision is None:
             if is_alias(requested):
-                return _error_reply(
-                    ctx, 400, f"model {requested!r}: this route has no router, cascade or default"
-                )
+                raise BadRequest(f"model {requested!r}: this route has no router, cascade or default",
+                                 param="model", code="model_not_found")
             return await next(ctx)
         counterfactual = requested if self.gateway.config.has_model(requested) else s.default
-        info: dict[str, Any] = {
-            "requested": requested,
-            "model": decision.model,
-            "via": decision.via,
-            **decision.detail,
-        }
-        ctx.extra["route"] = info
+        info = RouteDecision(requested=requested, model=decision.model, via=decision.via, detail=dict(decision.detail))
+        ctx.route_decision = info
         why = self.unavailable(decision.model)
         if why is not None and s.default and decision.model != s.default:
             self._fall_back(ctx, info, decision.model, why, s.default)
             decision = Decision(s.default, decision.via)
-        if (
-            decision.via == "cascade"
-            and plan.cascade is not None
-            and not ctx.stream
-            and "fallback" not in info
-        ):
+        if decision.via == "cascade" and plan.cascade is not None and not ctx.stream and info.fallback is None:
             reply = await plan.cascade.run(ctx, next, self.unavailable)
-            info["model"] = ctx.target_model
+            info.model = ctx.target_model
         else:
             ctx.target_model = decision.model
             reply = await self._call(ctx, next, info, s)
@@ -243,7 +242,7 @@ class RouteStage:
             self._record_saving(ctx, reply, counterfactual)
         return reply
 
-    async def _call(self, ctx: Context, next: Handler, info: dict[str, Any], s: RouteSettings) -> Reply:
+    async def _call(self, ctx: Context, next: Handler, info: RouteDecision, s: RouteSettings) -> Reply:
         """Call the pick; if it fails before answering, try the route's default once."""
         picked = ctx.target_model
         can_retry = bool(s.default) and picked != s.default and self.gateway.config.has_model(s.default or "")
@@ -266,10 +265,10 @@ class RouteStage:
             return await next(ctx)
         return reply
 
-    def _fall_back(self, ctx: Context, info: dict[str, Any], picked: str, why: str, default: str) -> None:
+    def _fall_back(self, ctx: Context, info: RouteDecision, picked: str, why: str, default: str) -> None:
         ctx.note(f"route: {picked} unavailable ({why}); using the route's default {default}")
-        info["fallback"] = {"from": picked, "reason": why}
-        info["model"] = default
+        info.fallback = {"from": picked, "reason": why}
+        info.model = default
         ctx.target_model = default
 
     # -- savings ---------------------------------------------------------------------------
@@ -295,7 +294,8 @@ class RouteStage:
 
     def _save(self, ctx: Context, reply: Reply, counterfactual: str, usage: Usage) -> None:
         served = reply.served_model or ctx.target_model
-        if served == counterfactual and not ctx.extra.get("escalations"):
+        decision = ctx.route_decision
+        if served == counterfactual and (decision is None or not decision.escalations):
             return
         would = self._counterfactual_cost(ctx, counterfactual, usage)
         actual = reply.cost if reply.cost else self.price_fn(served, usage)
@@ -304,11 +304,10 @@ class RouteStage:
                 f"route: no price for {counterfactual if would is None else served}; saving not recorded"
             )
             return
-        escalated = sum(
-            (Decimal(str(e.get("cost", 0))) for e in ctx.extra.get("escalations", [])), Decimal(0)
-        )
+        escalated = decision.escalation_cost() if decision is not None else Decimal(0)
         saving = would - actual - escalated
-        ctx.extra.setdefault("route", {})["counterfactual_model"] = counterfactual
+        if decision is not None:
+            decision.counterfactual_model = counterfactual
         ctx.save(NAME, saving)
 
 
@@ -319,19 +318,3 @@ _REQUEST_ERRORS = (400, 401, 403, 413, 422)
 def _recorded_cost(provider: object, body: dict[str, Any]) -> Decimal | None:
     fn = getattr(provider, "recorded_cost", None)
     return fn(body) if callable(fn) else None
-
-
-def _error_reply(ctx: Context, status: int, message: str) -> Reply:
-    if ctx.protocol == "anthropic":
-        body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
-    else:
-        body = {"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}}
-    return Reply(status=status, body=body)
-
-
-def build(gateway: Gateway) -> RouteStage | None:
-    """The route stage when `route:` (or any routes.<name>.route) is configured, else None."""
-    config = gateway.config
-    if not config.route and not config.lever_routes(NAME):
-        return None
-    return RouteStage(gateway)

@@ -7,7 +7,6 @@ Each request: authenticate, read and check the body, run the pipeline, write the
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import re
 import time
@@ -17,59 +16,24 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from thrifty import plugins
 from thrifty.config import Config
+from thrifty.errors import BadRequest, NotFound, ThriftyError, Unauthorized, UpstreamError
 from thrifty.gateway import Gateway
-from thrifty.ledger.record import LedgerRecord
-from thrifty.pipeline.context import Context, Protocol, Reply, SSEEvent
-from thrifty.protocol.translate import anthropic_error, openai_error
-from thrifty.providers.base import UpstreamError
+from thrifty.ledger.rows import Ending, record_of
+from thrifty.protocol.errors import error_event, truncate
 from thrifty.providers.http import encode_event
 from thrifty.server.auth import KeyRing, Principal, presented_key
-from thrifty.server.validate import BadRequest, check_depth, validate_anthropic, validate_openai
+from thrifty.server.guard import KEYS, admin_only, error_response
+from thrifty.server.validate import check_depth, validate_anthropic, validate_openai
+from thrifty.types import Context, Reply, SSEEvent, Wire
 
-log = logging.getLogger("thrifty.server")
-
-#: HTTP extensions, as "module:setup" where `setup(app: web.Application, gateway: Gateway)`
-#: adds routes (admin API, dashboard, metrics, feedback). Each tool adds one line here.
-EXTENSIONS: list[str] = [
-    "thrifty.evals.shadow:setup",
-    "thrifty.cache.admin:setup",
-    "thrifty.server.metrics:setup",
-    "thrifty.server.dashboard:setup",
-    "thrifty.server.feedback:setup",
-    "thrifty.server.otel:setup",
-]
+log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
-KEYS = web.AppKey("keys", KeyRing)
 
 _TAG = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def error_response(protocol: Protocol, status: int, message: str, *, param: str | None = None,
-                   code: str | None = None, error_type: str | None = None,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    """An error in the client's protocol's own shape."""
-    if protocol == "anthropic":
-        body = anthropic_error(status, message)
-    else:
-        body = openai_error(status, message, error_type or _openai_type(status), param=param, code=code)
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
-
-
-def _openai_type(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 404:
-        return "not_found_error"
-    if status == 429:
-        return "rate_limit_error"
-    if status >= 500:
-        return "api_error"
-    return "invalid_request_error"
 
 
 def parse_tags(header: str | None, metadata: Any) -> dict[str, str]:
@@ -109,24 +73,26 @@ class Handlers:
     async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         return await self._chat(request, "anthropic")
 
-    async def _chat(self, request: web.Request, protocol: Protocol) -> web.StreamResponse:
+    async def _chat(self, request: web.Request, protocol: Wire) -> web.StreamResponse:
         started = time.perf_counter()
         principal = self._principal(request)
         if principal is None:
-            return error_response(protocol, 401, "missing or invalid thrifty key: send it as 'Authorization: Bearer <key>' or 'x-api-key'",
-                                  code="invalid_api_key")
+            return error_response(protocol, Unauthorized(
+                "missing or invalid thrifty key: send it as 'Authorization: Bearer <key>' or 'x-api-key'",
+                code="invalid_api_key"))
         try:
             body = await self._read_json(request)
             (validate_openai if protocol == "openai" else validate_anthropic)(body)
             tags = parse_tags(request.headers.get("X-Thrifty-Tags"), body.get("metadata"))
         except BadRequest as exc:
-            return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code)
+            return error_response(protocol, exc)
         model = body["model"]
-        accepts_alias = self.gateway.state.get("model_aliases")  # e.g. `auto`, `tier:cheap` (route stage)
-        if not self.config.has_model(model) and not (callable(accepts_alias) and accepts_alias(model)):
+        accepts_alias = self.gateway.aliases  # e.g. `auto`, `tier:cheap` (the route lever)
+        if not self.config.has_model(model) and not (accepts_alias is not None and accepts_alias(model)):
             known = ", ".join(m.name for m in self.config.models) or "none"
-            return error_response(protocol, 404, f"the model {model!r} is not configured in thrifty (configured: {known})",
-                                  param="model", code="model_not_found")
+            return error_response(protocol, NotFound(
+                f"the model {truncate(model)!r} is not configured in thrifty (configured: {known})",
+                param="model", code="model_not_found"))
         ctx = Context(
             protocol=protocol,
             body=body,
@@ -139,7 +105,7 @@ class Handlers:
         )
         task = request.headers.get("X-Thrifty-Task")
         if task:  # a header that is not UTF-8 arrives with escaped bytes, which no store can encode
-            ctx.extra["task"] = task[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            ctx.task = task[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if self.config.ledger.store_bodies:
             ctx.original_body = body
         assert self.gateway.pipeline is not None
@@ -148,16 +114,9 @@ class Handlers:
         except asyncio.CancelledError:  # the client left (with handler cancellation on) or the server stops
             self._record(ctx, None, 499, "cancelled", "the client went away before the answer", started, None)
             raise
-        except UpstreamError as exc:
-            headers = {"X-Thrifty-Request-Id": ctx.request_id}
-            if exc.retry_after:
-                headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        except ThriftyError as exc:
             self._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response(protocol, exc.status, exc.message, error_type=exc.error_type, headers=headers)
-        except BadRequest as exc:
-            self._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response(protocol, exc.status, exc.message, param=exc.param, code=exc.code,
-                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
+            return error_response(protocol, exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
         except Exception as exc:
             log.exception("request %s failed inside thrifty", ctx.request_id)
             self._record(ctx, None, 500, "error", f"internal error: {exc.__class__.__name__}", started, None)
@@ -271,7 +230,7 @@ class Handlers:
         ledger = self.gateway.ledger
         if ledger is None:
             return
-        ledger.submit(build_record(ctx, reply, status, outcome, error, started, ttfb))
+        ledger.submit(record_of(ctx, reply, Ending(status, outcome, error, started, ttfb)))
 
     # -- small routes --------------------------------------------------------------------
 
@@ -326,9 +285,6 @@ class Handlers:
         return web.json_response(body, status=200 if ok else 503)
 
     async def spend(self, request: web.Request) -> web.Response:
-        principal = self._principal(request)
-        if principal is None or not principal.admin:
-            return error_response("openai", 401 if principal is None else 403, "the spend report needs an admin key")
         from thrifty.ledger.spend import parse_since
 
         by = request.query.get("by", "model")
@@ -349,7 +305,6 @@ class Handlers:
         return web.Response(body=orjson.dumps(body, default=str), content_type="application/json")
 
 
-_ZERO = Decimal(0)
 _FORWARDED = {"anthropic-version", "anthropic-beta", "cache-control", "user-agent", "x-thrifty-task"}
 
 
@@ -358,73 +313,9 @@ def _is_usage_only(ev: SSEEvent) -> bool:
     return isinstance(data, dict) and not data.get("choices") and bool(data.get("usage"))
 
 
-def _stream_error(protocol: Protocol, message: str) -> SSEEvent:
-    if protocol == "anthropic":
-        return SSEEvent(event="error", data={"type": "error", "error": {"type": "api_error", "message": message}})
-    return SSEEvent(data={"error": {"message": message, "type": "api_error", "param": None, "code": "upstream_stream_error"}})
-
-
-def build_record(ctx: Context, reply: Reply | None, status: int, outcome: str, error: str | None,
-                 started: float, ttfb: float | None) -> LedgerRecord:
-    """The ledger row of a finished request. Counterfactual = cost + every lever's saving."""
-    usage = reply.usage if reply is not None else None
-    cost = reply.cost if reply is not None else Decimal(0)
-    side = ctx.extra.pop("side_cost", None)
-    if side is not None:
-        cost += Decimal(side)
-    finish = None
-    if reply is not None and reply.body is not None:
-        finish = _finish_reason(reply.body)
-    saved = sum(ctx.savings.values(), _ZERO) if ctx.savings else _ZERO
-    answered_by = ctx.extra.pop("answered_by", None)
-    task = ctx.extra.pop("task", None)
-    if ctx.notes:
-        ctx.extra["notes"] = ctx.notes
-    now = time.perf_counter()
-    return LedgerRecord(
-        request_id=ctx.request_id,
-        ts=ctx.started,
-        protocol=ctx.protocol,
-        requested_model=ctx.requested_model,
-        served_model=(reply.served_model if reply is not None else "") or ctx.target_model or ctx.requested_model,
-        provider=(reply.provider if reply is not None else "") or "",
-        status=status,
-        outcome=outcome,
-        key_name=ctx.key_name,
-        tenant=ctx.tenant,
-        route=ctx.route,
-        feature=ctx.tags.get("feature"),
-        task=task,
-        tags=ctx.tags,
-        error=error,
-        cache=ctx.cache_outcome,
-        answered_by=answered_by,
-        input_tokens=usage.input_tokens if usage else 0,
-        cache_read_tokens=usage.cache_read_tokens if usage else 0,
-        cache_write_tokens=usage.cache_write_tokens if usage else 0,
-        cache_write_1h_tokens=usage.cache_write_1h_tokens if usage else 0,
-        output_tokens=usage.output_tokens if usage else 0,
-        reasoning_tokens=usage.reasoning_tokens if usage else 0,
-        usage_estimated=usage.estimated if usage else False,
-        cost=cost,
-        counterfactual_cost=cost + saved,
-        savings=dict(ctx.savings),
-        tokens_saved=dict(ctx.tokens_saved),
-        latency_ms=(now - started) * 1000,
-        ttfb_ms=(ttfb - started) * 1000 if ttfb is not None else None,
-        stream=ctx.stream,
-        finish_reason=finish or ctx.extra.pop("finish_reason", None),
-        extra=ctx.extra,
-        request_body=ctx.original_body,
-        response_body=reply.body if (reply is not None and ctx.original_body is not None) else None,
-    )
-
-
-def _finish_reason(body: dict[str, Any]) -> str | None:
-    choices = body.get("choices")
-    if isinstance(choices, list) and choices:
-        return choices[0].get("finish_reason")
-    return body.get("stop_reason")
+def _stream_error(protocol: Wire, message: str) -> SSEEvent:
+    """The event that ends a stream cut after its first byte."""
+    return error_event(protocol, UpstreamError(502, message, error_type="api_error", code="upstream_stream_error"))
 
 
 @web.middleware
@@ -435,7 +326,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        protocol: Protocol = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+        protocol: Wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"
         message = {404: f"no route {request.method} {request.path}", 405: f"{request.method} is not allowed on {request.path}"}.get(
             exc.status, exc.reason)
         return error_response(protocol, exc.status, message)
@@ -459,10 +350,9 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/v1/models", h.models)
     app.router.add_get("/healthz", h.healthz)
     app.router.add_get("/readyz", h.readyz)
-    app.router.add_get("/v1/thrifty/spend", h.spend)
-    for spec in EXTENSIONS:
-        module_name, _, attr = spec.partition(":")
-        getattr(importlib.import_module(module_name), attr)(app, gateway)
+    app.router.add_get("/v1/thrifty/spend", admin_only(h.spend))
+    for setup in plugins.extensions():
+        setup(app, gateway)
 
     async def on_startup(_app: web.Application) -> None:
         if gateway.pipeline is None:

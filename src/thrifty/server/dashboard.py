@@ -20,8 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.config import lever_model
 from thrifty.gateway import Gateway
-from thrifty.server.app import error_response
-from thrifty.server.guard import COOKIE, require_admin
+from thrifty.server.guard import COOKIE, error_response, require_admin
 from thrifty.server.stats import collect
 
 #: Files the dashboard may fetch from the package's static folder, and their types.

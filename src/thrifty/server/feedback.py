@@ -17,8 +17,7 @@ import orjson
 from aiohttp import web
 
 from thrifty.gateway import Gateway
-from thrifty.server.app import error_response
-from thrifty.server.guard import require_key
+from thrifty.server.guard import error_response, require_key
 
 MAX_TASK = 200
 MAX_NOTE = 2000

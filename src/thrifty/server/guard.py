@@ -1,4 +1,10 @@
-"""Who may see the observability routes: admin keys for the dashboard, stats and metrics.
+"""Who may do what, and the one way the HTTP surface answers an error.
+
+`require_admin` (or the `admin_only` decorator) is the one admin check of every
+`/v1/thrifty/*` admin route, the dashboard and the metrics: 401 without a valid key, 403 for a
+valid key that is not an admin key, both in the protocol's error shape. `error_response`
+turns a `ThriftyError` (or a status and a message) into a response through
+`thrifty.protocol.errors.error_body`, the one error-shape mapper.
 
 A browser cannot add an Authorization header when it opens /dashboard, so besides
 `Authorization: Bearer` and `x-api-key` the key is also read from the `thrifty_key` cookie,
@@ -8,12 +14,54 @@ without the key in it.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+
+import orjson
 from aiohttp import web
 
-from thrifty.server.app import KEYS, error_response
-from thrifty.server.auth import Principal, presented_key
+from thrifty.errors import Forbidden, ThriftyError, Unauthorized
+from thrifty.protocol.errors import error_body
+from thrifty.server.auth import KeyRing, Principal, presented_key
+from thrifty.types import Wire
+
+__all__ = [
+    "COOKIE",
+    "KEYS",
+    "admin_only",
+    "error_response",
+    "principal_of",
+    "require_admin",
+    "require_key",
+]
 
 COOKIE = "thrifty_key"
+
+#: The application's key ring (set by `create_app`).
+KEYS = web.AppKey("keys", KeyRing)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    wire: Wire,
+    status_or_error: int | ThriftyError,
+    message: str | None = None,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    error_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An error in the client's protocol's own shape: from a `ThriftyError`, or from a status
+    and a message."""
+    if isinstance(status_or_error, ThriftyError):
+        exc = status_or_error
+    else:
+        exc = ThriftyError(message or "error", status=status_or_error, error_type=error_type, param=param, code=code)
+    merged = {**exc.headers, **(headers or {})}
+    return web.Response(body=orjson.dumps(error_body(wire, exc)), status=exc.status,
+                        content_type="application/json", headers=merged or None)
 
 
 def principal_of(request: web.Request) -> Principal | None:
@@ -25,20 +73,34 @@ def principal_of(request: web.Request) -> Principal | None:
     return keys.lookup(presented or request.cookies.get(COOKIE))
 
 
-def require_admin(request: web.Request) -> web.Response | None:
+def require_admin(request: web.Request, wire: Wire = "openai") -> web.Response | None:
     """None when the request carries an admin key (or keys are off); else the 401/403 to send."""
     principal = principal_of(request)
     if principal is None:
-        return error_response("openai", 401, "this page needs an admin key: send 'Authorization: Bearer <key>' "
-                              "or open /dashboard?key=<key> once", code="invalid_api_key")
+        return error_response(wire, Unauthorized(
+            "this route needs an admin key: send 'Authorization: Bearer <key>' (or open /dashboard?key=<key> once)",
+            code="invalid_api_key"))
     if not principal.admin:
-        return error_response("openai", 403, f"the key {principal.name!r} is not an admin key")
+        return error_response(wire, Forbidden(f"the key {principal.name!r} is not an admin key"))
     return None
+
+
+def admin_only(handler: Handler) -> Handler:
+    """Wrap a route handler so that it runs only for admin keys."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        denied = require_admin(request)
+        if denied is not None:
+            return denied
+        return await handler(request)
+
+    return guarded
 
 
 def require_key(request: web.Request) -> tuple[Principal | None, web.Response | None]:
     """The principal of any valid key, or the 401 to send."""
     principal = principal_of(request)
     if principal is None:
-        return None, error_response("openai", 401, "missing or invalid thrifty key", code="invalid_api_key")
+        return None, error_response("openai", Unauthorized("missing or invalid thrifty key", code="invalid_api_key"))
     return principal, None

@@ -259,7 +259,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
         return
     collector = MetricsCollector()
     app[COLLECTOR] = collector
-    gateway.state["metrics"] = collector
+    gateway.services.metrics = collector
     public = settings.public
 
     async def attach(_app: web.Application) -> None:

@@ -129,7 +129,7 @@ def tracer_provider(settings: OtelSettings) -> tuple[Any, Any]:
 
 
 def setup(app: web.Application, gateway: Gateway) -> None:
-    raw = gateway.config.metrics.get("otel")
+    raw = gateway.config.section("metrics").get("otel")
     if not raw:
         return
     try:
@@ -137,7 +137,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     except Exception as exc:
         raise ConfigError(f"{gateway.config.source or 'config'}: metrics.otel: {exc}") from None
     provider, exporter = tracer_provider(settings)
-    gateway.state["otel"] = {"provider": provider, "exporter": exporter}
+    gateway.services.otel = (provider, exporter)
     maker = SpanMaker(provider)
 
     async def attach(_app: web.Application) -> None:

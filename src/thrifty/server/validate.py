@@ -8,14 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from thrifty.errors import BadRequest
 
-class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.status = status
-        self.code = code
+__all__ = ["MAX_DEPTH", "BadRequest", "check_depth", "validate_anthropic", "validate_openai"]
 
 
 #: How deep a request's JSON may nest. orjson reads 1024 levels but writes only 254, and no

@@ -1,14 +1,23 @@
-"""What a request carries through the pipeline, and what comes back.
+"""The kernel types: what a request carries through the pipeline, and what comes back.
+
+This module sits at the bottom of thrifty: it imports nothing else of thrifty at run time,
+and every other package builds on it (types <- protocol <- ledger, providers, levers <-
+pipeline <- server).
 
 Every stage sees the same `Context` and returns a `Reply`. The request body stays in the
-protocol the client spoke (OpenAI chat completions or Anthropic messages) so that a request
-that no lever touches reaches its provider byte for byte; stages that need a
-protocol-neutral view use `thrifty.protocol`.
+wire protocol the client spoke (`Wire`: OpenAI chat completions or Anthropic messages) so
+that a request that no lever touches reaches its provider byte for byte; stages that need a
+protocol-neutral view use `thrifty.protocol.view`.
+
+What one stage tells another is a typed field of `Context` (`side_cost`, `answered_by`,
+`dedup_role`, `levers_off`, `origin`, `route_decision`), never a key of `extra`, which
+carries only facts for the ledger row.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 import time
@@ -18,9 +27,42 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from thrifty.config import Config, ModelConfig
+    from thrifty.config import Config
 
-Protocol = Literal["openai", "anthropic"]
+__all__ = [
+    "Answerer",
+    "Context",
+    "DedupRole",
+    "EventStream",
+    "Handler",
+    "Origin",
+    "Reply",
+    "RouteDecision",
+    "SSEEvent",
+    "Usage",
+    "Wire",
+    "new_request_id",
+]
+
+#: The wire protocol of a request or reply body: OpenAI chat completions or Anthropic messages.
+Wire = Literal["openai", "anthropic"]
+
+#: Where a request came from: a client, a shadow-evaluation rerun, or an eval run. Only
+#: client traffic is sampled by shadow evaluation.
+Origin = Literal["client", "shadow", "eval"]
+
+#: A dedup leader makes the upstream call; a follower is answered with the leader's reply
+#: (and so must not store it again in a cache).
+DedupRole = Literal["leader", "follower"]
+
+
+class Answerer(enum.StrEnum):
+    """Who produced the answer the client got."""
+
+    PROVIDER = "provider"
+    CACHE = "cache"
+    SEMANTIC_CACHE = "semantic_cache"
+    DEDUP = "dedup"
 
 
 @dataclass
@@ -144,7 +186,7 @@ class EventStream:
                 if result is not None:
                     await result
             except Exception:  # one broken callback must not skip the others (billing among them)
-                logging.getLogger("thrifty.pipeline").exception("an on_finish callback of a stream failed")
+                logging.getLogger(__name__).exception("an on_finish callback of a stream failed")
 
 
 @dataclass
@@ -174,10 +216,44 @@ def new_request_id() -> str:
 
 
 @dataclass
+class RouteDecision:
+    """What the model-routing lever decided for one request: a ledger fact (`extra.route`),
+    and what the lever's own saving is computed from once the reply is in."""
+
+    requested: str
+    model: str
+    #: How the model was chosen: alias, rule:<label>, router, cascade or default.
+    via: str
+    #: The router's details (probabilities, policy, knob), where a router chose.
+    detail: dict[str, Any] = field(default_factory=dict)
+    #: When the pick could not take the request: {"from": model, "reason": why}.
+    fallback: dict[str, str] | None = None
+    #: The cascade's outcome: the tier accepted, with its score.
+    cascade: dict[str, Any] | None = None
+    #: The model the request would have gone to without routing.
+    counterfactual_model: str | None = None
+    #: Each cascade tier tried and refused: model, reason, score, cost (USD string).
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+
+    def escalation_cost(self) -> Decimal:
+        return sum((Decimal(str(e.get("cost", 0))) for e in self.escalations), Decimal(0))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"requested": self.requested, "model": self.model, "via": self.via, **self.detail}
+        if self.fallback is not None:
+            out["fallback"] = self.fallback
+        if self.cascade is not None:
+            out["cascade"] = self.cascade
+        if self.counterfactual_model is not None:
+            out["counterfactual_model"] = self.counterfactual_model
+        return out
+
+
+@dataclass
 class Context:
     """Everything one request carries: the body, who sent it, and what the levers did to it."""
 
-    protocol: Protocol
+    protocol: Wire
     body: dict[str, Any]
     config: Config
     request_id: str = field(default_factory=lambda: new_request_id())
@@ -193,9 +269,24 @@ class Context:
     savings: dict[str, Decimal] = field(default_factory=dict)
     #: Tokens each lever removed from the request (for reports), by lever name.
     tokens_saved: dict[str, int] = field(default_factory=dict)
+    #: The exact cache's lookup: hit, miss or bypass (the ledger's `cache` column).
     cache_outcome: str | None = None
+    #: Who answered, when it was not the provider of this request's own call.
+    answered_by: Answerer | None = None
+    #: USD spent on side calls made for this request (cascade tiers, summaries, judges);
+    #: the ledger row adds it to the reply's cost.
+    side_cost: Decimal = Decimal(0)
+    #: This request's part in in-flight deduplication, when dedup is on.
+    dedup_role: DedupRole | None = None
+    #: Levers that must stand aside for this request (a shadow rerun's reference, an eval).
+    levers_off: frozenset[str] = frozenset()
+    origin: Origin = "client"
+    #: The routing lever's decision, when it routed this request.
+    route_decision: RouteDecision | None = None
+    #: The caller's task label (`X-Thrifty-Task`), for per-task reports.
+    task: str | None = None
     notes: list[str] = field(default_factory=list)
-    #: Free-form per-stage facts that end up in the ledger row's `extra` column.
+    #: Facts for the ledger row's `extra` column only; nothing reads them back on the path.
     extra: dict[str, Any] = field(default_factory=dict)
     original_body: dict[str, Any] | None = None
 
@@ -204,15 +295,14 @@ class Context:
         return bool(self.body.get("stream"))
 
     @property
-    def route(self) -> str:
+    def traffic(self) -> str:
+        """The traffic class (the `route` tag) whose per-route lever settings apply."""
         return self.tags.get("route", "default")
 
-    def route_settings(self, lever: str) -> dict[str, Any]:
-        """The settings of `lever` for this request's route (route overrides on top of defaults)."""
-        return self.config.lever_settings(lever, self.route)
-
-    def model_config(self, name: str | None = None) -> ModelConfig:
-        return self.config.model(name or self.target_model or self.requested_model)
+    @property
+    def route(self) -> str:
+        """Alias of `traffic` (the tag is called `route` on the wire and in the config)."""
+        return self.tags.get("route", "default")
 
     def save(self, lever: str, amount: Decimal, tokens: int = 0) -> None:
         """Record that `lever` saved `amount` USD (and `tokens` tokens) on this request."""

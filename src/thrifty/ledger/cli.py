@@ -1,0 +1,134 @@
+"""`thrifty db`: see and apply the schema migrations of every table thrifty owns.
+
+The stores apply pending migrations themselves when they open (at `thrifty serve` start), so
+`db upgrade` is for doing it ahead of a rollout, or for a database a replica cannot alter at
+start (a read-only role at run time, a change window). `db status` says what is applied.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from thrifty.config import ConfigError, load_config
+from thrifty.migrations import Dialect, Migration, applied, migrate
+
+__all__ = ["db"]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One component's tables in one database."""
+
+    component: str
+    url: str
+    steps: Sequence[Migration]
+
+
+def schemas(store: str, config_path: str | None) -> list[Schema]:
+    """The ledger, and the SQLite cache and shadow files where the config uses them."""
+    from thrifty.cache.stores import CACHE_MIGRATIONS, default_sqlite_path
+    from thrifty.evals.shadow import SHADOW_MIGRATIONS, _sqlite_path
+    from thrifty.ledger.record import MIGRATIONS
+
+    found = [Schema("ledger", store, MIGRATIONS)]
+    cache = default_sqlite_path(store)
+    if cache.exists():
+        found.append(Schema("response_cache", f"sqlite:///{cache}", CACHE_MIGRATIONS))
+    shadow_db = load_config(config_path).section("shadow").get("db") if config_path else None
+    shadow_db = shadow_db or _sqlite_path(store)
+    if shadow_db and Path(shadow_db).exists():
+        found.append(Schema("shadow", f"sqlite:///{shadow_db}", SHADOW_MIGRATIONS))
+    return found
+
+
+@contextmanager
+def connect(url: str) -> Iterator[tuple[Any, Dialect]]:
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        path = path[1:] if path.startswith("/") else path
+        conn = sqlite3.connect(path or "thrifty.db")
+        try:
+            yield conn, "sqlite"
+        finally:
+            conn.close()
+    elif url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        pg = psycopg.connect(url, autocommit=False, connect_timeout=10)
+        try:
+            yield pg, "postgresql"
+        finally:
+            pg.close()
+    else:
+        raise click.BadParameter(f"unknown store {url!r}: use sqlite:///thrifty.db or postgresql://user@host/db")
+
+
+def _store(config_path: str | None, store: str | None) -> str:
+    if store:
+        return store
+    if config_path:
+        try:
+            return load_config(config_path).store
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+    return "sqlite:///thrifty.db"
+
+
+_options = [
+    click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="THRIFTY_CONFIG",
+                 help="Read the stores from this config."),
+    click.option("--store", help="The ledger store URL (default: the config's, else sqlite:///thrifty.db)."),
+]
+
+
+def _with_options(fn: Any) -> Any:
+    for option in reversed(_options):
+        fn = option(fn)
+    return fn
+
+
+@click.group("db")
+def db() -> None:
+    """Schema migrations of the ledger, the response cache and shadow evaluation."""
+
+
+@db.command("upgrade")
+@_with_options
+def upgrade(config_path: str | None, store: str | None) -> None:
+    """Apply every pending migration (the stores also do this when they open)."""
+    url = _store(config_path, store)
+    for schema in schemas(url, config_path):
+        try:
+            with connect(schema.url) as (conn, dialect):
+                new = migrate(conn, dialect, schema.component, schema.steps, where=schema.url)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        if new:
+            for name in new:
+                click.echo(f"{schema.component}: applied {name}")
+        else:
+            click.echo(f"{schema.component}: up to date ({len(schema.steps)} migrations)")
+
+
+@db.command("status")
+@_with_options
+def status(config_path: str | None, store: str | None) -> None:
+    """List each component's migrations: applied, or pending."""
+    url = _store(config_path, store)
+    for schema in schemas(url, config_path):
+        with connect(schema.url) as (conn, dialect):
+            done = set(applied(conn, dialect, schema.component))
+            conn.commit()
+        for step in schema.steps:
+            click.echo(f"{schema.component}: {step.name}: {'applied' if step.name in done else 'pending'}")
+        for name in sorted(done - {s.name for s in schema.steps}):
+            click.echo(f"{schema.component}: {name}: applied by a newer thrifty (unknown here)")

@@ -1,0 +1,1 @@
+"""An example thrifty plugin (see docs/extending.md)."""
