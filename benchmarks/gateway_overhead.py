@@ -12,6 +12,9 @@ latency thrifty adds over direct, and checks that the ledger holds a row per req
 
     python benchmarks/gateway_overhead.py                 # a, b, c
     python benchmarks/gateway_overhead.py --litellm /tmp/litellm-venv   # and d
+    python benchmarks/gateway_overhead.py --baseline-src /tmp/old/src   # and thrifty from
+        another source tree (e.g. `git worktree add /tmp/old <commit>`), to compare versions
+        in one interleaved run
     (make that venv with: python -m venv /tmp/litellm-venv &&
      /tmp/litellm-venv/bin/pip install 'litellm[proxy]')
 """
@@ -186,6 +189,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round is reported")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--litellm", metavar="VENV", help="a venv with litellm[proxy] installed, to add target (d)")
+    parser.add_argument("--baseline-src", metavar="DIR",
+                        help="another thrifty source tree (its src/ folder), served as target c0 beside this one")
     parser.add_argument("--rate", type=float, default=400, help="requests/s of the paced latency run")
     parser.add_argument("--role", choices=["mock", "relay", "pace"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -230,6 +235,14 @@ models:
             "b. bare aiohttp+uvloop relay": f"http://127.0.0.1:{relay_port}/v1/chat/completions",
             "c. thrifty (ledger on)": f"http://127.0.0.1:{thrifty_port}/v1/chat/completions",
         }
+        if args.baseline_src:
+            base_port = free_port()
+            base_config = tmp / "baseline.yaml"
+            base_config.write_text(config.read_text().replace(f"{tmp}/ledger.db", f"{tmp}/baseline.db"))
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline_src)}
+            procs.append(subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(base_config),
+                                           "--port", str(base_port), "--log-level", "warning"], env=env))
+            targets["c0. thrifty @ baseline src"] = f"http://127.0.0.1:{base_port}/v1/chat/completions"
         headers: dict[str, dict[str, str]] = {}
         if args.litellm:
             litellm_port = free_port()
@@ -288,6 +301,10 @@ model_list:
     thr = results["c. thrifty (ledger on)"]
     direct = results["a. direct to mock"]
     print(f"\nthrifty / bare relay throughput: {thr['rps'] / relay['rps']:.2f}  (target >= 0.50)")
+    if "c0. thrifty @ baseline src" in results:
+        base = results["c0. thrifty @ baseline src"]
+        print(f"baseline thrifty / bare relay:   {base['rps'] / relay['rps']:.2f}")
+        print(f"thrifty / baseline thrifty:      {thr['rps'] / base['rps']:.2f}  (target >= 1.0 within noise)")
     if "d. LiteLLM proxy" in results:
         print(f"thrifty / LiteLLM throughput:    {thr['rps'] / results['d. LiteLLM proxy']['rps']:.1f}x (target >= 20x)")
     print(f"median latency thrifty adds over direct, saturated (wrk): {thr['p50'] - direct['p50']:.2f} ms")

@@ -101,7 +101,7 @@ class Gateway:
 
     async def close(self) -> None:
         """Close the levers, providers, shared HTTP sessions and the ledger, in that order."""
-        from thrifty.providers.http import close_session
+        from thrifty.providers.transport import close_session
 
         for lever in self.pipeline.levers if self.pipeline is not None else []:
             try:

@@ -92,7 +92,7 @@ def traffic(now: float) -> list[LedgerRecord]:
                 + (Decimal(0) if cached or error else Decimal("0.001") + Decimal(i) / 100000),
                 savings=savings, tokens_saved={"cache": 450} if cached else {},
                 latency_ms=3.0 if cached else 200.0 + 10 * i, ttfb_ms=None,
-                extra={"escalated": True} if i % 10 == 3 else {},
+                extra={"escalations": [{"model": "cheap", "reason": "score 0.2 < 0.6", "cost": "0.0001"}]} if i % 10 == 3 else {},
             )
         )  # fmt: skip
     return out

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from thrifty.protocol.anthropic import usage_from_anthropic, usage_to_anthropic
 from thrifty.protocol.errors import (
     anthropic_error_to_openai,
@@ -254,3 +256,11 @@ class OpenAIToAnthropicStream:
 
 def _event(kind: str, **fields: Any) -> SSEEvent:
     return SSEEvent(event=kind, data={"type": kind, **fields})
+
+
+def encode_event(ev: SSEEvent) -> bytes:
+    """Serialise one event for the wire."""
+    data = ev.data if isinstance(ev.data, str) else orjson.dumps(ev.data).decode()
+    if ev.event:
+        return f"event: {ev.event}\ndata: {data}\n\n".encode()
+    return b"data: " + data.encode() + b"\n\n"

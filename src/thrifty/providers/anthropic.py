@@ -12,7 +12,7 @@ from thrifty.config import DEFAULT_BASE_URLS
 from thrifty.errors import UpstreamError
 from thrifty.protocol.anthropic import usage_from_anthropic
 from thrifty.providers.base import Provider
-from thrifty.providers.http import connection_error, post, scrub, session, sse_events, upstream_error
+from thrifty.providers.transport import connection_error, post, scrub, session, sse_events, upstream_error
 from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
 API_VERSION = "2023-06-01"

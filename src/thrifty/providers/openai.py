@@ -10,7 +10,7 @@ import aiohttp
 from thrifty.config import DEFAULT_BASE_URLS
 from thrifty.protocol.openai import usage_from_openai
 from thrifty.providers.base import Provider
-from thrifty.providers.http import connection_error, post, scrub, sse_events
+from thrifty.providers.transport import connection_error, post, scrub, sse_events
 from thrifty.types import Context, EventStream, Reply, SSEEvent
 
 

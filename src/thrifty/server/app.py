@@ -22,7 +22,7 @@ from thrifty.errors import BadRequest, NotFound, ThriftyError, Unauthorized, Ups
 from thrifty.gateway import Gateway
 from thrifty.ledger.rows import Ending, record_of
 from thrifty.protocol.errors import error_event, truncate
-from thrifty.providers.http import encode_event
+from thrifty.protocol.streams import encode_event
 from thrifty.server.auth import KeyRing, Principal, presented_key
 from thrifty.server.guard import KEYS, admin_only, error_response
 from thrifty.server.validate import check_depth, validate_anthropic, validate_openai

@@ -202,5 +202,5 @@ def collect(store: LedgerStore, since: float | None = None, now: float | None = 
 
 
 def _escalated(extra: Any) -> bool:
-    """The route lever marks a cascade that moved up a tier with extra["escalated"] (truthy)."""
-    return isinstance(extra, dict) and bool(extra.get("escalated"))
+    """A cascade that moved up a tier lists the tiers it refused in extra["escalations"]."""
+    return isinstance(extra, dict) and bool(extra.get("escalations"))

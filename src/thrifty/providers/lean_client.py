@@ -5,7 +5,7 @@ does not need (cookie jars, redirects, tracing hooks, URL objects, several timer
 small machine that work is most of what a relay spends on a request. This client keeps one
 pool of keep-alive connections per upstream origin, writes the request in one call, parses the
 answer with `httptools` (the C parser uvicorn uses: content length, chunked bodies, keep-alive
-rules) and has one timer per request. Streams still go through aiohttp (`providers.http`).
+rules) and has one timer per request. Streams still go through aiohttp (`providers.transport`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import serving
-from thrifty.providers.h1 import H1Client, InvalidHeader, UpstreamClosed
+from thrifty.providers.lean_client import H1Client, InvalidHeader, UpstreamClosed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

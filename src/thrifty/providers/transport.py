@@ -1,4 +1,6 @@
-"""HTTP plumbing shared by the remote providers: one pooled session, SSE parsing, upstream errors."""
+"""The upstream transport of the remote providers: the pooled aiohttp session for streams, the
+lean keep-alive client (`lean_client`) for complete answers, SSE parsing, upstream errors with
+provider keys scrubbed, Retry-After."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import aiohttp
 import orjson
 
 from thrifty.errors import UpstreamError
-from thrifty.providers.h1 import H1Client, InvalidHeader, UpstreamClosed
+from thrifty.providers.lean_client import H1Client, InvalidHeader, UpstreamClosed
 from thrifty.types import SSEEvent
 
 _session: aiohttp.ClientSession | None = None
@@ -194,14 +196,6 @@ async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
             yield SSEEvent(data=orjson.loads(payload), event=event)
         except orjson.JSONDecodeError:
             yield SSEEvent(data=payload.decode("utf-8", "replace"), event=event)
-
-
-def encode_event(ev: SSEEvent) -> bytes:
-    """Serialise one event for the wire."""
-    data = ev.data if isinstance(ev.data, str) else orjson.dumps(ev.data).decode()
-    if ev.event:
-        return f"event: {ev.event}\ndata: {data}\n\n".encode()
-    return b"data: " + data.encode() + b"\n\n"
 
 
 async def post(
