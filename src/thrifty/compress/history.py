@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.compress.messages import SYSTEM_ROLES, is_tool_result, message_tokens_text
 from thrifty.ledger.tokens import count_text
+from thrifty.migrations import Migration, migrate
 from thrifty.types import Wire
 
 DEFAULT_INSTRUCTION = (
@@ -59,6 +60,14 @@ Summarizer = Callable[[str, dict[str, Any]], Awaitable[str | None]]
 """(model, request body in the client's protocol) -> summary text, or None on failure."""
 
 
+#: The summary table's schema history (see `thrifty.migrations`).
+SUMMARY_MIGRATIONS = (
+    Migration("history_summaries_0001_initial", lambda dialect: [
+        "CREATE TABLE IF NOT EXISTS history_summaries (key TEXT PRIMARY KEY, summary TEXT NOT NULL, ts REAL NOT NULL)"
+    ]),
+)
+
+
 class SummaryCache:
     """Summaries by conversation-prefix key: an LRU in memory over an optional SQLite table."""
 
@@ -70,10 +79,7 @@ class SummaryCache:
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False)
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS history_summaries (key TEXT PRIMARY KEY, summary TEXT NOT NULL, ts REAL NOT NULL)"
-            )
-            self._db.commit()
+            migrate(self._db, "sqlite", "history_summaries", SUMMARY_MIGRATIONS, where=path)
 
     def _remember(self, key: str, summary: str) -> None:
         self._lru[key] = summary

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from thrifty.evals.graders import Grade, Services, grade
 from thrifty.evals.sets import EvalItem
 from thrifty.evals.stats import Interval, PairedDelta, mean_ci, paired_delta, percentile
+from thrifty.migrations import Migration, migrate
 from thrifty.protocol.view import answer_text
 
 if TYPE_CHECKING:
@@ -214,6 +215,18 @@ def compare(a: RunResult, b: RunResult, max_drop_pp: float = 1.0, confidence: fl
 # -- the result cache ---------------------------------------------------------------------
 
 
+
+#: The eval result cache's schema history (see `thrifty.migrations`).
+EVAL_CACHE_MIGRATIONS = (
+    Migration("eval_cache_0001_initial", lambda dialect: [
+        """CREATE TABLE IF NOT EXISTS eval_results (
+            config_hash TEXT NOT NULL, item_key TEXT NOT NULL, model TEXT NOT NULL,
+            item_id TEXT NOT NULL, response TEXT NOT NULL, cost_usd REAL NOT NULL,
+            latency_ms REAL NOT NULL, served_model TEXT NOT NULL, grade TEXT NOT NULL, ts REAL NOT NULL,
+            PRIMARY KEY (config_hash, item_key, model))"""
+    ]),
+)
+
 class ResultCache:
     """SQLite: (config hash, item hash, model) -> answer and grade. Errors are never cached."""
 
@@ -225,14 +238,7 @@ class ResultCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._pending = 0
-        self._db.execute(
-            """CREATE TABLE IF NOT EXISTS eval_results (
-                config_hash TEXT NOT NULL, item_key TEXT NOT NULL, model TEXT NOT NULL,
-                item_id TEXT NOT NULL, response TEXT NOT NULL, cost_usd REAL NOT NULL,
-                latency_ms REAL NOT NULL, served_model TEXT NOT NULL, grade TEXT NOT NULL, ts REAL NOT NULL,
-                PRIMARY KEY (config_hash, item_key, model))"""
-        )
-        self._db.commit()
+        migrate(self._db, "sqlite", "eval_cache", EVAL_CACHE_MIGRATIONS, where=str(self.path))
 
     def get(self, config_hash: str, item: EvalItem, model: str = "") -> ItemResult | None:
         with self._lock:
