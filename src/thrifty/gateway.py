@@ -19,7 +19,7 @@ from thrifty.pipeline.lever import LeverOverrides
 if TYPE_CHECKING:
     from thrifty.cache.dedup import DedupStage
     from thrifty.cache.exact import ExactCacheStage
-    from thrifty.cache.index import InProcessIndex
+    from thrifty.cache.index import SemanticIndex
     from thrifty.evals.shadow import ShadowStage
     from thrifty.ledger.writer import LedgerWriter
     from thrifty.pipeline.dispatch import Dispatcher
@@ -41,7 +41,7 @@ class Services:
     #: The exact cache lever (its stores answer invalidation).
     cache: ExactCacheStage | None = None
     #: The semantic cache's vector index (shared by every traffic class).
-    semantic_index: InProcessIndex | None = None
+    semantic_index: SemanticIndex | None = None
     dedup: DedupStage | None = None
     shadow: ShadowStage | None = None
     metrics: MetricsCollector | None = None

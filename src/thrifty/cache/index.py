@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from usearch.index import Index
@@ -46,6 +46,29 @@ class Entry:
 class Hit:
     entry: Entry
     score: float
+
+
+class SemanticIndex(Protocol):
+    """What the semantic cache needs of a vector index: `InProcessIndex` (one process) and
+    `thrifty.cache.pgvector_index.PgVectorIndex` (shared by replicas) both provide it.
+    Methods block; callers run them in worker threads."""
+
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def has(self, tenant: str, namespace: str) -> bool: ...
+
+    def add(self, tenant: str, namespace: str, question: str, vector: np.ndarray, payload: dict[str, Any],
+            ttl: float | None = None) -> Entry: ...
+
+    def search(self, tenant: str, namespace: str, vector: np.ndarray, k: int = 5, min_score: float = 0.0) -> list[Hit]: ...
+
+    def delete(self, tenant: str, namespace: str | None = None, key: int | None = None) -> int: ...
+
+    def clear(self) -> int: ...
+
+    def sweep(self) -> int: ...
 
 
 #: Partitions up to this many nodes are searched exactly instead of through the HNSW graph.

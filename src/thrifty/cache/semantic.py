@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from thrifty.cache.index import Hit, InProcessIndex
+from thrifty.cache.index import Hit, InProcessIndex, SemanticIndex
 from thrifty.cache.verifier import Verifier, default_verifier
 from thrifty.pipeline.lever import Lever
 from thrifty.pipeline.tap import tap
@@ -70,6 +70,9 @@ class SemanticCacheSettings(BaseModel):
     allow_tools: bool = False
     #: Entries per tenant and namespace before the oldest give way.
     max_entries: int = Field(default=100_000, ge=1)
+    #: Where the vectors live: auto (PostgreSQL + pgvector when the store is PostgreSQL, else in
+    #: process), memory, or a postgresql:// URL. Read from the top-level section only.
+    index: str = Field(default="auto", pattern=r"^(auto|memory|postgres(ql)?://.+)$")
     #: Longer questions are not cached (they are rarely asked twice, and cost embedding time).
     max_question_chars: int = Field(default=4_000, ge=1)
 
@@ -179,7 +182,7 @@ class SemanticCache(Lever[SemanticCacheSettings]):
     def __init__(
         self,
         gateway: Gateway,
-        index: InProcessIndex | None = None,
+        index: SemanticIndex | None = None,
         verifier: Verifier | None = None,
         embed: Any = None,
     ) -> None:
@@ -193,8 +196,7 @@ class SemanticCache(Lever[SemanticCacheSettings]):
         services = self.gateway.services
         if self._index is None:
             if services.semantic_index is None:
-                max_entries = max(self.settings(t).max_entries for t in self.traffic_classes(self.config))
-                services.semantic_index = InProcessIndex(max_entries=max_entries)
+                services.semantic_index = self._open_index()
             self._index = services.semantic_index
         if self._verifier is None:
             self._verifier = default_verifier()
@@ -203,8 +205,26 @@ class SemanticCache(Lever[SemanticCacheSettings]):
 
             self._embed = shared_embedder().embed_one
 
+    def _open_index(self) -> SemanticIndex:
+        """In process, or in PostgreSQL + pgvector (shared by replicas) when the store is
+        PostgreSQL or `index:` names a database."""
+        max_entries = max(self.settings(t).max_entries for t in self.traffic_classes(self.config))
+        where = self.settings("default").index
+        if where == "auto":
+            where = self.config.store if self.config.store.startswith(("postgresql://", "postgres://")) else "memory"
+        if where == "memory":
+            return InProcessIndex(max_entries=max_entries)
+        from thrifty.cache.pgvector_index import PgVectorIndex
+
+        return PgVectorIndex(where, max_entries=max_entries)
+
+    async def aclose(self) -> None:
+        closer = getattr(self._index, "close", None)
+        if closer is not None:
+            await asyncio.to_thread(closer)
+
     @property
-    def index(self) -> InProcessIndex:
+    def index(self) -> SemanticIndex:
         if self._index is None:
             self.start()
         assert self._index is not None
@@ -253,6 +273,12 @@ class SemanticCache(Lever[SemanticCacheSettings]):
         vector = self.embed(q.text)
         if skip:
             return vector, None
+        return self._lookup_vector(tenant, q, settings, vector)
+
+    def _lookup_vector(
+        self, tenant: str, q: Question, settings: SemanticCacheSettings, vector: np.ndarray
+    ) -> tuple[np.ndarray, tuple[Hit, float] | None]:
+        """Search and verify for an embedded question."""
         hits = self.index.search(tenant, q.namespace, vector, settings.top_k, settings.min_cosine)
         if not hits:
             return vector, None
