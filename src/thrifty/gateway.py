@@ -73,6 +73,8 @@ class Gateway:
         self.overrides = LeverOverrides()
         self.aliases: Callable[[str], bool] | None = None
         self.services = Services()
+        #: HTTP requests being handled now (the autoscaling signal on /metrics).
+        self.in_flight = 0
 
     async def start(self, *, ledger: bool = True) -> None:
         """Open the ledger, start the providers and build the pipeline."""

@@ -320,7 +320,12 @@ def _stream_error(protocol: Wire, message: str) -> SSEEvent:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Unknown routes and wrong methods answer in the OpenAI error shape, never as HTML."""
+    """Unknown routes and wrong methods answer in the OpenAI error shape, never as HTML.
+
+    It also counts the requests in flight (`gateway.in_flight`, the autoscaling signal on
+    /metrics), which costs no extra middleware on the request path."""
+    gateway = request.app[GATEWAY]
+    gateway.in_flight += 1
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -334,6 +339,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         log.exception("%s %s failed inside thrifty", request.method, request.path)
         protocol = "anthropic" if request.path.startswith("/v1/messages") else "openai"
         return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log")
+    finally:
+        gateway.in_flight -= 1
 
 
 def create_app(gateway: Gateway) -> web.Application:

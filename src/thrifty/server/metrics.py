@@ -215,6 +215,11 @@ def _gateway_lines(gateway: Gateway) -> list[str]:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 stats.set((("model", name), ("stat", stat)), float(value))
     out = list(stats.render())
+    out += [
+        "# HELP thrifty_in_flight_requests HTTP requests this replica is handling now (scrapes included).",
+        "# TYPE thrifty_in_flight_requests gauge",
+        f"thrifty_in_flight_requests {gateway.in_flight}",
+    ]
     ledger = gateway.ledger
     if ledger is not None:
         out += [
