@@ -20,6 +20,7 @@ SUBCOMMANDS: list[str] = [
     "thrifty.audit.cli:replay",
     "thrifty.compress.cli:compress_report",
     "thrifty.routing.cli:router",
+    "thrifty.planner.cli:plan",
 ]
 
 

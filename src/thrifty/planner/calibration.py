@@ -100,14 +100,21 @@ def fit(points: list[Point], catalog: Catalog | None = None) -> Efficiency:
     cat = catalog or load_catalog()
 
     def eff_of(x: Any) -> Efficiency:
-        return Efficiency(bandwidth=float(x[0]), kv_bandwidth=float(x[1]), compute=float(x[2]),
-                          allreduce_s=float(x[3]) * 1e-6, overlap=False)
+        return Efficiency(
+            bandwidth=float(x[0]),
+            kv_bandwidth=float(x[1]),
+            compute=float(x[2]),
+            allreduce_s=float(x[3]) * 1e-6,
+            overlap=False,
+        )
 
     def residuals(x: Any) -> list[float]:
         e = eff_of(x)
         return [log_error(p, e, cat) for p in points]
 
-    result = least_squares(residuals, x0=[0.7, 0.5, 0.5, 10.0], bounds=([0.05, 0.05, 0.05, 0.0], [1.0, 1.0, 1.0, 200.0]))
+    result = least_squares(
+        residuals, x0=[0.7, 0.5, 0.5, 10.0], bounds=([0.05, 0.05, 0.05, 0.0], [1.0, 1.0, 1.0, 200.0])
+    )
     return eff_of(result.x)
 
 

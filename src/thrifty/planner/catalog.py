@@ -117,7 +117,9 @@ class Catalog:
         try:
             return self.models[key]
         except KeyError:
-            raise KeyError(f"unknown open-weight model {key!r}; the catalog has {', '.join(self.models)}") from None
+            raise KeyError(
+                f"unknown open-weight model {key!r}; the catalog has {', '.join(self.models)}"
+            ) from None
 
 
 def _data(name: str) -> str:
@@ -146,8 +148,13 @@ def parse_gpus(doc: dict[str, Any]) -> dict[str, GPU]:
 def parse_models(doc: dict[str, Any]) -> dict[str, OpenModel]:
     return {
         str(key): OpenModel(
-            key=str(key), name=str(m.get("name", key)), params_b=float(m["params_b"]), layers=int(m["layers"]),
-            heads=int(m["heads"]), kv_heads=int(m["kv_heads"]), head_dim=int(m["head_dim"]),
+            key=str(key),
+            name=str(m.get("name", key)),
+            params_b=float(m["params_b"]),
+            layers=int(m["layers"]),
+            heads=int(m["heads"]),
+            kv_heads=int(m["kv_heads"]),
+            head_dim=int(m["head_dim"]),
             source=str(m.get("source", "")),
         )  # fmt: skip
         for key, m in (doc.get("models") or {}).items()

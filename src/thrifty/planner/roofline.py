@@ -114,14 +114,18 @@ class Deployment:
         t_mem = self.weight_bytes / self.n_gpus / (self.gpu.bandwidth * eff.bandwidth)
         return max(self.prefill_work(tokens, eff), t_mem) + self._comm(eff)
 
-    def tpot(self, batch: float, input_tokens: float, output_tokens: float, eff: Efficiency = ROOFLINE) -> float:
+    def tpot(
+        self, batch: float, input_tokens: float, output_tokens: float, eff: Efficiency = ROOFLINE
+    ) -> float:
         """Seconds per output token of each of `batch` running streams, with new prompts prefilled
         between steps: a request's wall time is `batch x prefill + output x step`."""
         ctx = input_tokens + output_tokens / 2
         step = self.step_time(batch, ctx, eff)
         return step + batch * self.prefill_work(input_tokens, eff) / max(output_tokens, 1.0)
 
-    def throughput(self, batch: float, input_tokens: float, output_tokens: float, eff: Efficiency = ROOFLINE) -> float:
+    def throughput(
+        self, batch: float, input_tokens: float, output_tokens: float, eff: Efficiency = ROOFLINE
+    ) -> float:
         """Output tokens/s with `batch` sequences always running (completed requests replaced)."""
         return batch / self.tpot(batch, input_tokens, output_tokens, eff)
 
@@ -169,5 +173,3 @@ def ceil_div(a: float, b: float) -> int:
 
 
 __all__ = ["MEMORY_UTILIZATION", "ROOFLINE", "Deployment", "Efficiency", "ceil_div", "gpus_needed"]
-
-
