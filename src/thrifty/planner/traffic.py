@@ -35,7 +35,9 @@ class Traffic:
     #: token counts of the requests that reached a model (4 bytes each: a million rows is 8 MB)
     input_tokens: array[int] = field(default_factory=lambda: array("l"))
     output_tokens: array[int] = field(default_factory=lambda: array("l"))
+    #: models that served requests no lever moved, and those the router moved requests to
     models: Counter[str] = field(default_factory=Counter)
+    route_models: Counter[str] = field(default_factory=Counter)
     cost: float = 0.0
     savings: dict[str, float] = field(default_factory=dict)
     bad_lines: int = 0
@@ -65,6 +67,7 @@ class Traffic:
             "output_tokens": {"mean": sum(self.output_tokens) / called if called else 0.0,
                               "p50": self._q(self.output_tokens, 0.5), "p90": self._q(self.output_tokens, 0.9)},
             "model": self.models.most_common(1)[0][0] if self.models else None,
+            "route_model": self.route_models.most_common(1)[0][0] if self.route_models else None,
             "cost": self.cost, "savings": self.savings, "bad_lines": self.bad_lines,
         }  # fmt: skip
 
@@ -84,6 +87,8 @@ class Traffic:
             fields["hourly"] = [float(h) for h in self.hourly]
         if s["model"]:
             fields["model"] = s["model"]
+        if s["route_model"]:
+            fields["levers"]["route_model"] = s["route_model"]
         return fields
 
 
@@ -104,7 +109,9 @@ def _add(t: Traffic, row: AuditRow) -> None:
         return
     if "route" in row.savings:
         t.routed += 1
-    t.models[row.model] += 1
+        t.route_models[row.model] += 1
+    else:
+        t.models[row.model] += 1
     t.input_tokens.append(row.input_tokens + row.cached_tokens)
     t.output_tokens.append(row.output_tokens)
 
