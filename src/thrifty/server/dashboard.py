@@ -29,6 +29,7 @@ STATIC = {
     "chart.umd.js": "application/javascript",
     "dashboard.js": "application/javascript",
     "dashboard.css": "text/css",
+    "plan.js": "application/javascript",
 }
 
 
@@ -106,6 +107,10 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     app.router.add_get("/dashboard", page)
     app.router.add_get("/dashboard/static/{name}", static)
     app.router.add_get("/v1/thrifty/stats", stats)
+
+    from thrifty.planner.web import setup as setup_plan  # the Plan page (cost planner)
+
+    setup_plan(app, gateway)
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
