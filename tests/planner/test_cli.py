@@ -50,6 +50,11 @@ def test_plan_from_the_ledger(tmp_path: Path) -> None:
     assert code == 0, out
     w = json.loads(out)["workload"]
     assert w["model"] == "gpt-4o" and w["hourly"][9] == 20 and w["levers"]["cache_hit_rate"] > 0.2
+    assert json.loads(out)["traffic"]["requests"] == sum(r.outcome == "ok" for r in _records())
+    code, out = _run("--traffic", str(tmp_path / "ledger.db"), "--requests-per-month", "3000")
+    flat = " ".join(out.split())  # rich wraps lines to the terminal's width
+    assert code == 0 and "Measured traffic" in flat and "Workload (measured from" in flat, out
+    assert "100 requests/day of 1,003 in + 200 out tokens on gpt-4o" in flat  # the flag won over the ledger
     code, out = _run("--traffic", str(tmp_path / "missing.db"))
     assert code != 0 and "missing.db" in out
 

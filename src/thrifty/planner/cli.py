@@ -60,6 +60,16 @@ def _usd(v: float) -> str:
     return f"${v:,.0f}" if abs(v) >= 100 else f"${v:,.2f}"
 
 
+def print_traffic(s: dict[str, Any], console: Console) -> None:
+    i, o = s["input_tokens"], s["output_tokens"]
+    console.print(
+        f"[bold]Measured traffic[/] ({s['source']}): {s['requests']:,} requests over {s['days']:.1f} days "
+        f"({s['requests_per_day']:,.0f}/day, {s['errors']:,} errors left out); input tokens mean {i['mean']:,.0f}, "
+        f"p50 {i['p50']:,.0f}, p90 {i['p90']:,.0f}; output mean {o['mean']:,.0f}, p50 {o['p50']:,.0f}, "
+        f"p90 {o['p90']:,.0f}; cache hits {s['cache_hit_rate']:.1%}, routed {s['routed_share']:.1%}"
+    )
+
+
 def print_plan(plan: Plan, console: Console, top: int = 8) -> None:
     w, b = plan.workload, plan.bill
     console.print(f"[bold]Workload[/] ({w.source}): {w.requests_per_day:,.0f} requests/day of "
@@ -157,6 +167,7 @@ def plan(workload_file: str | None, traffic: str | None, gpus: tuple[str, ...], 
     open-weight model under `selfhost:`), measure it with --traffic, or pass flags; later ones win.
     """
     data: dict[str, Any] = {}
+    summary: dict[str, Any] | None = None
     try:
         if workload_file:
             data = load_workload(workload_file).model_dump(exclude_unset=True)
@@ -173,9 +184,13 @@ def plan(workload_file: str | None, traffic: str | None, gpus: tuple[str, ...], 
             if not measured.requests:
                 raise click.ClickException(f"{traffic} has no successful requests to plan from")
             data = _merge(data, measured.workload_fields())
+            summary = measured.summary()
         for name, value in flags.items():
             if value is not None:
-                _set(data, *_FLAGS[name][:1], value)
+                if name in ("requests_per_day", "requests_per_month"):  # a flag replaces the other unit
+                    data.pop("requests_per_day", None)
+                    data.pop("requests_per_month", None)
+                _set(data, _FLAGS[name][0], value)
         if gpus:
             _set(data, ("selfhost", "gpus"), list(gpus))
         if precisions:
@@ -202,9 +217,15 @@ def plan(workload_file: str | None, traffic: str | None, gpus: tuple[str, ...], 
     except (PlanError, KeyError, ValueError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     if as_json:
-        click.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        out = result.to_dict()
+        if summary is not None:
+            out["traffic"] = summary
+        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
-        print_plan(result, Console())
+        console = Console()
+        if summary is not None:
+            print_traffic(summary, console)
+        print_plan(result, console)
 
 
-__all__ = ["plan", "print_plan"]
+__all__ = ["plan", "print_plan", "print_traffic"]
