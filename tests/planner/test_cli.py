@@ -93,3 +93,12 @@ def test_a_claim_beyond_the_bandwidth_bound_is_flagged() -> None:
     assert (
         flag["claimed"] == 120 and flag["bound"] == pytest.approx(47.5, abs=0.1) and "2.5x" in flag["message"]
     )
+
+
+def test_the_shipped_example_workload_plans() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "plan" / "workload.yaml"
+    code, out = _run(str(example), "--json")
+    assert code == 0, out
+    plan = json.loads(out)
+    assert plan["workload"]["levers"]["route_model"] == "gpt-4o-mini" and len(plan["workload"]["hourly"]) == 24
+    assert all(o["autoscaled_cost"] is not None for o in plan["selfhost"]["options"])
