@@ -84,7 +84,7 @@ def predict(p: Point, eff: Efficiency, catalog: Catalog | None = None) -> float:
         return 1e3 * d.ttft(p.input_tokens, eff)
     # e2e_ms: a batch started together: prefill all prompts, then decode them side by side
     batch = p.concurrency or 1
-    prefill = batch * d.prefill_work(p.input_tokens, eff) + d._comm(eff)
+    prefill = batch * d.prefill_work(p.input_tokens, eff) + d.comm_time(eff)
     decode = sum(d.step_time(batch, p.input_tokens + i, eff) for i in range(p.output_tokens))
     return 1e3 * (prefill + decode)
 

@@ -85,7 +85,7 @@ class Deployment:
 
     # -- time ---------------------------------------------------------------------------------
 
-    def _comm(self, eff: Efficiency, tokens: float = 1.0) -> float:
+    def comm_time(self, eff: Efficiency, tokens: float = 1.0) -> float:
         """Two all-reduces per layer of `tokens` x hidden 16-bit activations (ring: each GPU sends
         and receives 2(n-1)/n of the payload over its link), plus their fixed latency."""
         if self.n_gpus == 1:
@@ -101,18 +101,18 @@ class Deployment:
         flops = batch * self.model.flops_per_token(context)
         t_cmp = flops / self.n_gpus / (self.gpu.flops(self.precision) * eff.compute)
         both = max(t_mem, t_cmp) if eff.overlap else t_mem + t_cmp
-        return both + self._comm(eff, batch)
+        return both + self.comm_time(eff, batch)
 
     def prefill_work(self, tokens: float, eff: Efficiency = ROOFLINE) -> float:
         """GPU-seconds of compute to prefill one prompt of `tokens` (mean context tokens/2)."""
         flops = tokens * self.model.flops_per_token(tokens / 2)
-        wire = self._comm(eff, tokens) - self._comm(eff, 0.0)
+        wire = self.comm_time(eff, tokens) - self.comm_time(eff, 0.0)
         return flops / self.n_gpus / (self.gpu.flops(self.precision) * eff.compute) + wire
 
     def ttft(self, tokens: float, eff: Efficiency = ROOFLINE) -> float:
         """Time to first token of one prompt alone: its prefill (at least one read of the weights)."""
         t_mem = self.weight_bytes / self.n_gpus / (self.gpu.bandwidth * eff.bandwidth)
-        return max(self.prefill_work(tokens, eff), t_mem) + self._comm(eff)
+        return max(self.prefill_work(tokens, eff), t_mem) + self.comm_time(eff)
 
     def tpot(
         self, batch: float, input_tokens: float, output_tokens: float, eff: Efficiency = ROOFLINE

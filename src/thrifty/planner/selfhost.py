@@ -151,7 +151,7 @@ def plan_selfhost(w: Workload, bill: Bill, catalog: Catalog, eff: Efficiency) ->
                 hours = [max(1, math.ceil(r * reach * (1 - share) / rps - 1e-9)) for r in w.hourly_rps()]
                 autoscaled = sum(hours) * d.n_gpus * per_gpu * DAYS_PER_MONTH
             # the batch share: full-throughput batches on spot, plus the interruption overhead
-            sat_batch, sat_tok = d.saturation(i_tok, o_tok, eff)
+            _, sat_tok = d.saturation(i_tok, o_tok, eff)
             batch_requests = bill.requests_per_month * share
             spot = gpu.price("spot")
             batch_price = spot or price
@@ -182,7 +182,6 @@ def plan_selfhost(w: Workload, bill: Bill, catalog: Catalog, eff: Efficiency) ->
                 cost_per_m_tokens=total / all_tokens * 1e6 if all_tokens else 0.0,
                 breakeven_requests_per_day=breakeven, price_source=f"{price.source} ({price.date})", notes=notes,
             ))  # fmt: skip
-            del sat_batch
     if not options:
         raise PlanError(_why_impossible(model, gpus, w, skipped, (i_tok, o_tok)))
     return SelfHostPlan(model, options, skipped)

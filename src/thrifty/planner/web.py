@@ -9,6 +9,7 @@ through `GET /v1/thrifty/plan/traffic`. All of it needs an admin key, like the d
 from __future__ import annotations
 
 import asyncio
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -40,9 +41,11 @@ def _traffic_fields(location: str) -> dict[str, Any]:
     return {"summary": t.summary(), "workload": t.workload_fields()}
 
 
-def setup(app: web.Application, gateway: Gateway) -> None:
-    from thrifty.server.dashboard import _static
+def _page() -> str:
+    return resources.files("thrifty.server").joinpath("static/plan.html").read_text()
 
+
+def setup(app: web.Application, gateway: Gateway) -> None:
     async def page(request: web.Request) -> web.StreamResponse:
         key = request.query.get("key")
         if key is not None:
@@ -57,7 +60,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
             "api_models": API_MODELS, "open_models": {k: m.name for k, m in cat.models.items()},
             "gpus": {k: g.name for k, g in cat.gpus.items()}, "catalog_as_of": cat.as_of,
         }  # fmt: skip
-        html = (await asyncio.to_thread(_static, "plan.html")).decode()
+        html = await asyncio.to_thread(_page)
         html = html.replace("/*PLAN_CONFIG*/null", orjson.dumps(config).decode())
         return web.Response(text=html, content_type="text/html", headers=_NO_STORE)
 
