@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 
 from thrifty.planner.calibration import Accuracy, accuracy, fit, load_points
+from thrifty.planner.catalog import load_catalog
+from thrifty.planner.sanity import check_point
 
 
 def _summary(name: str, acc: list[Accuracy]) -> str:
@@ -58,6 +60,8 @@ def main() -> None:
             print(f"{cells[0]:<11} {cells[1]:<58} {cells[2]:<12} {cells[3]:>10} {cells[4]:>10} {cells[5]:>7} "
                   f"{cells[6]:>10} {cells[7]:>8}")  # fmt: skip
     print()
+    beaten = [f.message for p in points if (f := check_point(p, load_catalog())) is not None]
+    print(f"published points that beat the roofline of their own setup: {len(beaten)}", *beaten, sep="\n  ")
     print(_summary("held out", accuracy(held, eff)))
     print(_summary("calibration (fitted on)", accuracy(cal, eff)))
 

@@ -68,6 +68,12 @@ def load_points(text: str | None = None) -> list[Point]:
     return points
 
 
+@lru_cache(maxsize=1)
+def shipped_points() -> tuple[Point, ...]:
+    """The points of the shipped data file (parsed once per process)."""
+    return tuple(load_points())
+
+
 def deployment_of(p: Point, catalog: Catalog) -> Deployment:
     return Deployment(catalog.model(p.model), catalog.gpu(p.gpu), p.n_gpus, p.precision, p.kv, p.max_batch)
 
@@ -121,7 +127,7 @@ def fit(points: list[Point], catalog: Catalog | None = None) -> Efficiency:
 @lru_cache(maxsize=1)
 def calibrated() -> Efficiency:
     """The factors fitted on the shipped calibration split (computed once per process)."""
-    return fit([p for p in load_points() if p.split == "calibration"])
+    return fit([p for p in shipped_points() if p.split == "calibration"])
 
 
 @dataclass(frozen=True)
@@ -143,4 +149,14 @@ def accuracy(points: list[Point], eff: Efficiency) -> list[Accuracy]:
     return [Accuracy(p, predict(p, eff), predict(p, ROOFLINE)) for p in points]
 
 
-__all__ = ["KINDS", "Accuracy", "Point", "accuracy", "calibrated", "fit", "load_points", "predict"]
+__all__ = [
+    "KINDS",
+    "Accuracy",
+    "Point",
+    "accuracy",
+    "calibrated",
+    "fit",
+    "load_points",
+    "predict",
+    "shipped_points",
+]

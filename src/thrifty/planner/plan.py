@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from thrifty.planner.bill import Bill, api_bill
-from thrifty.planner.calibration import calibrated
+from thrifty.planner.calibration import calibrated, shipped_points
 from thrifty.planner.catalog import Catalog, load_catalog
 from thrifty.planner.roofline import Efficiency
-from thrifty.planner.sanity import Flag
+from thrifty.planner.sanity import Flag, check_point
 from thrifty.planner.selfhost import SelfHostPlan, plan_selfhost
 from thrifty.planner.workload import PlanError, Workload
 
@@ -73,12 +73,14 @@ def make_plan(w: Workload, catalog: Catalog | None = None, eff: Efficiency | Non
     cat = catalog or load_catalog()
     efficiency = eff or calibrated()
     bill = api_bill(w)
+    # published calibration/held-out figures that beat their own roofline would poison the fit
+    flags = [f for p in shipped_points() if (f := check_point(p, cat)) is not None]
     try:
         sh: SelfHostPlan | None = plan_selfhost(w, bill, cat, efficiency)
         err = None
     except PlanError as exc:
         sh, err = None, str(exc)
-    return Plan(w, bill, sh, err, efficiency, cat.as_of)
+    return Plan(w, bill, sh, err, efficiency, cat.as_of, flags)
 
 
 __all__ = ["ASSUMPTIONS", "Plan", "make_plan"]
