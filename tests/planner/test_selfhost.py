@@ -8,13 +8,13 @@ from thrifty.planner.bill import api_bill
 from thrifty.planner.calibration import calibrated
 from thrifty.planner.catalog import load_catalog
 from thrifty.planner.plan import make_plan
-from thrifty.planner.selfhost import HOURS_PER_MONTH, plan_selfhost
-from thrifty.planner.workload import PlanError, workload_from
+from thrifty.planner.selfhost import HOURS_PER_MONTH, SelfHostPlan, plan_selfhost
+from thrifty.planner.workload import PlanError, Workload, workload_from
 
 CAT = load_catalog()
 
 
-def _plan(**fields: object):  # type: ignore[no-untyped-def]
+def _plan(**fields: object) -> tuple[Workload, SelfHostPlan]:
     w = workload_from({"requests_per_day": 100_000, "input_tokens": 1500, "output_tokens": 500,
                        "model": "gpt-4-turbo", **fields})  # fmt: skip
     return w, plan_selfhost(w, api_bill(w), CAT, calibrated())
