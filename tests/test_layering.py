@@ -66,10 +66,11 @@ def runtime_imports(name: str) -> set[str]:
             target = target.rpartition(".")[0]
         if target and target.startswith("thrifty") and target != name:
             out.add(target)
-        # importing a.b.c runs the packages a and a.b first
+        # importing a.b.c runs the packages a and a.b first, unless the importer is inside
+        # that package (then the package is already being set up)
         parent = target.rpartition(".")[0]
         while parent:
-            if parent in MODULES and parent != name:
+            if parent in MODULES and parent != name and not name.startswith(parent + "."):
                 out.add(parent)
             parent = parent.rpartition(".")[0]
     return out

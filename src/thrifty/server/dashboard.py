@@ -28,6 +28,7 @@ STATIC = {
     "chart.umd.js": "application/javascript",
     "dashboard.js": "application/javascript",
     "dashboard.css": "text/css",
+    "plan.js": "application/javascript",
 }
 
 
