@@ -136,6 +136,9 @@ class Config(Strict):
     store: str = "sqlite:///thrifty.db"
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     models: list[ModelConfig] = Field(default_factory=list)
+    #: Redis shared by every replica: the default store of the exact cache, in-flight dedup and
+    #: counters (a lever's own setting wins). None keeps them in this process.
+    redis: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://.+")
     #: Per-traffic-class overrides of lever sections: routes.<route>.<lever>: {...}
     routes: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
@@ -231,7 +234,8 @@ def lever_model(config: Config, lever: str, model: type[M], route: str = "defaul
     (at the route override when the key comes from it, else at the top-level section)."""
     data = config.lever_settings(lever, route)
     try:
-        return model.model_validate(data)
+        # The shared stores are the validation context: a settings model may default to them.
+        return model.model_validate(data, context={"redis": config.redis, "store": config.store})
     except ValidationError as exc:
         override = config.routes.get(route, {}).get(lever) or {}
 

@@ -34,7 +34,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from thrifty.cache.key import context_key, is_deterministic
 from thrifty.errors import UpstreamError
@@ -69,6 +69,14 @@ class DedupSettings(BaseModel):
     prefix: str = "thrifty:dedup:"
     #: Rounds of contending again after a leader failed, before calling on one's own.
     max_attempts: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _shared_redis(self, info: ValidationInfo) -> DedupSettings:
+        """With no Redis of its own, dedup spans the replicas through the config's `redis:`."""
+        redis = (info.context or {}).get("redis")
+        if self.redis is None and redis:
+            self.redis = redis
+        return self
 
 
 class _Retry(Exception):

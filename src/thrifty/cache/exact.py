@@ -21,7 +21,7 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from thrifty.cache.key import context_key, is_deterministic
 from thrifty.cache.stores import CachedResponse, ResponseStore, open_store
@@ -54,6 +54,14 @@ class CacheSettings(BaseModel):
     memory_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     #: Prefix of the Redis keys (when the store is Redis).
     prefix: str = "thrifty:cache:"
+
+    @model_validator(mode="after")
+    def _shared_redis(self, info: ValidationInfo) -> CacheSettings:
+        """With no store of its own, the cache lives in the config's shared `redis:`."""
+        redis = (info.context or {}).get("redis")
+        if self.store is None and redis:
+            self.store = redis
+        return self
 
 
 def cache_control(headers: dict[str, str]) -> dict[str, str | None]:
