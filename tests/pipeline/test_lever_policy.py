@@ -7,6 +7,7 @@ produces its reference with the levers that acted, and the caches, really off.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,27 @@ async def test_lever_off_reference_is_made_with_the_acting_levers_and_caches_off
         body, _ = ask(4)
         fixed = (await client.post("/v1/chat/completions", json=body)).json()
     assert fixed["model"] == "good-model" and "#### 9" in fixed["choices"][0]["message"]["content"]
+
+
+async def test_the_semantic_cache_switched_off_stops_serving_paraphrases(
+    tmp_path: Path, mock_openai: MockOpenAI, start_gateway: StartGateway
+) -> None:
+    cfg = write_config(tmp_path / "c.yaml", mock_openai.url, ["good-model"], "semantic_cache: {enabled: true}\n")
+    gw = await start_gateway(load_config(cfg))
+    question, paraphrase = "How do I reset my router password?", "How can I reset the password of my router?"
+
+    def body(text: str) -> dict[str, Any]:
+        return {"model": "good-model", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        await client.post("/v1/chat/completions", json=body(question))
+        for _ in range(50):  # the answer is indexed in the background, after the reply
+            hit = await client.post("/v1/chat/completions", json=body(paraphrase))
+            if hit.headers.get("X-Thrifty-Cache") == "semantic-hit":
+                break
+            await asyncio.sleep(0.1)
+        assert hit.headers.get("X-Thrifty-Cache") == "semantic-hit"
+        calls = len(mock_openai.calls)
+        gw.gateway.overrides.disable("default", "semantic_cache")
+        off = await client.post("/v1/chat/completions", json=body(paraphrase))
+        assert off.headers.get("X-Thrifty-Cache") is None and len(mock_openai.calls) == calls + 1
