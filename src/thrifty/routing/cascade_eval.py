@@ -27,8 +27,16 @@ from typing import Any
 import numpy as np
 
 from thrifty.routing.evaluate import Report, apgr, oracle_choice
+from thrifty.routing.features import Embed, FeatureSpec, featurize
 from thrifty.routing.labeled import Example, data_hash
-from thrifty.routing.learned import ArtifactError, Calibration, _folds, fit_candidate, label_matrices
+from thrifty.routing.learned import (
+    ArtifactError,
+    Calibration,
+    _folds,
+    _predict,
+    fit_candidate,
+    label_matrices,
+)
 from thrifty.routing.policy import Point, cheapest_meeting, outcome
 from thrifty.routing.signals import Answer, PoolSignals, SignalScorer, pool_features, pool_signals
 from thrifty.routing.uncertainty import reach_rates, resample_counts
@@ -96,7 +104,7 @@ def recorded_signals(
     async def run() -> None:
         for ex in todo:
             answers = [Answer(m, ex.candidates[m].response) for m in pool]
-            cache[(ex.id, key_pool)] = await pool_signals(answers, kind)
+            cache[(ex.id, key_pool)] = await pool_signals(answers, kind, ex.text)
 
     if todo:
         asyncio.run(run())
@@ -104,12 +112,26 @@ def recorded_signals(
 
 
 def _stage_features(
-    examples: Sequence[Example], pool: Sequence[str], sigs: Sequence[PoolSignals], weights: Sequence[float]
+    examples: Sequence[Example],
+    config: CascadeConfig,
+    pool: Sequence[str],
+    sigs: Sequence[PoolSignals],
+    weights: Sequence[float],
+    prior: np.ndarray | None,
 ) -> np.ndarray:
+    """(n, len(pool), features); `prior` (n, len(config.models)) is the prompt-only P(good)."""
+    last = len(config.models) - 1
     return np.stack(
         [
-            pool_features([Answer(m, ex.candidates[m].response) for m in pool], sig, pool, weights)
-            for ex, sig in zip(examples, sigs, strict=True)
+            pool_features(
+                [Answer(m, ex.candidates[m].response) for m in pool],
+                sig,
+                pool,
+                weights,
+                prompt=ex.text,
+                prior=None if prior is None else [(float(prior[i, j]), float(prior[i, last])) for j in range(len(pool))],
+            )
+            for i, (ex, sig) in enumerate(zip(examples, sigs, strict=True))
         ]
     )
 
@@ -249,6 +271,16 @@ class CascadeArtifact:
     calibration: Calibration | None = None
     #: the out-of-fold curve: (knob, quality, cost per call)
     curve: list[tuple[float, float, float]] = field(default_factory=list)
+    #: prompt-only models P(good) per config model (the router's features), when the scorers read them
+    prior_models: dict[str, Any] | None = None
+    prior_spec: dict[str, Any] | None = None
+
+    def prior(self, texts: Sequence[str], embed: Embed | None = None) -> np.ndarray | None:
+        """(n, len(config.models)) prompt-only P(good), or None when the scorers do not use it."""
+        if self.prior_models is None or self.prior_spec is None:
+            return None
+        x = featurize(texts, FeatureSpec.from_dict(self.prior_spec), embed)
+        return np.column_stack([_predict(self.prior_models[m], x) for m in self.config.models])
 
     @property
     def candidates(self) -> list[str]:
@@ -258,13 +290,16 @@ class CascadeArtifact:
         with open(path, "wb") as f:
             pickle.dump({"magic": MAGIC, "format_version": FORMAT_VERSION, "artifact": self}, f, protocol=5)
 
-    def stage_p(self, examples: Sequence[Example], cache: SignalCache | None = None) -> list[np.ndarray]:
+    def stage_p(
+        self, examples: Sequence[Example], cache: SignalCache | None = None, embed: Embed | None = None
+    ) -> list[np.ndarray]:
         """Every answer's P(good) after each stage, from the recorded answers of `examples`."""
         out = []
+        prior = self.prior([ex.text for ex in examples], embed)
         for s, scorer in enumerate(self.scorers):
             pool = self.config.pool(s)
             sigs = recorded_signals(examples, pool, self.config.kind, cache)
-            x = _stage_features(examples, pool, sigs, scorer.weights)
+            x = _stage_features(examples, self.config, pool, sigs, scorer.weights, prior)
             n, k, f = x.shape
             out.append(scorer.predict(x.reshape(n * k, f)).reshape(n, k))
         last = self.config.stages[-1]
@@ -325,10 +360,15 @@ def train_cascade(
     folds: int = 5,
     seed: int = 0,
     cache: SignalCache | None = None,
+    prior: bool = False,
+    embed: Embed | None = None,
+    x_prompt: np.ndarray | None = None,
 ) -> tuple[CascadeArtifact, list[np.ndarray]]:
     """Fit each stage's scorer and calibrate the accept threshold on out-of-fold predictions.
 
-    Returns the artifact and the out-of-fold P(good) per stage."""
+    With `prior`, a prompt-only model per config model (the router's features: MiniLM and
+    structure; `x_prompt` may hold them) feeds the scorers its out-of-fold P(good), and is kept
+    in the artifact for serving. Returns the artifact and the out-of-fold P(good) per stage."""
     import sklearn
 
     usable = _usable(examples, config.models)
@@ -340,6 +380,16 @@ def train_cascade(
     quality, cost = label_matrices(usable, config.models)
     weights_all = quality.mean(axis=0)
     split = _folds(len(usable), folds, seed, 1)
+    prior_models: dict[str, Any] | None = None
+    prior_oof: np.ndarray | None = None
+    spec = FeatureSpec()
+    if prior:
+        xp = x_prompt if x_prompt is not None else featurize([ex.text for ex in usable], spec, embed)
+        prior_models, cols = {}, []
+        for j, m in enumerate(config.models):
+            prior_models[m], col, _ = fit_candidate(xp, quality[:, j], split)
+            cols.append(col)
+        prior_oof = np.column_stack(cols)
     scorers: list[SignalScorer] = []
     oof: list[np.ndarray] = []
     n_scored = len(config.stages) - 1 if len(config.stages[-1]) == 1 else len(config.stages)
@@ -347,9 +397,9 @@ def train_cascade(
         pool = config.pool(s)
         w = [float(weights_all[config.models.index(m)]) for m in pool]
         sigs = recorded_signals(usable, pool, config.kind, cache)
-        x = _stage_features(usable, pool, sigs, w)
+        x = _stage_features(usable, config, pool, sigs, w, prior_oof)
         model, p, c = _fit_stage(x, quality[:, : len(pool)], split)
-        scorers.append(SignalScorer(pool, sigs[0].kind if sigs else config.kind, model, w, c))
+        scorers.append(SignalScorer(pool, sigs[0].kind if sigs else config.kind, model, w, c, prior))
         oof.append(p)
     if n_scored < len(config.stages):
         oof.append(_last_p(len(usable), config))
@@ -370,6 +420,8 @@ def train_cascade(
         costs={m: float(v) for m, v in zip(config.models, cost.mean(axis=0), strict=True)},
         calibration=cal,
         curve=[(pt.knob, pt.quality, pt.cost / n) for pt in pts],
+        prior_models=prior_models,
+        prior_spec=spec.to_dict() if prior else None,
     )
     return art, oof
 
@@ -381,6 +433,7 @@ def evaluate_cascade(
     knob: float | None = None,
     cache: SignalCache | None = None,
     stage_p: Sequence[np.ndarray] | None = None,
+    embed: Embed | None = None,
 ) -> Report:
     """The cascade's curve (every accept threshold) against each model of the config alone,
     random routing and the oracle, on labeled data with recorded answers."""
@@ -391,7 +444,7 @@ def evaluate_cascade(
             f"{len(examples) - len(usable)} example(s) lack a recorded answer of a model of {art.config.describe()}"
         )
     quality, cost = label_matrices(usable, names)
-    sp = list(stage_p) if stage_p is not None else art.stage_p(usable, cache)
+    sp = list(stage_p) if stage_p is not None else art.stage_p(usable, cache, embed)
     pts, _, _ = _points(sp, art.config, quality, cost)
     singles = {m: outcome(np.full(len(usable), j), quality, cost, names) for j, m in enumerate(names)}
     oracle = outcome(oracle_choice(quality, cost), quality, cost, names)
@@ -432,12 +485,13 @@ def calibrate_on(
     max_cost: float | None = None,
     confidence: float | None = None,
     cache: SignalCache | None = None,
+    embed: Embed | None = None,
 ) -> Calibration:
     """The accept threshold meeting `target` on validation data (the router's `calibrate`)."""
     usable = _usable(examples, art.config.models)
     quality, cost = label_matrices(usable, art.config.models)
     qref, cref = label_matrices(usable, [art.reference])
-    pts, rq, rc = _points(art.stage_p(usable, cache), art.config, quality, cost)
+    pts, rq, rc = _points(art.stage_p(usable, cache, embed), art.config, quality, cost)
     return calibrate_cascade(
         pts, rq, rc, qref[:, 0], cref[:, 0], target, max_cost=max_cost, confidence=confidence,
         reference=art.reference, source="validation",

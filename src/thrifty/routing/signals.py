@@ -103,17 +103,47 @@ class PoolSignals:
 
 
 VERIFIER_FEATURES: dict[str, tuple[str, ...]] = {
-    "numeric": ("has_number", "integer", "non_negative", "checked_steps", "wrong_step", "wrong_share"),
+    "numeric": (
+        "has_number",
+        "integer",
+        "non_negative",
+        "checked_steps",
+        "wrong_step",
+        "wrong_share",
+        "uses_given",  # share of the question's numbers the answer works with
+        "given_count",
+        "final_is_last_step",  # the final number is the last worked result
+        "steps",
+        "final_is_given",  # the final number is one the question gave: often a non-answer
+    ),
     "code": ("has_function", "runs"),
     "text": (),
 }
 
+_GIVEN = re.compile(r"\d[\d,]*(?:\.\d+)?")
+_STEP = re.compile(r"<<[^=<>]+=([^<>]+)>>|=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
 
-def _numeric_verifiers(text: str | None) -> list[float]:
+
+def _numbers(text: str) -> list[float]:
+    out = []
+    for x in _GIVEN.findall(text):
+        try:
+            out.append(float(x.replace(",", "")))
+        except ValueError:
+            continue
+    return out
+
+
+def _numeric_verifiers(prompt: str, text: str | None) -> list[float]:
+    n = len(VERIFIER_FEATURES["numeric"])
     if not text:
-        return [0.0] * 6
+        return [0.0] * n
     num = final_number(text)
     checked, wrong = arithmetic_errors(text)
+    given = set(_numbers(prompt))
+    used = set(_numbers(text))
+    steps = [a or b for a, b in _STEP.findall(text)]
+    last = _numbers(steps[-1]) if steps else []
     return [
         float(num is not None),
         float(num is not None and float(num).is_integer()),
@@ -121,10 +151,15 @@ def _numeric_verifiers(text: str | None) -> list[float]:
         float(checked > 0),
         float(wrong > 0),
         wrong / checked if checked else 0.0,
+        len(given & used) / len(given) if given else 1.0,
+        math.log1p(len(given)),
+        float(num is not None and bool(last) and abs(last[0] - num) < 1e-6),
+        math.log1p(len(steps)),
+        float(num is not None and num in given),
     ]
 
 
-async def pool_signals(answers: Sequence[Answer], kind: str = "auto") -> PoolSignals:
+async def pool_signals(answers: Sequence[Answer], kind: str = "auto", prompt: str = "") -> PoolSignals:
     """Agreement and verifier values of a pool of answers (code runs in the sandbox)."""
     texts = [a.text for a in answers]
     k = answer_kind(texts) if kind == "auto" else kind
@@ -132,7 +167,7 @@ async def pool_signals(answers: Sequence[Answer], kind: str = "auto") -> PoolSig
         bs = await behaviours([t or "" for t in texts])
         return PoolSignals(k, agreement_matrix(bs), [_code_verifiers(b) for b in bs])
     if k == "numeric":
-        return PoolSignals(k, _numeric_agreement(texts), [_numeric_verifiers(t) for t in texts])
+        return PoolSignals(k, _numeric_agreement(texts), [_numeric_verifiers(prompt, t) for t in texts])
     return PoolSignals(k, _text_agreement(texts), [[] for _ in texts])
 
 
@@ -140,21 +175,36 @@ def _code_verifiers(b: Behaviour) -> list[float]:
     return [float(b.parsed is not None and b.parsed.entry is not None), b.runs]
 
 
-def feature_names(pool: Sequence[str], kind: str) -> list[str]:
+def feature_names(pool: Sequence[str], kind: str, prior: bool = False) -> list[str]:
     names = [f"is:{m}" for m in pool]
     names += [f"agree:{m}" for m in pool] + [f"unknown:{m}" for m in pool]
     names += ["agree_mean", "agree_known", "agree_weighted"]
     names += list(VERIFIER_FEATURES[kind])
-    names += ["mean_logprob", "no_logprob", "log_chars"]
+    names += ["mean_logprob", "no_logprob", "log_chars", "log_lines", "log_prompt_chars"]
+    if prior:
+        names += ["prompt_prior", "prompt_prior_last"]
     return names
 
 
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-3), 1 - 1e-3)
+    return math.log(p / (1 - p))
+
+
 def pool_features(
-    answers: Sequence[Answer], sig: PoolSignals, pool: Sequence[str], weights: Sequence[float] | None = None
+    answers: Sequence[Answer],
+    sig: PoolSignals,
+    pool: Sequence[str],
+    weights: Sequence[float] | None = None,
+    *,
+    prompt: str = "",
+    prior: Sequence[tuple[float, float]] | None = None,
 ) -> np.ndarray:
     """(len(answers), n_features): each answer's features; `pool` names the feature columns
     (answers[i].model must be in it). `weights` (per pool model, e.g. its accuracy on the training
-    data) weigh the agreement of each other answer in `agree_weighted`."""
+    data) weigh the agreement of each other answer in `agree_weighted`. `prior`, per answer, is a
+    prompt-only router's P(good) for its model and for the cascade's last model: what the prompt
+    alone says, for the scorer to weigh against what the answers say."""
     k = len(pool)
     w = list(weights) if weights is not None else [1.0] * k
     slot = {m: i for i, m in enumerate(pool)}
@@ -162,18 +212,20 @@ def pool_features(
     for a, ans in enumerate(answers):
         one = [0.0] * k
         one[slot[ans.model]] = 1.0
-        agree, unknown = [0.0] * k, [1.0] * k
+        agree, unknown, seen = [0.0] * k, [1.0] * k, [0] * k
         known: list[float] = []
         wsum = wtot = 0.0
         for b, other in enumerate(answers):
             v = sig.agreement[a][b]
             if b == a or v is None:
                 continue
-            agree[slot[other.model]] = v
-            unknown[slot[other.model]] = 0.0
+            j = slot[other.model]
+            seen[j] += 1  # several samples of one model: their mean
+            agree[j] += (v - agree[j]) / seen[j]
+            unknown[j] = 0.0
             known.append(v)
-            wsum += w[slot[other.model]] * v
-            wtot += w[slot[other.model]]
+            wsum += w[j] * v
+            wtot += w[j]
         lp = ans.mean_logprob
         rows.append(
             one
@@ -186,7 +238,12 @@ def pool_features(
             ]
             + list(sig.verifiers[a])
             + [lp if lp is not None and math.isfinite(lp) else 0.0, float(lp is None)]
-            + [math.log1p(len(ans.text or ""))]
+            + [
+                math.log1p(len(ans.text or "")),
+                math.log1p((ans.text or "").count("\n")),
+                math.log1p(len(prompt)),
+            ]
+            + ([_logit(prior[a][0]), _logit(prior[a][1])] if prior is not None else [])
         )
     return np.array(rows, dtype=np.float64)
 
@@ -200,15 +257,23 @@ class SignalScorer:
     model: Any  # a fitted scikit-learn pipeline, or a float (a constant prior)
     weights: list[float] = field(default_factory=list)
     c: float = 1.0
+    #: whether the features end with the prompt-only prior (see `pool_features`)
+    uses_prior: bool = False
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if isinstance(self.model, float):
             return np.full(len(x), self.model)
         return np.asarray(self.model.predict_proba(x)[:, 1])
 
-    def best(self, answers: Sequence[Answer], sig: PoolSignals) -> tuple[int, float, np.ndarray]:
+    def best(
+        self,
+        answers: Sequence[Answer],
+        sig: PoolSignals,
+        prompt: str = "",
+        prior: Sequence[tuple[float, float]] | None = None,
+    ) -> tuple[int, float, np.ndarray]:
         """(index of the best answer, its P(good), every answer's P(good)); failed calls get 0."""
-        x = pool_features(answers, sig, self.pool, self.weights)
+        x = pool_features(answers, sig, self.pool, self.weights, prompt=prompt, prior=prior if self.uses_prior else None)
         p = self.predict(x)
         p = np.where([a.text is None for a in answers], 0.0, p)
         i = int(np.argmax(p))
