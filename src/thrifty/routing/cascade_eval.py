@@ -372,6 +372,9 @@ def train_cascade(
     import sklearn
 
     usable = _usable(examples, config.models)
+    if x_prompt is not None and len(usable) < len(examples):
+        keep = {id(ex) for ex in usable}
+        x_prompt = x_prompt[[i for i, ex in enumerate(examples) if id(ex) in keep]]
     if len(usable) < 2 * folds:
         raise ValueError(f"too few examples with recorded answers of {config.describe()} ({len(usable)})")
     reference = reference or config.stages[-1][-1]
