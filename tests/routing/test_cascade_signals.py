@@ -1,0 +1,103 @@
+"""The live cascade on answer signals: GSM8K answers replayed through the gateway's pipeline."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from thrifty.config import ConfigError, parse_config
+from thrifty.gateway import Gateway
+from thrifty.pipeline.context import Context
+from thrifty.routing.cascade import reply_text
+from thrifty.routing.cascade_eval import CascadeConfig, train_cascade
+from thrifty.routing.datasets import convert_routellm_gsm8k
+from thrifty.routing.labeled import Example, load_labeled, split_fixed, write_labeled
+from thrifty.routing.stage import build
+
+CHEAP, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+
+
+@pytest.fixture(scope="module")
+def files(routing_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("signals")
+    conv = convert_routellm_gsm8k(routing_data / "routellm_gsm8k_responses.csv")
+    train, test = split_fixed(conv.examples, 0.8, salt="gsm8k-80-20")
+    art, _ = train_cascade(train[:300], CascadeConfig([[CHEAP], [STRONG]], "numeric"), target=0.9, max_cost=0.5)
+    art.save(d / "cascade.pkl")
+    write_labeled(test[:20], d / "test.jsonl")
+    return {"test": d / "test.jsonl", "cascade": d / "cascade.pkl"}
+
+
+async def gateway(files: dict[str, Path], cascade: str) -> Gateway:
+    text = f"""
+models:
+  - {{name: {CHEAP}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
+  - {{name: {STRONG}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
+route:
+  default: {STRONG}
+  cascade: {{signals: "{files["cascade"]}", {cascade}}}
+"""
+    gw = Gateway(parse_config(text, source="thrifty.yaml"))
+    await gw.start(ledger=False)
+    return gw
+
+
+async def serve(gw: Gateway, ex: Example) -> tuple[Context, str]:
+    body = {"model": STRONG, "messages": [{"role": "user", "content": ex.text}]}
+    ctx = Context(protocol="openai", body=body, config=gw.config, requested_model=STRONG)
+    assert gw.pipeline is not None
+    reply = await gw.pipeline(ctx)
+    assert reply.ok
+    return ctx, reply_text(reply)
+
+
+async def test_a_trusted_cheap_answer_is_served_and_paid_once(files: dict[str, Path]) -> None:
+    gw = await gateway(files, "accept: 0.0")
+    ex = load_labeled(files["test"])[3]
+    ctx, text = await serve(gw, ex)
+    assert ctx.target_model == CHEAP and text == ex.candidates[CHEAP].response
+    info = ctx.extra["route"]["cascade"]
+    assert info["accepted"] == CHEAP and info["stage"] == 0 and info["signals"] == "numeric"
+    assert 0.0 <= info["score"] <= 1.0
+    assert Decimal(ctx.extra["side_cost"]) == 0 and ctx.extra["escalations"] == []
+
+
+async def test_extra_samples_are_side_cost(files: dict[str, Path]) -> None:
+    gw = await gateway(files, "accept: 0.0, samples: 3")
+    ex = load_labeled(files["test"])[3]
+    ctx, _ = await serve(gw, ex)
+    assert ctx.extra["route"]["cascade"]["answers"] == 3
+    # One sample is the reply; the two others were paid for on top of it.
+    assert Decimal(ctx.extra["side_cost"]) == 2 * ex.candidates[CHEAP].cost
+
+
+async def test_a_doubted_answer_escalates_with_its_cost(files: dict[str, Path]) -> None:
+    gw = await gateway(files, "accept: 1.0")
+    ex = load_labeled(files["test"])[3]
+    ctx, text = await serve(gw, ex)
+    assert ctx.target_model == STRONG and text == ex.candidates[STRONG].response
+    (esc,) = ctx.extra["escalations"]
+    assert esc["stage"] == 0 and esc["best"] == CHEAP and esc["reason"].startswith("score ")
+    assert Decimal(esc["cost"]) == ex.candidates[CHEAP].cost == Decimal(ctx.extra["side_cost"])
+
+
+async def test_the_routes_verifier_rejects_whatever_the_score(files: dict[str, Path]) -> None:
+    gw = await gateway(files, "accept: 0.0, verify: {regex: 'NEVER-THERE'}")
+    ex = load_labeled(files["test"])[3]
+    ctx, _ = await serve(gw, ex)
+    assert ctx.target_model == STRONG
+    assert ctx.extra["escalations"][0]["reason"] == "does not match the route's regex"
+
+
+def test_signals_and_scorer_exclude_each_other(files: dict[str, Path]) -> None:
+    text = f"""
+models:
+  - {{name: {CHEAP}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
+  - {{name: {STRONG}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
+route:
+  cascade: {{signals: "{files["cascade"]}", scorer: "{files["cascade"]}"}}
+"""
+    with pytest.raises(ConfigError, match="either `scorer` or `signals`"):
+        build(Gateway(parse_config(text)))
