@@ -101,3 +101,39 @@ route:
 """
     with pytest.raises(ConfigError, match="either `scorer` or `signals`"):
         build(Gateway(parse_config(text)))
+
+
+async def test_the_ledger_row_carries_every_sample(files: dict[str, Path], tmp_path: Path) -> None:
+    """Over real HTTP: two samples asked, one served; the row's cost is both, its saving net of both."""
+    import sqlite3
+
+    import aiohttp
+
+    from tests.conftest import serving
+    from thrifty.server.app import create_app
+
+    text = f"""
+store: "sqlite:///{tmp_path / "ledger.db"}"
+models:
+  - {{name: {CHEAP}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
+  - {{name: {STRONG}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
+route:
+  default: {STRONG}
+  cascade: {{signals: "{files["cascade"]}", accept: 0.0, samples: 2}}
+"""
+    ex = load_labeled(files["test"])[5]
+    gw = Gateway(parse_config(text, source="thrifty.yaml"))
+    async with serving(create_app(gw)) as port, aiohttp.ClientSession() as http:
+        body = {"model": STRONG, "messages": [{"role": "user", "content": ex.text}]}
+        async with http.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
+            data = await r.json()
+            assert r.status == 200, data
+            assert data["choices"][0]["message"]["content"] == ex.candidates[CHEAP].response
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        ((served, cost, counterfactual),) = db.execute(
+            "SELECT served_model, cost_pico, counterfactual_pico FROM requests"
+        ).fetchall()
+    pico = Decimal(10) ** 12
+    assert served == CHEAP
+    assert Decimal(cost) / pico == (2 * ex.candidates[CHEAP].cost).quantize(Decimal("1e-12"))
+    assert Decimal(counterfactual) / pico == ex.candidates[STRONG].cost.quantize(Decimal("1e-12"))

@@ -228,6 +228,8 @@ class Cascade:
                     "score": round(float(ps[i]), 4),
                     "answers": len(answers),
                     "signals": sig.kind,
+                    # paid for and not served: the route's saving is net of it
+                    "unserved_cost": str(stage_cost - chosen.cost),
                 }
                 return chosen
             escalations.append(

@@ -318,7 +318,9 @@ class RouteStage:
         escalated = sum(
             (Decimal(str(e.get("cost", 0))) for e in ctx.extra.get("escalations", [])), Decimal(0)
         )
-        saving = would - actual - escalated
+        # Answers a cascade stage asked for beside the one it served (extra samples, other models).
+        unserved = Decimal(str(ctx.extra.get("route", {}).get("cascade", {}).get("unserved_cost", 0)))
+        saving = would - actual - escalated - unserved
         ctx.extra.setdefault("route", {})["counterfactual_model"] = counterfactual
         ctx.save(NAME, saving)
 
