@@ -275,12 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         gsm8k(args.data, embed, args.out)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if "signals-mbpp" in todo or "signals-gsm8k" in todo:
-        from routing_cascade import gsm8k_cascade, mbpp_cascade  # type: ignore[import-not-found]
+        from routing_cascade import gsm8k_signals, mbpp_signals  # type: ignore[import-not-found]
 
         if "signals-mbpp" in todo:
-            mbpp_cascade(args.data, embed, args.out)
+            mbpp_signals(args.data, embed, args.out)
         if "signals-gsm8k" in todo:
-            gsm8k_cascade(args.data, embed, args.out)
+            gsm8k_signals(args.data, embed, args.out)
     if "e2e" in todo:
         from routing_e2e import run_e2e  # type: ignore[import-not-found]
 

@@ -149,7 +149,7 @@ def _report(name: str, rep: Report, best: Candidate, target: float, max_cost: fl
     return ok
 
 
-def mbpp_cascade(data: Path, embed: Embed, out: Path) -> bool:
+def mbpp_signals(data: Path, embed: Embed, out: Path) -> bool:
     print("\n== Cascade on answer signals: RouterBench MBPP (cheap models at once, then gpt-4) ==")
     tr = convert_routerbench(data / "routerbench" / "mbpp_train.csv").examples
     te = convert_routerbench(data / "routerbench" / "mbpp_test.csv").examples
@@ -166,7 +166,7 @@ def mbpp_cascade(data: Path, embed: Embed, out: Path) -> bool:
     return _report("mbpp", rep, best, 1.0, 0.3, out)
 
 
-def gsm8k_cascade(data: Path, embed: Embed, out: Path) -> bool:
+def gsm8k_signals(data: Path, embed: Embed, out: Path) -> bool:
     print("\n== Cascade on answer signals: RouteLLM GSM8K (Mixtral, then GPT-4), fixed 80/20 split ==")
     conv = convert_routellm_gsm8k(data / "routellm_gsm8k_responses.csv")
     assert not conv.problems, conv.report()

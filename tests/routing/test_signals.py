@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from thrifty.routing.signals import Answer, answer_kind, check_format, feature_names, pool_features, pool_signals
+from thrifty.routing.signals import (
+    Answer,
+    answer_kind,
+    check_format,
+    feature_names,
+    pool_features,
+    pool_signals,
+)
 
 PROMPT = "Tom has 3 boxes of 12 pens and gives away 5. How many pens are left?"
 
