@@ -91,3 +91,37 @@ def test_load_refuses_what_is_not_a_cascade(tmp_path: Path) -> None:
         load_cascade(tmp_path / "x.pkl")
     with pytest.raises(ArtifactError, match="not found"):
         load_cascade(tmp_path / "missing.pkl")
+
+
+def test_recorded_logprobs_are_a_signal_the_scorer_learns(tmp_path: Path) -> None:
+    """Labeled lines may carry each answer's mean logprob; where it tells right from wrong, the
+    scorer learns to trust it (synthetic data: wrong answers were sampled with low confidence)."""
+    from decimal import Decimal
+
+    from thrifty.routing.labeled import Candidate, load_labeled, write_labeled
+
+    rng = np.random.default_rng(0)
+    examples = []
+    for i in range(200):
+        right = bool(rng.random() < 0.6)
+        lp = float(rng.normal(-0.2 if right else -1.5, 0.3))
+        examples.append(
+            Example(
+                f"q{i}",
+                {
+                    "small": Candidate(float(right), Decimal("0.001"), f"It is {i}.\n#### {i}", lp),
+                    "large": Candidate(1.0, Decimal("0.01"), f"#### {i}"),
+                },
+                prompt=f"What is {i}?",
+            )
+        )
+    write_labeled(examples, tmp_path / "lp.jsonl")
+    again = load_labeled(tmp_path / "lp.jsonl")
+    assert again[0].candidates["small"].mean_logprob == examples[0].candidates["small"].mean_logprob
+    art, oof = train_cascade(again, CascadeConfig([["small"], ["large"]], "numeric"), target=0.95)
+    q = np.array([ex.candidates["small"].quality for ex in again])
+    p = oof[0][:, 0]
+    # Nearly every right answer is scored above nearly every wrong one (the ranking's AUC).
+    auc = float((p[q == 1][:, None] > p[q == 0][None, :]).mean())
+    assert auc > 0.97 and p[q == 1].mean() > 0.8 > 0.2 > p[q == 0].mean()
+    assert art.calibration is not None and art.calibration.met

@@ -103,7 +103,7 @@ def recorded_signals(
 
     async def run() -> None:
         for ex in todo:
-            answers = [Answer(m, ex.candidates[m].response) for m in pool]
+            answers = [Answer(m, ex.candidates[m].response, ex.candidates[m].mean_logprob) for m in pool]
             cache[(ex.id, key_pool)] = await pool_signals(answers, kind, ex.text)
 
     if todo:
@@ -124,7 +124,7 @@ def _stage_features(
     return np.stack(
         [
             pool_features(
-                [Answer(m, ex.candidates[m].response) for m in pool],
+                [Answer(m, ex.candidates[m].response, ex.candidates[m].mean_logprob) for m in pool],
                 sig,
                 pool,
                 weights,
