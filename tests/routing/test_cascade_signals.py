@@ -137,3 +137,38 @@ route:
     assert served == CHEAP
     assert Decimal(cost) / pico == (2 * ex.candidates[CHEAP].cost).quantize(Decimal("1e-12"))
     assert Decimal(counterfactual) / pico == ex.candidates[STRONG].cost.quantize(Decimal("1e-12"))
+
+
+async def test_code_answers_run_against_the_routes_tests(routing_data: Path, tmp_path: Path) -> None:
+    """MBPP: two cheap models asked at once, their code compared in the sandbox; the route's
+    tests decide whether any of it may be served."""
+    from thrifty.routing.datasets import convert_routerbench
+
+    cheap = ["gpt-3.5-turbo-1106", "mistralai/mixtral-8x7b-chat"]
+    strong = "gpt-4-1106-preview"
+    train = convert_routerbench(routing_data / "routerbench" / "mbpp_train.csv").examples[:40]
+    test = convert_routerbench(routing_data / "routerbench" / "mbpp_test.csv").examples[:3]
+    art, _ = train_cascade(train, CascadeConfig([cheap, [strong]], "code"))
+    art.save(tmp_path / "code.pkl")
+    write_labeled(test, tmp_path / "t.jsonl")
+    ex = test[0]
+    for tests, served in (("assert 1 + 1 == 2", cheap), ("assert 1 + 1 == 3", [strong])):
+        text = f"""
+models:
+  - {{name: {cheap[0]}, provider: replay, options: {{dataset: "{tmp_path / "t.jsonl"}"}}}}
+  - {{name: {cheap[1]}, provider: replay, options: {{dataset: "{tmp_path / "t.jsonl"}"}}}}
+  - {{name: {strong}, provider: replay, options: {{dataset: "{tmp_path / "t.jsonl"}"}}}}
+route:
+  cascade: {{signals: "{tmp_path / "code.pkl"}", accept: 0.0, verify: {{tests: "{tests}"}}}}
+"""
+        gw = Gateway(parse_config(text, source="thrifty.yaml"))
+        await gw.start(ledger=False)
+        ctx, answer = await serve(gw, ex)
+        assert ctx.target_model in served and answer == ex.candidates[ctx.target_model].response
+        if served == [strong]:
+            (esc,) = ctx.extra["escalations"]
+            assert esc["reason"] == "fails the route's tests" and esc["answers"] == 2
+            cost = ex.candidates[cheap[0]].cost + ex.candidates[cheap[1]].cost
+            assert Decimal(esc["cost"]) == cost == Decimal(ctx.extra["side_cost"])
+        else:
+            assert ctx.extra["route"]["cascade"]["signals"] == "code"

@@ -17,6 +17,7 @@ same way they read a router.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import pickle
 import time
 from collections.abc import Sequence
@@ -107,7 +108,13 @@ def recorded_signals(
             cache[(ex.id, key_pool)] = await pool_signals(answers, kind, ex.text)
 
     if todo:
-        asyncio.run(run())
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: called from synchronous code
+            asyncio.run(run())
+        else:  # called from a coroutine: run the sandbox calls on a loop of their own
+            with concurrent.futures.ThreadPoolExecutor(1) as pool_:
+                pool_.submit(asyncio.run, run()).result()
     return [cache[(ex.id, key_pool)] for ex in examples]
 
 
