@@ -37,3 +37,8 @@ async def test_route_tests_bind_their_function_name_to_the_answer() -> None:
     assert await run_tests(RIGHT, tests) is True
     assert await run_tests(WRONG, tests) is False
     assert await run_tests("no code", tests) is None
+
+
+async def test_route_tests_may_use_keywords_and_helpers() -> None:
+    tests = "def check(v):\n    return v == [1, 3]\n\nif(True):\n    assert check(remove_dups([3, 1, 3]))\n"
+    assert await run_tests(RIGHT, tests) is True

@@ -201,13 +201,18 @@ class Cascade:
             stage = art.config.stages[s]
             asks = [(m, k) for m in stage for k in range(self.settings.samples)]
             got = await asyncio.gather(*(self._ask(ctx, m, body, k, unavailable) for m, k in asks))
+            fresh: list[tuple[Reply, str] | None] = []
             for (m, _), (reply, why) in zip(asks, got, strict=True):
                 text = reply_text(reply) if reply is not None else None
                 answers.append(Answer(m, text, mean_logprob(reply) if reply is not None else None))
                 replies.append(reply)
-                gates.append(
-                    [why or "no answer"] if reply is None or text is None else await self.rejected(reply, text)
-                )
+                fresh.append(None if reply is None or text is None else (reply, text))
+                gates.append([why or "no answer"])
+            checked = await asyncio.gather(*(self.rejected(*f) for f in fresh if f is not None))
+            at = len(gates) - len(fresh)
+            for j, f in enumerate(fresh):
+                if f is not None:
+                    gates[at + j] = checked.pop(0)
             sig = await pool_signals(answers, art.config.kind, prompt)
             last = art.config.models[-1]
             pri = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import builtins
 import json
+import keyword
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,7 +201,9 @@ async def run_tests(answer: str, tests: str, *, timeout_s: float = 10.0) -> bool
         for name in dict.fromkeys(_CALLED.findall(tests))
         if name not in parsed.functions and name not in known and name not in ("assert", "print")
     ]
-    alias = "".join(f"{name} = {parsed.entry}\n" for name in missing if name.isidentifier())
+    alias = "".join(
+        f"{name} = {parsed.entry}\n" for name in missing if name.isidentifier() and not keyword.iskeyword(name)
+    )
     source = f"{parsed.definitions}\n\n{alias}\n{tests}\n"
     result = await run_python(source, Limits(timeout_s=timeout_s))
     return result.ok
