@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=root / "out" / "routing")
     ap.add_argument(
         "--only",
-        choices=["mbpp", "cascade", "mmlu", "gsm8k", "signals-mbpp", "signals-gsm8k", "e2e"],
+        choices=["mbpp", "cascade", "mmlu", "gsm8k", "signals-mbpp", "signals-gsm8k", "e2e", "signals-e2e"],
         action="append",
     )
     ap.add_argument("--e2e", action="store_true", help="also run the end-to-end check through thrifty serve")
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     embed = cached_embed(args.out)
     todo = args.only or ["mbpp", "cascade", "mmlu", "gsm8k", "signals-mbpp", "signals-gsm8k"] + (
-        ["e2e"] if args.e2e else []
+        ["e2e", "signals-e2e"] if args.e2e else []
     )
     if "mbpp" in todo:
         mbpp(args.data, embed, args.out)
@@ -281,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             mbpp_signals(args.data, embed, args.out)
         if "signals-gsm8k" in todo:
             gsm8k_signals(args.data, embed, args.out)
+    if "signals-e2e" in todo:
+        from routing_cascade import e2e_cascade
+
+        e2e_cascade(args.data, args.out)
     if "e2e" in todo:
         from routing_e2e import run_e2e  # type: ignore[import-not-found]
 

@@ -177,3 +177,94 @@ def gsm8k_signals(data: Path, embed: Embed, out: Path) -> bool:
     rep = evaluate_cascade(best.art, te, cache=cache, embed=embed)
     best.art.save(out / "gsm8k_cascade.pkl")
     return _report("gsm8k", rep, best, 0.95, 0.5, out)
+
+
+def e2e_cascade(data: Path, out: Path) -> bool:
+    """`thrifty serve` with the MBPP cascade (trained by `mbpp_signals`) and replay models over MBPP
+    test: the ledger's total cost (served answers plus every unserved one as side cost) and the
+    served accuracy must equal the offline evaluation of the same artifact."""
+    import asyncio
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from decimal import Decimal
+
+    from routing_e2e import _free_port, _send_all, _wait_ready  # type: ignore[import-not-found]
+
+    from thrifty.routing.cascade_eval import load_cascade
+    from thrifty.routing.labeled import write_labeled
+
+    art_path = out / "mbpp_cascade.pkl"
+    if not art_path.exists():
+        raise SystemExit("run the MBPP cascade first (benchmarks/routing.py --only signals-mbpp)")
+    art = load_cascade(art_path)
+    examples = convert_routerbench(data / "routerbench" / "mbpp_test.csv").examples
+    dataset = out / "mbpp_test_cascade.jsonl"
+    write_labeled(examples, dataset)
+    cache, _ = _cache(out)
+    offline = evaluate_cascade(art, examples, cache=cache)
+    assert offline.calibrated is not None
+    ledger = out / "e2e_cascade_ledger.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(ledger) + suffix).unlink(missing_ok=True)
+    port = _free_port()
+    lines = [f"server: {{host: 127.0.0.1, port: {port}}}", f'store: "sqlite:///{ledger.resolve()}"', "models:"]
+    lines += [
+        f'  - {{name: "{m}", provider: replay, max_retries: 0, options: {{dataset: "{dataset.resolve()}"}}}}'
+        for m in art.config.models
+    ]
+    lines += ["route:", f'  default: "{GPT4}"', f'  cascade: {{signals: "{art_path.resolve()}"}}']
+    config = out / "e2e_cascade.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    with (out / "e2e_cascade_serve.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "thrifty.cli", "serve", "--config", str(config), "--log-level", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            _wait_ready(port, proc)
+            t0 = time.perf_counter()
+            # Two at a time: each request runs its answers in the sandbox, on a 2-core machine.
+            replies = asyncio.run(_send_all(port, [ex.text for ex in examples], concurrency=2))
+            elapsed = time.perf_counter() - t0
+            time.sleep(1.0)  # the ledger writer flushes every 0.25 s
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    quality, mismatched = [], 0
+    for ex, rep in zip(examples, replies, strict=True):
+        cand = ex.candidates[rep["model"]]
+        mismatched += cand.response != rep["choices"][0]["message"]["content"]
+        quality.append(cand.quality)
+    with sqlite3.connect(ledger) as db:
+        n, cost_pico, saved_pico = db.execute(
+            "SELECT COUNT(*), SUM(cost_pico), SUM(saved_pico) FROM requests"
+        ).fetchone()
+    pico = Decimal(10) ** 12
+    ledger_cost = float(Decimal(cost_pico or 0) / pico)
+    acc = float(np.mean(quality))
+    ref = offline.singles[GPT4]
+    print(f"\n== End to end: thrifty serve + MBPP cascade on answer signals + replay models ({n} requests, {elapsed:.1f}s) ==")
+    print(
+        f"ledger total cost ${ledger_cost:.6f} ({ledger_cost / ref.cost:.1%} of {GPT4}'s) vs offline "
+        f"${offline.calibrated.cost:.6f}; served accuracy {acc:.4f} vs offline {offline.calibrated.quality:.4f}; "
+        f"route saving in the ledger ${float(Decimal(saved_pico or 0) / pico):.6f}; answers not matching the recording: {mismatched}"
+    )
+    ok = (
+        n == len(examples)
+        and abs(ledger_cost - offline.calibrated.cost) < 1e-6
+        and abs(acc - offline.calibrated.quality) < 1e-12
+        and mismatched == 0
+    )
+    print(f"end-to-end equals offline: {'YES' if ok else 'NO'}")
+    return ok
