@@ -4,9 +4,11 @@ Two ways to judge a cheap answer. With a `signals` artifact (`thrifty router tra
 each stage calls its models at once (and `samples` answers of each), and a scorer reads signals
 from the answers themselves (`thrifty.routing.signals`: agreement, verifiers, logprobs); the
 best answer is served when it clears the threshold, else the next stage is called; every
-answer is paid for, and those not served stay in the side cost. Without one, a scorer reads (prompt, answer) and predicts P(good answer); it is trained like the router
-(one logistic regression per tier model on MiniLM + structural features of the pair), from
-labeled data with recorded responses. A provider's token logprobs, when it returns them, are a
+answer is paid for, and those not served stay in the side cost.
+
+Without one, a scorer reads (prompt, answer) and predicts P(good answer); it is trained like
+the router (one logistic regression per tier model on MiniLM + structural features of the
+pair), from labeled data with recorded responses. A provider's token logprobs, when it returns them, are a
 second signal: a mean logprob under `min_mean_logprob` rejects the answer. In both ways the
 route's own verifiers (`verify`: a final number, a regex, a JSON schema, tests run against the
 answer's code in the sandbox) reject an answer that fails them. Every rejected

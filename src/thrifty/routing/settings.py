@@ -108,6 +108,8 @@ class CascadeSettings(_Strict):
             raise ValueError("cascade: give at least two `tiers`, or a `signals` artifact")
         if self.signals is not None and self.scorer is not None:
             raise ValueError("cascade: give either `scorer` or `signals`, not both")
+        if self.signals is not None and self.tiers:
+            raise ValueError("cascade: the `signals` artifact names its stages; leave out `tiers`")
         return self
 
 
