@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import pickle
 import time
 from collections.abc import Sequence
@@ -97,15 +98,20 @@ def recorded_signals(
     examples: Sequence[Example], pool: Sequence[str], kind: str = "auto", cache: SignalCache | None = None
 ) -> list[PoolSignals]:
     """The signals of each example's recorded answers of `pool` (code runs in the sandbox; the
-    `cache`, keyed by (example id, pool), keeps what was computed for a re-run)."""
+    `cache`, keyed by example and pool, keeps what was computed for a re-run)."""
     cache = cache if cache is not None else {}
     key_pool = (*pool, f"kind={kind}")
-    todo = [ex for ex in examples if (ex.id, key_pool) not in cache]
+
+    def key(ex: Example) -> str:  # the id and a digest of what the signals read: a stale entry never matches
+        texts = [ex.text] + [ex.candidates[m].response or "" for m in pool]
+        return f"{ex.id}:{hashlib.sha256(chr(0).join(texts).encode()).hexdigest()[:16]}"
+
+    todo = [ex for ex in examples if (key(ex), key_pool) not in cache]
 
     async def run() -> None:
         for ex in todo:
             answers = [Answer(m, ex.candidates[m].response, ex.candidates[m].mean_logprob) for m in pool]
-            cache[(ex.id, key_pool)] = await pool_signals(answers, kind, ex.text)
+            cache[(key(ex), key_pool)] = await pool_signals(answers, kind, ex.text)
 
     if todo:
         try:
@@ -115,7 +121,7 @@ def recorded_signals(
         else:  # called from a coroutine: run the sandbox calls on a loop of their own
             with concurrent.futures.ThreadPoolExecutor(1) as pool_:
                 pool_.submit(asyncio.run, run()).result()
-    return [cache[(ex.id, key_pool)] for ex in examples]
+    return [cache[(key(ex), key_pool)] for ex in examples]
 
 
 def _stage_features(
