@@ -44,6 +44,8 @@ def test_config_checks() -> None:
         CascadeConfig([["a"]])
     with pytest.raises(ValueError, match="one stage only"):
         CascadeConfig([["a"], ["a"]])
+    with pytest.raises(ValueError, match="unknown kind 'json'"):
+        CascadeConfig([["a"], ["b"]], "json")
 
 
 @pytest.fixture(scope="module")

@@ -40,13 +40,17 @@ from thrifty.routing.learned import (
     label_matrices,
 )
 from thrifty.routing.policy import Point, cheapest_meeting, outcome
-from thrifty.routing.signals import Answer, PoolSignals, SignalScorer, pool_features, pool_signals
+from thrifty.routing.signals import KINDS, Answer, PoolSignals, SignalScorer, pool_features, pool_signals
 from thrifty.routing.uncertainty import reach_rates, resample_counts
 
 __all__ = [
     "CascadeArtifact",
     "CascadeConfig",
+    "SignalCache",
+    "calibrate_cascade",
+    "calibrate_on",
     "evaluate_cascade",
+    "is_cascade_artifact",
     "load_cascade",
     "parse_stages",
     "recorded_signals",
@@ -70,6 +74,8 @@ class CascadeConfig:
     def __post_init__(self) -> None:
         if len(self.stages) < 2 or any(not s for s in self.stages):
             raise ValueError("a cascade needs at least two non-empty stages")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; known: {', '.join(KINDS)}")
         flat = [m for s in self.stages for m in s]
         if len(set(flat)) != len(flat):
             raise ValueError("a model may appear in one stage only")

@@ -6,8 +6,9 @@ one) and describe each answer:
 
 - agreement with each other answer of the pool: same final number (maths), same return values
   on the answers' own example inputs (code, run in the sandbox), or word overlap (prose);
-- format verifiers: a final number, an integer one, worked calculations that recompute;
-  for code, whether the entry function runs on the inputs;
+- format verifiers: a final number, an integer one, worked calculations that recompute, the
+  share of the question's numbers the answer works with; for code, whether the entry function
+  runs on the inputs;
 - the provider's mean token logprob, where it returned one;
 - which model wrote the answer (a prior).
 
@@ -24,7 +25,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,9 @@ from thrifty.routing.execution import Behaviour, agreement_matrix, behaviours
 
 __all__ = [
     "KINDS",
+    "VERIFIER_FEATURES",
     "Answer",
+    "PoolSignals",
     "SignalScorer",
     "answer_kind",
     "check_format",
@@ -42,7 +45,6 @@ __all__ = [
     "pool_signals",
 ]
 
-Kind = Literal["auto", "code", "numeric", "text"]
 KINDS: tuple[str, ...] = ("auto", "code", "numeric", "text")
 _WORD = re.compile(r"[a-z0-9]+")
 
