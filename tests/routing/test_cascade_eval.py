@@ -127,3 +127,10 @@ def test_recorded_logprobs_are_a_signal_the_scorer_learns(tmp_path: Path) -> Non
     auc = float((p[q == 1][:, None] > p[q == 0][None, :]).mean())
     assert auc > 0.97 and p[q == 1].mean() > 0.8 > 0.2 > p[q == 0].mean()
     assert art.calibration is not None and art.calibration.met
+
+
+def test_auto_kind_is_settled_once_on_the_training_data(gsm8k: tuple[list[Example], list[Example]]) -> None:
+    """Some GSM8K answers end on no number; "auto" still gives every prompt the same features."""
+    train, _ = gsm8k
+    art, _ = train_cascade(train[:200], CascadeConfig([[MIXTRAL], [GPT4]]), target=0.9)
+    assert art.config.kind == "numeric" and art.scorers[0].kind == "numeric"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import hashlib
 import pickle
 import time
@@ -40,7 +41,15 @@ from thrifty.routing.learned import (
     label_matrices,
 )
 from thrifty.routing.policy import Point, cheapest_meeting, outcome
-from thrifty.routing.signals import KINDS, Answer, PoolSignals, SignalScorer, pool_features, pool_signals
+from thrifty.routing.signals import (
+    KINDS,
+    Answer,
+    PoolSignals,
+    SignalScorer,
+    answer_kind,
+    pool_features,
+    pool_signals,
+)
 from thrifty.routing.uncertainty import reach_rates, resample_counts
 
 __all__ = [
@@ -396,6 +405,9 @@ def train_cascade(
         x_prompt = x_prompt[[i for i, ex in enumerate(examples) if id(ex) in keep]]
     if len(usable) < 2 * folds:
         raise ValueError(f"too few examples with recorded answers of {config.describe()} ({len(usable)})")
+    if config.kind == "auto":  # one kind for every prompt: the features of each kind differ
+        kinds = [answer_kind([ex.candidates[m].response for m in config.stages[0]]) for ex in usable]
+        config = dataclasses.replace(config, kind=max(set(kinds), key=kinds.count))
     reference = reference or config.stages[-1][-1]
     if any(reference not in ex.candidates for ex in usable):
         raise ValueError(f"the reference model {reference!r} is missing from some examples")
