@@ -10,6 +10,9 @@
    published router: 54%).
    Also: a two-tier cascade (gpt-3.5 -> gpt-4) whose scorer reads the cheap answer.
    Also (no target): GSM8K with the same protocol as MMLU.
+3b. Cascades that read the answers (`benchmarks/routing_cascade.py`): RouterBench MBPP (target:
+   >= 100% of gpt-4's test accuracy at <= 30% of its cost) and GSM8K on the same 80/20 split
+   (target: >= 95% of GPT-4's accuracy at <= 50% of its cost), settings chosen out of fold on train.
 3. End to end (`--e2e`): `thrifty serve` with the router and the replay provider over MBPP
    test; the ledger's total cost and the served answers' accuracy against the offline figures.
 
@@ -250,12 +253,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--data", type=Path, default=default_data)
     ap.add_argument("--out", type=Path, default=root / "out" / "routing")
-    ap.add_argument("--only", choices=["mbpp", "cascade", "mmlu", "gsm8k", "e2e"], action="append")
+    ap.add_argument(
+        "--only",
+        choices=["mbpp", "cascade", "mmlu", "gsm8k", "signals-mbpp", "signals-gsm8k", "e2e", "signals-e2e"],
+        action="append",
+    )
     ap.add_argument("--e2e", action="store_true", help="also run the end-to-end check through thrifty serve")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     embed = cached_embed(args.out)
-    todo = args.only or ["mbpp", "cascade", "mmlu", "gsm8k"] + (["e2e"] if args.e2e else [])
+    todo = args.only or ["mbpp", "cascade", "mmlu", "gsm8k", "signals-mbpp", "signals-gsm8k"] + (
+        ["e2e", "signals-e2e"] if args.e2e else []
+    )
     if "mbpp" in todo:
         mbpp(args.data, embed, args.out)
     if "cascade" in todo:
@@ -264,8 +273,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         mmlu(args.data, embed, args.out)
     if "gsm8k" in todo:
         gsm8k(args.data, embed, args.out)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if "signals-mbpp" in todo or "signals-gsm8k" in todo:
+        from routing_cascade import gsm8k_signals, mbpp_signals  # type: ignore[import-not-found]
+
+        if "signals-mbpp" in todo:
+            mbpp_signals(args.data, embed, args.out)
+        if "signals-gsm8k" in todo:
+            gsm8k_signals(args.data, embed, args.out)
+    if "signals-e2e" in todo:
+        from routing_cascade import e2e_cascade
+
+        e2e_cascade(args.data, args.out)
     if "e2e" in todo:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from routing_e2e import run_e2e  # type: ignore[import-not-found]
 
         run_e2e(args.out)

@@ -140,3 +140,40 @@ def test_calibrate_with_a_cost_cap_and_a_confidence(converted: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "asked for 80%" in res.output
+
+
+def test_cascade_train_calibrate_eval(routing_data: Path, tmp_path: Path) -> None:
+    """The same three commands on a cascade over answer signals (GSM8K: Mixtral, then GPT-4)."""
+    from thrifty.routing.datasets import convert_routellm_gsm8k
+    from thrifty.routing.labeled import write_labeled
+
+    examples = convert_routellm_gsm8k(routing_data / "routellm_gsm8k_responses.csv").examples
+    write_labeled(examples[:300], tmp_path / "train.jsonl")
+    write_labeled(examples[300:450], tmp_path / "val.jsonl")
+    runner = CliRunner()
+    art = tmp_path / "cascade.pkl"
+    stages = "mistralai/Mixtral-8x7B-Instruct-v0.1>gpt-4-1106-preview"
+    res = runner.invoke(
+        router,
+        ["train", "--data", str(tmp_path / "train.jsonl"), "-o", str(art), "--cascade", stages]
+        + ["--kind", "numeric", "--target", "0.9", "--max-cost", "0.6"],
+    )
+    assert res.exit_code == 0, res.output
+    assert f"stages {stages.replace('>', ' > ')}" in res.output and "out-of-fold calibration of the accept threshold" in res.output
+    res = runner.invoke(
+        router,
+        ["calibrate", "--router", str(art), "--data", str(tmp_path / "val.jsonl"), "--target", "0.85"]
+        + ["--write", str(tmp_path / "cal.pkl")],
+    )
+    assert res.exit_code == 0, res.output
+    assert "config: route: {cascade: {signals:" in res.output and (tmp_path / "cal.pkl").exists()
+    res = runner.invoke(
+        router,
+        ["eval", "--router", str(tmp_path / "cal.pkl"), "--data", str(tmp_path / "val.jsonl")]
+        + ["--plot", str(tmp_path / "c.png"), "--json", str(tmp_path / "c.json")],
+    )
+    assert res.exit_code == 0, res.output
+    figures = json.loads((tmp_path / "c.json").read_text())
+    assert figures["calibrated_policy"] == "cascade accept" and "cascade" in figures["apgr"]
+    assert figures["calibrated"]["quality"] >= 0.85 * figures["singles"]["gpt-4-1106-preview"]["quality"]
+    assert (tmp_path / "c.png").stat().st_size > 0

@@ -1,9 +1,17 @@
 """Cascade routing: ask the cheap model first and pay for the strong one only when needed.
 
-A scorer reads (prompt, answer) and predicts P(good answer); it is trained like the router
-(one logistic regression per tier model on MiniLM + structural features of the pair), from
-labeled data with recorded responses. A provider's token logprobs, when it returns them, are a
-second signal: a mean logprob under `min_mean_logprob` rejects the answer. Every rejected
+Two ways to judge a cheap answer. With a `signals` artifact (`thrifty router train --cascade`),
+each stage calls its models at once (and `samples` answers of each), and a scorer reads signals
+from the answers themselves (`thrifty.routing.signals`: agreement, verifiers, logprobs); the
+best answer is served when it clears the threshold, else the next stage is called; every
+answer is paid for, and those not served stay in the side cost.
+
+Without one, a scorer reads (prompt, answer) and predicts P(good answer); it is trained like
+the router (one logistic regression per tier model on MiniLM + structural features of the
+pair), from labeled data with recorded responses. A provider's token logprobs, when it returns them, are a
+second signal: a mean logprob under `min_mean_logprob` rejects the answer. In both ways the
+route's own verifiers (`verify`: a final number, a regex, a JSON schema, tests run against the
+answer's code in the sandbox) reject an answer that fails them. Every rejected
 attempt is an escalation; its model, score and cost go to `ctx.route_decision.escalations`.
 
 Tier attempts other than the last are side calls (`gateway.call_model`), which the ledger
@@ -16,20 +24,24 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from thrifty.errors import UpstreamError
 from thrifty.protocol.view import answer_text, request_text
+from thrifty.routing.execution import run_tests
 from thrifty.routing.features import Embed, FeatureSpec, featurize, pair_text
 from thrifty.routing.labeled import Example, data_hash
 from thrifty.routing.learned import RouterArtifact, _folds, fit_candidate
 from thrifty.routing.settings import CascadeSettings
+from thrifty.routing.signals import Answer, check_format, pool_signals
 from thrifty.types import Context, Handler, Reply, RouteDecision
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
+    from thrifty.routing.cascade_eval import CascadeArtifact
 
 
 
@@ -47,13 +59,29 @@ def mean_logprob(reply: Reply) -> float | None:
 
 
 class Cascade:
-    """Runs one request through the tiers of a route's cascade."""
+    """Runs one request through the tiers (or, with a signals artifact, the stages) of a route's cascade."""
 
-    def __init__(self, gateway: Gateway, settings: CascadeSettings, scorer: RouterArtifact | None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        settings: CascadeSettings,
+        scorer: RouterArtifact | None,
+        signals: CascadeArtifact | None = None,
+    ) -> None:
         self.gateway = gateway
         self.settings = settings
         self.scorer = scorer
-        self.tiers = list(settings.tiers)
+        self.signals = signals
+        if signals is not None:
+            if len(signals.config.stages[-1]) != 1:
+                raise ValueError("a served cascade's last stage must be one model (called through the pipeline)")
+            self.tiers = signals.config.models
+            cal = signals.calibration
+            default = cal.knob if cal is not None else 0.5
+        else:
+            self.tiers = list(settings.tiers)
+            default = 0.5
+        self.accept = settings.accept if settings.accept is not None else default
 
     def score(self, model: str, prompt: str, answer: str) -> float | None:
         if self.scorer is None or model not in self.scorer.candidates:
@@ -61,10 +89,29 @@ class Cascade:
         x = featurize([pair_text(prompt, answer)], self.scorer.spec)
         return float(self.scorer.predict_features(x)[0, self.scorer.candidates.index(model)])
 
+    async def rejected(self, reply: Reply, answer: str) -> list[str]:
+        """Why an answer may not be served: the logprob floor and the route's verifiers."""
+        reasons = []
+        lp = mean_logprob(reply)
+        if lp is not None and self.settings.min_mean_logprob is not None and lp < self.settings.min_mean_logprob:
+            reasons.append(f"mean logprob {lp:.3f} < {self.settings.min_mean_logprob}")
+        v = self.settings.verify
+        if v is not None:
+            why = check_format(answer, regex=v.regex, json_schema=v.json_schema, numeric=v.numeric)
+            if why is not None:
+                reasons.append(why)
+            if v.tests is not None:
+                passed = await run_tests(answer, v.tests)
+                if passed is not True:
+                    reasons.append("no code to test" if passed is None else "fails the route's tests")
+        return reasons
+
     async def run(self, ctx: Context, next: Handler, unavailable: Callable[[str], str | None]) -> Reply:
         decision = ctx.route_decision
         if decision is None:  # called outside the route lever (tests, simulations)
             decision = ctx.route_decision = RouteDecision(ctx.requested_model, self.tiers[0], "cascade")
+        if self.signals is not None:
+            return await self._run_stages(ctx, next, unavailable, self.signals, decision)
         escalations = decision.escalations
         prompt = request_text(ctx.body)
         body = {k: v for k, v in ctx.body.items() if k not in ("stream", "stream_options")}
@@ -85,15 +132,9 @@ class Cascade:
             answer = answer_text(reply.body)
             score = await asyncio.to_thread(self.score, tier, prompt, answer)
             lp = mean_logprob(reply)
-            reasons = []
-            if score is not None and score < self.settings.accept:
-                reasons.append(f"score {score:.3f} < {self.settings.accept}")
-            if (
-                lp is not None
-                and self.settings.min_mean_logprob is not None
-                and lp < self.settings.min_mean_logprob
-            ):
-                reasons.append(f"mean logprob {lp:.3f} < {self.settings.min_mean_logprob}")
+            reasons = await self.rejected(reply, answer)
+            if score is not None and score < self.accept:
+                reasons.insert(0, f"score {score:.3f} < {self.accept}")
             if not reasons:
                 ctx.side_cost -= cost  # the accepted side call's cost is the request's own
                 ctx.target_model = tier
@@ -114,6 +155,89 @@ class Cascade:
             )
         ctx.target_model = self.tiers[-1]
         decision.cascade = {"accepted": self.tiers[-1]}
+        return await next(ctx)
+
+    async def _ask(
+        self, ctx: Context, model: str, body: dict[str, Any], sample: int, unavailable: Callable[[str], str | None]
+    ) -> tuple[Reply | None, str | None]:
+        """One answer of a stage: (reply, None) or (None, why there is none)."""
+        why = unavailable(model)
+        if why is not None:
+            return None, why
+        if sample > 0:  # an extra sample: the same request, sampled
+            body = {**body, "temperature": self.settings.sample_temperature}
+        try:
+            reply = await self.gateway.call_model(ctx, model, body)
+        except UpstreamError as exc:
+            return None, f"error {exc.status}"
+        if not reply.ok:
+            return None, f"error {reply.status}"
+        return reply, None
+
+    async def _run_stages(
+        self, ctx: Context, next: Handler, unavailable: Callable[[str], str | None], art: CascadeArtifact,
+        decision: RouteDecision,
+    ) -> Reply:
+        escalations = decision.escalations
+        prompt = request_text(ctx.body)
+        body = {k: v for k, v in ctx.body.items() if k not in ("stream", "stream_options")}
+        prior = await asyncio.to_thread(art.prior, [prompt])
+        answers: list[Answer] = []
+        replies: list[Reply | None] = []
+        gates: list[list[str]] = []
+        for s, scorer in enumerate(art.scorers):
+            stage = art.config.stages[s]
+            asks = [(m, k) for m in stage for k in range(self.settings.samples)]
+            got = await asyncio.gather(*(self._ask(ctx, m, body, k, unavailable) for m, k in asks))
+            fresh: list[tuple[Reply, str] | None] = []
+            for (m, _), (reply, why) in zip(asks, got, strict=True):
+                text = answer_text(reply.body) if reply is not None else None
+                answers.append(Answer(m, text, mean_logprob(reply) if reply is not None else None))
+                replies.append(reply)
+                fresh.append(None if reply is None or text is None else (reply, text))
+                gates.append([why or "no answer"])
+            checked = await asyncio.gather(*(self.rejected(*f) for f in fresh if f is not None))
+            at = len(gates) - len(fresh)
+            for j, f in enumerate(fresh):
+                if f is not None:
+                    gates[at + j] = checked.pop(0)
+            sig = await pool_signals(answers, art.config.kind, prompt)
+            last = art.config.models[-1]
+            pri = None
+            if prior is not None:
+                cols = art.config.models
+                pri = [(float(prior[0, cols.index(a.model)]), float(prior[0, cols.index(last)])) for a in answers]
+            _, _, ps = await asyncio.to_thread(scorer.best, answers, sig, prompt, pri)
+            ps = np.where([bool(g) for g in gates], 0.0, ps)
+            i = int(np.argmax(ps))
+            stage_cost = sum((r.cost for r in replies[len(replies) - len(asks) :] if r is not None), Decimal(0))
+            chosen = replies[i]
+            if chosen is not None and not gates[i] and ps[i] >= self.accept:
+                ctx.side_cost -= chosen.cost  # the served answer's cost is the request's own
+                ctx.target_model = answers[i].model
+                decision.cascade = {
+                    "accepted": answers[i].model,
+                    "stage": s,
+                    "score": round(float(ps[i]), 4),
+                    "answers": len(answers),
+                    "signals": sig.kind,
+                    # paid for and not served: the route's saving is net of it
+                    "unserved_cost": str(stage_cost - chosen.cost),
+                }
+                return chosen
+            escalations.append(
+                {
+                    "stage": s,
+                    "models": stage,
+                    "answers": len(asks),
+                    "best": answers[i].model,
+                    "score": round(float(ps[i]), 4),
+                    "reason": "; ".join(gates[i]) or f"score {ps[i]:.3f} < {self.accept}",
+                    "cost": str(stage_cost),
+                }
+            )
+        ctx.target_model = self.tiers[-1]
+        decision.cascade = {"accepted": self.tiers[-1], "stage": len(art.scorers)}
         return await next(ctx)
 
 

@@ -136,6 +136,22 @@ def convert_cmd(fmt: str, source: str, output: str, prices: tuple[str, ...]) -> 
 )
 @_cost_and_confidence
 @click.option("--scorer", is_flag=True, help="train a cascade scorer on (prompt, recorded response) instead")
+@click.option(
+    "--cascade",
+    "stages",
+    default=None,
+    metavar="A,B>C",
+    help="train a cascade on answer signals instead: stages of models asked at once, '>' between "
+    "stages (e.g. 'gpt-4o-mini,claude-3-haiku>gpt-4o'); the threshold is calibrated for --target",
+)
+@click.option(
+    "--kind",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "code", "numeric", "text"]),
+    help="with --cascade: how answers are compared (code runs in the sandbox)",
+)
+@click.option("--prior", is_flag=True, help="with --cascade: the scorers also read a prompt-only router's P(good)")
 def train_cmd(
     data: str,
     output: str,
@@ -148,8 +164,11 @@ def train_cmd(
     max_cost: float | None,
     confidence: float | None,
     scorer: bool,
+    stages: str | None,
+    kind: str,
+    prior: bool,
 ) -> None:
-    """Train a router (or a cascade scorer) and write a versioned artifact."""
+    """Train a router (or a cascade scorer, or a cascade on answer signals) and write a versioned artifact."""
     from thrifty.routing.calibrate import describe
     from thrifty.routing.features import FeatureSpec
 
@@ -157,6 +176,9 @@ def train_cmd(
 
     examples = _load(data)
     names = [c.strip() for c in candidates.split(",")] if candidates else None
+    if stages is not None:
+        _train_cascade(examples, stages, kind, prior, output, target, reference, max_cost, confidence)
+        return
     try:
         if scorer:
             from thrifty.routing.cascade import train_scorer
@@ -218,7 +240,11 @@ def calibrate_cmd(
 ) -> None:
     """Pick the setting that meets a quality target on validation data and state its cost."""
     from thrifty.routing.calibrate import apply, calibrate, describe
+    from thrifty.routing.cascade_eval import is_cascade_artifact
 
+    if is_cascade_artifact(router_path):
+        _calibrate_cascade(router_path, data, target, max_cost, confidence, write_to)
+        return
     art = _artifact(router_path)
     examples = _load(data)
     p = art.predict([ex.text for ex in examples])
@@ -251,12 +277,15 @@ def eval_cmd(router_path: str, data: str, plot_path: str, json_path: str | None)
     """Cost-quality of the router vs each model, random routing and the oracle (table + PNG)."""
     from rich.console import Console
 
+    from thrifty.routing.cascade_eval import evaluate_cascade, is_cascade_artifact
     from thrifty.routing.evaluate import evaluate, plot, render_table
 
-    art = _artifact(router_path)
     examples = _load(data)
     try:
-        rep = evaluate(art, examples)
+        if is_cascade_artifact(router_path):
+            rep = evaluate_cascade(_cascade(router_path), examples)
+        else:
+            rep = evaluate(_artifact(router_path), examples)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     Console().print(render_table(rep))
@@ -264,3 +293,65 @@ def eval_cmd(router_path: str, data: str, plot_path: str, json_path: str | None)
     click.echo(f"plot: {plot_path}")
     if json_path:
         Path(json_path).write_text(json.dumps(rep.to_dict(), indent=2))
+
+
+# -- cascades on answer signals (thrifty.routing.cascade_eval) --------------------------------
+
+
+def _cascade(path: str) -> Any:
+    from thrifty.routing.cascade_eval import load_cascade
+    from thrifty.routing.learned import ArtifactError
+
+    try:
+        return load_cascade(path)
+    except ArtifactError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _train_cascade(
+    examples: list[Example],
+    stages: str,
+    kind: str,
+    prior: bool,
+    output: str,
+    target: float,
+    reference: str | None,
+    max_cost: float | None,
+    confidence: float | None,
+) -> None:
+    from thrifty.routing.calibrate import describe
+    from thrifty.routing.cascade_eval import CascadeConfig, parse_stages, train_cascade
+
+    try:
+        config = CascadeConfig(parse_stages(stages), kind)
+        art, _ = train_cascade(
+            examples, config, reference=reference, target=target, max_cost=max_cost, confidence=confidence, prior=prior
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    art.save(output)
+    click.echo(f"wrote cascade {output}: {art.n_examples} examples, stages {config.describe()}")
+    click.echo(f"data sha256 {art.data_hash[:16]}..., scikit-learn {art.sklearn_version}")
+    click.echo("out-of-fold calibration of the accept threshold: " + describe(art.calibration, target))
+
+
+def _calibrate_cascade(
+    path: str, data: str, target: float, max_cost: float | None, confidence: float | None, write_to: str | None
+) -> None:
+    from dataclasses import replace
+
+    from thrifty.routing.calibrate import describe
+    from thrifty.routing.cascade_eval import calibrate_on
+
+    art = _cascade(path)
+    try:
+        cal = calibrate_on(art, _load(data), target, max_cost=max_cost, confidence=confidence)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(describe(cal, target))
+    if not cal.met:
+        sys.exit(1)
+    click.echo(f"config: route: {{cascade: {{signals: {path}, accept: {cal.knob:g}}}}}")
+    if write_to:
+        replace(art, calibration=cal).save(write_to)
+        click.echo(f"wrote {write_to}")

@@ -42,11 +42,15 @@ class Candidate:
     quality: float
     cost: Decimal
     response: str | None = None
+    #: the provider's mean token logprob of the response, where it was recorded (a cascade signal)
+    mean_logprob: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"quality": self.quality, "cost": _decimal_json(self.cost)}
         if self.response is not None:
             out["response"] = self.response
+        if self.mean_logprob is not None:
+            out["mean_logprob"] = self.mean_logprob
         return out
 
 
@@ -139,7 +143,10 @@ def parse_example(obj: Any) -> Example:
         resp = c.get("response")
         if resp is not None and not isinstance(resp, str):
             raise ValueError(f"candidate {model!r}: response must be a string")
-        out[str(model)] = Candidate(float(q), cost, resp)
+        lp = c.get("mean_logprob")
+        if lp is not None and (isinstance(lp, bool) or not isinstance(lp, int | float)):
+            raise ValueError(f"candidate {model!r}: mean_logprob must be a number")
+        out[str(model)] = Candidate(float(q), cost, resp, None if lp is None else float(lp))
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
         raise ValueError('"meta" must be an object')

@@ -15,7 +15,7 @@ route:
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -59,15 +59,58 @@ class Rule(_Strict):
     model: str = Field(min_length=1)
 
 
+class VerifySettings(_Strict):
+    """Checks a route supplies for its answers; an answer that fails one is not accepted."""
+
+    #: the answer must end on a number
+    numeric: bool = False
+    #: a Python regular expression the answer must contain (searched, DOTALL)
+    regex: str | None = None
+    #: a JSON schema the answer (or its fenced JSON block) must validate against
+    json_schema: dict[str, Any] | None = None
+    #: Python asserts the answer's code must pass, run in the sandbox (thrifty.evals.sandbox)
+    tests: str | None = None
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+
 class CascadeSettings(_Strict):
-    #: models from cheapest to strongest; the last one's answer is always accepted
-    tiers: list[str] = Field(min_length=2)
+    #: models from cheapest to strongest; the last one's answer is always accepted (with
+    #: `signals`, the artifact's stages replace them)
+    tiers: list[str] = Field(default_factory=list)
     #: scorer artifact (`thrifty router train --scorer`); without it only logprobs decide
     scorer: str | None = None
-    #: accept an answer whose predicted P(good) is at least this
-    accept: float = Field(default=0.5, ge=0, le=1)
+    #: cascade artifact (`thrifty router train --cascade`): stages of models called at once,
+    #: scored on signals from their answers (agreement, verifiers, logprobs)
+    signals: str | None = None
+    #: answers asked of each model of a signals stage (more than one: extra samples, at
+    #: `sample_temperature`; every one is paid for as side cost)
+    samples: int = Field(default=1, ge=1, le=8)
+    sample_temperature: float = Field(default=0.7, ge=0, le=2)
+    #: accept an answer whose predicted P(good) is at least this (default: the signals
+    #: artifact's calibrated threshold, else 0.5)
+    accept: float | None = Field(default=None, ge=0, le=1)
     #: reject an answer whose mean token logprob is below this (when the provider returns them)
     min_mean_logprob: float | None = None
+    verify: VerifySettings | None = None
+
+    @model_validator(mode="after")
+    def _stages(self) -> CascadeSettings:
+        if self.signals is None and len(self.tiers) < 2:
+            raise ValueError("cascade: give at least two `tiers`, or a `signals` artifact")
+        if self.signals is not None and self.scorer is not None:
+            raise ValueError("cascade: give either `scorer` or `signals`, not both")
+        if self.signals is not None and self.tiers:
+            raise ValueError("cascade: the `signals` artifact names its stages; leave out `tiers`")
+        return self
 
 
 class RouteSettings(_Strict):

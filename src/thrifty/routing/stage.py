@@ -106,6 +106,17 @@ def make_plan(gateway: Gateway, route_name: str, artifacts: dict[str, RouterArti
         from thrifty.routing.cascade import Cascade
 
         _check_models(s.cascade.tiers, config, where + ".cascade")
+        signals = None
+        if s.cascade.signals:  # a cascade over stages, scored on its answers' signals
+            from thrifty.routing.cascade_eval import load_cascade
+
+            try:
+                signals = load_cascade(s.cascade.signals)
+            except ArtifactError as exc:
+                raise ConfigError(f"{where}.cascade: {exc}") from None
+            if len(signals.config.stages[-1]) != 1:
+                raise ConfigError(f"{where}.cascade: the last stage of {s.cascade.signals} must be one model")
+            _check_models(signals.config.models, config, where + ".cascade.signals")
         scorer = None
         if s.cascade.scorer:
             try:
@@ -118,7 +129,7 @@ def make_plan(gateway: Gateway, route_name: str, artifacts: dict[str, RouterArti
                 raise ConfigError(
                     f"{where}.cascade: the scorer {s.cascade.scorer} has no model for tiers: {', '.join(lacking)}"
                 )
-        plan.cascade = Cascade(gateway, s.cascade, scorer)
+        plan.cascade = Cascade(gateway, s.cascade, scorer, signals)
     return plan
 
 
@@ -305,7 +316,10 @@ class RouteStage(Lever[RouteSettings]):
             )
             return
         escalated = decision.escalation_cost() if decision is not None else Decimal(0)
-        saving = would - actual - escalated
+        # Answers a cascade stage asked for beside the one it served (extra samples, other models).
+        cascade = decision.cascade if decision is not None else None
+        unserved = Decimal(str((cascade or {}).get("unserved_cost", 0)))
+        saving = would - actual - escalated - unserved
         if decision is not None:
             decision.counterfactual_model = counterfactual
         ctx.save(NAME, saving)
