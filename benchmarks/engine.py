@@ -14,7 +14,8 @@ For each model (both bundled ones by default) the script runs, side by side and 
 at batch 1 (one request) and batch 8 (eight concurrent requests); each side's tokens/s
 counts every output token from submission to the last one (prefill included, the same short
 prompts on both sides). The headline is the engine's tokens/s as a fraction of the bare
-loop's, per round and their median.
+loop's, per round and their median; the same fraction per CPU-second each process used is
+printed too, since on a shared machine it moves less with the neighbours' load.
 
 It also prints the CPU (model, SIMD features, what llama.cpp was built to use), and the
 machine's bounds for one decode step of B sequences:
@@ -23,6 +24,9 @@ machine's bounds for one decode step of B sequences:
   one thread; the weights are read once per step whatever B is);
 - compute: llama.cpp's own arithmetic rate, measured on a 256-token prefill (where it is
   compute-bound), divided by 2 x parameters FLOPs per generated token.
+
+With `--ttft`, the time to first token of the 30 smoke questions (`examples/evals/local-smoke.jsonl`)
+through zero-config `thrifty serve`, asked one at a time.
 
 With `--gateway`, it measures the thread-count default: `thrifty serve` with the default
 (every core but one) and with every core, both running, loaded in alternation through HTTP
@@ -53,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from thrifty.engine.model_files import BUILTIN_MODELS, GEMMA3, SMOLLM2, resolve_model_path
+from thrifty.engine.model_files import BUILTIN_MODELS, DEFAULT_BUILTIN, GEMMA3, SMOLLM2, resolve_model_path
 from thrifty.engine.runtime import LocalEngine
 from thrifty.engine.sampling import SamplingParams
 from thrifty.engine.scheduler import Done
@@ -213,8 +217,10 @@ def _bare_role(path: str, threads: int, n_ctx: int, n_seq: int, capacity: int) -
     for line in sys.stdin:
         job = json.loads(line)
         if job["cmd"] == "generate":
+            cpu = time.process_time()
             outputs, seconds = loop.generate(job["prompts"], job["max_tokens"])
-            print(json.dumps({"outputs": outputs, "seconds": seconds}), flush=True)
+            cpu = time.process_time() - cpu
+            print(json.dumps({"outputs": outputs, "seconds": seconds, "cpu": cpu}), flush=True)
         elif job["cmd"] == "prefill":
             print(json.dumps({"seconds": loop.prefill_seconds(job["tokens"])}), flush=True)
         else:
@@ -283,7 +289,21 @@ def bench_model(name: str, threads: int, rounds: int, tokens: int, bw: float) ->
     capacity = engine.model.capacity
     bare = BareChild(path, threads, settings.n_ctx, 8, max(capacity, 512))
     prompts = [engine.model.tokenize(s) for s in STORY_STARTS]
+    in_decode = [0.0]  # seconds the engine thread spent inside llama_decode
+    plain_decode = engine.model.decode
+
+    def timed_decode() -> int:
+        t = time.perf_counter()
+        try:
+            return plain_decode()
+        finally:
+            in_decode[0] += time.perf_counter() - t
+
+    engine.model.decode = timed_decode  # type: ignore[method-assign]
+    engine_seconds: dict[int, list[float]] = {}
+    decode_seconds: dict[int, list[float]] = {}
     rates: dict[tuple[str, int], list[float]] = {}
+    per_cpu: dict[tuple[str, int], list[float]] = {}  # tokens per CPU-second of the process
     same: dict[int, bool] = {}
     engine_generate(engine, prompts[:1], 8)  # warm both sides up
     bare.ask({"cmd": "generate", "prompts": prompts[:1], "max_tokens": 8})
@@ -296,10 +316,16 @@ def bench_model(name: str, threads: int, rounds: int, tokens: int, bw: float) ->
                     out = bare.ask({"cmd": "generate", "prompts": ps, "max_tokens": tokens})
                     bare_tokens: list[list[int]] = out["outputs"]
                     rates.setdefault(("bare", batch), []).append(sum(map(len, bare_tokens)) / out["seconds"])
+                    per_cpu.setdefault(("bare", batch), []).append(sum(map(len, bare_tokens)) / out["cpu"])
                 else:
+                    cpu, in_decode[0] = time.process_time(), 0.0
                     dones, seconds = engine_generate(engine, ps, tokens)
+                    cpu = time.process_time() - cpu
+                    engine_seconds.setdefault(batch, []).append(seconds)
+                    decode_seconds.setdefault(batch, []).append(in_decode[0])
                     eng_tokens = [d.token_ids for d in dones]
                     rates.setdefault(("engine", batch), []).append(sum(map(len, eng_tokens)) / seconds)
+                    per_cpu.setdefault(("engine", batch), []).append(sum(map(len, eng_tokens)) / cpu)
             same[batch] = same.get(batch, True) and bare_tokens == eng_tokens
             print(f"  {name} round {r + 1} batch {batch}: bare {rates[('bare', batch)][-1]:.1f} tok/s, "
                   f"engine {rates[('engine', batch)][-1]:.1f} tok/s", file=sys.stderr, flush=True)  # fmt: skip
@@ -319,6 +345,8 @@ def bench_model(name: str, threads: int, rounds: int, tokens: int, bw: float) ->
         "weights_mb": engine.model.size_bytes / 1e6,
         "params_m": n_params / 1e6,
         "rates": {f"{side}@{b}": v for (side, b), v in rates.items()},
+        "per_cpu": {f"{side}@{b}": v for (side, b), v in per_cpu.items()},
+        "decode_share": {b: sum(decode_seconds[b]) / sum(engine_seconds[b]) for b in engine_seconds},
         "same_tokens": same,
         "prefill_tokens_s": len(prefill) / prefill_s,
         "gflops": flops_rate / 1e9,
@@ -330,8 +358,8 @@ def bench_model(name: str, threads: int, rounds: int, tokens: int, bw: float) ->
     return result
 
 
-def _ratio(res: dict[str, Any], batch: int) -> tuple[float, list[float]]:
-    eng, bare = res["rates"][f"engine@{batch}"], res["rates"][f"bare@{batch}"]
+def _ratio(res: dict[str, Any], batch: int, key: str = "rates") -> tuple[float, list[float]]:
+    eng, bare = res[key][f"engine@{batch}"], res[key][f"bare@{batch}"]
     per_round = [e / b for e, b in zip(eng, bare, strict=True)]
     return statistics.median(per_round), per_round
 
@@ -436,6 +464,37 @@ def gateway_threads(model: str, options: list[int], rounds: int, tokens: int) ->
     return out
 
 
+def zero_config_ttft(set_path: Path, tokens: int = 4) -> list[float]:
+    """Time to first token of every question of the smoke set, one at a time, through
+    `thrifty serve` with no config (the default model), in a fresh directory."""
+    questions = [json.loads(line)["request"]["messages"][0]["content"] for line in set_path.open()]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "THRIFTY_CONFIG"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "thrifty.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            asyncio.run(_wait_ready(url))
+
+            async def ask_all() -> list[float]:
+                import aiohttp
+
+                out = []
+                async with aiohttp.ClientSession() as session:
+                    await _stream(session, url, DEFAULT_BUILTIN, "Hello", tokens)  # warm-up
+                    for q in questions:
+                        out.append((await _stream(session, url, DEFAULT_BUILTIN, q, tokens))[1])
+                return out
+
+            return asyncio.run(ask_all())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -447,6 +506,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64, help="output tokens per request")
     ap.add_argument("--gateway", action="store_true", help="also measure the default thread count vs all cores through thrifty serve")
     ap.add_argument("--gateway-tokens", type=int, default=16, help="output tokens per stream in the gateway study")
+    ap.add_argument("--ttft", action="store_true", help="also time the first token of the smoke questions via zero-config serve")
     ap.add_argument("--role", choices=["bare"], help=argparse.SUPPRESS)
     ap.add_argument("--n-ctx", type=int, default=8192, help=argparse.SUPPRESS)
     ap.add_argument("--n-seq", type=int, default=8, help=argparse.SUPPRESS)
@@ -468,6 +528,8 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.gateway and cores > 1:
         gateway = gateway_threads(models[0], [default_threads(), cores], args.rounds, args.gateway_tokens)
+    smoke = Path(__file__).resolve().parents[1] / "examples" / "evals" / "local-smoke.jsonl"
+    ttfts = zero_config_ttft(smoke) if args.ttft else []
     load_after = os.getloadavg()
 
     print()
@@ -494,6 +556,10 @@ def main() -> None:
             same = "same tokens" if res["same_tokens"][batch] else "tokens differ"
             print(f"            engine {eng:.1f} tok/s = {ratio:.3f} of the bare loop "
                   f"(median of rounds: {rounds}; target >= 0.9; {same})")  # fmt: skip
+            print(f"            the engine's wall time inside llama_decode: {res['decode_share'][batch]:.3f}")
+            cpu_ratio, cpu_rounds = _ratio(res, batch, "per_cpu")
+            print(f"            per CPU-second of each process (steadier on a shared machine): "
+                  f"{cpu_ratio:.3f} ({', '.join(f'{x:.3f}' for x in cpu_rounds)})")  # fmt: skip
         b1 = statistics.median(res["rates"]["engine@1"])
         b8 = statistics.median(res["rates"]["engine@8"])
         print(f"   batching: 8 concurrent / 1 alone through the engine = {b8 / b1:.2f}x "
@@ -506,6 +572,13 @@ def main() -> None:
                   f"{statistics.median(figures['ttft@1']) * 1000:.0f} ms; 8 streams "
                   f"{statistics.median(figures['tps@8']):.1f} tok/s, first token "
                   f"{statistics.median(figures['ttft@8']) * 1000:.0f} ms")  # fmt: skip
+
+    if ttfts:
+        ttfts.sort()
+        print()
+        print(f"== zero-config thrifty serve, {DEFAULT_BUILTIN}: first token of the {len(ttfts)} smoke questions, one at a time ==")
+        print(f"   median {statistics.median(ttfts) * 1000:.0f} ms, p90 {ttfts[int(0.9 * (len(ttfts) - 1))] * 1000:.0f} ms, "
+              f"max {ttfts[-1] * 1000:.0f} ms; target <= 500 ms")  # fmt: skip
 
 
 if __name__ == "__main__":
