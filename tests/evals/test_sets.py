@@ -61,3 +61,11 @@ def test_the_shipped_example_set_is_clean() -> None:
     assert {i.grader["type"] for i in s.items} == {
         "normalized", "numeric", "choice", "regex", "json_schema", "code", "embedding", "judge",
     }  # fmt: skip
+
+
+def test_the_local_models_smoke_set_is_clean() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "evals" / "local-smoke.jsonl"
+    s = load_set(example)
+    assert not s.problems and len(s.items) == 30
+    assert {i.id.split("-")[0] for i in s.items} == {"fact", "math", "do", "fmt"}
+    assert all(i.request.get("temperature") == 0 for i in s.items)  # a figure that reruns the same

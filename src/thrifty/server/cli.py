@@ -37,12 +37,13 @@ def is_loopback(host: str) -> bool:
 
 
 def default_config() -> Config:
-    """The zero-config gateway: the embedded local model, if this install has the engine."""
+    """The zero-config gateway: the embedded local models (SmolLM2-135M-Instruct first, the
+    default; Gemma 3 270M by name), if this install has the engine."""
     try:
-        from thrifty.engine.models import default_local_model_config  # type: ignore[import-not-found,unused-ignore,attr-defined]
+        from thrifty.engine.models import zero_config_models  # type: ignore[import-not-found,unused-ignore,attr-defined]
     except ImportError:
         raise ConfigError(NO_CONFIG_HELP) from None
-    return Config(models=[default_local_model_config()])
+    return Config(models=zero_config_models())
 
 
 @click.command()
