@@ -12,7 +12,12 @@ from its last user message, so a test steers it without configuring the server:
 - `[write N]`    (Anthropic) report N cache-write tokens (5-minute)
 - `[write1h N]`  (Anthropic) report N cache-write tokens (1-hour)
 - `[reason N]`   (OpenAI) report N reasoning tokens
-- `[tool]`       answer with a tool call to the first tool in the request
+- `[tool]`       answer with a tool call to the first tool in the request (the n-th call of a
+                 conversation has id `call_mockN` / `toolu_mockN`)
+
+A conversation that ends with tool results (OpenAI `role: tool` messages, or an Anthropic
+user turn of `tool_result` blocks) is answered "result: " + the results' text, never with
+another tool call, so multi-turn tool-using conversations can be scripted.
 
 Every answer is deterministic: the text is "echo: " + the last user message, and usage is
 counted as one token per 4 characters of input plus 10, output one token per word.
@@ -42,6 +47,38 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
                     str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
                 )
     return ""
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> str | None:
+    """The text of the tool results the conversation ends with (None when it does not)."""
+    texts: list[str] = []
+    for m in reversed(messages):
+        content = m.get("content")
+        if m.get("role") == "tool":
+            texts.append(content if isinstance(content, str) else json.dumps(content))
+            continue
+        if m.get("role") == "user" and isinstance(content, list) and not texts:
+            blocks = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+            for b in blocks:
+                inner = b.get("content")
+                texts.append(inner if isinstance(inner, str) else
+                             " ".join(str(p.get("text", "")) for p in inner or [] if isinstance(p, dict)))
+            return "; ".join(texts) if blocks else None
+        break
+    return "; ".join(reversed(texts)) if texts else None
+
+
+def _calls_so_far(messages: list[dict[str, Any]]) -> int:
+    """How many tool calls the assistant has made in the conversation."""
+    n = 0
+    for m in messages:
+        if m.get("role") != "assistant":
+            continue
+        n += len(m.get("tool_calls") or [])
+        content = m.get("content")
+        if isinstance(content, list):
+            n += sum(1 for b in content if isinstance(b, dict) and b.get("type") == "tool_use")
+    return n
 
 
 def _directives(text: str) -> dict[str, int | bool]:
@@ -111,6 +148,9 @@ class MockUpstream:
             return pre
         body, text, d = pre
         answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        results = _tool_results(body["messages"])
+        if results is not None:
+            answer, d = "result: " + results, {k: v for k, v in d.items() if k != "tool"}
         prompt_tokens = sum(len(json.dumps(m.get("content"))) for m in body["messages"]) // 4 + 10
         words = answer.split()
         usage: dict[str, Any] = {
@@ -123,7 +163,7 @@ class MockUpstream:
         tool_call = None
         if d.get("tool") and body.get("tools"):
             fn = body["tools"][0]["function"]["name"]
-            tool_call = {"id": "call_mock1", "type": "function", "function": {"name": fn, "arguments": '{"q": "x"}'}}
+            tool_call = {"id": f"call_mock{_calls_so_far(body['messages']) + 1}", "type": "function", "function": {"name": fn, "arguments": '{"q": "x"}'}}
         model = body.get("model", "mock")
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else answer}
@@ -174,6 +214,9 @@ class MockUpstream:
             return pre
         body, text, d = pre
         answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        results = _tool_results(body["messages"])
+        if results is not None:
+            answer, d = "result: " + results, {k: v for k, v in d.items() if k != "tool"}
         words = answer.split()
         system = body.get("system") or ""
         prompt_tokens = (sum(len(json.dumps(m.get("content"))) for m in body["messages"]) + len(json.dumps(system))) // 4 + 10
@@ -188,7 +231,8 @@ class MockUpstream:
         model = body.get("model", "mock")
         tool = body.get("tools", [None])[0] if d.get("tool") else None
         content: list[dict[str, Any]] = (
-            [{"type": "tool_use", "id": "toolu_mock1", "name": tool["name"], "input": {"q": "x"}}] if tool
+            [{"type": "tool_use", "id": f"toolu_mock{_calls_so_far(body['messages']) + 1}", "name": tool["name"],
+              "input": {"q": "x"}}] if tool
             else [{"type": "text", "text": answer}]
         )
         stop = "tool_use" if tool else "end_turn"
