@@ -190,3 +190,45 @@ async def test_the_exact_cache_answers_a_repeated_response(
     rows = gw.rows()
     assert len(rows) == 2 and rows[1]["answered_by"] == "cache" and rows[1]["cost_pico"] == 0
     assert (await c.responses.retrieve(two.id)).output_text == "echo: same question"
+
+
+async def test_postgresql_store_serves_a_follow_up_on_another_replica(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    config = mock_config(upstream, tmp_path).replace(f"store: sqlite:///{tmp_path}/ledger.db", f"store: {url}")
+    first, second = await start_gateway(config), await start_gateway(config)
+    one = await client(first).responses.create(model="gpt-test", input="remember 42")
+    two = await client(second).responses.create(model="gpt-test", previous_response_id=one.id, input="what number?")
+    assert [m["content"] for m in upstream.bodies[-1]["messages"]] == ["remember 42", "echo: remember 42", "what number?"]
+    assert (await client(second).responses.retrieve(one.id)).output_text == "echo: remember 42"
+    ids = {one.id, two.id}
+    second.rows()
+    rows = [r for r in first.rows() if json.loads(r["extra"]).get("response_id") in ids]
+    assert len(rows) == 2
+    await client(first).responses.delete(one.id)
+    await client(first).responses.delete(two.id)
+
+
+async def test_a_stream_cut_short_ends_with_response_failed_and_is_not_stored(
+    thrifty: RunningGateway, upstream: MockUpstream
+) -> None:
+    c = client(thrifty)
+    stream = await c.responses.create(model="claude-test", input="one two three four five [cut]", stream=True)
+    events = [e async for e in stream]
+    assert events[-1].type == "response.failed"
+    failed = events[-1].response  # type: ignore[union-attr]
+    with pytest.raises(openai.NotFoundError):
+        await c.responses.retrieve(failed.id)
+    [row] = thrifty.rows()
+    assert row["outcome"] == "partial" and row["output_tokens"] > 0
+
+
+async def test_stream_from_a_chat_completions_upstream(thrifty: RunningGateway, upstream: MockUpstream) -> None:
+    async with client(thrifty).responses.stream(model="gpt-test", input="alpha beta [reason 7]") as stream:
+        text = "".join([e.delta async for e in stream if e.type == "response.output_text.delta"])
+        final = await stream.get_final_response()
+    assert text == "echo: alpha beta" == final.output_text
+    assert final.usage is not None and final.usage.output_tokens_details.reasoning_tokens == 7
+    [row] = thrifty.rows()
+    assert row["reasoning_tokens"] == 7 and row["stream"]
