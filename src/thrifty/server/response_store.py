@@ -13,16 +13,14 @@ tenant that wrote the row, so another tenant's id is simply not found.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from thrifty.migrations import Dialect, Migration, migrate
+from thrifty.migrations import Dialect, Migration
+from thrifty.sqldb import SQLDatabase
 
 __all__ = ["MIGRATIONS", "ResponseStore", "StoredResponse"]
 
@@ -59,41 +57,9 @@ class ResponseStore:
     """Responses by id and tenant. Methods block; the `a*` variants run them in a thread."""
 
     def __init__(self, url: str) -> None:
-        self._lock = threading.Lock()
-        self.dialect: Dialect
-        self._conn: Any
-        if url.startswith("sqlite://"):
-            path = url[len("sqlite://"):]
-            if path.startswith("/"):
-                path = path[1:]  # as the ledger reads it: sqlite:///rel.db, sqlite:////abs.db
-            path = path or "thrifty.db"
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.dialect = "sqlite"
-            self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-        elif url.startswith(("postgresql://", "postgres://")):
-            import psycopg
-
-            self.dialect = "postgresql"
-            self._conn = psycopg.connect(url, autocommit=False)
-        else:
-            raise ValueError(f"unknown store {url!r}: use sqlite:///thrifty.db or postgresql://user@host/db")
-        migrate(self._conn, self.dialect, "responses", MIGRATIONS)
-
-    def _sql(self, sql: str) -> str:
-        return sql if self.dialect == "sqlite" else sql.replace("?", "%s")
-
-    def _run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                cur = self._conn.execute(self._sql(sql), params)
-                rows = cur.fetchall() if cur.description else []
-                self._conn.commit()
-                return [tuple(r) for r in rows]
-            except BaseException:
-                self._conn.rollback()
-                raise
+        self.db = SQLDatabase(url, "responses", MIGRATIONS)
+        self.dialect = self.db.dialect
+        self._run = self.db.run
 
     def put(self, tenant: str, response: dict[str, Any], input_items: list[dict[str, Any]],
             history: list[dict[str, Any]]) -> None:
@@ -124,8 +90,7 @@ class ResponseStore:
         return bool(found)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
     async def aput(self, tenant: str, response: dict[str, Any], input_items: list[dict[str, Any]],
                    history: list[dict[str, Any]]) -> None:

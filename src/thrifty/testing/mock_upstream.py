@@ -26,6 +26,7 @@ counted as one token per 4 characters of input plus 10, output one token per wor
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from collections import Counter
@@ -106,6 +107,8 @@ class MockUpstream:
         self.app.router.add_post("/v1/chat/completions", self.openai)
         self.app.router.add_post("/v1/messages", self.anthropic)
         self.app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        self.app.router.add_post("/v1/embeddings", self.embeddings)
+        self.app.router.add_post("/v1/completions", self.completions)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -203,6 +206,55 @@ class MockUpstream:
         await resp.write_eof()
         return resp
 
+    async def embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI embeddings: each input's vector is derived from its SHA-256 (`dimensions`
+        numbers, default 8), and it is billed one token per 4 characters, at least 1.
+        An input containing `[badshape]` gets an answer with one vector too few."""
+        self.calls["embeddings"] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        inputs = body["input"] if isinstance(body["input"], list) and not isinstance(body["input"][0], int) else [body["input"]]
+        dims = int(body.get("dimensions") or 8)
+        data = [{"object": "embedding", "index": i, "embedding": mock_vector(item, dims)} for i, item in enumerate(inputs)]
+        if any("[badshape]" in str(item) for item in inputs):
+            data = data[:-1]
+        tokens = sum(max(len(json.dumps(item)) // 4, 1) for item in inputs)
+        return web.json_response({"object": "list", "data": data, "model": body.get("model", "mock"),
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """Legacy text completions: the text is " echo: " + the prompt (directives work)."""
+        self.calls["completions"] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else json.dumps(body.get("prompt"))
+        d = _directives(prompt)
+        if d.get("500"):
+            return web.json_response(_error("openai", 500, "the mock upstream is broken on purpose"), status=500)
+        words = ("echo: " + re.sub(_DIRECTIVE, "", prompt).strip()).split()
+        prompt_tokens = len(prompt) // 4 + 1
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                 "total_tokens": prompt_tokens + len(words)}
+        base = {"id": "cmpl-mock", "object": "text_completion", "created": 1700000000, "model": body.get("model", "mock")}
+        if not body.get("stream"):
+            return web.json_response({**base, "choices": [{"index": 0, "text": " " + " ".join(words),
+                                                           "logprobs": None, "finish_reason": "stop"}], "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, w in enumerate(words):
+            choice = {"index": 0, "text": " " + w, "logprobs": None, "finish_reason": "stop" if i == len(words) - 1 else None}
+            await resp.write(b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n")
+            if d.get("cut") and i >= 1:
+                await asyncio.sleep(0.01)
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
     async def count_tokens(self, request: web.Request) -> web.Response:
         self.calls["count_tokens"] += 1
         body = await request.json()
@@ -270,6 +322,14 @@ class MockUpstream:
         await send("message_stop", {})
         await resp.write_eof()
         return resp
+
+
+def mock_vector(item: Any, dims: int = 8) -> list[float]:
+    """The mock's embedding of `item`: `dims` numbers in [-1, 1) from its SHA-256."""
+    seed = hashlib.sha256(json.dumps(item).encode()).digest()
+    while len(seed) < dims:
+        seed += hashlib.sha256(seed).digest()
+    return [(b - 128) / 128 for b in seed[:dims]]
 
 
 def _error(kind: str, status: int, message: str) -> dict[str, Any]:
