@@ -122,7 +122,7 @@ class CompletionsHandlers:
         if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
             return usage_from_openai(usage)
         text = "".join(str(c.get("text", "")) for c in answer.get("choices") or [] if isinstance(c, dict))
-        return Usage(input_tokens=count_text(body.get("prompt")), output_tokens=count_text(text), estimated=True)
+        return Usage(input_tokens=count_text(_prompt_text(body)), output_tokens=count_text(text), estimated=True)
 
     async def _relay(self, request: web.Request, ctx: Context, cfg: ModelConfig, reply: Reply,
                      resp: aiohttp.ClientResponse, wants_usage: bool, headers: dict[str, str],
@@ -175,10 +175,15 @@ class CompletionsHandlers:
         if usage is not None:
             reply.usage = usage_from_openai(usage)
         else:  # cut short: estimate what was consumed, and say so
-            reply.usage = Usage(input_tokens=count_text(ctx.body.get("prompt")), output_tokens=count_text("".join(texts)),
+            reply.usage = Usage(input_tokens=count_text(_prompt_text(ctx.body)), output_tokens=count_text("".join(texts)),
                                 estimated=True)
         reply.cost = pricer.cost(cfg, reply.usage)
         self.h._record(ctx, reply, status, outcome, error, started, ttfb)
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
 
 
 def _error_event(message: str) -> Any:
