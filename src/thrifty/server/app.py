@@ -318,6 +318,15 @@ def _stream_error(protocol: Wire, message: str) -> SSEEvent:
     return error_event(protocol, UpstreamError(502, message, error_type="api_error", code="upstream_stream_error"))
 
 
+def _no_route(request: web.Request) -> str:
+    """The answer to an unknown route: what thrifty does serve (LangChain reads a bare 404
+    as "model not found")."""
+    from thrifty.server.surface import served_routes
+
+    return (f"no route {request.method} {request.path}; thrifty serves: "
+            f"{', '.join(served_routes(request.app))}")
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Unknown routes and wrong methods answer in the OpenAI error shape, never as HTML."""
@@ -327,7 +336,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.status < 400:
             raise
         protocol: Wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"
-        message = {404: f"no route {request.method} {request.path}", 405: f"{request.method} is not allowed on {request.path}"}.get(
+        message = {404: _no_route(request), 405: f"{request.method} is not allowed on {request.path}"}.get(
             exc.status, exc.reason)
         return error_response(protocol, exc.status, message)
     except Exception as exc:  # a bug: still answer in the protocol's shape, never aiohttp's text page
