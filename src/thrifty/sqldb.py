@@ -37,6 +37,7 @@ class SQLDatabase:
             self.dialect = "sqlite"
             self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # as the ledger: durable against a crash of thrifty
         elif url.startswith(("postgresql://", "postgres://")):
             import psycopg
 
