@@ -15,6 +15,9 @@ from its last user message, so a test steers it without configuring the server:
 - `[tool]`       answer with a tool call to the first tool in the request (the n-th call of a
                  conversation has id `call_mockN` / `toolu_mockN`)
 
+`script` scripts a multi-turn agent run instead: each chat request (either protocol) uses up
+the next step, a tool call with given arguments or a text answer.
+
 A conversation that ends with tool results (OpenAI `role: tool` messages, or an Anthropic
 user turn of `tool_result` blocks) is answered "result: " + the results' text, never with
 another tool call, so multi-turn tool-using conversations can be scripted.
@@ -102,6 +105,9 @@ class MockUpstream:
         self.calls: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        #: Scripted answers, used up one per chat request (either protocol) before any
+        #: directive: {"tool": name, "arguments": {...}} calls a tool, {"text": ...} answers.
+        self.script: list[dict[str, Any]] = []
         self._failed_once: set[str] = set()
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self.openai)
@@ -154,6 +160,9 @@ class MockUpstream:
         results = _tool_results(body["messages"])
         if results is not None:
             answer, d = "result: " + results, {k: v for k, v in d.items() if k != "tool"}
+        step = self.script.pop(0) if self.script else None
+        if step is not None and "text" in step:
+            answer = step["text"]
         prompt_tokens = sum(len(json.dumps(m.get("content"))) for m in body["messages"]) // 4 + 10
         words = answer.split()
         usage: dict[str, Any] = {
@@ -164,9 +173,13 @@ class MockUpstream:
             "completion_tokens_details": {"reasoning_tokens": int(d.get("reason", 0))},
         }
         tool_call = None
-        if d.get("tool") and body.get("tools"):
+        call_id = f"call_mock{_calls_so_far(body['messages']) + 1}"
+        if step is not None and "tool" in step:
+            tool_call = {"id": call_id, "type": "function",
+                         "function": {"name": step["tool"], "arguments": json.dumps(step.get("arguments", {}))}}
+        elif step is None and d.get("tool") and body.get("tools"):
             fn = body["tools"][0]["function"]["name"]
-            tool_call = {"id": f"call_mock{_calls_so_far(body['messages']) + 1}", "type": "function", "function": {"name": fn, "arguments": '{"q": "x"}'}}
+            tool_call = {"id": call_id, "type": "function", "function": {"name": fn, "arguments": '{"q": "x"}'}}
         model = body.get("model", "mock")
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else answer}
@@ -188,7 +201,9 @@ class MockUpstream:
 
         await resp.write(chunk({"role": "assistant", "content": ""}))
         if tool_call:
-            await resp.write(chunk({"tool_calls": [{"index": 0, **tool_call}]}))
+            head = {**tool_call, "function": {**tool_call["function"], "arguments": ""}}
+            await resp.write(chunk({"tool_calls": [{"index": 0, **head}]}))
+            await resp.write(chunk({"tool_calls": [{"index": 0, "function": {"arguments": tool_call["function"]["arguments"]}}]}))
         else:
             for i, w in enumerate(words):
                 await resp.write(chunk({"content": (" " if i else "") + w}))
@@ -282,9 +297,15 @@ class MockUpstream:
         }
         model = body.get("model", "mock")
         tool = body.get("tools", [None])[0] if d.get("tool") else None
+        arguments: dict[str, Any] = {"q": "x"}
+        step = self.script.pop(0) if self.script else None
+        if step is not None and "tool" in step:
+            tool, arguments = {"name": step["tool"]}, step.get("arguments", {})
+        elif step is not None:
+            tool, answer, words = None, step["text"], step["text"].split()
         content: list[dict[str, Any]] = (
             [{"type": "tool_use", "id": f"toolu_mock{_calls_so_far(body['messages']) + 1}", "name": tool["name"],
-              "input": {"q": "x"}}] if tool
+              "input": arguments}] if tool
             else [{"type": "text", "text": answer}]
         )
         stop = "tool_use" if tool else "end_turn"
@@ -305,7 +326,8 @@ class MockUpstream:
                                                  "usage": start_usage}})
         if tool:
             await send("content_block_start", {"index": 0, "content_block": {**content[0], "input": {}}})
-            await send("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"q": "x"}'}})
+            await send("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta",
+                                                                     "partial_json": json.dumps(arguments)}})
         else:
             await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
             await send("ping", {})
