@@ -172,7 +172,7 @@ class MockUpstream:
             "prompt_tokens_details": {"cached_tokens": int(d.get("cached", 0))},
             "completion_tokens_details": {"reasoning_tokens": int(d.get("reason", 0))},
         }
-        tool_call = None
+        tool_call: dict[str, Any] | None = None
         call_id = f"call_mock{_calls_so_far(body['messages']) + 1}"
         if step is not None and "tool" in step:
             tool_call = {"id": call_id, "type": "function",
