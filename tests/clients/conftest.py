@@ -19,11 +19,15 @@ PREFIX = ROOT / ".thrifty" / "clients"
 
 #: The CLI versions the tests were written against.
 CODEX = "@openai/codex@0.171.0"
+CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.197"
 
 
 def npm_binary(package: str, binary: str) -> Path:
-    """The path of `binary` from npm `package`, installed into PREFIX when missing."""
-    path = PREFIX / "node_modules" / ".bin" / binary
+    """The path of `binary` (relative to node_modules) from npm `package`, installed into
+    PREFIX when missing. Paths inside the packages are used, not npm's `.bin` links: a
+    later `npm install` may rebuild those, and Claude Code's link is made by an install
+    script that npm may not run."""
+    path = PREFIX / "node_modules" / binary
     if path.exists():
         return path
     if os.environ.get("THRIFTY_SKIP_CLIENT_TESTS") == "1":
@@ -42,4 +46,15 @@ def npm_binary(package: str, binary: str) -> Path:
 
 @pytest.fixture(scope="session")
 def codex_bin() -> Path:
-    return npm_binary(CODEX, "codex")
+    return npm_binary(CODEX, "@openai/codex/bin/codex.js")
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    return npm_binary(CLAUDE_CODE, f"@anthropic-ai/claude-code-linux-{_arch()}/claude")
+
+
+def _arch() -> str:
+    import platform
+
+    return {"x86_64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), platform.machine())

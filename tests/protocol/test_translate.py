@@ -527,3 +527,10 @@ def test_anthropic_response_with_only_tools_has_null_content() -> None:
     out = anthropic_response_to_openai(message)
     assert out["choices"][0]["message"]["content"] is None
     assert out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == '{"city": "Zürich"}'
+
+
+def test_a_system_turn_inside_an_anthropic_conversation_stays_a_system_message() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "system", "content": [{"type": "text", "text": "agents: a, b"}]}]}
+    assert anthropic_request_to_openai(body)["messages"] == [
+        {"role": "user", "content": "hi"}, {"role": "system", "content": "agents: a, b"}]

@@ -329,6 +329,8 @@ def _tool_message(block: dict[str, Any]) -> dict[str, Any]:
 
 def _openai_messages(message: dict[str, Any]) -> list[dict[str, Any]]:
     role, content = message.get("role"), message.get("content")
+    if role == "system":  # a system turn inside the conversation (text only)
+        return [{"role": "system", "content": _blocks_text(content)}]
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     blocks = [b for b in content or [] if b.get("type") not in ("thinking", "redacted_thinking")]
