@@ -69,12 +69,17 @@ async def embed(cfg: ModelConfig, protocol: str, inputs: list[str | list[int]], 
         body["dimensions"] = dimensions
     if user:
         body["user"] = user
-    base = (cfg.base_url or DEFAULT_BASE_URLS["openai"]).rstrip("/")
     key = cfg.api_key()
-    headers = {"Content-Type": "application/json", **cfg.headers}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    answer = await post(cfg.name, base + "/embeddings", body, headers, streaming=False, timeout=cfg.timeout,
+    if cfg.provider == "azure":
+        from thrifty.providers.azure import azure_request
+
+        url, headers, _ = azure_request(cfg, "embeddings")
+    else:
+        url = (cfg.base_url or DEFAULT_BASE_URLS["openai"]).rstrip("/") + "/embeddings"
+        headers = {"Content-Type": "application/json", **cfg.headers}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+    answer = await post(cfg.name, url, body, headers, streaming=False, timeout=cfg.timeout,
                         connect_timeout=cfg.connect_timeout, secret=key)
     assert isinstance(answer, dict)
     data = answer.get("data")

@@ -318,11 +318,20 @@ def _stream_error(protocol: Wire, message: str) -> SSEEvent:
     return error_event(protocol, UpstreamError(502, message, error_type="api_error", code="upstream_stream_error"))
 
 
+def served_routes(app: web.Application) -> list[str]:
+    """`METHOD /path` of every API route (the /v1 ones), for the answer to an unknown route."""
+    seen: dict[str, None] = {}
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method in ("HEAD", "OPTIONS", "*") or not path.startswith("/v1/"):
+            continue
+        seen[f"{route.method} {path}"] = None
+    return sorted(seen, key=lambda r: (r.split(" ", 1)[1], r))
+
+
 def _no_route(request: web.Request) -> str:
     """The answer to an unknown route: what thrifty does serve (LangChain reads a bare 404
     as "model not found")."""
-    from thrifty.server.surface import served_routes
-
     return (f"no route {request.method} {request.path}; thrifty serves: "
             f"{', '.join(served_routes(request.app))}")
 

@@ -31,7 +31,7 @@ from thrifty.server.app import Handlers
 from thrifty.server.guard import KEYS, error_response
 from thrifty.types import Wire
 
-__all__ = ["CorsSettings", "served_routes", "setup"]
+__all__ = ["CorsSettings", "setup"]
 
 #: Headers a browser client may read from an answer.
 EXPOSED = "X-Thrifty-Request-Id, X-Thrifty-Model, X-Thrifty-Cache, Retry-After"
@@ -46,17 +46,6 @@ class CorsSettings(BaseModel):
     allow_headers: list[str] = Field(default_factory=lambda: ["*"])
     max_age: int = Field(default=600, ge=0)
     allow_credentials: bool = False
-
-
-def served_routes(app: web.Application) -> list[str]:
-    """`METHOD /path` of every API route (the /v1 ones), for the answer to an unknown route."""
-    seen: dict[str, None] = {}
-    for route in app.router.routes():
-        path = route.resource.canonical if route.resource is not None else ""
-        if route.method in ("HEAD", "OPTIONS", "*") or not path.startswith("/v1/"):
-            continue
-        seen[f"{route.method} {path}"] = None
-    return sorted(seen, key=lambda r: (r.split(" ", 1)[1], r))
 
 
 class Surface:

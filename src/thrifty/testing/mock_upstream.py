@@ -105,6 +105,7 @@ class MockUpstream:
         self.calls: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.urls: list[str] = []
         #: Scripted answers, used up one per chat request (either protocol) before any
         #: directive: {"tool": name, "arguments": {...}} calls a tool, {"text": ...} answers.
         self.script: list[dict[str, Any]] = []
@@ -115,6 +116,10 @@ class MockUpstream:
         self.app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         self.app.router.add_post("/v1/embeddings", self.embeddings)
         self.app.router.add_post("/v1/completions", self.completions)
+        # Azure OpenAI: the same API under deployment URLs (api-version in the query)
+        self.app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.openai)
+        self.app.router.add_post("/openai/deployments/{deployment}/embeddings", self.embeddings)
+        self.app.router.add_post("/openai/v1/chat/completions", self.openai)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -139,6 +144,7 @@ class MockUpstream:
         body = await request.json()
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
+        self.urls.append(str(request.rel_url))
         text = _last_user_text(body.get("messages") or [])
         d = _directives(text)
         if "slow" in d:
@@ -228,6 +234,7 @@ class MockUpstream:
         self.calls["embeddings"] += 1
         body = await request.json()
         self.bodies.append(body)
+        self.headers.append(dict(request.headers))
         inputs = body["input"] if isinstance(body["input"], list) and not isinstance(body["input"][0], int) else [body["input"]]
         dims = int(body.get("dimensions") or 8)
         data = [{"object": "embedding", "index": i, "embedding": mock_vector(item, dims)} for i, item in enumerate(inputs)]
