@@ -120,6 +120,8 @@ class MockUpstream:
         self.app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.openai)
         self.app.router.add_post("/openai/deployments/{deployment}/embeddings", self.embeddings)
         self.app.router.add_post("/openai/v1/chat/completions", self.openai)
+        # Google Gemini: /v1beta/models/<model>:generateContent or :streamGenerateContent?alt=sse
+        self.app.router.add_post("/v1beta/models/{target}", self.gemini)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -274,6 +276,67 @@ class MockUpstream:
         if (body.get("stream_options") or {}).get("include_usage"):
             await resp.write(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        """Gemini's native API. Usage follows its documented shape: `promptTokenCount`
+        includes `cachedContentTokenCount` ([cached N]); `thoughtsTokenCount` ([reason N]) is
+        apart from `candidatesTokenCount`. `[badshape]` leaves `usageMetadata` out."""
+        model, _, action = request.match_info["target"].partition(":")
+        self.calls["gemini"] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        self.urls.append(str(request.rel_url))
+        contents = body.get("contents") or []
+        text = ""
+        for c in reversed(contents):
+            texts = [str(p["text"]) for p in c.get("parts") or [] if "text" in p]
+            if c.get("role") == "user" and texts:
+                text = " ".join(texts)
+                break
+        last = contents[-1].get("parts") or [] if contents else []
+        results = [p["functionResponse"].get("response") for p in last if "functionResponse" in p]
+        d = _directives(text)
+        answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        if results:
+            answer = "result: " + "; ".join(str(r.get("result", r)) if isinstance(r, dict) else str(r) for r in results)
+        step = self.script.pop(0) if self.script else None
+        call: dict[str, Any] | None = None
+        if step is not None and "tool" in step:
+            call = {"name": step["tool"], "args": step.get("arguments", {})}
+        elif step is not None:
+            answer = step["text"]
+        elif d.get("tool") and not results and body.get("tools"):
+            call = {"name": body["tools"][0]["functionDeclarations"][0]["name"], "args": {"q": "x"}}
+        words = answer.split()
+        prompt = len(json.dumps(contents)) // 4 + 10
+        usage = {"promptTokenCount": prompt, "candidatesTokenCount": 1 if call else len(words),
+                 "cachedContentTokenCount": int(d.get("cached", 0)), "thoughtsTokenCount": int(d.get("reason", 0))}
+        usage["totalTokenCount"] = prompt + usage["candidatesTokenCount"] + usage["thoughtsTokenCount"]
+        usage = {k: v for k, v in usage.items() if v or k == "promptTokenCount"}
+        final: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": [{"functionCall": call}] if call
+                                                             else [{"text": answer}]}, "finishReason": "STOP"}],
+                                 "modelVersion": model, "responseId": "gemini-mock"}
+        if "[badshape]" not in text:
+            final["usageMetadata"] = usage
+        if action == "generateContent":
+            return web.json_response(final)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if not call:
+            for i, w in enumerate(words[:-1]):
+                piece = {"candidates": [{"content": {"role": "model", "parts": [{"text": (" " if i else "") + w}]}}],
+                         "usageMetadata": {"promptTokenCount": prompt}, "modelVersion": model}
+                await resp.write(b"data: " + json.dumps(piece).encode() + b"\r\n\r\n")
+                if d.get("cut") and i >= 1:
+                    await asyncio.sleep(0.01)
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+            final["candidates"][0]["content"]["parts"] = [{"text": (" " if len(words) > 1 else "") + words[-1]}]
+        await resp.write(b"data: " + json.dumps(final).encode() + b"\r\n\r\n")
         await resp.write_eof()
         return resp
 
