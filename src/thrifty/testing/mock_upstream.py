@@ -32,6 +32,7 @@ import asyncio
 import hashlib
 import json
 import re
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -122,6 +123,9 @@ class MockUpstream:
         self.app.router.add_post("/openai/v1/chat/completions", self.openai)
         # Google Gemini: /v1beta/models/<model>:generateContent or :streamGenerateContent?alt=sse
         self.app.router.add_post("/v1beta/models/{target}", self.gemini)
+        # AWS Bedrock Converse (JSON) and ConverseStream (AWS event-stream framing)
+        self.app.router.add_post("/model/{model}/converse", self.bedrock)
+        self.app.router.add_post("/model/{model}/converse-stream", self.bedrock)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -146,7 +150,7 @@ class MockUpstream:
         body = await request.json()
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
-        self.urls.append(str(request.rel_url))
+        self.urls.append(request.raw_path)
         text = _last_user_text(body.get("messages") or [])
         d = _directives(text)
         if "slow" in d:
@@ -288,7 +292,7 @@ class MockUpstream:
         body = await request.json()
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
-        self.urls.append(str(request.rel_url))
+        self.urls.append(request.raw_path)
         contents = body.get("contents") or []
         text = ""
         for c in reversed(contents):
@@ -337,6 +341,71 @@ class MockUpstream:
                     return resp
             final["candidates"][0]["content"]["parts"] = [{"text": (" " if len(words) > 1 else "") + words[-1]}]
         await resp.write(b"data: " + json.dumps(final).encode() + b"\r\n\r\n")
+        await resp.write_eof()
+        return resp
+
+    async def bedrock(self, request: web.Request) -> web.StreamResponse:
+        """Bedrock Converse. Usage follows its documented shape: `inputTokens` leaves out
+        `cacheReadInputTokens` ([cached N]) and `cacheWriteInputTokens` ([write N]).
+        `[badshape]` leaves `usage` out."""
+        self.calls["bedrock"] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        self.urls.append(request.raw_path)
+        messages = body.get("messages") or []
+        text = ""
+        for m in reversed(messages):
+            texts = [str(b["text"]) for b in m.get("content") or [] if "text" in b]
+            if m.get("role") == "user" and texts:
+                text = " ".join(texts)
+                break
+        last = messages[-1].get("content") or [] if messages else []
+        results = [" ".join(str(c.get("text", "")) for c in b["toolResult"].get("content") or [])
+                   for b in last if "toolResult" in b]
+        d = _directives(text)
+        answer = "result: " + "; ".join(results) if results else "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        step = self.script.pop(0) if self.script else None
+        use: dict[str, Any] | None = None
+        call_id = f"tooluse_mock{_calls_so_far([{'role': m['role'], 'tool_calls': [b for b in m.get('content') or [] if 'toolUse' in b]} for m in messages]) + 1}"
+        if step is not None and "tool" in step:
+            use = {"toolUseId": call_id, "name": step["tool"], "input": step.get("arguments", {})}
+        elif step is not None:
+            answer = step["text"]
+        elif d.get("tool") and not results and body.get("toolConfig"):
+            use = {"toolUseId": call_id, "name": body["toolConfig"]["tools"][0]["toolSpec"]["name"], "input": {"q": "x"}}
+        words = answer.split()
+        base = len(json.dumps(messages)) // 4 + 10
+        usage = {"inputTokens": base, "outputTokens": 1 if use else len(words),
+                 "cacheReadInputTokens": int(d.get("cached", 0)), "cacheWriteInputTokens": int(d.get("write", 0))}
+        usage["totalTokens"] = sum(usage.values())
+        stop = "tool_use" if use else "end_turn"
+        if request.path.endswith("/converse"):
+            answer_body: dict[str, Any] = {"output": {"message": {"role": "assistant", "content": [
+                {"toolUse": use} if use else {"text": answer}]}}, "stopReason": stop, "metrics": {"latencyMs": 5}}
+            if "[badshape]" not in text:
+                answer_body["usage"] = usage
+            return web.json_response(answer_body)
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
+        await resp.prepare(request)
+        await resp.write(_aws_event("messageStart", {"role": "assistant"}))
+        if use:
+            await resp.write(_aws_event("contentBlockStart", {"contentBlockIndex": 0, "start": {
+                "toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}}))
+            await resp.write(_aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {
+                "toolUse": {"input": json.dumps(use["input"])}}}))
+        else:
+            for i, w in enumerate(words):
+                await resp.write(_aws_event("contentBlockDelta", {"contentBlockIndex": 0,
+                                                                  "delta": {"text": (" " if i else "") + w}}))
+                if d.get("cut") and i >= 1:
+                    await asyncio.sleep(0.01)
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+        await resp.write(_aws_event("contentBlockStop", {"contentBlockIndex": 0}))
+        await resp.write(_aws_event("messageStop", {"stopReason": stop}))
+        await resp.write(_aws_event("metadata", {"usage": usage, "metrics": {"latencyMs": 5}}))
         await resp.write_eof()
         return resp
 
@@ -414,6 +483,18 @@ class MockUpstream:
         await send("message_stop", {})
         await resp.write_eof()
         return resp
+
+
+def _aws_event(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One message of AWS's binary event-stream framing (prelude, string headers, payload, CRCs)."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")):
+        n, v = name.encode(), value.encode()
+        headers += bytes([len(n)]) + n + bytes([7]) + len(v).to_bytes(2, "big") + v
+    body = json.dumps(payload).encode()
+    prelude = (12 + len(headers) + len(body) + 4).to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    message = prelude + zlib.crc32(prelude).to_bytes(4, "big") + headers + body
+    return message + zlib.crc32(message).to_bytes(4, "big")
 
 
 def mock_vector(item: Any, dims: int = 8) -> list[float]:
