@@ -73,3 +73,18 @@ async def test_the_v1_api_and_embeddings(
     assert upstream.headers[-1]["api-key"] == "azure-secret"
     rows = gw.rows()
     assert rows[-1]["input_tokens"] == 2 and rows[-1]["cost_pico"] == 2 * 130_000
+
+
+async def test_a_model_without_a_known_price_says_so_in_its_row(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(f"""
+store: sqlite:///{tmp_path}/ledger.db
+ledger: {{flush_interval: 0.05}}
+models:
+  - {{name: odd, provider: azure, model: no-such-model-anywhere, base_url: {upstream.base_url}, options: {{deployment: d}}}}
+""")
+    client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    await client.chat.completions.create(model="odd", messages=[{"role": "user", "content": "hi"}])
+    [row] = gw.rows()
+    assert row["cost_pico"] == 0 and "no price known for 'no-such-model-anywhere'" in row["extra"]

@@ -195,6 +195,8 @@ class Dispatcher:
     ) -> Reply:
         reply.served_model = cfg.name
         reply.provider = cfg.provider
+        if pricer.rates(cfg).source == "unknown":  # billed $0: the row says why, never silently
+            ctx.extra["price_unknown"] = f"no price known for {cfg.upstream_model!r} ({cfg.provider}); set price: on it"
         if reply.stream is None:
             breaker.success()
             if reply.body is not None:

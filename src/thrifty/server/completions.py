@@ -98,6 +98,8 @@ class CompletionsHandlers:
             headers["Authorization"] = f"Bearer {key}"
         url = (cfg.base_url or DEFAULT_BASE_URLS["openai"]).rstrip("/") + "/completions"
         reply = Reply(served_model=cfg.name, provider=cfg.provider)
+        if pricer.rates(cfg).source == "unknown":  # billed $0: the row says why, never silently
+            ctx.extra["price_unknown"] = f"no price known for {cfg.upstream_model!r} ({cfg.provider}); set price: on it"
         out_headers = {"X-Thrifty-Request-Id": ctx.request_id, "X-Thrifty-Model": cfg.name}
         try:
             answer = await post(cfg.name, url, upstream, headers, streaming=streaming, timeout=cfg.timeout,

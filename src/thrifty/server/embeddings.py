@@ -142,6 +142,8 @@ class EmbeddingsHandlers:
         scope = f"{cfg.name}|{cfg.provider}|{cfg.upstream_model}|{cfg.base_url or ''}"
         keys = [input_key(scope, dimensions, item) for item in items]
         reply = Reply(served_model=cfg.name, provider=cfg.provider)
+        if pricer.rates(cfg).source == "unknown":  # billed $0: the row says why, never silently
+            ctx.extra["price_unknown"] = f"no price known for {cfg.upstream_model!r} ({cfg.provider}); set price: on it"
         try:
             cached = await self.cache.aget_many(keys) if self.cache is not None else {}
             todo = plan(keys, cached)
