@@ -35,6 +35,23 @@ models:
 """)
 
 
+def assert_signed(upstream: MockUpstream) -> None:
+    """Recompute the SigV4 signature of the request the mock received, with botocore."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    headers = {k.lower(): v for k, v in upstream.headers[-1].items()}
+    auth = headers["authorization"]
+    signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+    request = AWSRequest(method="POST", url=upstream.base_url + upstream.urls[-1], data=upstream.raw_bodies[-1],
+                         headers={h: headers[h] for h in signed if h != "host"})
+    request.context["timestamp"] = headers["x-amz-date"]
+    signer = SigV4Auth(Credentials("AKIDTHRIFTYTEST", "not-a-real-secret"), "bedrock", "eu-west-1")
+    string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
+    assert auth.split("Signature=")[1] == signer.signature(string_to_sign, request)
+
+
 def client(gw: RunningGateway) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
 
@@ -55,7 +72,7 @@ async def test_signed_converse_billed_from_bedrock_usage(gw: RunningGateway, ups
     assert upstream.urls[-1] == f"/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/{action}"
     auth = upstream.headers[-1]["Authorization"]
     assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDTHRIFTYTEST/") and "/eu-west-1/bedrock/aws4_request" in auth
-    assert "X-Amz-Date" in upstream.headers[-1] and "Signature=" in auth
+    assert_signed(upstream)
     sent = upstream.bodies[-1]
     assert sent["system"] == [{"text": "Be brief."}] and sent["inferenceConfig"] == {"maxTokens": 200}
     base = len(json.dumps(sent["messages"])) // 4 + 10

@@ -107,6 +107,7 @@ class MockUpstream:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.urls: list[str] = []
+        self.raw_bodies: list[bytes] = []  # Bedrock's, as sent (their signature covers the bytes)
         #: Scripted answers, used up one per chat request (either protocol) before any
         #: directive: {"tool": name, "arguments": {...}} calls a tool, {"text": ...} answers.
         self.script: list[dict[str, Any]] = []
@@ -349,6 +350,7 @@ class MockUpstream:
         `cacheReadInputTokens` ([cached N]) and `cacheWriteInputTokens` ([write N]).
         `[badshape]` leaves `usage` out."""
         self.calls["bedrock"] += 1
+        self.raw_bodies.append(await request.read())
         body = await request.json()
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
