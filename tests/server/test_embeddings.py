@@ -143,3 +143,20 @@ def test_property_every_vector_in_its_place_and_only_unseen_inputs_go_upstream(b
             await upstream.stop()
 
     asyncio.run(scenario())
+
+
+async def test_the_cache_is_per_tenant(upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway) -> None:
+    import hashlib
+
+    sha = {k: hashlib.sha256(k.encode()).hexdigest() for k in ("key-a", "key-b")}
+    extra = f"""server:
+  keys:
+    - {{name: a, sha256: {sha['key-a']}, tenant: acme}}
+    - {{name: b, sha256: {sha['key-b']}, tenant: globex}}
+"""
+    gw = await start_gateway(embed_config(upstream, tmp_path, extra))
+    for key in ("key-a", "key-b"):
+        c = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+        raw = await c.embeddings.with_raw_response.create(model="emb-test", input="secret plan")
+        assert raw.headers["x-thrifty-cache"] == "miss"  # another tenant's entry is not a hit
+    assert upstream.calls["embeddings"] == 2

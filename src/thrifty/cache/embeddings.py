@@ -2,8 +2,8 @@
 
 An embeddings request is a batch, and batches overlap: a RAG indexer re-embeds a corpus of
 which most chunks did not change. Caching the batch as a whole would miss on every changed
-chunk, so each input is cached on its own, keyed by the model, the requested dimensions
-and the exact input. A request then sends upstream only the inputs not seen before, and
+chunk, so each input is cached on its own, keyed by the tenant and the model (the caller's
+scope), the requested dimensions and the exact input. A request then sends upstream only the inputs not seen before, and
 the answer puts every vector back in its input's position (`plan` and `assemble` do this,
 and are what the property test exercises).
 
@@ -51,7 +51,7 @@ class CachedVector:
 
 
 def input_key(model: str, dimensions: int | None, item: str | list[int]) -> str:
-    """The cache key of one input of `model` (a configured name and its upstream id)."""
+    """The cache key of one input in `model`'s scope (the tenant, the configured name and its upstream id)."""
     raw = orjson.dumps([model, dimensions, item])
     return hashlib.sha256(raw).hexdigest()
 

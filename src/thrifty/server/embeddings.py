@@ -139,7 +139,8 @@ class EmbeddingsHandlers:
                       tenant=principal.tenant, tags=tags, requested_model=model, target_model=model)
         ctx.extra["endpoint"] = "embeddings"
         ctx.extra["inputs"] = len(items)
-        scope = f"{cfg.name}|{cfg.provider}|{cfg.upstream_model}|{cfg.base_url or ''}"
+        # in the tenant's namespace, as the chat cache: a hit must not tell one tenant what another embedded
+        scope = f"{principal.tenant}|{cfg.name}|{cfg.provider}|{cfg.upstream_model}|{cfg.base_url or ''}"
         keys = [input_key(scope, dimensions, item) for item in items]
         reply = Reply(served_model=cfg.name, provider=cfg.provider)
         if pricer.rates(cfg).source == "unknown":  # billed $0: the row says why, never silently
