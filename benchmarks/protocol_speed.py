@@ -2,11 +2,16 @@
 
 The gateway's overhead budget is about a millisecond a request, so each operation here is
 timed on a typical answer (about 300 words of text and two tool calls) and printed in
-microseconds per call. Run: `PYTHONPATH=src python benchmarks/protocol_speed.py`.
+microseconds per call. The Responses API's added latency (its request translated to chat
+completions, the chat answer or stream translated back; target <= 0.5 ms median) is timed
+call by call and its median printed, with the store write that a stored response adds
+next to it. Run: `PYTHONPATH=src python benchmarks/protocol_speed.py`.
 """
 
 from __future__ import annotations
 
+import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +19,8 @@ from typing import Any
 from thrifty.ledger.tokens import count_text, estimate_request_tokens, warm
 from thrifty.protocol.anthropic import collect_anthropic, replay_anthropic
 from thrifty.protocol.openai import collect_openai, replay_openai
+from thrifty.protocol.responses import chat_request, input_items, output_items, response_object
+from thrifty.protocol.responses_stream import ChatToResponsesStream
 from thrifty.protocol.translate import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
@@ -74,6 +81,32 @@ REQUEST: dict[str, Any] = {
 }
 
 
+#: A Responses request of the same conversation: instructions, a user turn, two function
+#: calls and their outputs, one function tool.
+RESPONSES_REQUEST: dict[str, Any] = {
+    "model": "gpt-4o-mini",
+    "instructions": "You are a careful assistant. " * 20,
+    "input": [
+        {"role": "user", "content": TEXT},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sure, let me check."}]},
+        *({"type": "function_call", "call_id": f"call_{i}", "name": "lookup", "arguments": '{"q": "paris"}'}
+          for i in range(2)),
+        *({"type": "function_call_output", "call_id": f"call_{i}", "output": f"1{8 + i} C"} for i in range(2)),
+    ],
+    "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
+}
+
+
+def median_us(fn: Callable[[], object], calls: int = 2000) -> float:
+    fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
 def per_call_us(fn: Callable[[], object], seconds: float = 0.3) -> float:
     fn()
     calls, start = 0, time.perf_counter()
@@ -121,6 +154,55 @@ def main() -> None:
     print(f"tokenizer load (o200k_base): {load_ms:.0f} ms, once per process")
     for name, fn in rows:
         print(f"{name:<48} {per_call_us(fn):8.1f} us/call")
+    responses()
+
+
+def responses() -> None:
+    """The Responses API's added work per request, as medians of single calls."""
+    from thrifty.server.response_store import ResponseStore
+
+    chunks = replay_openai(COMPLETION, include_usage=True)
+
+    def request() -> dict[str, Any]:
+        return chat_request(RESPONSES_REQUEST, [], input_items(RESPONSES_REQUEST["input"]))
+
+    def answer() -> dict[str, Any]:
+        return response_object(RESPONSES_REQUEST, "resp_x", 0, output_items(COMPLETION), "tool_calls",
+                               COMPLETION["usage"])
+
+    def stream() -> dict[str, Any]:
+        t = ChatToResponsesStream(RESPONSES_REQUEST, "resp_x", 0)
+        t.start()
+        for ev in chunks:
+            t.feed(ev)
+        final = t.final()
+        t.completed_event(final)
+        return final
+
+    def whole() -> None:
+        request()
+        answer()
+
+    def whole_stream() -> None:
+        request()
+        stream()
+
+    print("Responses API translation (median of single calls):")
+    for name, fn in [("request -> chat (6 items, 1 tool)", request), ("chat answer -> response", answer),
+                     (f"chat stream ({len(chunks)} chunks) -> Responses events", stream),
+                     ("added per request, complete answer", whole), ("added per request, streamed", whole_stream)]:
+        print(f"  {name:<46} {median_us(fn):8.1f} us median")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ResponseStore(f"sqlite:///{tmp}/r.db")
+        items = input_items(RESPONSES_REQUEST["input"])
+        final = answer()
+
+        def put() -> None:
+            final["id"] = f"resp_{time.perf_counter_ns()}"
+            store.put("default", final, items, [])
+
+        print(f"  {'store write (SQLite, WAL, committed)':<46} {median_us(put, 300):8.1f} us median (not translation)")
+        store.close()
 
 
 if __name__ == "__main__":

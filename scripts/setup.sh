@@ -27,6 +27,11 @@ if [ $dev = 1 ]; then
   if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get update -q && apt-get install -y -q chromium chromium-driver) >/dev/null
   fi
+  # End-to-end client tests drive real agent CLIs (npm packages) through thrifty.
+  if command -v npm >/dev/null 2>&1; then
+    npm install --prefix .thrifty/clients --no-audit --no-fund @openai/codex@0.171.0 \
+      @anthropic-ai/claude-code@2.1.197 >/dev/null
+  fi
   # The tests use the real PostgreSQL and Redis on 127.0.0.1; start them if they are installed but down.
   if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -q 2>/dev/null; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true

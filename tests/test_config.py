@@ -28,7 +28,7 @@ cache: {ttl: 3600, enabled: true}
 
 
 def test_bad_value_names_key_and_line() -> None:
-    text = "models:\n  - name: a\n    provider: openai\n  - name: b\n    provider: bedrock\n"
+    text = "models:\n  - name: a\n    provider: openai\n  - name: b\n    provider: no-such-provider\n"
     with pytest.raises(ConfigError) as err:
         parse_config(text, "thrifty.yaml")
     msg = str(err.value)

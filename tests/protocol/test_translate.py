@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -159,29 +160,86 @@ def test_tool_choice_to_anthropic(choice: Any, expected: dict[str, Any] | None) 
     assert back["tool_choice"] == choice
 
 
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+          "additionalProperties": False}
+
+
 @pytest.mark.parametrize(
-    ("response_format", "needle"),
+    ("response_format", "output_format"),
     [
-        ({"type": "json_object"}, "valid JSON object"),
-        (
-            {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "city",
-                    "schema": {"type": "object", "properties": {"name": {"type": "string"}}},
-                },
-            },
-            '\'city\' below, and nothing else: no prose, no code fences.\n{"type": "object", "properties": {"name": {"type": "string"}}}',
-        ),
+        ({"type": "json_object"}, {"type": "json_schema", "schema": {"type": "object"}}),
+        ({"type": "json_schema", "json_schema": {"name": "city", "schema": SCHEMA, "strict": True}},
+         {"type": "json_schema", "schema": SCHEMA}),
     ],
+    ids=["json_object", "json_schema"],
 )
-def test_response_format_becomes_a_system_instruction(response_format: dict[str, Any], needle: str) -> None:
+def test_response_format_becomes_native_structured_output(
+    response_format: dict[str, Any], output_format: dict[str, Any]
+) -> None:
+    body = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x"}]}
+    out = openai_request_to_anthropic({**body, "response_format": response_format})
+    assert out["system"] == "Be brief." and out["output_config"] == {"format": output_format}
+
+
+def test_output_config_format_becomes_a_strict_json_schema() -> None:
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}],
+            "output_config": {"format": {"type": "json_schema", "schema": SCHEMA}}}
+    expected = {"type": "json_schema", "json_schema": {"name": "output", "schema": SCHEMA, "strict": True}}
+    assert anthropic_request_to_openai(body)["response_format"] == expected
+    legacy = {**body, "output_config": None, "output_format": {"type": "json_schema", "schema": SCHEMA}}
+    assert anthropic_request_to_openai(legacy)["response_format"] == expected
+
+
+def test_legacy_functions_become_tools_and_function_messages_tool_results() -> None:
     body = {
         "model": "m",
-        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x"}],
+        "functions": [{"name": "lookup", "parameters": {"type": "object"}}],
+        "function_call": {"name": "lookup"},
+        "messages": [
+            {"role": "user", "content": "find x"},
+            {"role": "assistant", "content": None, "function_call": {"name": "lookup", "arguments": '{"q": "x"}'}},
+            {"role": "function", "name": "lookup", "content": "found"},
+        ],
     }
-    out = openai_request_to_anthropic({**body, "response_format": response_format})
-    assert out["system"].startswith("Be brief.\n\n") and needle in out["system"]
+    out = openai_request_to_anthropic(body)
+    assert out["tools"] == [{"name": "lookup", "input_schema": {"type": "object"}}]
+    assert out["tool_choice"] == {"type": "tool", "name": "lookup"}
+    assert out["messages"][1:] == [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_legacy_1", "name": "lookup",
+                                           "input": {"q": "x"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_legacy_1", "content": "found"}]},
+    ]
+    ANTHROPIC_PARAMS.validate_python(out)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "mp3"}}, "audio"),
+        ({"web_search_options": {}}, "web_search_options"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"functions": [{"name": "f"}], "tools": [WEATHER]}, "'functions' and 'tools'"),
+    ],
+)
+def test_openai_features_without_an_anthropic_equivalent_are_refused_by_name(extra: dict[str, Any], named: str) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra}
+    with pytest.raises(TranslationError, match=re.escape(named)):
+        openai_request_to_anthropic(body)
+
+
+@pytest.mark.parametrize("extra, named", [({"mcp_servers": [{"type": "url", "url": "https://m", "name": "m"}]},
+                                           "mcp_servers"), ({"container": "c1"}, "container")])
+def test_anthropic_features_without_an_openai_equivalent_are_refused_by_name(extra: dict[str, Any], named: str) -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], **extra}
+    with pytest.raises(TranslationError, match=named):
+        anthropic_request_to_openai(body)
+
+
+def test_the_default_output_cap_is_a_parameter() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    assert openai_request_to_anthropic(body)["max_tokens"] == 4096
+    assert openai_request_to_anthropic(body, default_max_tokens=32000)["max_tokens"] == 32000
 
 
 def test_openai_request_keeps_cache_control_on_system_parts() -> None:
@@ -469,3 +527,10 @@ def test_anthropic_response_with_only_tools_has_null_content() -> None:
     out = anthropic_response_to_openai(message)
     assert out["choices"][0]["message"]["content"] is None
     assert out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"] == '{"city": "Zürich"}'
+
+
+def test_a_system_turn_inside_an_anthropic_conversation_stays_a_system_message() -> None:
+    body = {"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "system", "content": [{"type": "text", "text": "agents: a, b"}]}]}
+    assert anthropic_request_to_openai(body)["messages"] == [
+        {"role": "user", "content": "hi"}, {"role": "system", "content": "agents: a, b"}]

@@ -13,10 +13,11 @@ import random
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
-from thrifty.config import ModelConfig
+from thrifty.config import ModelConfig, lever_model
 from thrifty.errors import TranslationError, UpstreamError
 from thrifty.ledger.prices import pricer
 from thrifty.protocol import translate
+from thrifty.protocol.settings import TranslationSettings
 from thrifty.providers.base import Provider
 from thrifty.providers.breaker import CircuitBreaker
 from thrifty.types import Context, EventStream, Reply, SSEEvent, Wire
@@ -32,11 +33,12 @@ log = logging.getLogger(__name__)
 MAX_RETRY_WAIT = 30.0
 
 
-def translate_request(src: Wire, dst: Wire, body: dict[str, Any]) -> dict[str, Any]:
+def translate_request(src: Wire, dst: Wire, body: dict[str, Any],
+                      default_max_tokens: int = translate.DEFAULT_MAX_TOKENS) -> dict[str, Any]:
     if src == dst:
         return body
     if src == "openai":
-        return translate.openai_request_to_anthropic(body)
+        return translate.openai_request_to_anthropic(body, default_max_tokens)
     return translate.anthropic_request_to_openai(body)
 
 
@@ -82,6 +84,7 @@ class Dispatcher:
         self.breakers: dict[str, CircuitBreaker] = {
             m.name: CircuitBreaker(m.breaker_failures, m.breaker_cooldown) for m in gateway.config.models
         }
+        self.default_max_tokens = lever_model(gateway.config, "translation", TranslationSettings).default_max_tokens
 
     def __call__(self, ctx: Context) -> Awaitable[Reply]:
         return self.send(ctx, ctx.target_model or ctx.requested_model, ctx.body)
@@ -108,8 +111,11 @@ class Dispatcher:
                 )
                 ctx.note(f"{name}: circuit open")
                 continue
+            legacy = protocol == "openai" and provider.protocol != "openai" and bool(body.get("functions"))
             try:
-                native = translate_request(protocol, provider.protocol, body)
+                if legacy and body.get("stream"):
+                    raise TranslationError("legacy 'functions' cannot be streamed from this model; use 'tools'")
+                native = translate_request(protocol, provider.protocol, body, self.default_max_tokens)
             except TranslationError as exc:
                 breaker.release()
                 raise TranslationError(f"model {name!r} speaks {provider.protocol}: {exc}") from None
@@ -135,7 +141,13 @@ class Dispatcher:
                 raise
             if name != primary.name:
                 ctx.extra["fallback_from"] = primary.name
-            return self._finish(ctx, reply, provider, cfg, protocol, breaker)
+            if protocol == "openai" and provider.protocol == "anthropic" and not (
+                    body.get("max_completion_tokens") or body.get("max_tokens")):
+                reply.headers["X-Thrifty-Default-Max-Tokens"] = str(self.default_max_tokens)
+            reply = self._finish(ctx, reply, provider, cfg, protocol, breaker)
+            if legacy and reply.body is not None:
+                reply.body = translate.legacy_function_answer(reply.body)
+            return reply
         assert last is not None
         last.attempts = attempts
         raise last
@@ -183,6 +195,8 @@ class Dispatcher:
     ) -> Reply:
         reply.served_model = cfg.name
         reply.provider = cfg.provider
+        if pricer.rates(cfg).source == "unknown":  # billed $0: the row says why, never silently
+            ctx.extra["price_unknown"] = f"no price known for {cfg.upstream_model!r} ({cfg.provider}); set price: on it"
         if reply.stream is None:
             breaker.success()
             if reply.body is not None:

@@ -2,9 +2,15 @@
 
 Routing may serve a request on a model that speaks the other protocol, so requests,
 complete responses, streams (see `thrifty.protocol.streams`) and errors (see
-`thrifty.protocol.errors`) all translate. What one side cannot express is either dropped
-when it only tunes sampling (`seed`, penalties, `top_k`, thinking blocks) or refused with
-`TranslationError` when dropping it would change the answer (`n > 1`, audio, server tools).
+`thrifty.protocol.errors`) all translate. A feature is carried to its native equivalent
+where one exists (OpenAI `response_format` <-> Anthropic `output_config.format`, legacy
+`functions` -> tools); it is dropped only when it merely tunes sampling or delivery (`seed`,
+penalties, `top_k`, `reasoning_effort`, thinking blocks, `service_tier`, `prediction`), and
+it is refused with a `TranslationError` (a 400 naming it) when dropping it would change the
+answer: `n > 1`, audio, `logprobs`, web search and other server tools, `mcp_servers`,
+`container`. Anthropic needs `max_tokens`; an OpenAI request without one gets
+`default_max_tokens` (the `translation.default_max_tokens` setting), and the dispatcher
+says so in the `X-Thrifty-Default-Max-Tokens` header.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ __all__ = [
     "anthropic_request_to_openai",
     "anthropic_response_to_openai",
     "error_message",
+    "legacy_function_answer",
     "openai_error",
     "openai_error_to_anthropic",
     "openai_request_to_anthropic",
@@ -129,27 +136,61 @@ def _append(messages: list[dict[str, Any]], role: str, blocks: str | list[dict[s
     messages.append({"role": role, "content": blocks})
 
 
-def _response_format_instruction(response_format: dict[str, Any]) -> str | None:
+def _output_format(response_format: Any) -> dict[str, Any] | None:
+    """OpenAI `response_format` as Anthropic's native structured output (`output_config.format`),
+    which constrains decoding to the schema (so it is always strict)."""
+    if not response_format:
+        return None
     kind = response_format.get("type")
-    if kind == "json_object":
-        return "Respond with a single valid JSON object and nothing else: no prose, no code fences."
+    if kind == "text":
+        return None
+    if kind == "json_object":  # any JSON object: the schema that admits exactly those
+        return {"type": "json_schema", "schema": {"type": "object"}}
     if kind == "json_schema":
         spec = response_format.get("json_schema") or {}
-        schema = json.dumps(spec.get("schema") or {}, ensure_ascii=False)
-        name = spec.get("name") or "response"
-        return (
-            f"Respond with a single JSON object that conforms to the JSON schema named {name!r} below, "
-            f"and nothing else: no prose, no code fences.\n{schema}"
-        )
-    return None
+        return {"type": "json_schema", "schema": spec.get("schema") or {"type": "object"}}
+    raise TranslationError(f"response_format type {kind!r} cannot be sent to this model")
 
 
-def openai_request_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI chat completions request as an Anthropic Messages request (same `model` value)."""
+#: OpenAI request fields with no Anthropic equivalent whose loss would change the answer.
+_OPENAI_ONLY = {
+    "audio": "audio output ('audio')",
+    "web_search_options": "web search ('web_search_options', a server tool)",
+    "logprobs": "token log probabilities ('logprobs')",
+    "top_logprobs": "token log probabilities ('top_logprobs')",
+}
+
+
+def _refuse_openai_only(body: dict[str, Any]) -> None:
+    if "audio" in (body.get("modalities") or []):
+        raise TranslationError("audio output (modalities: audio) cannot be sent to this model")
+    for key, what in _OPENAI_ONLY.items():
+        if body.get(key) not in (None, False, 0):  # web_search_options: {} turns search on
+            raise TranslationError(f"{what} cannot be sent to this model")
+
+
+def _legacy_tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """The request's tools and tool choice, legacy `functions`/`function_call` included."""
+    functions = body.get("functions")
+    if not functions:
+        return list(body.get("tools") or []), body.get("tool_choice")
+    if body.get("tools"):
+        raise TranslationError("'functions' and 'tools' cannot be sent together; use 'tools'")
+    choice = body.get("function_call")
+    if isinstance(choice, dict):
+        choice = {"type": "function", "function": {"name": choice.get("name", "")}}
+    return [{"type": "function", "function": f} for f in functions], choice
+
+
+def openai_request_to_anthropic(body: dict[str, Any], default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
+    """An OpenAI chat completions request as an Anthropic Messages request (same `model` value);
+    `default_max_tokens` is the output cap when the request sets none."""
     if (body.get("n") or 1) > 1:
         raise TranslationError("n > 1 is not supported by this model")
+    _refuse_openai_only(body)
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
+    legacy_calls: dict[str, str] = {}  # legacy function name -> the id given to its latest call
     for i, message in enumerate(body.get("messages") or []):
         role = message.get("role")
         content = message.get("content")
@@ -158,8 +199,20 @@ def openai_request_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
             system += _text_parts(content, where)
         elif role == "user":
             _append(messages, "user", _user_blocks(content))
+        elif role == "function":  # the legacy form of a tool result: it answers the latest call by name
+            name = message.get("name", "")
+            if name not in legacy_calls:
+                raise TranslationError(f"{where}: role 'function' answers no earlier function_call named {name!r}")
+            _append(messages, "user", [{"type": "tool_result", "tool_use_id": legacy_calls[name],
+                                        "content": content if isinstance(content, str) else _text_parts(content, where)}])
         elif role == "assistant":
             blocks = _text_parts(content, where)
+            legacy = message.get("function_call")
+            if isinstance(legacy, dict):
+                call_id = f"call_legacy_{i}"
+                legacy_calls[legacy.get("name", "")] = call_id
+                blocks.append({"type": "tool_use", "id": call_id, "name": legacy.get("name", ""),
+                               "input": _tool_input(legacy.get("arguments") or "")})
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
                 blocks.append(
@@ -179,14 +232,14 @@ def openai_request_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
             raise TranslationError(f"{where}: role {role!r} cannot be sent to this model")
 
     out: dict[str, Any] = {"model": body.get("model")}
-    instruction = _response_format_instruction(body.get("response_format") or {})
-    if instruction:
-        system.append({"type": "text", "text": instruction})
     if system:
         cached = any("cache_control" in block for block in system)
         out["system"] = system if cached else "\n\n".join(block["text"] for block in system)
     out["messages"] = messages
-    out["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
+    out["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
+    output_format = _output_format(body.get("response_format"))
+    if output_format is not None:
+        out["output_config"] = {"format": output_format}
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -194,12 +247,13 @@ def openai_request_to_anthropic(body: dict[str, Any]) -> dict[str, Any]:
         out["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
     if body.get("top_p") is not None and body["top_p"] != 1:  # 1 is a no-op; recent Claude models
         out["top_p"] = body["top_p"]  # refuse temperature and top_p together
-    tools = [t for t in body.get("tools") or [] if t.get("type", "function") == "function"]
-    if len(tools) != len(body.get("tools") or []):
+    all_tools, tool_choice = _legacy_tools(body)
+    tools = [t for t in all_tools if t.get("type", "function") == "function"]
+    if len(tools) != len(all_tools):
         raise TranslationError("tools: only function tools can be sent to this model")
     if tools:
         out["tools"] = [_anthropic_tool(t["function"]) for t in tools]
-        choice = _anthropic_tool_choice(body.get("tool_choice"))
+        choice = _anthropic_tool_choice(tool_choice)
         if body.get("parallel_tool_calls") is False and choice.get("type") != "none":
             choice["disable_parallel_tool_use"] = True
         if choice != {"type": "auto"}:
@@ -275,6 +329,8 @@ def _tool_message(block: dict[str, Any]) -> dict[str, Any]:
 
 def _openai_messages(message: dict[str, Any]) -> list[dict[str, Any]]:
     role, content = message.get("role"), message.get("content")
+    if role == "system":  # a system turn inside the conversation (text only)
+        return [{"role": "system", "content": _blocks_text(content)}]
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     blocks = [b for b in content or [] if b.get("type") not in ("thinking", "redacted_thinking")]
@@ -303,6 +359,10 @@ def anthropic_request_to_openai(body: dict[str, Any], max_tokens_field: str = "m
     `max_tokens_field` names the limit field the upstream wants (`max_completion_tokens`
     for OpenAI's reasoning models, `max_tokens` for most OpenAI-compatible servers).
     """
+    for key, what in (("mcp_servers", "MCP servers ('mcp_servers')"), ("container", "code-execution containers "
+                                                                           "('container')")):
+        if body.get(key):
+            raise TranslationError(f"{what} cannot be sent to this model")
     messages: list[dict[str, Any]] = []
     system = _blocks_text(body.get("system"))
     if system:
@@ -327,12 +387,22 @@ def anthropic_request_to_openai(body: dict[str, Any], max_tokens_field: str = "m
     user_id = (body.get("metadata") or {}).get("user_id")
     if user_id:
         out["user"] = user_id
+    fmt = (body.get("output_config") or {}).get("format") or body.get("output_format")
+    if fmt:
+        out["response_format"] = _response_format(fmt)
     if body.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     elif "stream" in body:
         out["stream"] = False
     return out
+
+
+def _response_format(fmt: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic structured output (`output_config.format`) as OpenAI's strict json_schema."""
+    if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise TranslationError(f"output format {json.dumps(fmt)[:100]} cannot be sent to this model")
+    return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"], "strict": True}}
 
 
 def _openai_tool(tool: dict[str, Any]) -> dict[str, Any]:
@@ -429,3 +499,16 @@ def anthropic_response_to_openai(body: dict[str, Any], created: int | None = Non
         ],
         "usage": usage_to_openai(usage_from_anthropic(body.get("usage"))),
     }
+
+
+def legacy_function_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """A translated `chat.completion` as a client of legacy `functions` expects it: the first
+    tool call as `message.function_call`, finish reason `function_call`."""
+    for choice in body.get("choices") or []:
+        message = choice.get("message") or {}
+        calls = message.pop("tool_calls", None) or []
+        if calls:
+            message["function_call"] = dict(calls[0].get("function") or {})
+            if choice.get("finish_reason") == "tool_calls":
+                choice["finish_reason"] = "function_call"
+    return body

@@ -53,8 +53,15 @@ class LocalProvider(Provider):
         self.engine = engine
         self._owns_engine = engine is None
 
+    @property
+    def embeds_only(self) -> bool:
+        """A local model naming the shipped MiniLM serves /v1/embeddings only (no engine)."""
+        from thrifty.providers.embeddings import is_local_embedding_model
+
+        return is_local_embedding_model(self.config)
+
     async def start(self) -> None:
-        if self.engine is None:
+        if self.engine is None and not self.embeds_only:
             from thrifty.engine.runtime import LocalEngine
 
             self.engine = await asyncio.to_thread(LocalEngine.load, self.config.model or "default", self.settings)
@@ -65,7 +72,7 @@ class LocalProvider(Provider):
             await asyncio.to_thread(engine.close)
 
     def ready(self) -> bool:
-        return self.engine is not None
+        return self.engine is not None or self.embeds_only
 
     def stats(self) -> dict[str, float]:
         return self.engine.stats() if self.engine is not None else {}
@@ -76,6 +83,9 @@ class LocalProvider(Provider):
 
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply:
         engine = self.engine
+        if engine is None and self.embeds_only:
+            raise UpstreamError(400, f"local model {self.name!r} is an embedding model: call /v1/embeddings",
+                                error_type="invalid_request_error")
         if engine is None:
             raise UpstreamError(503, f"local model {self.name!r} is not loaded", retryable=True)
         messages = body.get("messages")

@@ -318,6 +318,24 @@ def _stream_error(protocol: Wire, message: str) -> SSEEvent:
     return error_event(protocol, UpstreamError(502, message, error_type="api_error", code="upstream_stream_error"))
 
 
+def served_routes(app: web.Application) -> list[str]:
+    """`METHOD /path` of every API route (the /v1 ones), for the answer to an unknown route."""
+    seen: dict[str, None] = {}
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method in ("HEAD", "OPTIONS", "*") or not path.startswith("/v1/"):
+            continue
+        seen[f"{route.method} {path}"] = None
+    return sorted(seen, key=lambda r: (r.split(" ", 1)[1], r))
+
+
+def _no_route(request: web.Request) -> str:
+    """The answer to an unknown route: what thrifty does serve (LangChain reads a bare 404
+    as "model not found")."""
+    return (f"no route {request.method} {request.path}; thrifty serves: "
+            f"{', '.join(served_routes(request.app))}")
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Unknown routes and wrong methods answer in the OpenAI error shape, never as HTML.
@@ -332,7 +350,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.status < 400:
             raise
         protocol: Wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"
-        message = {404: f"no route {request.method} {request.path}", 405: f"{request.method} is not allowed on {request.path}"}.get(
+        message = {404: _no_route(request), 405: f"{request.method} is not allowed on {request.path}"}.get(
             exc.status, exc.reason)
         return error_response(protocol, exc.status, message)
     except Exception as exc:  # a bug: still answer in the protocol's shape, never aiohttp's text page

@@ -127,8 +127,9 @@ def validate_anthropic(body: dict[str, Any]) -> None:
     for i, m in enumerate(body["messages"]):
         if not isinstance(m, dict):
             raise BadRequest(f"messages.{i}: must be an object, got {_type_name(m)}", f"messages.{i}")
-        if m.get("role") not in ("user", "assistant"):
-            raise BadRequest(f"messages.{i}.role: must be 'user' or 'assistant', got {m.get('role')!r}", f"messages.{i}.role")
+        if m.get("role") not in ("user", "assistant", "system"):  # Claude Code sends system turns mid-conversation
+            raise BadRequest(f"messages.{i}.role: must be 'user', 'assistant' or 'system', got {m.get('role')!r}",
+                             f"messages.{i}.role")
         if not isinstance(m.get("content"), str | list):
             raise BadRequest(
                 f"messages.{i}.content: must be a string or an array of content blocks", f"messages.{i}.content"

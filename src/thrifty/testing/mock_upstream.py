@@ -12,7 +12,15 @@ from its last user message, so a test steers it without configuring the server:
 - `[write N]`    (Anthropic) report N cache-write tokens (5-minute)
 - `[write1h N]`  (Anthropic) report N cache-write tokens (1-hour)
 - `[reason N]`   (OpenAI) report N reasoning tokens
-- `[tool]`       answer with a tool call to the first tool in the request
+- `[tool]`       answer with a tool call to the first tool in the request (the n-th call of a
+                 conversation has id `call_mockN` / `toolu_mockN`)
+
+`script` scripts a multi-turn agent run instead: each chat request (either protocol) uses up
+the next step, a tool call with given arguments or a text answer.
+
+A conversation that ends with tool results (OpenAI `role: tool` messages, or an Anthropic
+user turn of `tool_result` blocks) is answered "result: " + the results' text, never with
+another tool call, so multi-turn tool-using conversations can be scripted.
 
 Every answer is deterministic: the text is "echo: " + the last user message, and usage is
 counted as one token per 4 characters of input plus 10, output one token per word.
@@ -21,8 +29,10 @@ counted as one token per 4 characters of input plus 10, output one token per wor
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -42,6 +52,38 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
                     str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
                 )
     return ""
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> str | None:
+    """The text of the tool results the conversation ends with (None when it does not)."""
+    texts: list[str] = []
+    for m in reversed(messages):
+        content = m.get("content")
+        if m.get("role") == "tool":
+            texts.append(content if isinstance(content, str) else json.dumps(content))
+            continue
+        if m.get("role") == "user" and isinstance(content, list) and not texts:
+            blocks = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+            for b in blocks:
+                inner = b.get("content")
+                texts.append(inner if isinstance(inner, str) else
+                             " ".join(str(p.get("text", "")) for p in inner or [] if isinstance(p, dict)))
+            return "; ".join(texts) if blocks else None
+        break
+    return "; ".join(reversed(texts)) if texts else None
+
+
+def _calls_so_far(messages: list[dict[str, Any]]) -> int:
+    """How many tool calls the assistant has made in the conversation."""
+    n = 0
+    for m in messages:
+        if m.get("role") != "assistant":
+            continue
+        n += len(m.get("tool_calls") or [])
+        content = m.get("content")
+        if isinstance(content, list):
+            n += sum(1 for b in content if isinstance(b, dict) and b.get("type") == "tool_use")
+    return n
 
 
 def _directives(text: str) -> dict[str, int | bool]:
@@ -64,11 +106,27 @@ class MockUpstream:
         self.calls: Counter[str] = Counter()
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.urls: list[str] = []
+        self.raw_bodies: list[bytes] = []  # Bedrock's, as sent (their signature covers the bytes)
+        #: Scripted answers, used up one per chat request (either protocol) before any
+        #: directive: {"tool": name, "arguments": {...}} calls a tool, {"text": ...} answers.
+        self.script: list[dict[str, Any]] = []
         self._failed_once: set[str] = set()
         self.app = web.Application()
         self.app.router.add_post("/v1/chat/completions", self.openai)
         self.app.router.add_post("/v1/messages", self.anthropic)
         self.app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
+        self.app.router.add_post("/v1/embeddings", self.embeddings)
+        self.app.router.add_post("/v1/completions", self.completions)
+        # Azure OpenAI: the same API under deployment URLs (api-version in the query)
+        self.app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.openai)
+        self.app.router.add_post("/openai/deployments/{deployment}/embeddings", self.embeddings)
+        self.app.router.add_post("/openai/v1/chat/completions", self.openai)
+        # Google Gemini: /v1beta/models/<model>:generateContent or :streamGenerateContent?alt=sse
+        self.app.router.add_post("/v1beta/models/{target}", self.gemini)
+        # AWS Bedrock Converse (JSON) and ConverseStream (AWS event-stream framing)
+        self.app.router.add_post("/model/{model}/converse", self.bedrock)
+        self.app.router.add_post("/model/{model}/converse-stream", self.bedrock)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -93,6 +151,7 @@ class MockUpstream:
         body = await request.json()
         self.bodies.append(body)
         self.headers.append(dict(request.headers))
+        self.urls.append(request.raw_path)
         text = _last_user_text(body.get("messages") or [])
         d = _directives(text)
         if "slow" in d:
@@ -111,6 +170,12 @@ class MockUpstream:
             return pre
         body, text, d = pre
         answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        results = _tool_results(body["messages"])
+        if results is not None:
+            answer, d = "result: " + results, {k: v for k, v in d.items() if k != "tool"}
+        step = self.script.pop(0) if self.script else None
+        if step is not None and "text" in step:
+            answer = step["text"]
         prompt_tokens = sum(len(json.dumps(m.get("content"))) for m in body["messages"]) // 4 + 10
         words = answer.split()
         usage: dict[str, Any] = {
@@ -120,10 +185,14 @@ class MockUpstream:
             "prompt_tokens_details": {"cached_tokens": int(d.get("cached", 0))},
             "completion_tokens_details": {"reasoning_tokens": int(d.get("reason", 0))},
         }
-        tool_call = None
-        if d.get("tool") and body.get("tools"):
+        tool_call: dict[str, Any] | None = None
+        call_id = f"call_mock{_calls_so_far(body['messages']) + 1}"
+        if step is not None and "tool" in step:
+            tool_call = {"id": call_id, "type": "function",
+                         "function": {"name": step["tool"], "arguments": json.dumps(step.get("arguments", {}))}}
+        elif step is None and d.get("tool") and body.get("tools"):
             fn = body["tools"][0]["function"]["name"]
-            tool_call = {"id": "call_mock1", "type": "function", "function": {"name": fn, "arguments": '{"q": "x"}'}}
+            tool_call = {"id": call_id, "type": "function", "function": {"name": fn, "arguments": '{"q": "x"}'}}
         model = body.get("model", "mock")
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else answer}
@@ -145,7 +214,9 @@ class MockUpstream:
 
         await resp.write(chunk({"role": "assistant", "content": ""}))
         if tool_call:
-            await resp.write(chunk({"tool_calls": [{"index": 0, **tool_call}]}))
+            head = {**tool_call, "function": {**tool_call["function"], "arguments": ""}}
+            await resp.write(chunk({"tool_calls": [{"index": 0, **head}]}))
+            await resp.write(chunk({"tool_calls": [{"index": 0, "function": {"arguments": tool_call["function"]["arguments"]}}]}))
         else:
             for i, w in enumerate(words):
                 await resp.write(chunk({"content": (" " if i else "") + w}))
@@ -163,6 +234,183 @@ class MockUpstream:
         await resp.write_eof()
         return resp
 
+    async def embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI embeddings: each input's vector is derived from its SHA-256 (`dimensions`
+        numbers, default 8), and it is billed one token per 4 characters, at least 1.
+        An input containing `[badshape]` gets an answer with one vector too few."""
+        self.calls["embeddings"] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        inputs = body["input"] if isinstance(body["input"], list) and not isinstance(body["input"][0], int) else [body["input"]]
+        dims = int(body.get("dimensions") or 8)
+        data = [{"object": "embedding", "index": i, "embedding": mock_vector(item, dims)} for i, item in enumerate(inputs)]
+        if any("[badshape]" in str(item) for item in inputs):
+            data = data[:-1]
+        tokens = sum(max(len(json.dumps(item)) // 4, 1) for item in inputs)
+        return web.json_response({"object": "list", "data": data, "model": body.get("model", "mock"),
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """Legacy text completions: the text is " echo: " + the prompt (directives work)."""
+        self.calls["completions"] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else json.dumps(body.get("prompt"))
+        d = _directives(prompt)
+        if d.get("500"):
+            return web.json_response(_error("openai", 500, "the mock upstream is broken on purpose"), status=500)
+        words = ("echo: " + re.sub(_DIRECTIVE, "", prompt).strip()).split()
+        prompt_tokens = len(prompt) // 4 + 1
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                 "total_tokens": prompt_tokens + len(words)}
+        base = {"id": "cmpl-mock", "object": "text_completion", "created": 1700000000, "model": body.get("model", "mock")}
+        if not body.get("stream"):
+            return web.json_response({**base, "choices": [{"index": 0, "text": " " + " ".join(words),
+                                                           "logprobs": None, "finish_reason": "stop"}], "usage": usage})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, w in enumerate(words):
+            choice = {"index": 0, "text": " " + w, "logprobs": None, "finish_reason": "stop" if i == len(words) - 1 else None}
+            await resp.write(b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n")
+            if d.get("cut") and i >= 1:
+                await asyncio.sleep(0.01)
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        """Gemini's native API. Usage follows its documented shape: `promptTokenCount`
+        includes `cachedContentTokenCount` ([cached N]); `thoughtsTokenCount` ([reason N]) is
+        apart from `candidatesTokenCount`. `[badshape]` leaves `usageMetadata` out."""
+        model, _, action = request.match_info["target"].partition(":")
+        self.calls["gemini"] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        self.urls.append(request.raw_path)
+        contents = body.get("contents") or []
+        text = ""
+        for c in reversed(contents):
+            texts = [str(p["text"]) for p in c.get("parts") or [] if "text" in p]
+            if c.get("role") == "user" and texts:
+                text = " ".join(texts)
+                break
+        last = contents[-1].get("parts") or [] if contents else []
+        results = [p["functionResponse"].get("response") for p in last if "functionResponse" in p]
+        d = _directives(text)
+        answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        if results:
+            answer = "result: " + "; ".join(str(r.get("result", r)) if isinstance(r, dict) else str(r) for r in results)
+        step = self.script.pop(0) if self.script else None
+        call: dict[str, Any] | None = None
+        if step is not None and "tool" in step:
+            call = {"name": step["tool"], "args": step.get("arguments", {})}
+        elif step is not None:
+            answer = step["text"]
+        elif d.get("tool") and not results and body.get("tools"):
+            call = {"name": body["tools"][0]["functionDeclarations"][0]["name"], "args": {"q": "x"}}
+        words = answer.split()
+        prompt = len(json.dumps(contents)) // 4 + 10
+        usage = {"promptTokenCount": prompt, "candidatesTokenCount": 1 if call else len(words),
+                 "cachedContentTokenCount": int(d.get("cached", 0)), "thoughtsTokenCount": int(d.get("reason", 0))}
+        usage["totalTokenCount"] = prompt + usage["candidatesTokenCount"] + usage["thoughtsTokenCount"]
+        usage = {k: v for k, v in usage.items() if v or k == "promptTokenCount"}
+        final: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": [{"functionCall": call}] if call
+                                                             else [{"text": answer}]}, "finishReason": "STOP"}],
+                                 "modelVersion": model, "responseId": "gemini-mock"}
+        if "[badshape]" not in text:
+            final["usageMetadata"] = usage
+        if action == "generateContent":
+            return web.json_response(final)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if not call:
+            for i, w in enumerate(words[:-1]):
+                piece = {"candidates": [{"content": {"role": "model", "parts": [{"text": (" " if i else "") + w}]}}],
+                         "usageMetadata": {"promptTokenCount": prompt}, "modelVersion": model}
+                await resp.write(b"data: " + json.dumps(piece).encode() + b"\r\n\r\n")
+                if d.get("cut") and i >= 1:
+                    await asyncio.sleep(0.01)
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+            final["candidates"][0]["content"]["parts"] = [{"text": (" " if len(words) > 1 else "") + words[-1]}]
+        await resp.write(b"data: " + json.dumps(final).encode() + b"\r\n\r\n")
+        await resp.write_eof()
+        return resp
+
+    async def bedrock(self, request: web.Request) -> web.StreamResponse:
+        """Bedrock Converse. Usage follows its documented shape: `inputTokens` leaves out
+        `cacheReadInputTokens` ([cached N]) and `cacheWriteInputTokens` ([write N]).
+        `[badshape]` leaves `usage` out."""
+        self.calls["bedrock"] += 1
+        self.raw_bodies.append(await request.read())
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        self.urls.append(request.raw_path)
+        messages = body.get("messages") or []
+        text = ""
+        for m in reversed(messages):
+            texts = [str(b["text"]) for b in m.get("content") or [] if "text" in b]
+            if m.get("role") == "user" and texts:
+                text = " ".join(texts)
+                break
+        last = messages[-1].get("content") or [] if messages else []
+        results = [" ".join(str(c.get("text", "")) for c in b["toolResult"].get("content") or [])
+                   for b in last if "toolResult" in b]
+        d = _directives(text)
+        answer = "result: " + "; ".join(results) if results else "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        step = self.script.pop(0) if self.script else None
+        use: dict[str, Any] | None = None
+        call_id = f"tooluse_mock{_calls_so_far([{'role': m['role'], 'tool_calls': [b for b in m.get('content') or [] if 'toolUse' in b]} for m in messages]) + 1}"
+        if step is not None and "tool" in step:
+            use = {"toolUseId": call_id, "name": step["tool"], "input": step.get("arguments", {})}
+        elif step is not None:
+            answer = step["text"]
+        elif d.get("tool") and not results and body.get("toolConfig"):
+            use = {"toolUseId": call_id, "name": body["toolConfig"]["tools"][0]["toolSpec"]["name"], "input": {"q": "x"}}
+        words = answer.split()
+        base = len(json.dumps(messages)) // 4 + 10
+        usage = {"inputTokens": base, "outputTokens": 1 if use else len(words),
+                 "cacheReadInputTokens": int(d.get("cached", 0)), "cacheWriteInputTokens": int(d.get("write", 0))}
+        usage["totalTokens"] = sum(usage.values())
+        stop = "tool_use" if use else "end_turn"
+        if request.path.endswith("/converse"):
+            answer_body: dict[str, Any] = {"output": {"message": {"role": "assistant", "content": [
+                {"toolUse": use} if use else {"text": answer}]}}, "stopReason": stop, "metrics": {"latencyMs": 5}}
+            if "[badshape]" not in text:
+                answer_body["usage"] = usage
+            return web.json_response(answer_body)
+        resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
+        await resp.prepare(request)
+        await resp.write(_aws_event("messageStart", {"role": "assistant"}))
+        if use:
+            await resp.write(_aws_event("contentBlockStart", {"contentBlockIndex": 0, "start": {
+                "toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}}))
+            await resp.write(_aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {
+                "toolUse": {"input": json.dumps(use["input"])}}}))
+        else:
+            for i, w in enumerate(words):
+                await resp.write(_aws_event("contentBlockDelta", {"contentBlockIndex": 0,
+                                                                  "delta": {"text": (" " if i else "") + w}}))
+                if d.get("cut") and i >= 1:
+                    await asyncio.sleep(0.01)
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+        await resp.write(_aws_event("contentBlockStop", {"contentBlockIndex": 0}))
+        await resp.write(_aws_event("messageStop", {"stopReason": stop}))
+        await resp.write(_aws_event("metadata", {"usage": usage, "metrics": {"latencyMs": 5}}))
+        await resp.write_eof()
+        return resp
+
     async def count_tokens(self, request: web.Request) -> web.Response:
         self.calls["count_tokens"] += 1
         body = await request.json()
@@ -174,6 +422,9 @@ class MockUpstream:
             return pre
         body, text, d = pre
         answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        results = _tool_results(body["messages"])
+        if results is not None:
+            answer, d = "result: " + results, {k: v for k, v in d.items() if k != "tool"}
         words = answer.split()
         system = body.get("system") or ""
         prompt_tokens = (sum(len(json.dumps(m.get("content"))) for m in body["messages"]) + len(json.dumps(system))) // 4 + 10
@@ -187,8 +438,15 @@ class MockUpstream:
         }
         model = body.get("model", "mock")
         tool = body.get("tools", [None])[0] if d.get("tool") else None
+        arguments: dict[str, Any] = {"q": "x"}
+        step = self.script.pop(0) if self.script else None
+        if step is not None and "tool" in step:
+            tool, arguments = {"name": step["tool"]}, step.get("arguments", {})
+        elif step is not None:
+            tool, answer, words = None, step["text"], step["text"].split()
         content: list[dict[str, Any]] = (
-            [{"type": "tool_use", "id": "toolu_mock1", "name": tool["name"], "input": {"q": "x"}}] if tool
+            [{"type": "tool_use", "id": f"toolu_mock{_calls_so_far(body['messages']) + 1}", "name": tool["name"],
+              "input": arguments}] if tool
             else [{"type": "text", "text": answer}]
         )
         stop = "tool_use" if tool else "end_turn"
@@ -209,7 +467,8 @@ class MockUpstream:
                                                  "usage": start_usage}})
         if tool:
             await send("content_block_start", {"index": 0, "content_block": {**content[0], "input": {}}})
-            await send("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"q": "x"}'}})
+            await send("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta",
+                                                                     "partial_json": json.dumps(arguments)}})
         else:
             await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
             await send("ping", {})
@@ -226,6 +485,26 @@ class MockUpstream:
         await send("message_stop", {})
         await resp.write_eof()
         return resp
+
+
+def _aws_event(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One message of AWS's binary event-stream framing (prelude, string headers, payload, CRCs)."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")):
+        n, v = name.encode(), value.encode()
+        headers += bytes([len(n)]) + n + bytes([7]) + len(v).to_bytes(2, "big") + v
+    body = json.dumps(payload).encode()
+    prelude = (12 + len(headers) + len(body) + 4).to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    message = prelude + zlib.crc32(prelude).to_bytes(4, "big") + headers + body
+    return message + zlib.crc32(message).to_bytes(4, "big")
+
+
+def mock_vector(item: Any, dims: int = 8) -> list[float]:
+    """The mock's embedding of `item`: `dims` numbers in [-1, 1) from its SHA-256."""
+    seed = hashlib.sha256(json.dumps(item).encode()).digest()
+    while len(seed) < dims:
+        seed += hashlib.sha256(seed).digest()
+    return [(b - 128) / 128 for b in seed[:dims]]
 
 
 def _error(kind: str, status: int, message: str) -> dict[str, Any]:

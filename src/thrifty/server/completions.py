@@ -1,0 +1,202 @@
+"""`POST /v1/completions`: legacy text completions, passed through to OpenAI-compatible models.
+
+vLLM, SGLang, llama.cpp's server and fill-in-the-middle code models still serve raw text
+completion (`prompt`, `suffix`, `echo`, `logprobs`), which means something a chat request
+cannot: the model continues the text as given. So the request is relayed as it came (the
+model name swapped for the upstream's), streamed or not, and billed from the upstream's
+usage in one ledger row. A model that speaks Anthropic Messages, or the local chat engine,
+has no raw completion; such a request is refused with a 400 that says so rather than
+silently turned into a chat turn. The chat levers (cache, compression, routing) do not act
+on this endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from thrifty.config import DEFAULT_BASE_URLS, ModelConfig
+from thrifty.errors import BadRequest, NotFound, ThriftyError, Unauthorized, UpstreamError
+from thrifty.gateway import Gateway
+from thrifty.ledger.prices import pricer
+from thrifty.ledger.tokens import count_text
+from thrifty.protocol.errors import truncate
+from thrifty.protocol.openai import usage_from_openai
+from thrifty.protocol.streams import encode_event
+from thrifty.providers.transport import connection_error, post, sse_events
+from thrifty.server.app import _SSE_HEADERS, Handlers, parse_tags
+from thrifty.server.guard import KEYS, error_response
+from thrifty.types import Context, Reply, Usage
+
+__all__ = ["setup"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_prompt(prompt: Any) -> None:
+    def tokens(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+
+    if isinstance(prompt, str) or tokens(prompt):
+        return
+    if isinstance(prompt, list) and prompt and (all(isinstance(p, str) for p in prompt) or all(tokens(p) for p in prompt)):
+        return
+    raise BadRequest("'prompt' must be a string, an array of strings, token ids or arrays of token ids", "prompt")
+
+
+class CompletionsHandlers:
+    def __init__(self, gateway: Gateway, handlers: Handlers) -> None:
+        self.gateway = gateway
+        self.h = handlers
+
+    def _target(self, body: dict[str, Any]) -> ModelConfig:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("missing required field 'model'", "model")
+        if not self.gateway.config.has_model(model):
+            known = ", ".join(m.name for m in self.gateway.config.models) or "none"
+            raise NotFound(f"the model {truncate(model)!r} is not configured in thrifty (configured: {known})",
+                           param="model", code="model_not_found")
+        cfg = self.gateway.config.model(model)
+        protocol = self.gateway.providers[cfg.name].protocol
+        if protocol != "openai" or cfg.provider == "local":
+            raise BadRequest(f"model {cfg.name!r} ({cfg.provider}) has no legacy text completions; "
+                             "send it /v1/chat/completions instead", "model")
+        _check_prompt(body.get("prompt"))
+        if not isinstance(body.get("stream", False), bool):
+            raise BadRequest("'stream' must be a boolean", "stream")
+        return cfg
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        principal = self.h._principal(request)
+        if principal is None:
+            return error_response("openai", Unauthorized("missing or invalid thrifty key", code="invalid_api_key"))
+        try:
+            body = await self.h._read_json(request)
+            cfg = self._target(body)
+            tags = parse_tags(request.headers.get("X-Thrifty-Tags"), None)
+        except ThriftyError as exc:
+            return error_response("openai", exc)
+        ctx = Context(protocol="openai", body=body, config=self.gateway.config, key_name=principal.name,
+                      tenant=principal.tenant, tags=tags, requested_model=cfg.name, target_model=cfg.name)
+        ctx.extra["endpoint"] = "completions"
+        upstream = {**body, "model": cfg.upstream_model}
+        streaming = bool(body.get("stream"))
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        if streaming:
+            upstream["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        key = cfg.api_key()
+        headers = {"Content-Type": "application/json", **cfg.headers}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        url = (cfg.base_url or DEFAULT_BASE_URLS["openai"]).rstrip("/") + "/completions"
+        reply = Reply(served_model=cfg.name, provider=cfg.provider)
+        if pricer.rates(cfg).source == "unknown":  # billed $0: the row says why, never silently
+            ctx.extra["price_unknown"] = f"no price known for {cfg.upstream_model!r} ({cfg.provider}); set price: on it"
+        out_headers = {"X-Thrifty-Request-Id": ctx.request_id, "X-Thrifty-Model": cfg.name}
+        try:
+            answer = await post(cfg.name, url, upstream, headers, streaming=streaming, timeout=cfg.timeout,
+                                connect_timeout=cfg.connect_timeout, secret=key)
+            if isinstance(answer, dict):
+                if not isinstance(answer.get("choices"), list):
+                    raise UpstreamError(502, f"model {cfg.name!r} answered without a 'choices' list, a shape the "
+                                        "completions API does not document", error_type="api_error")
+                reply.body = answer
+                reply.usage = self._usage(answer.get("usage"), body, answer)
+        except ThriftyError as exc:
+            self.h._record(ctx, None, exc.status, "error", exc.message, started, None)
+            return error_response("openai", exc, headers=out_headers)
+        if reply.body is not None:
+            reply.cost = pricer.cost(cfg, reply.usage)
+            self.h._record(ctx, reply, 200, "ok", None, started, None)
+            return web.Response(body=orjson.dumps(reply.body), content_type="application/json", headers=out_headers)
+        assert isinstance(answer, aiohttp.ClientResponse)
+        return await self._relay(request, ctx, cfg, reply, answer, wants_usage, out_headers, started)
+
+    def _usage(self, usage: Any, body: dict[str, Any], answer: dict[str, Any]) -> Usage:
+        if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+            return usage_from_openai(usage)
+        text = "".join(str(c.get("text", "")) for c in answer.get("choices") or [] if isinstance(c, dict))
+        return Usage(input_tokens=count_text(_prompt_text(body)), output_tokens=count_text(text), estimated=True)
+
+    async def _relay(self, request: web.Request, ctx: Context, cfg: ModelConfig, reply: Reply,
+                     resp: aiohttp.ClientResponse, wants_usage: bool, headers: dict[str, str],
+                     started: float) -> web.StreamResponse:
+        out = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
+        texts: list[str] = []
+        outcome, error, ttfb, complete, usage = "ok", None, None, False, None
+        try:
+            await out.prepare(request)
+            async for ev in sse_events(resp):
+                data = ev.data
+                if data == "[DONE]":
+                    complete = True
+                elif isinstance(data, dict):
+                    if data.get("usage"):
+                        usage = data["usage"]
+                        if not data.get("choices") and not wants_usage:
+                            continue
+                    for choice in data.get("choices") or []:
+                        if isinstance(choice, dict):
+                            texts.append(str(choice.get("text") or ""))
+                await out.write(encode_event(ev))
+                ttfb = ttfb or time.perf_counter()
+            if not complete:
+                outcome, error = "partial", "the upstream closed the stream before it finished"
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            outcome, error = "partial", connection_error(exc, f"{cfg.name} upstream").message
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            outcome, error = "cancelled", "the client went away"
+            if isinstance(exc, asyncio.CancelledError):
+                self._bill(ctx, cfg, reply, usage, texts, 499, outcome, error, started, ttfb)
+                raise
+        finally:
+            resp.release()
+        if outcome == "partial":
+            try:
+                await out.write(encode_event(_error_event(error or "stream cut")))
+            except (ConnectionResetError, RuntimeError):
+                pass
+        try:
+            await out.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
+        status = {"ok": 200, "partial": 502, "cancelled": 499}[outcome]
+        self._bill(ctx, cfg, reply, usage, texts, status, outcome, error, started, ttfb)
+        return out
+
+    def _bill(self, ctx: Context, cfg: ModelConfig, reply: Reply, usage: Any, texts: list[str], status: int,
+              outcome: str, error: str | None, started: float, ttfb: float | None) -> None:
+        if usage is not None:
+            reply.usage = usage_from_openai(usage)
+        else:  # cut short: estimate what was consumed, and say so
+            reply.usage = Usage(input_tokens=count_text(_prompt_text(ctx.body)), output_tokens=count_text("".join(texts)),
+                                estimated=True)
+        reply.cost = pricer.cost(cfg, reply.usage)
+        self.h._record(ctx, reply, status, outcome, error, started, ttfb)
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
+
+
+def _error_event(message: str) -> Any:
+    from thrifty.protocol.errors import error_event
+
+    return error_event("openai", UpstreamError(502, message, error_type="api_error", code="upstream_stream_error"))
+
+
+def setup(app: web.Application, gateway: Gateway) -> None:
+    """Add /v1/completions (and /completions)."""
+    handlers = CompletionsHandlers(gateway, Handlers(gateway, app[KEYS]))
+    app.router.add_post("/v1/completions", handlers.create)
+    app.router.add_post("/completions", handlers.create)

@@ -1,0 +1,65 @@
+"""Codex CLI (`codex exec`, which speaks only the Responses API) finishes a scripted turn
+through thrifty: it calls its shell tool, runs the command, sends the output back, and
+answers; against an Anthropic-protocol and an OpenAI-protocol upstream.
+
+Codex's default tool set also holds a `namespace` of sub-agent tools and OpenAI's hosted
+`web_search`, which no other provider can run; thrifty refuses those with a 400 that names
+them, so the run switches them off (`--disable multi_agent`, `web_search="disabled"`), as a
+user pointing Codex at a non-OpenAI model through thrifty would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RunningGateway
+from thrifty.testing.mock_upstream import MockUpstream
+
+
+async def codex_exec(codex: Path, gw: RunningGateway, model: str, prompt: str, cwd: Path) -> tuple[int, str, str]:
+    home = cwd / "codex-home"
+    home.mkdir()
+    env = {**os.environ, "CODEX_HOME": str(home), "THRIFTY_KEY": "unused"}
+    args = [str(codex), "exec", "--skip-git-repo-check", "-m", model,
+            "-c", 'model_provider="thrifty"', "-c", 'model_providers.thrifty.name="thrifty"',
+            "-c", f'model_providers.thrifty.base_url="{gw.url}/v1"',
+            "-c", 'model_providers.thrifty.wire_api="responses"',
+            "-c", 'model_providers.thrifty.env_key="THRIFTY_KEY"',
+            "--disable", "multi_agent", "-c", 'web_search="disabled"', prompt]
+    proc = await asyncio.create_subprocess_exec(*args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    except TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["claude-test", "gpt-test"])
+async def test_codex_runs_a_tool_and_answers_through_thrifty(
+    codex_bin: Path, thrifty: RunningGateway, upstream: MockUpstream, tmp_path: Path, model: str
+) -> None:
+    upstream.script = [{"tool": "exec_command", "arguments": {"cmd": "echo hello-from-the-tool"}},
+                       {"text": "The command printed hello-from-the-tool."}]
+    rc, out, err = await codex_exec(codex_bin, thrifty, model, "Run echo and tell me what it printed", tmp_path)
+    assert rc == 0, err[-3000:]
+    assert "The command printed hello-from-the-tool." in out
+    assert len(upstream.bodies) == 2 and not upstream.script
+    second = upstream.bodies[1]
+    if model == "claude-test":  # the command's output came back as a tool_result for the tool_use
+        [result] = [b for m in second["messages"] if isinstance(m["content"], list)
+                    for b in m["content"] if b.get("type") == "tool_result"]
+        assert result["tool_use_id"] == "toolu_mock1" and "hello-from-the-tool" in json.dumps(result["content"])
+    else:
+        [result] = [m for m in second["messages"] if m["role"] == "tool"]
+        assert result["tool_call_id"] == "call_mock1" and "hello-from-the-tool" in result["content"]
+    rows = thrifty.rows()
+    assert len(rows) == 2 and all(r["outcome"] == "ok" and r["stream"] for r in rows)
+    assert all(json.loads(r["extra"])["endpoint"] == "responses" for r in rows)
