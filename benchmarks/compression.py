@@ -1,15 +1,25 @@
-"""Context compression on SQuAD v2 RAG prompts: tokens saved versus answers kept.
+"""Context compression on RAG prompts: tokens saved versus evidence kept, single- and multi-hop.
 
-Each prompt is one paragraph that holds the answer plus 9 distractor paragraphs from the
-same article, shuffled with a fixed seed, then the question (answerable questions only).
+SQuAD v2 (single hop): each prompt is one paragraph that holds the answer plus 9 distractor
+paragraphs from the same article, shuffled with a fixed seed, then the question (answerable
+questions only). HotpotQA (multi-hop, `benchmarks/data/`): each prompt is 10 titled
+paragraphs, two of which are needed, then the question; see `multihop_prompts`.
 At each budget (a share of the context's tokens) the extractive compressor is compared
-with two baselines that spend the same budget: random sentences, and the first sentences.
+with its single-pass scorer (`hop` = 0, the selection before multi-hop awareness) and two
+baselines that spend the same budget: random sentences, and the first sentences.
 
 - reduction: 1 - compressed prompt tokens / original prompt tokens (whole user message,
   question included), averaged over prompts;
 - retention: share of prompts whose compressed context still contains a gold answer text;
 - span kept: stricter, the gold answer's own occurrence (its answer_start in the answer
   paragraph) is inside a kept sentence.
+
+HotpotQA figures (on the test split unless `--multihop-split dev`):
+- reduction: as above;
+- facts kept: share of prompts where every supporting-fact sentence (HotpotQA's annotation,
+  from both needed paragraphs) is still in the compressed context, verbatim;
+- both hops: at least one supporting sentence of each of the two needed paragraphs kept;
+- answer: the gold answer text is still in the context (yes/no questions count as kept).
 
 Run:  PYTHONPATH=src python benchmarks/compression.py [--limit N] [--plot out.png]
 """
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import random
 import sys
 import time
@@ -33,6 +44,7 @@ from thrifty.embed import Embedder, shared_embedder
 from thrifty.ledger.tokens import count_text
 
 RELATIVE = Path("shared/data/compression/squad_v2_dev_subset.json")
+MULTIHOP_DATA = Path(__file__).resolve().parent / "data" / "hotpotqa_multihop.json.xz"
 
 
 def default_data() -> Path:
@@ -92,6 +104,66 @@ def build_prompts(path: Path, seed: int = 13, limit: int | None = None) -> list[
                 )
     rng.shuffle(prompts)
     return prompts[:limit] if limit else prompts
+
+
+@dataclass
+class MultiHopPrompt:
+    text: str
+    question: str
+    context: str
+    answer: str
+    #: the supporting sentences, grouped by their paragraph (two groups)
+    facts: list[list[str]]
+
+
+#: How retrieved paragraphs are laid out; each prompt uses one, chosen with a fixed seed, so
+#: that the figures do not depend on one template (the last one has no title line).
+LAYOUTS = (
+    "{title}\n{text}",
+    "Title: {title}\n{text}",
+    "[{n}] {title}\n{text}",
+    "Document [{n}](Title: {title}) {text}",
+)
+
+
+def paragraph_text(sentences: list[str]) -> str:
+    """HotpotQA's sentences joined back into the paragraph they were cut from."""
+    out = ""
+    for s in sentences:
+        out += s if not out or s[:1].isspace() else " " + s
+    return out.strip()
+
+
+def multihop_prompts(path: Path = MULTIHOP_DATA, split: str = "test", seed: int = 13) -> list[MultiHopPrompt]:
+    """HotpotQA questions with their 10 paragraphs, as RAG prompts (`split`: dev, test or all)."""
+    examples = json.loads(lzma.decompress(path.read_bytes()))["examples"]
+    rng = random.Random(seed)
+    prompts = []
+    for ex in examples:
+        layout = rng.choice(LAYOUTS)
+        if split != "all" and ex["split"] != split:
+            continue
+        by_title = {t: s for t, s in ex["context"]}
+        blocks = [
+            layout.format(n=n, title=t, text=paragraph_text(s)) for n, (t, s) in enumerate(ex["context"], 1)
+        ]
+        context = HEADER + "\n\n".join(blocks) + "\n\n"
+        groups: dict[str, list[str]] = {}
+        for title, i in ex["supporting_facts"]:
+            groups.setdefault(title, []).append(by_title[title][i].strip())
+        question = "Question: " + ex["question"].strip()
+        prompts.append(MultiHopPrompt(context + question, question, context, ex["answer"], list(groups.values())))
+    return prompts
+
+
+def score_multihop(p: MultiHopPrompt, compressed_text: str) -> tuple[float, bool, bool, bool]:
+    """(reduction, every supporting sentence kept, one of each paragraph kept, answer kept)."""
+    before = count_text(p.text)
+    after = count_text(compressed_text)
+    body = compressed_text[: compressed_text.rfind(p.question)]
+    kept = [[f in body for f in group] for group in p.facts]
+    answer = p.answer.lower() in ("yes", "no") or p.answer in body
+    return 1 - after / before, all(all(g) for g in kept), all(any(g) for g in kept), answer
 
 
 def kept_ranges(context: str, compressed: str) -> list[tuple[int, int]]:
