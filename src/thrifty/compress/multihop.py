@@ -53,9 +53,8 @@ __all__ = [
 _TITLE_MAX_CHARS = 120
 _TITLE_MAX_WORDS = 16
 _NOT_TITLE_END = (".", "!", "?", ",", ";")
-import os
-
-_LINK_POWER = float(os.environ.get("MH_LP", "2"))
+#: A partial name match links weakly: the share of the subject named, to this power.
+_LINK_POWER = 4
 _TOKEN = re.compile(r"[^\W_][\w'’.-]*", re.UNICODE)
 
 
