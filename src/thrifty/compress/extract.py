@@ -55,12 +55,12 @@ class Weights:
     #: second hop: the selection's new names found in a sentence, and in its paragraph's subject
     bridge: float = 0.2
     link: float = 0.6
-    #: second hop: cosine of the sentence and the question plus the selection
-    hop_embedding: float = 0.0
     #: share of its paragraph's best score that each sentence gets
     paragraph: float = 0.6
     #: bonus for the sentences of a paragraph whose subject (title) the question names
-    title: float = 0.3
+    title: float = 0.15
+    #: lexical overlap of the question and a sentence's whole paragraph
+    passage_lexical: float = 0.3
     #: keep a kept sentence's paragraph title line (1) and, with 2, its lead sentence when
     #: the paragraph has no title line; 0 keeps neither
     anchor: float = 1
@@ -249,11 +249,11 @@ def rank(
     """Score and select: the kept indices (in order) and the scores. `titles` are the
     indices of title lines (see thrifty.compress.multihop.split_title_lines)."""
     shape = structure(sentences, titles)
-    scores, vectors = _first_pass(question, sentences, embedder, weights)
+    scores, _ = _first_pass(question, sentences, embedder, weights)
     if len(sentences) and shape.is_title.any():
         # Title lines are kept as anchors only: they must not win a place on their own.
         scores = np.where(shape.is_title, np.float32(scores.min() - 1.0), scores).astype(np.float32)
-    scores = first_hop(question, sentences, scores, weights, shape, _STOP)
+    scores = first_hop(question, sentences, scores, weights, shape, _STOP, lexical_scores)
     titles_on, leads_on = weights.anchor >= 1, weights.anchor >= 2
     if not weights.hop:
         kept = select_anchored(sentences, scores, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on)
@@ -263,15 +263,17 @@ def rank(
         sentences, scores, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on,
         stop_at=int(budget * weights.seeds),
     )
-    scores = second_hop(question, sentences, scores, kept, vectors, embedder, weights, shape, _STOP)
+    scores = second_hop(question, sentences, scores, kept, weights, shape, _STOP)
     kept = select_anchored(
         sentences, scores, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on, start=kept
     )
     return kept, scores
 
 
-def _sentences(context: str) -> tuple[list[Sentence], set[int]]:
-    return split_title_lines(split_sentences(context))
+def _sentences(context: str, weights: Weights) -> tuple[list[Sentence], set[int]]:
+    """Sentences, with title lines cut off their paragraph's first sentence when anchors are on."""
+    sentences = split_sentences(context)
+    return split_title_lines(sentences) if weights.anchor else (sentences, set())
 
 
 def select(
@@ -314,7 +316,7 @@ def compress(
     weights: Weights = Weights(),
 ) -> Extract:
     """Keep the sentences of `context` most relevant to `question` within `budget` tokens."""
-    sentences, titles = _sentences(context)
+    sentences, titles = _sentences(context, weights)
     before = count_text(context)
     if before <= budget:
         return Extract(context, list(range(len(sentences))), sentences, before, before)
@@ -341,7 +343,7 @@ def compress_many(
     owner: list[int] = []
     offset = 0
     for ci, context in enumerate(contexts):
-        own, own_titles = _sentences(context)
+        own, own_titles = _sentences(context, weights)
         titles.update(len(sentences) + t for t in own_titles)
         for s in own:
             sentences.append(Sentence(s.start, s.end, s.paragraph + offset, s.text))

@@ -1,24 +1,27 @@
-"""Multi-hop aware selection: follow what the first pick names, and keep each paragraph's head.
+"""Multi-hop aware selection: follow what the first picks name, keep each paragraph's head.
 
 A single pass that scores each sentence against the question finds the first hop of a
-multi-hop question ("the woman who portrayed Corliss Archer in Kiss and Tell") but not the
-second ("Shirley Temple ... served as Chief of Protocol"): the bridge sentence shares few
-words with the question, only with the first hop's answer. Multi-hop retrievers chain: they
-read what the first retrieval returned and search again with it. This module does the same
-over one prompt's sentences, at the cost of one extra embedding (the question plus the first
-picks):
+multi-hop question ("the woman who portrayed Corliss Archer in Kiss and Tell") but often
+not the second ("Shirley Temple ... served as Chief of Protocol"): the bridge passage shares
+few words with the question, only with the first hop. Multi-hop retrievers chain: they read
+what the first retrieval returned and search again with it. This module does the same over
+one prompt's sentences, with no extra model call:
 
-1. seeds: the best few sentences of the single-pass score;
-2. second hop: every sentence is scored again against the question plus the seeds, lexically
-   on the names the seeds add (capitalised words, numbers and rare words not already in the
-   question, IDF-weighted) and by embedding; a paragraph whose title or lead sentence is
-   named by a seed (its subject) gets a link bonus on all its sentences;
-3. the final score is the first-pass score plus `hop` times the second-hop score.
+- structure: a paragraph's title line ("Ed Wood (film)", "Title: Ed Wood", "[3] Ed Wood") is
+  cut off its first sentence, and each paragraph gets a subject: its title, else the name
+  its lead sentence opens with ("James J. Andrews (c. 1829 - ...) was" -> "James J. Andrews");
+- first hop: the single-pass score, plus a bonus for paragraphs whose subject the question
+  names (`title`) and for the question's words spread over a paragraph (`passage_lexical`),
+  plus a share of the paragraph's best score (`paragraph`), so a needed passage is kept whole
+  before stray sentences of others;
+- the first pass spends `seeds` of the budget; then every other sentence is scored again
+  against the question plus what was selected: names the selection adds (`bridge`), and a
+  `link` on the lead of each paragraph whose subject the selection names and the question
+  does not; the rest of the budget goes by that score.
 
-Selection then keeps, for each paragraph with a kept sentence, its title line (a short first
-line without end punctuation, such as "Title: Ed Wood" or "[3] Ed Wood") or, when it has
-none, its lead sentence, which names the subject that later sentences call "he" or "the
-film". Anchors are paid from the same token budget as everything else.
+Selection keeps, with each sentence, its paragraph's title line (`anchor` >= 1) or, where a
+paragraph has none, its lead sentence (`anchor` >= 2): a title costs a few tokens and tells
+the reader who "he" is. Anchors are paid from the same token budget as everything else.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from thrifty.compress.sentences import Sentence
 from thrifty.ledger.tokens import count_text
 
 if TYPE_CHECKING:
-    from thrifty.compress.extract import Embedder, Weights
+    from thrifty.compress.extract import Weights
 
 __all__ = [
     "Structure",
@@ -155,6 +158,7 @@ def subject(text: str, is_title: bool) -> str:
     if is_title:
         return _PAREN.sub(" ", head).strip()
     words: list[str] = []
+    alias = re.match(r"[^(]{1,80}?\(([A-Z][^();:]{1,60})\)", head)
     for raw in head.split():
         if raw.startswith("("):
             break
@@ -167,7 +171,21 @@ def subject(text: str, is_title: bool) -> str:
             break
     while words and words[-1].lower() in _CONNECTORS:
         words.pop()
+    if alias and words:  # "The Kritikos Lagonikos (Cretan Hound) is ...": both names count
+        words.append(alias.group(1).strip())
     return " ".join(words)
+
+
+def subjects_of(sentences: Sequence[Sentence], shape: Structure, heads: Sequence[int]) -> list[str]:
+    """The subject of each paragraph (given by its anchor index); a title line that is only a
+    label ("Context:") gives way to the lead sentence's name."""
+    out = []
+    for h in heads:
+        name = subject(sentences[h].text, bool(shape.is_title[h]))
+        if shape.is_title[h] and (not name or name.endswith(":")) and h + 1 < len(sentences):
+            name = subject(sentences[h + 1].text, False)
+        out.append(name)
+    return out
 
 
 def named_share(subjects: Sequence[str], text: str, idf: dict[str, float], stop: frozenset[str]) -> np.ndarray:
@@ -239,12 +257,18 @@ def paragraph_prior(scores: np.ndarray, shape: Structure, weight: float) -> np.n
         a = int(shape.anchor[i])
         best[a] = max(best[a], scores[i])
     prior = best[shape.anchor]
-    return (scores + weight * np.where(np.isfinite(prior), prior, 0.0)).astype(np.float32)
+    prior = np.where(np.isfinite(prior), prior, 0.0)
+    return (scores + weight * prior).astype(np.float32)
 
 
 def first_hop(
-    question: str, sentences: Sequence[Sentence], first: np.ndarray, weights: Weights, shape: Structure,
+    question: str,
+    sentences: Sequence[Sentence],
+    first: np.ndarray,
+    weights: Weights,
+    shape: Structure,
     stop: frozenset[str],
+    lexical: Callable[[str, Sequence[str]], np.ndarray],
 ) -> np.ndarray:
     """The single-pass scores with the paragraph structure added: a bonus for paragraphs whose
     subject the question names (`title`) and the paragraph prior (`paragraph`)."""
@@ -252,9 +276,16 @@ def first_hop(
     if weights.title and len(sentences):
         heads = sorted(set(shape.anchor.tolist()))
         idf = _idf([s.text for s in sentences])
-        subjects = [subject(sentences[h].text, bool(shape.is_title[h])) for h in heads]
+        subjects = subjects_of(sentences, shape, heads)
         named = _paragraph_map(shape, named_share(subjects, question, idf, stop), heads)
         scores = (scores + weights.title * named).astype(np.float32)
+    if weights.passage_lexical and len(sentences):
+        # The question's words spread over a passage (a name in one sentence, the event in
+        # the next) still mark the passage that answers.
+        heads = sorted(set(shape.anchor.tolist()))
+        bodies = [" ".join(s.text for i, s in enumerate(sentences) if shape.anchor[i] == h) for h in heads]
+        spread = _paragraph_map(shape, lexical(question, bodies), heads)
+        scores = (scores + weights.passage_lexical * spread).astype(np.float32)
     return paragraph_prior(scores, shape, weights.paragraph)
 
 
@@ -263,8 +294,6 @@ def second_hop(
     sentences: Sequence[Sentence],
     first: np.ndarray,
     selected: Sequence[int],
-    vectors: np.ndarray | None,
-    embedder: Embedder | None,
     weights: Weights,
     shape: Structure,
     stop: frozenset[str],
@@ -284,7 +313,7 @@ def second_hop(
     # names is the next hop. Only words neither the question nor the selected paragraphs'
     # own subjects hold count: paragraphs about the question's topic are not a second hop.
     all_heads = sorted(set(shape.anchor.tolist()))
-    subjects = {h: subject(texts[h], bool(shape.is_title[h])) for h in all_heads}
+    subjects = dict(zip(all_heads, subjects_of(sentences, shape, all_heads), strict=True))
     known = set(_terms(question))
     for h in heads:
         known.update(_terms(subjects[h]))
@@ -302,9 +331,6 @@ def second_hop(
         lead = h + 1 if shape.is_title[h] and h + 1 < n and shape.anchor[h + 1] == h else h
         link[lead] = share**_LINK_POWER
     score = score + weights.link * link
-    if embedder is not None and vectors is not None and weights.hop_embedding:
-        qv = embedder.embed([question + " " + joined])[0]
-        score = score + weights.hop_embedding * (vectors @ qv)
     # The hop's evidence spreads over its paragraph like the first pass's did.
     return first + paragraph_prior(weights.hop * score.astype(np.float32), shape, weights.paragraph)
 
