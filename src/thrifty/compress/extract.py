@@ -302,7 +302,11 @@ def join(text: str, sentences: Sequence[Sentence], kept: Sequence[int]) -> str:
                 out.append("\n\n")
             else:
                 gap = text[last.end : s.start]
-                out.append(gap if gap and not gap.strip() else " ")
+                if gap and not gap.strip():  # neighbours: the source's own whitespace
+                    out.append(gap)
+                else:  # a gap: a line break if one followed the last span (a title), else a space
+                    after = text[last.end : last.end + len(gap) - len(gap.lstrip())]
+                    out.append("\n" if "\n" in after else " ")
         out.append(text[s.start : s.end])
         last = s
     return "".join(out)

@@ -140,7 +140,9 @@ def _terms(text: str) -> list[str]:
     return out
 
 
-_LABEL = re.compile(r"^\s*(?:#+\s*|\[\d+\]\s*|(?:document|doc|passage|source|title)\s*\[?\d*\]?\s*[:.)]?\s*)+", re.I)
+_LABEL = re.compile(
+    r"^\s*(?:#+\s*|\[\d+\]\s*|(?:document|doc|passage|source|title)\s*\[?\d*\]?\s*[:.)]?\s*)+", re.I
+)
 _PAREN = re.compile(r"\([^)]*\)")
 _CONNECTORS = frozenset(["of", "the", "and", "de", "la", "le", "von", "van", "der", "du", "del", "&"])
 
@@ -188,7 +190,9 @@ def subjects_of(sentences: Sequence[Sentence], shape: Structure, heads: Sequence
     return out
 
 
-def named_share(subjects: Sequence[str], text: str, idf: dict[str, float], stop: frozenset[str]) -> np.ndarray:
+def named_share(
+    subjects: Sequence[str], text: str, idf: dict[str, float], stop: frozenset[str]
+) -> np.ndarray:
     """For each subject, the IDF-weighted share of its words that `text` names (0..1)."""
     have = set(_terms(text))
     out = np.zeros(len(subjects), dtype=np.float32)
@@ -208,7 +212,9 @@ def _idf(texts: Sequence[str]) -> dict[str, float]:
     return {w: math.log((n + 1) / (c + 0.5)) for w, c in df.items()}
 
 
-def bridge_scores(question: str, seeds: Sequence[str], texts: Sequence[str], stop: frozenset[str]) -> np.ndarray:
+def bridge_scores(
+    question: str, seeds: Sequence[str], texts: Sequence[str], stop: frozenset[str]
+) -> np.ndarray:
     """IDF-weighted share of the seeds' new terms (not in the question, not stop words) that
     each text holds, 0..1. Capitalised words and numbers (names, dates) weigh double."""
     n = len(texts)
@@ -239,7 +245,9 @@ def bridge_scores(question: str, seeds: Sequence[str], texts: Sequence[str], sto
     return raw_scores / top
 
 
-def _paragraph_map(shape: Structure, values: Sequence[float] | np.ndarray, heads: Sequence[int]) -> np.ndarray:
+def _paragraph_map(
+    shape: Structure, values: Sequence[float] | np.ndarray, heads: Sequence[int]
+) -> np.ndarray:
     """Spread one value per paragraph (given for each head in `heads`) over its sentences."""
     out = np.zeros(len(shape.anchor), dtype=np.float32)
     for k, h in enumerate(heads):
@@ -327,9 +335,7 @@ def second_hop(
         if not new_words:
             continue
         share = float(named_share([new_words], joined, idf, stop)[0])
-        # On the paragraph's lead, which names the entity; the paragraph prior does the rest.
-        lead = h + 1 if shape.is_title[h] and h + 1 < n and shape.anchor[h + 1] == h else h
-        link[lead] = share**_LINK_POWER
+        link[shape.anchor == h] = share**_LINK_POWER
     score = score + weights.link * link
     # The hop's evidence spreads over its paragraph like the first pass's did.
     return first + paragraph_prior(weights.hop * score.astype(np.float32), shape, weights.paragraph)
@@ -365,10 +371,7 @@ def select_anchored(
         if head != i and head not in kept and (anchor_titles if shape.is_title[head] else anchor_leads):
             need.append(head)
         extra = sum(cost[j] for j in need)
-        if used + extra <= budget:
+        if used + extra <= budget:  # a sentence never goes without its anchor
             kept.update(need)
             used += extra
-        elif used + cost[i] <= budget:
-            kept.add(i)
-            used += cost[i]
     return sorted(kept)
