@@ -3,9 +3,10 @@
 SQuAD v2 (single hop): each prompt is one paragraph that holds the answer plus 9 distractor
 paragraphs from the same article, shuffled with a fixed seed, then the question (answerable
 questions only). HotpotQA (multi-hop, `benchmarks/data/`): each prompt is 10 titled
-paragraphs, two of which are needed, then the question; see `multihop_prompts`.
+paragraphs, two of which are needed, then the question; see `multihop_prompts`. Its
+settings were chosen on the HotpotQA dev split; the figures are for the test split.
 At each budget (a share of the context's tokens) the extractive compressor is compared
-with its single-pass scorer (`hop` = 0, the selection before multi-hop awareness) and two
+with its single-pass scorer (`SINGLE_PASS`: the selection before multi-hop awareness) and two
 baselines that spend the same budget: random sentences, and the first sentences.
 
 - reduction: 1 - compressed prompt tokens / original prompt tokens (whole user message,
@@ -22,6 +23,7 @@ HotpotQA figures (on the test split unless `--multihop-split dev`):
 - answer: the gold answer text is still in the context (yes/no questions count as kept).
 
 Run:  PYTHONPATH=src python benchmarks/compression.py [--limit N] [--plot out.png]
+      [--multihop-split dev|test|all] [--multihop-only]
 """
 
 from __future__ import annotations

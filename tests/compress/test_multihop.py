@@ -92,7 +92,7 @@ def test_subject_of_a_paragraph(text: str, is_title: bool, expected: str) -> Non
 
 
 def test_second_hop_keeps_the_bridge_that_a_single_pass_drops() -> None:
-    budget = int(count_text(CONTEXT) * 0.4)
+    budget = int(count_text(CONTEXT) * 0.5)
     single = compress(QUESTION, CONTEXT, budget, None, SINGLE_PASS)
     assert ANSWER not in single.text  # the answer shares no word with the question
     multi = compress(QUESTION, CONTEXT, budget, None, Weights())

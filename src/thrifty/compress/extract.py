@@ -51,7 +51,7 @@ class Weights:
     #: weight of the second-hop score (0: single pass); see thrifty.compress.multihop
     hop: float = 1.0
     #: share of the budget the first pass spends before the second hop takes over
-    seeds: float = 0.3
+    seeds: float = 0.5
     #: second hop: the selection's new names found in a sentence, and in its paragraph's subject
     bridge: float = 0.2
     link: float = 0.6

@@ -285,7 +285,14 @@ def first_hop(
         heads = sorted(set(shape.anchor.tolist()))
         idf = _idf([s.text for s in sentences])
         subjects = subjects_of(sentences, shape, heads)
-        named = _paragraph_map(shape, named_share(subjects, question, idf, stop), heads)
+        shares = named_share(subjects, question, idf, stop)
+        # A question points at one or two passages (where a chain starts, or the two things it
+        # compares). When it names the subject of more, that name is the prompt's common
+        # topic (every passage of an article about the Normans), not a pointer.
+        pointed = int((shares >= 0.5).sum())
+        if pointed > 2:
+            shares = shares * (2.0 / pointed)
+        named = _paragraph_map(shape, shares, heads)
         scores = (scores + weights.title * named).astype(np.float32)
     if weights.passage_lexical and len(sentences):
         # The question's words spread over a passage (a name in one sentence, the event in
