@@ -45,11 +45,14 @@ __all__ = [
     "Structure",
     "bridge_scores",
     "first_hop",
+    "named_share",
     "paragraph_prior",
     "second_hop",
     "select_anchored",
     "split_title_lines",
     "structure",
+    "subject",
+    "subjects_of",
 ]
 
 #: A title line: short, one line, not ending like a sentence or a clause.
@@ -117,6 +120,8 @@ class Structure:
 
 
 def structure(sentences: Sequence[Sentence], titles: set[int]) -> Structure:
+    """Each sentence's paragraph anchor: the paragraph's first span (its title line if
+    `titles` holds it, else its lead sentence)."""
     n = len(sentences)
     anchor = np.zeros(n, dtype=np.int64)
     current = 0
