@@ -23,3 +23,11 @@ def test_list_items_are_sentences() -> None:
 def test_abbreviations_do_not_end_sentences() -> None:
     sentences = split_sentences("The U.S. Army arrived, e.g. Gen. Grant came. Then it rained.")
     assert [s.text for s in sentences] == ["The U.S. Army arrived, e.g. Gen. Grant came.", "Then it rained."]
+
+
+def test_an_abbreviation_after_a_bracket_does_not_end_a_sentence() -> None:
+    text = "James J. Andrews (c. 1829 - June 7, 1862) was a civilian scout. He led a raid."
+    assert [s.text for s in split_sentences(text)] == [
+        "James J. Andrews (c. 1829 - June 7, 1862) was a civilian scout.",
+        "He led a raid.",
+    ]

@@ -15,6 +15,10 @@ A sentence next to a high-scoring one gets a share of its neighbour's score, so 
 answer stated one sentence after the question's keywords survives. With the embedding
 weights at 0 the embedder is never called: lexical-only compression is much faster and
 a little less precise (see benchmarks/compression.py).
+
+For questions that need two passages, a second hop (thrifty.compress.multihop) scores the
+sentences again against the question plus the first picks, and each kept sentence brings
+its paragraph's title line or lead sentence along; `hop` = 0 and `anchor` = 0 turn both off.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
+from thrifty.compress.multihop import first_hop, second_hop, select_anchored, split_title_lines, structure
 from thrifty.compress.sentences import Sentence, split_sentences
 from thrifty.ledger.tokens import count_text
 
@@ -43,6 +48,22 @@ class Weights:
     lexical: float = 0.8
     position: float = 0.05
     neighbour: float = 0.35
+    #: weight of the second-hop score (0: single pass); see thrifty.compress.multihop
+    hop: float = 1.0
+    #: share of the budget the first pass spends before the second hop takes over
+    seeds: float = 0.5
+    #: second hop: the selection's new names found in a sentence, and in its paragraph's subject
+    bridge: float = 0.2
+    link: float = 0.6
+    #: share of its paragraph's best score that each sentence gets
+    paragraph: float = 0.6
+    #: bonus for the sentences of a paragraph whose subject (title) the question names
+    title: float = 0.15
+    #: lexical overlap of the question and a sentence's whole paragraph
+    passage_lexical: float = 0.3
+    #: keep a kept sentence's paragraph title line (1) and, with 2, its lead sentence when
+    #: the paragraph has no title line; 0 keeps neither
+    anchor: float = 1
 
 
 @dataclass
@@ -169,11 +190,19 @@ def score_sentences(
     question: str, sentences: Sequence[Sentence], embedder: Embedder | None, weights: Weights = Weights()
 ) -> np.ndarray:
     """A relevance score per sentence (higher keeps first)."""
+    return _first_pass(question, sentences, embedder, weights)[0]
+
+
+def _first_pass(
+    question: str, sentences: Sequence[Sentence], embedder: Embedder | None, weights: Weights
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The single-pass scores, and the sentence vectors when the embedder was used."""
     n = len(sentences)
     if n == 0:
-        return np.zeros(0, dtype=np.float32)
+        return np.zeros(0, dtype=np.float32), None
     texts = [s.text for s in sentences]
     score = weights.lexical * lexical_scores(question, texts)
+    sent_vecs: np.ndarray | None = None
     if embedder is not None and (weights.embedding or weights.passage):
         vecs = embedder.embed([question, *texts])
         qv = vecs[0]
@@ -206,7 +235,45 @@ def score_sentences(
         nxt = np.where(same_next, np.roll(score, -1), -np.inf)
         best = np.maximum(prev, nxt)
         score = score + weights.neighbour * np.where(np.isfinite(best), np.maximum(best - score, 0.0), 0.0)
-    return score.astype(np.float32)
+    return score.astype(np.float32), sent_vecs
+
+
+def rank(
+    question: str,
+    sentences: Sequence[Sentence],
+    titles: set[int],
+    budget: int,
+    embedder: Embedder | None,
+    weights: Weights,
+) -> tuple[list[int], np.ndarray]:
+    """Score and select: the kept indices (in order) and the scores. `titles` are the
+    indices of title lines (see thrifty.compress.multihop.split_title_lines)."""
+    shape = structure(sentences, titles)
+    scores, _ = _first_pass(question, sentences, embedder, weights)
+    if len(sentences) and shape.is_title.any():
+        # Title lines are kept as anchors only: they must not win a place on their own.
+        scores = np.where(shape.is_title, np.float32(scores.min() - 1.0), scores).astype(np.float32)
+    scores = first_hop(question, sentences, scores, weights, shape, _STOP, lexical_scores)
+    titles_on, leads_on = weights.anchor >= 1, weights.anchor >= 2
+    if not weights.hop:
+        kept = select_anchored(sentences, scores, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on)
+        return kept, scores
+    # Two hops: the first pass spends `seeds` of the budget, then what it kept steers the rest.
+    kept = select_anchored(
+        sentences, scores, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on,
+        stop_at=int(budget * weights.seeds),
+    )
+    scores = second_hop(question, sentences, scores, kept, weights, shape, _STOP)
+    kept = select_anchored(
+        sentences, scores, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on, start=kept
+    )
+    return kept, scores
+
+
+def _sentences(context: str, weights: Weights) -> tuple[list[Sentence], set[int]]:
+    """Sentences, with title lines cut off their paragraph's first sentence when anchors are on."""
+    sentences = split_sentences(context)
+    return split_title_lines(sentences) if weights.anchor else (sentences, set())
 
 
 def select(
@@ -224,15 +291,24 @@ def select(
 
 
 def join(text: str, sentences: Sequence[Sentence], kept: Sequence[int]) -> str:
-    """The kept sentences as text: spaces within a paragraph, blank lines between."""
+    """The kept sentences as text: blank lines between paragraphs; within one, the original
+    whitespace between neighbours (a title's line break) and a space across a gap."""
     out: list[str] = []
-    last_para: int | None = None
+    last: Sentence | None = None
     for i in kept:
         s = sentences[i]
-        if last_para is not None:
-            out.append("\n\n" if s.paragraph != last_para else " ")
+        if last is not None:
+            if s.paragraph != last.paragraph:
+                out.append("\n\n")
+            else:
+                gap = text[last.end : s.start]
+                if gap and not gap.strip():  # neighbours: the source's own whitespace
+                    out.append(gap)
+                else:  # a gap: a line break if one followed the last span (a title), else a space
+                    after = text[last.end : last.end + len(gap) - len(gap.lstrip())]
+                    out.append("\n" if "\n" in after else " ")
         out.append(text[s.start : s.end])
-        last_para = s.paragraph
+        last = s
     return "".join(out)
 
 
@@ -244,12 +320,11 @@ def compress(
     weights: Weights = Weights(),
 ) -> Extract:
     """Keep the sentences of `context` most relevant to `question` within `budget` tokens."""
-    sentences = split_sentences(context)
+    sentences, titles = _sentences(context, weights)
     before = count_text(context)
     if before <= budget:
         return Extract(context, list(range(len(sentences))), sentences, before, before)
-    scores = score_sentences(question, sentences, embedder, weights)
-    kept = select(sentences, scores, budget)
+    kept, scores = rank(question, sentences, titles, budget, embedder, weights)
     text = join(context, sentences, kept)
     return Extract(text, kept, sentences, before, count_text(text), scores.tolist())
 
@@ -268,18 +343,19 @@ def compress_many(
     """Like `compress` over several context parts at once: the sentences compete for one
     budget, so the part that answers the question keeps more of it."""
     sentences: list[Sentence] = []
+    titles: set[int] = set()
     owner: list[int] = []
     offset = 0
     for ci, context in enumerate(contexts):
-        own = split_sentences(context)
+        own, own_titles = _sentences(context, weights)
+        titles.update(len(sentences) + t for t in own_titles)
         for s in own:
             sentences.append(Sentence(s.start, s.end, s.paragraph + offset, s.text))
             owner.append(ci)
         offset += (own[-1].paragraph + 1) if own else 0
     if sum(count_text(c) for c in contexts) <= budget:
         return list(contexts)
-    scores = score_sentences(question, sentences, embedder, weights)
-    kept = select(sentences, scores, budget)
+    kept, _ = rank(question, sentences, titles, budget, embedder, weights)
     out = []
     for ci, context in enumerate(contexts):
         text = join(context, sentences, [i for i in kept if owner[i] == ci])

@@ -83,7 +83,7 @@ class Sentence:
 
 def _is_abbreviation(chunk: str) -> bool:
     word = chunk.rstrip(".!?\"'”’)]").split()[-1:] or [""]
-    token = word[0].lower().rstrip(".")
+    token = word[0].lower().rstrip(".").lstrip("(\"'“‘[")
     if token in _ABBREVIATIONS:
         return True
     # Initials such as "J." or "A.B." are not sentence ends.
