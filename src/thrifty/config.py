@@ -119,6 +119,18 @@ class LedgerConfig(Strict):
     batch_size: int = Field(default=512, gt=0)
     #: Keep request and response bodies in the ledger (for audit and fine-tune export).
     store_bodies: bool = False
+    # -- reliability (thrifty.ledger.journal, thrifty.ledger.spool) --
+    #: Every row is in the local journal within this many ms of its request's end, so kill -9
+    #: loses at most these rows (0: journaled before the request's handler returns).
+    durability_ms: float = Field(default=10.0, ge=0)
+    #: fsync the journal too (survives a power cut, not only a killed process; costs more).
+    fsync: bool = False
+    #: Where the spool and journal live; default: derived from `store` (never the working directory).
+    spool_dir: str | None = None
+    #: Rows held in memory at most while the store is slow or down; the rest go to the spool.
+    max_pending: int = Field(default=20_000, gt=0)
+    #: Longest wait, in seconds, between two tries of a failing store.
+    retry_max: float = Field(default=2.0, gt=0)
 
 
 class Config(Strict):

@@ -39,6 +39,7 @@ class Gateway:
         self.ledger: LedgerWriter | None = None
         self.pipeline: Pipeline | None = None
         self.state: dict[str, Any] = {}
+        self._temp_spool: Path | None = None
 
     async def start(self, *, ledger: bool = True) -> None:
         """Open the ledger, start the providers and build the pipeline."""
@@ -49,14 +50,28 @@ class Gateway:
         from thrifty.providers.registry import make_provider
 
         if ledger:
+            from thrifty.ledger.spool import default_spool_dir
+
             store = await asyncio.to_thread(open_store, self.config.store)
-            spill = Path(getattr(store, "path", "thrifty.db") or "thrifty.db")
-            spill_path = spill.with_name(spill.name + ".spill.jsonl") if spill.name != ":memory:" else Path("thrifty-ledger.spill.jsonl")
-            self.ledger = LedgerWriter(
+            lc = self.config.ledger
+            if lc.spool_dir:
+                spool_dir = Path(lc.spool_dir)
+            elif self.config.store.endswith(":memory:"):  # a throw-away ledger: a private spool
+                import tempfile
+
+                spool_dir = self._temp_spool = Path(tempfile.mkdtemp(prefix="thrifty-ledger-spool-"))
+            else:
+                spool_dir = default_spool_dir(self.config.store)
+            self.ledger = await asyncio.to_thread(
+                LedgerWriter,
                 store,
-                flush_interval=self.config.ledger.flush_interval,
-                batch_size=self.config.ledger.batch_size,
-                spill_path=spill_path,
+                flush_interval=lc.flush_interval,
+                batch_size=lc.batch_size,
+                spool_dir=spool_dir,
+                durability_ms=lc.durability_ms,
+                fsync=lc.fsync,
+                max_pending=lc.max_pending,
+                retry_max=lc.retry_max,
             )
         from thrifty.ledger.tokens import warm
 
@@ -87,6 +102,10 @@ class Gateway:
         await close_session()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
+        if self._temp_spool is not None:
+            import shutil
+
+            shutil.rmtree(self._temp_spool, ignore_errors=True)
 
     async def call_model(
         self, ctx: Context, model: str, body: dict[str, Any], protocol: Protocol | None = None
