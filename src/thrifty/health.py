@@ -2,7 +2,8 @@
 
 An outage must be readable in the log: one line when a dependency changes state, then one
 reminder every `remind_every` seconds while it stays unhealthy (saying how many failures were
-not logged in between), never a traceback per request. `/readyz` and `/metrics` read the
+not logged in between), never a traceback per request. A dependency that flaps (a Redis
+answering just past its deadline now and then) logs at most one line per `min_interval`. `/readyz` and `/metrics` read the
 same objects (see `thrifty.server.readiness`).
 
 States, from best to worst:
@@ -40,10 +41,12 @@ def worst(states: list[str]) -> str:
 class Health:
     """The state of dependency `name`; `set` logs transitions and rate-limited reminders."""
 
-    def __init__(self, name: str, logger: logging.Logger, remind_every: float = 60.0) -> None:
+    def __init__(self, name: str, logger: logging.Logger, remind_every: float = 60.0,
+                 min_interval: float = 5.0) -> None:
         self.name = name
         self.log = logger
         self.remind_every = remind_every
+        self.min_interval = min_interval
         self.state = READY
         self.reason: str | None = None
         self.since = time.monotonic()
@@ -60,6 +63,13 @@ class Health:
         with self._lock:
             if state == self.state:
                 if state == READY:
+                    if not self._quiet or now - self._last_line < self.min_interval:
+                        return
+                    # the last logged line was a failure, then it flapped: say where it ended
+                    line = f"{self.name}: ready ({self._quiet} changes or failures not logged before this)"
+                    self._quiet = 0
+                    self._last_line = now
+                    self.log.warning(line)
                     return
                 self._quiet += 1
                 if reason:
@@ -73,11 +83,15 @@ class Health:
                 previous, lasted = self.state, now - self.since
                 self.state, self.reason, self.since = state, reason, now
                 self.changes += 1
+                if now - self._last_line < self.min_interval and DOWN not in (state, previous):
+                    self._quiet += 1  # flapping: counted, told in the next line
+                    return
+                flaps = f" ({self._quiet} changes or failures not logged before this)" if self._quiet else ""
                 if state == READY:
-                    line = f"{self.name}: ready again after {lasted:.1f}s {previous}"
+                    line = f"{self.name}: ready again after {lasted:.1f}s {previous}{flaps}"
                     level = logging.WARNING
                 else:
-                    line = f"{self.name}: {state} ({reason})"
+                    line = f"{self.name}: {state} ({reason}){flaps}"
                     level = logging.ERROR if state == DOWN else logging.WARNING
             self._quiet = 0
             self._last_line = now

@@ -23,7 +23,7 @@ ANSWER = answer_for("default", "what is the answer?")
 @pytest.fixture
 async def replicas() -> AsyncIterator[tuple[DedupStage, DedupStage, str]]:
     prefix = f"thrifty-test:{uuid.uuid4().hex}:"
-    config = f"dedup: {{redis: '{REDIS}', prefix: '{prefix}', lock_ttl: 0.6, poll: 0.1}}\n"
+    config = f"dedup: {{redis: '{REDIS}', prefix: '{prefix}', lock_ttl: 0.6, poll: 0.1, redis_budget_ms: 3000}}\n"
     a, b = build(gateway(config)), build(gateway(config))
     assert a is not None and b is not None
     yield a, b, prefix

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from thrifty.cache.redis_budget import start_request as start_redis_budget
 from thrifty.config import Config
 from thrifty.gateway import Gateway
 from thrifty.ledger.record import LedgerRecord
@@ -111,6 +112,7 @@ class Handlers:
 
     async def _chat(self, request: web.Request, protocol: Protocol) -> web.StreamResponse:
         started = time.perf_counter()
+        start_redis_budget()  # reliability: this request's Redis lookups share one deadline
         principal = self._principal(request)
         if principal is None:
             return error_response(protocol, 401, "missing or invalid thrifty key: send it as 'Authorization: Bearer <key>' or 'x-api-key'",
