@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config import ModelConfig
 from thrifty.ledger.prices import pricer
-from thrifty.pipeline.context import Context, EventStream, Protocol, Reply, SSEEvent
+from thrifty.ledger.tokens import estimate_body_output_tokens, estimate_output_tokens
+from thrifty.pipeline.context import Context, EventStream, Protocol, Reply, SSEEvent, Usage
 from thrifty.protocol import translate
 from thrifty.providers.base import Provider, UpstreamError
 from thrifty.providers.breaker import CircuitBreaker
@@ -168,6 +169,7 @@ class Dispatcher:
         reply.provider = cfg.provider
         if reply.stream is None:
             breaker.success()
+            raw_usage = reply.body.get("usage") if isinstance(reply.body, dict) else None
             if reply.body is not None:
                 try:
                     reply.body = translate_response(provider.protocol, protocol, reply.body)
@@ -175,6 +177,10 @@ class Dispatcher:
                     raise UpstreamError(502, f"model {cfg.name!r} answered with a body of the wrong shape "
                                         f"({exc.__class__.__name__}: {exc})", error_type="api_error") from None
             if not reply.cost:
+                if reply.ok and isinstance(reply.body, dict):  # reliability: usage sanity
+                    body = reply.body
+                    reply.usage = _sane_usage(ctx, cfg, reply.usage, raw_usage,
+                                              lambda: estimate_body_output_tokens(protocol, body))
                 reply.cost = pricer.cost(cfg, reply.usage)
             return reply
         options = ctx.body.get("stream_options")  # not checked on Anthropic requests: may be anything
@@ -220,12 +226,23 @@ class Dispatcher:
                     breaker.release()
                 if not outer.complete:
                     _estimate_missing_usage(ctx, outer, "".join(text))
+                elif not reply.cost:  # reliability: usage sanity
+                    said = outer.usage.to_dict() if cfg.provider in ("openai", "anthropic") else None
+                    outer.usage = _sane_usage(ctx, cfg, outer.usage, said, lambda: estimate_output_tokens("".join(text)))
                 reply.usage = outer.usage
                 if not reply.cost:
                     reply.cost = pricer.cost(cfg, outer.usage)
 
         outer = EventStream(events())
         return outer
+
+
+def _sane_usage(ctx: Context, cfg: ModelConfig, usage: Usage, raw: Any, answer_tokens: Callable[[], int]) -> Usage:
+    from thrifty.ledger.usage_check import check_usage
+
+    limit = cfg.options.get("max_usage_tokens")
+    return check_usage(ctx, usage, raw, answer_tokens=answer_tokens, model=cfg.name,
+                       limit=limit if isinstance(limit, int) and limit > 0 else None)
 
 
 def _estimate_missing_usage(ctx: Context, stream: EventStream, text: str) -> None:

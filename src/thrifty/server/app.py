@@ -321,11 +321,11 @@ class Handlers:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        not_ready = [name for name, p in self.gateway.providers.items() if not p.ready()]
-        ledger_ok = self.gateway.ledger is not None
-        ok = ledger_ok and not not_ready and self.gateway.pipeline is not None
-        body = {"status": "ready" if ok else "not ready", "providers_not_ready": not_ready, "ledger": ledger_ok}
-        return web.json_response(body, status=200 if ok else 503)
+        """Per dependency: ready / degraded / down; 200, 200, 503 (see thrifty.server.readiness)."""
+        from thrifty.server.readiness import HTTP_STATUS, readiness
+
+        overall, body = readiness(self.gateway)
+        return web.json_response(body, status=HTTP_STATUS[overall])
 
     async def spend(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
