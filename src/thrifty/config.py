@@ -112,6 +112,12 @@ class ServerConfig(Strict):
     keys: list[KeyConfig] = Field(default_factory=list)
     #: Log each request on one line (never with keys or bodies).
     access_log: bool = False
+    #: Seconds a connection may take to send a whole request head (thrifty.server.timeouts).
+    header_timeout: float = Field(default=10.0, gt=0)
+    #: Seconds a request may take to send its body (answered 408 past it).
+    body_timeout: float = Field(default=60.0, gt=0)
+    #: Seconds an idle keep-alive connection stays open between requests.
+    idle_timeout: float = Field(default=75.0, gt=0)
 
 
 class LedgerConfig(Strict):

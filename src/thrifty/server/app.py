@@ -26,6 +26,7 @@ from thrifty.protocol.translate import anthropic_error, openai_error
 from thrifty.providers.base import UpstreamError
 from thrifty.providers.http import encode_event
 from thrifty.server.auth import KeyRing, Principal, presented_key
+from thrifty.server.timeouts import clip
 from thrifty.server.validate import BadRequest, check_depth, validate_anthropic, validate_openai
 
 log = logging.getLogger("thrifty.server")
@@ -52,6 +53,7 @@ def error_response(protocol: Protocol, status: int, message: str, *, param: str 
                    code: str | None = None, error_type: str | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
     """An error in the client's protocol's own shape."""
+    message = clip(message, 2000)  # reliability: never echo a client's megabyte back
     if protocol == "anthropic":
         body = anthropic_error(status, message)
     else:
@@ -127,7 +129,7 @@ class Handlers:
         accepts_alias = self.gateway.state.get("model_aliases")  # e.g. `auto`, `tier:cheap` (route stage)
         if not self.config.has_model(model) and not (callable(accepts_alias) and accepts_alias(model)):
             known = ", ".join(m.name for m in self.config.models) or "none"
-            return error_response(protocol, 404, f"the model {model!r} is not configured in thrifty (configured: {known})",
+            return error_response(protocol, 404, f"the model {clip(model)!r} is not configured in thrifty (configured: {known})",
                                   param="model", code="model_not_found")
         ctx = Context(
             protocol=protocol,
@@ -237,7 +239,11 @@ class Handlers:
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(f"request body is {request.content_length} bytes; the limit is {limit} (server.max_body_bytes)", status=413)
         try:
-            raw = await request.read()
+            async with asyncio.timeout(self.config.server.body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise BadRequest(f"the request body did not arrive within {self.config.server.body_timeout:g}s "
+                             "(server.body_timeout)", status=408) from None
         except web.HTTPRequestEntityTooLarge:
             raise BadRequest(f"request body is over the limit of {limit} bytes (server.max_body_bytes)", status=413) from None
         except Exception as exc:
