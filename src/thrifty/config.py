@@ -127,8 +127,9 @@ class LedgerConfig(Strict):
     store_bodies: bool = False
     # -- reliability (thrifty.ledger.journal, thrifty.ledger.spool) --
     #: Every row is in the local journal within this many ms of its request's end, so kill -9
-    #: loses at most these rows (0: journaled before the request's handler returns).
-    durability_ms: float = Field(default=10.0, ge=0)
+    #: loses at most these rows (0: journaled before the request's handler returns; null: no
+    #: journal, and kill -9 loses up to `flush_interval` of rows).
+    durability_ms: float | None = Field(default=10.0, ge=0)
     #: fsync the journal too (survives a power cut, not only a killed process; costs more).
     fsync: bool = False
     #: Where the spool and journal live; default: derived from `store` (never the working directory).

@@ -143,3 +143,13 @@ def test_kill_9_loses_at_most_the_rows_of_the_last_durability_ms(tmp_path: Path,
     old_lost = [t for _, t in lost if t < last - durability_ms / 1000 - slack]
     assert not old_lost, f"{len(old_lost)} rows older than the durability bound were lost"
     assert len(lost) <= rate * (durability_ms / 1000 + slack) + 1
+
+
+def test_without_a_journal_rows_still_reach_the_store_and_no_journal_is_written(tmp_path: Path) -> None:
+    writer = LedgerWriter(SQLiteStore(str(tmp_path / "n.db")), flush_interval=0.01, durability_ms=None,
+                          spool_dir=tmp_path / "spool")
+    for _ in range(20):
+        writer.submit(record())
+    assert writer.flush(5) and writer.store.count() == 20
+    assert writer.journal.segments() == []
+    writer.close()

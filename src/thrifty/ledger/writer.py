@@ -4,7 +4,8 @@
 
 1. the *journal* (`thrifty.ledger.journal`): every row is appended to a local file within
    `durability_ms` of its submission (by a small thread; with 0, by `submit` itself), so that
-   `kill -9` loses at most the rows of the last `durability_ms`;
+   `kill -9` loses at most the rows of the last `durability_ms` (None: no journal, and a
+   crash loses the rows of the last `flush_interval`);
 2. the *store*: a second thread writes batches every `flush_interval` (or `batch_size` rows);
 3. the *spool* (`thrifty.ledger.spool`): a batch the store refuses goes to a file, fsynced,
    and leaves memory. While the store fails, new batches go straight to the spool, trying the
@@ -52,7 +53,7 @@ class LedgerWriter:
         spool_dir: str | Path,
         flush_interval: float = 0.25,
         batch_size: int = 512,
-        durability_ms: float = 10.0,
+        durability_ms: float | None = 10.0,
         fsync: bool = False,
         max_pending: int = 20_000,
         retry_max: float = 2.0,
@@ -60,11 +61,12 @@ class LedgerWriter:
         self.store = store
         self.flush_interval = flush_interval
         self.batch_size = batch_size
-        self.durability = durability_ms / 1000.0
+        self.durability = durability_ms / 1000.0 if durability_ms is not None else None
         self.max_pending = max_pending
         self.retry_max = retry_max
         self.spool_dir, self._dir_lock = claim_dir(Path(spool_dir))
         self.journal = Journal(self.spool_dir, fsync=fsync, rotate_every=max(flush_interval, 0.05))
+        self.journaling = durability_ms is not None
         self.spool = Spool(self.spool_dir / "spool.jsonl")
         self.health = Health("ledger store", log)
         #: Rows submitted, not journaled yet (only with durability_ms > 0).
@@ -80,6 +82,7 @@ class LedgerWriter:
         self._listeners: list[Listener] = []
         self._idle = threading.Condition()
         self._in_flight = 0
+        self._encoding = 0
         self._retry_at = 0.0
         self._backoff = flush_interval
         self.written = 0
@@ -92,7 +95,7 @@ class LedgerWriter:
         self._thread = threading.Thread(target=self._run, name="thrifty-ledger", daemon=True)
         self._thread.start()
         self._journal_thread: threading.Thread | None = None
-        if self.durability > 0:
+        if self.durability:
             self._journal_thread = threading.Thread(target=self._run_journal, name="thrifty-journal", daemon=True)
             self._journal_thread.start()
 
@@ -106,8 +109,13 @@ class LedgerWriter:
                 cb(record)
             except Exception:  # a broken listener must not lose the row
                 log.exception("ledger listener failed")
-        if self.durability > 0:
+        if self.durability:
             self._incoming.append(record)
+            return
+        if not self.journaling:
+            self._queue.append((0, record, b""))
+            if len(self._queue) >= self.batch_size:
+                self._wake.set()
             return
         line = encode(record)
         with self._lock:
@@ -120,7 +128,7 @@ class LedgerWriter:
     def pending(self) -> int:
         """Rows not in the store yet: in memory or in the spool."""
         with self._lock:
-            return len(self._incoming) + len(self._queue) + self._in_flight + self.spool.rows
+            return len(self._incoming) + self._encoding + len(self._queue) + self._in_flight + self.spool.rows
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every submitted row is in the store; False if that took longer than `timeout`."""
@@ -147,7 +155,7 @@ class LedgerWriter:
         self._wake.set()
         self._thread.join(timeout)
         with self._lock:
-            left = [encode(r) for r in self._incoming] + [line for _, _, line in self._queue]
+            left = [encode(r) for r in self._incoming] + [line or encode(r) for _, r, line in self._queue]
             self._incoming.clear()
             self._queue.clear()
         if left:
@@ -162,7 +170,7 @@ class LedgerWriter:
 
     def _run_journal(self) -> None:
         while True:
-            self._tick.wait(self.durability)
+            self._tick.wait(self.durability or 0.01)
             self._tick.clear()
             stopping = self._stop
             self._journal_incoming()
@@ -173,12 +181,15 @@ class LedgerWriter:
         if not self._incoming:
             return
         records = []
-        while self._incoming:
-            records.append(self._incoming.popleft())
+        with self._lock:  # counted in `pending` from here until they are queued or spooled
+            while self._incoming:
+                records.append(self._incoming.popleft())
+            self._encoding = len(records)
         lines = [encode(r) for r in records]
         overflow: list[bytes] = []
         with self._lock:
             segment = self.journal.append(lines)
+            self._encoding = 0
             room = self.max_pending - len(self._queue) - self._in_flight
             if room >= len(records):
                 self._queue.extend(zip([segment] * len(records), records, lines, strict=True))
@@ -187,8 +198,14 @@ class LedgerWriter:
                 keep = max(room, 0)
                 self._queue.extend(zip([segment] * keep, records[:keep], lines[:keep], strict=True))
                 overflow = lines[keep:]
+                self._encoding = len(overflow)
         if overflow:
-            self._to_spool(overflow, "memory bound reached (ledger.max_pending)")
+            spooled = self._to_spool(overflow, "memory bound reached (ledger.max_pending)")
+            with self._lock:
+                if not spooled:  # no disk either: memory it is, never a dropped row
+                    self._queue.extend(zip([segment] * len(overflow), records[len(records) - len(overflow):],
+                                           overflow, strict=True))
+                self._encoding = 0
         if len(self._queue) >= self.batch_size:
             self._wake.set()
 
@@ -212,7 +229,8 @@ class LedgerWriter:
                     break
                 with self._lock:
                     self._in_flight = 0
-                self.journal.discard_before(batch[-1][0])
+                if self.journaling:
+                    self.journal.discard_before(batch[-1][0])
                 with self._idle:
                     self._idle.notify_all()
             with self._idle:
@@ -225,7 +243,7 @@ class LedgerWriter:
         if time.monotonic() >= self._retry_at and self._write([r for _, r, _ in batch]):
             self.written += len(batch)
             return True
-        return self._to_spool([line for _, _, line in batch], self.health.reason or "the store fails")
+        return self._to_spool([line or encode(r) for _, r, line in batch], self.health.reason or "the store fails")
 
     def _write(self, records: list[LedgerRecord]) -> bool:
         try:
