@@ -52,9 +52,9 @@ class _GuardedHandler(RequestHandler):
         self._guard_opened = now
         self._guard_idle_since = now
         self._guard_partial: float | None = None
-        tick = max(0.05, min(self.header_timeout, self.idle_timeout) / 4)
-        self._guard_tick = tick
-        self._guard_timer: asyncio.TimerHandle | None = self._loop.call_later(tick, self._guard_check)
+        #: While a request runs, how often to look again (its body has its own deadline).
+        self._guard_tick = max(0.05, min(1.0, self.header_timeout / 4))
+        self._guard_timer: asyncio.TimerHandle | None = self._loop.call_at(now + self.header_timeout, self._guard_check)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         timer = getattr(self, "_guard_timer", None)
@@ -72,6 +72,7 @@ class _GuardedHandler(RequestHandler):
             self._guard_partial = self._loop.time()
 
     def _guard_check(self) -> None:
+        """Close the connection if it is past a deadline; else look again at the next one."""
         self._guard_timer = None
         transport = self.transport
         if transport is None or self._force_close or self._close:
@@ -80,15 +81,16 @@ class _GuardedHandler(RequestHandler):
         if self._request_in_progress or self._messages:
             self._guard_idle_since = now
             self._guard_partial = None
+            due = now + self._guard_tick
         elif self._guard_partial is not None:
-            if now - self._guard_partial >= self.header_timeout:
-                return self._guard_close(transport)
+            due = self._guard_partial + self.header_timeout
         elif self._request_count == 0:
-            if now - self._guard_opened >= self.header_timeout:
-                return self._guard_close(transport)
-        elif now - self._guard_idle_since >= self.idle_timeout:
+            due = self._guard_opened + self.header_timeout
+        else:
+            due = self._guard_idle_since + self.idle_timeout
+        if now >= due:
             return self._guard_close(transport)
-        self._guard_timer = self._loop.call_later(self._guard_tick, self._guard_check)
+        self._guard_timer = self._loop.call_at(due, self._guard_check)
 
     def _guard_close(self, transport: asyncio.BaseTransport) -> None:
         self.force_close()
