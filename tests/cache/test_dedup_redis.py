@@ -76,7 +76,8 @@ async def test_a_follower_falls_back_when_the_leader_dies(replicas: tuple[DedupS
     await client.aclose()
     assert reply.status == 200 and (await read_reply(reply))[0] == ANSWER
     assert upstream.calls == 1 and reply.cost == COST and "dedup" not in ctx.savings
-    assert 0.4 < waited < 3.0  # it waited for the lock to lapse, not forever
+    # no leader showed it is alive (its "start" entry) within ghost_grace: the lock is a ghost
+    assert waited < 1.0
 
 
 async def test_leader_failure_makes_the_other_replica_call_itself(

@@ -79,12 +79,19 @@ class DedupSettings(BaseModel):
     redis_budget_ms: float = Field(default=100.0, gt=0)
     #: Seconds a follower waits beyond the upstream's own timeout before calling on its own.
     follow_margin: float = Field(default=5.0, ge=0)
+    #: Seconds a follower waits for a lock's leader to show it is alive (its "start" entry)
+    #: before taking the lock for a ghost and removing it.
+    ghost_grace: float = Field(default=0.25, gt=0)
     #: Seconds a published result stays readable after the flight ended.
     result_ttl: float = Field(default=60.0, gt=0)
     #: Prefix of the Redis keys.
     prefix: str = "thrifty:dedup:"
     #: Rounds of contending again after a leader failed, before calling on one's own.
     max_attempts: int = Field(default=3, ge=1)
+
+
+#: Seconds a flight keeps trying to remove a lock whose SET timed out, waiting for Redis.
+CLEAN_UP_FOR = 300.0
 
 
 class _Retry(Exception):
@@ -352,10 +359,11 @@ class DedupStage:
         return max((m.timeout for m in config.models), default=600.0)
 
     def _clean_up_later(self, redis: RedisBudget, lock_key: str, flight_id: str, lease: float) -> None:
-        """Delete `lock_key` if it holds `flight_id`, as soon as Redis answers, for one lease."""
+        """Delete `lock_key` if it holds `flight_id`, as soon as Redis answers again (within
+        `CLEAN_UP_FOR` seconds: a stalled Redis runs the late SET when it wakes)."""
 
         async def clean() -> None:
-            deadline = time.monotonic() + lease + 1.0
+            deadline = time.monotonic() + CLEAN_UP_FOR
             while time.monotonic() < deadline:
                 with contextlib.suppress(DependencyUnavailable):
                     await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, flight_id), background=True)
@@ -365,7 +373,10 @@ class DedupStage:
                     return
                 await asyncio.sleep(0.1)
 
-        task = asyncio.create_task(clean())
+        self._background(clean())
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
@@ -381,6 +392,7 @@ class DedupStage:
         lock_ms: int,
     ) -> None:
         publisher = _Publisher(redis, f"{settings.prefix}s:{flight_id}", max(lock_ms, int(settings.result_ttl * 1000)))
+        publisher.put("start", {})  # tells followers this lock has a live leader (see _follow_remote)
 
         async def keep_alive() -> None:
             while True:
@@ -400,9 +412,13 @@ class DedupStage:
             raise
         finally:
             refresher.cancel()
-            await publisher.close()
-            with contextlib.suppress(DependencyUnavailable):
-                await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, flight_id), background=True)
+
+            async def wind_up() -> None:  # off the reply's path: a stalled Redis must not hold it
+                await publisher.close()
+                with contextlib.suppress(DependencyUnavailable):
+                    await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, flight_id), background=True)
+
+            self._background(wind_up())
 
     async def _upstream(self, flight: Flight, ctx: Context, next: Handler, publisher: _Publisher | None) -> None:
         """Make the one upstream call and record what it produced on `flight`."""
@@ -458,19 +474,29 @@ class DedupStage:
         """
         flight.billable = False
         last = "0"
-        block_ms = max(1, int(settings.poll * 1000))
-        wait = settings.poll + redis.background_timeout
+        started = time.monotonic()
+        seen = False
         while True:
+            # until the leader's first entry, wait only `ghost_grace`: a live leader publishes
+            # "start" as it takes the lock; a lock without one was left by a stalled Redis
+            block = settings.poll if seen else settings.ghost_grace
             try:
                 if time.monotonic() >= until:
                     raise DependencyUnavailable("waited for the leader past its upstream timeout")
-                answer = await redis.run("xread", {stream_key: last}, block=block_ms, count=256, timeout=wait)
-                if not answer:
-                    current = await redis.call(lambda r: r.get(lock_key), background=True)
+                answer = await redis.run("xread", {stream_key: last}, block=max(1, int(block * 1000)), count=256,
+                                         timeout=block + redis.budget)
+                if answer:
+                    seen = True
+                elif time.monotonic() - started >= settings.ghost_grace and not seen:
+                    log.info("dedup: lock %s has no live leader (a stalled Redis ran a late SET); removing it", lock_key)
+                    await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, leader_id), timeout=redis.budget)
+                    return False
+                else:
+                    current = await redis.call(lambda r: r.get(lock_key), timeout=redis.budget)
                     if current is not None and (current.decode() if isinstance(current, bytes) else current) == leader_id:
                         continue
                     # the lock is gone or taken over; read once more in case the end raced the check
-                    answer = await redis.run("xread", {stream_key: last}, count=256, background=True)
+                    answer = await redis.run("xread", {stream_key: last}, count=256, timeout=redis.budget)
             except DependencyUnavailable as exc:
                 if flight.head is None:
                     return False

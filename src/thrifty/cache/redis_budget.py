@@ -7,7 +7,8 @@ a Redis stall into 10-15 s requests. `RedisBudget` wraps one client so that:
 - every call made on a request's behalf shares one **deadline** per request
   (`budget_ms`, 100 ms by default), so the Redis work of one request is bounded whatever it is;
 - a **circuit breaker** opens after `failures` consecutive failures: while open, calls fail at
-  once (no network), and one trial call per `cooldown` seconds checks whether Redis is back;
+  once (no network), and one trial call per `cooldown` seconds checks whether Redis is back
+  (with a PING first, so that a trial never leaves a late write behind);
 - every failure raises `DependencyUnavailable`, and only the state changes are logged
   (`thrifty.health`), so an outage writes a handful of lines, not a traceback per request.
 
@@ -61,15 +62,21 @@ class RedisBudget:
         background_timeout: float = 1.0,
         failures: int = 3,
         cooldown: float = 2.0,
+        max_connections: int = 32,
     ) -> None:
         import redis.asyncio as aioredis
 
         self.url = url
         self.budget = budget_ms / 1000.0
         self.background_timeout = background_timeout
-        # socket timeouts as a backstop: the deadline below is what bounds a call
-        self.client: Any = aioredis.from_url(url, socket_timeout=max(background_timeout, 1.0),
-                                             socket_connect_timeout=max(background_timeout, 1.0))
+        # Socket timeouts as a backstop: the deadline below is what bounds a call. A bounded pool
+        # (requests wait for a connection, within their deadline) and no CLIENT SETINFO on
+        # connect: after an outage every connection is new, and a storm of fresh connections,
+        # each taking three round trips, is what made recovery slow.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=None, socket_timeout=max(background_timeout, 1.0),
+            socket_connect_timeout=max(background_timeout, 1.0), lib_name=None, lib_version=None)
+        self.client: Any = aioredis.Redis(connection_pool=pool)
         self.breaker = CircuitBreaker(failures, cooldown)
         self.health = Health(f"redis {_redacted(url)}", log)
         #: Calls refused fast by the open breaker, and calls that failed or ran out of time.
@@ -80,6 +87,7 @@ class RedisBudget:
                    timeout: float | None = None) -> T:
         """Run `op(client)` within the request's remaining budget (or `timeout`/the background
         timeout); raise `DependencyUnavailable` when the breaker is open or the call fails."""
+        probing = self.breaker.state == "half-open"
         if not self.breaker.allow():
             self.refused += 1
             raise DependencyUnavailable(f"{self.health.name}: circuit open")
@@ -93,6 +101,8 @@ class RedisBudget:
                     raise DependencyUnavailable(f"{self.health.name}: the request's Redis budget is spent")
         try:
             async with asyncio.timeout(timeout):
+                if probing:  # the trial after an outage is a PING: a command that would change
+                    await self.client.ping()  # state (a lock's SET) must not run late if it stalls
                 result = await op(self.client)
         except asyncio.CancelledError:
             self.breaker.release()
@@ -123,6 +133,7 @@ class RedisBudget:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self.client.connection_pool.disconnect()
 
     def stats(self) -> dict[str, float]:
         return {"refused": self.refused, "failed": self.failed,
