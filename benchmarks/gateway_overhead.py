@@ -12,6 +12,7 @@ latency thrifty adds over direct, and checks that the ledger holds a row per req
 
     python benchmarks/gateway_overhead.py                 # a, b, c
     python benchmarks/gateway_overhead.py --litellm /tmp/litellm-venv   # and d
+    python benchmarks/gateway_overhead.py --durability 0,10,50,null     # and thrifty per ledger.durability_ms
     (make that venv with: python -m venv /tmp/litellm-venv &&
      /tmp/litellm-venv/bin/pip install 'litellm[proxy]')
 """
@@ -187,6 +188,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--litellm", metavar="VENV", help="a venv with litellm[proxy] installed, to add target (d)")
     parser.add_argument("--rate", type=float, default=400, help="requests/s of the paced latency run")
+    parser.add_argument("--durability", default="",
+                        help="comma-separated ledger.durability_ms values (null: no journal): one more thrifty each")
     parser.add_argument("--role", choices=["mock", "relay", "pace"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--headers", default="{}", help=argparse.SUPPRESS)
@@ -230,6 +233,17 @@ models:
             "b. bare aiohttp+uvloop relay": f"http://127.0.0.1:{relay_port}/v1/chat/completions",
             "c. thrifty (ledger on)": f"http://127.0.0.1:{thrifty_port}/v1/chat/completions",
         }
+        variants: dict[str, str] = {}
+        for value in [v.strip() for v in args.durability.split(",") if v.strip()]:
+            port = free_port()
+            vconf = tmp / f"thrifty-durability-{value}.yaml"
+            vconf.write_text(config.read_text().replace(f"{tmp}/ledger.db", f"{tmp}/ledger-{value}.db")
+                             + f"ledger: {{durability_ms: {value}}}\n")
+            procs.append(subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(vconf),
+                                           "--port", str(port), "--log-level", "warning"]))
+            name = f"e. thrifty durability_ms={value}"
+            variants[name] = value
+            targets[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
         headers: dict[str, dict[str, str]] = {}
         if args.litellm:
             litellm_port = free_port()
@@ -299,6 +313,13 @@ model_list:
     relay_added = pace["b. bare aiohttp+uvloop relay"]["p50"] - pace["a. direct to mock"]["p50"]
     print(f"median latency thrifty adds over direct, paced: {added:.2f} ms (target <= 1 ms; the bare relay adds {relay_added:.2f} ms)")
     print(f"ledger rows: {ledger_rows} (wrk counted {measured} in the measured rounds, plus the warm-up)")
+    if variants:
+        base = next((n for n, v in variants.items() if v == "null"), "c. thrifty (ledger on)")
+        print(f"\nledger.durability_ms: cost against {base} (same run, interleaved rounds)")
+        print(f"{'durability_ms':14} {'req/s':>9} {'throughput':>11} {'paced p50 ms':>13} {'paced p99 ms':>13}")
+        for name, value in variants.items():
+            r, p = results[name], pace[name]
+            print(f"{value:14} {r['rps']:9.0f} {r['rps'] / results[base]['rps']:10.2f}x {p['p50']:13.2f} {p['p99']:13.2f}")
 
 
 if __name__ == "__main__":
