@@ -52,7 +52,7 @@ class Health:
         self.since = time.monotonic()
         #: State changes since start (for tests and /metrics).
         self.changes = 0
-        self._last_line = 0.0
+        self._last_line = float("-inf")
         self._quiet = 0
         self._lock = threading.Lock()
 

@@ -119,3 +119,29 @@ async def test_a_redis_outage_writes_a_few_log_lines_not_one_per_request(
     await read_reply(await stage.handle(openai_ctx(stage.gateway, "back"), up))
     assert budget.health.state == READY
     await stage.aclose()
+
+
+async def test_a_follower_waits_at_most_the_upstream_timeout_plus_the_margin(server: PrivateRedis) -> None:
+    """A live leader (its lock refreshed, its "start" published) that never finishes."""
+    prefix = "stuck:"
+    config = (f"models:\n  - {{name: gpt-test, provider: openai, base_url: 'http://127.0.0.1:9/v1', timeout: 0.5}}\n"
+              f"dedup: {{redis: '{server.url}', prefix: '{prefix}', follow_margin: 0.3, poll: 0.1, redis_budget_ms: 500}}\n")
+    stage = build(gateway(config))
+    assert stage is not None
+    ctx = openai_ctx(stage.gateway)
+    from thrifty.cache.key import context_key
+
+    key = context_key(ctx, extra={"stream": False, "stream_options": None})
+    client = aioredis.from_url(server.url)
+    await client.set(f"{prefix}lock:{key}", "stuck-leader", px=60_000)
+    await client.xadd(f"{prefix}s:stuck-leader", {"t": "start", "d": "{}"})
+    up = FakeUpstream(delay=0)
+    t = time.monotonic()
+    start_request()
+    reply = await stage.handle(ctx, up)
+    waited = time.monotonic() - t
+    await read_reply(reply)
+    assert up.calls == 1 and reply.status == 200
+    assert 0.7 <= waited < 2.0, waited  # 0.5 s upstream timeout + 0.3 s margin, then its own call
+    await client.aclose()
+    await stage.aclose()

@@ -484,7 +484,7 @@ class DedupStage:
                 if time.monotonic() >= until:
                     raise DependencyUnavailable("waited for the leader past its upstream timeout")
                 answer = await redis.run("xread", {stream_key: last}, block=max(1, int(block * 1000)), count=256,
-                                         timeout=block + redis.budget)
+                                         timeout=block + 4 * redis.budget)
                 if answer:
                     seen = True
                 elif time.monotonic() - started >= settings.ghost_grace and not seen:

@@ -20,7 +20,7 @@ clean-up of a lock whose acquisition timed out) use `background=True`: their own
 from __future__ import annotations
 
 import asyncio
-import inspect
+import importlib.util
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -74,9 +74,9 @@ class RedisBudget:
         # (requests wait for a connection, within their deadline) and no CLIENT SETINFO on
         # connect: after an outage every connection is new, and a storm of fresh connections,
         # each taking three round trips, is what made recovery slow.
-        quiet: dict[str, Any] = (  # redis-py 7+ says "driver_info", older versions "lib_name"
-            {"driver_info": None} if "driver_info" in inspect.signature(aioredis.Connection.__init__).parameters
-            else {"lib_name": None, "lib_version": None})
+        # redis-py 7+ says "driver_info", older versions "lib_name"
+        quiet: dict[str, Any] = ({"driver_info": None} if importlib.util.find_spec("redis.driver_info")
+                                 else {"lib_name": None, "lib_version": None})
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=None, socket_timeout=max(background_timeout, 1.0),
             socket_connect_timeout=max(background_timeout, 1.0), **quiet)
