@@ -47,3 +47,16 @@ def test_the_worst_state_wins() -> None:
     assert worst([READY, DEGRADED, READY]) == DEGRADED
     assert worst([DEGRADED, DOWN]) == DOWN
     assert worst([]) == READY
+
+
+def test_an_upstream_breaker_logs_when_it_opens_and_closes(caplog: pytest.LogCaptureFixture) -> None:
+    from thrifty.providers.breaker import CircuitBreaker
+
+    caplog.set_level(logging.INFO)
+    breaker = CircuitBreaker(3, 30.0, Health("upstream m", logging.getLogger("thrifty.test")))
+    for _ in range(10):
+        breaker.failure()
+    breaker.success()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0].startswith("upstream m: down (3 consecutive failures")
+    assert lines[1].startswith("upstream m: ready again")

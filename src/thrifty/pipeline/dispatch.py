@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config import ModelConfig
+from thrifty.health import Health
 from thrifty.ledger.prices import pricer
 from thrifty.ledger.tokens import estimate_body_output_tokens, estimate_output_tokens
 from thrifty.pipeline.context import Context, EventStream, Protocol, Reply, SSEEvent, Usage
@@ -79,7 +80,8 @@ class Dispatcher:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.breakers: dict[str, CircuitBreaker] = {
-            m.name: CircuitBreaker(m.breaker_failures, m.breaker_cooldown) for m in gateway.config.models
+            m.name: CircuitBreaker(m.breaker_failures, m.breaker_cooldown, Health(f"upstream {m.name}", log))
+            for m in gateway.config.models
         }
 
     def __call__(self, ctx: Context) -> Awaitable[Reply]:
