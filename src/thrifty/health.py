@@ -31,7 +31,13 @@ STATES = (READY, DEGRADED, DOWN)
 class DependencyUnavailable(Exception):
     """A dependency failed or was skipped (its breaker is open, its time budget spent).
 
-    Its health has already been logged; callers treat it as "do without", quietly."""
+    Its health has already been logged; callers treat it as "do without", quietly.
+    `maybe_sent` is False when the command never left thrifty (skipped), True when it was sent
+    and may still run later (a timeout on a stalled server)."""
+
+    def __init__(self, message: str, *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 def worst(states: list[str]) -> str:

@@ -327,9 +327,9 @@ class DedupStage:
             flight_id = uuid.uuid4().hex
             try:
                 acquired = await redis.run("set", lock_key, flight_id, nx=True, px=lock_ms)
-            except DependencyUnavailable:
-                # The SET may have reached Redis and run later: remove our lock once it answers.
-                self._clean_up_later(redis, lock_key, flight_id, settings.lock_ttl)
+            except DependencyUnavailable as exc:
+                if exc.maybe_sent:  # the SET may have reached Redis and run later: remove our lock
+                    self._clean_up_later(redis, lock_key, flight_id, settings.lock_ttl)
                 await self._upstream(flight, ctx, next, None)  # dedup within this process only
                 return
             if acquired:
@@ -371,7 +371,7 @@ class DedupStage:
                     await asyncio.sleep(0.2)
                     await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, flight_id), background=True)
                     return
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.25)
 
         self._background(clean())
 

@@ -103,10 +103,12 @@ class RedisBudget:
                 if timeout <= 0:  # this request spent its budget: skip Redis, no verdict on it
                     self.breaker.release()
                     raise DependencyUnavailable(f"{self.health.name}: the request's Redis budget is spent")
+        sent = False
         try:
             async with asyncio.timeout(timeout):
                 if probing:  # the trial after an outage is a PING: a command that would change
                     await self.client.ping()  # state (a lock's SET) must not run late if it stalls
+                sent = True
                 result = await op(self.client)
         except asyncio.CancelledError:
             self.breaker.release()
@@ -116,7 +118,7 @@ class RedisBudget:
             self.breaker.failure()
             reason = "timed out" if isinstance(exc, TimeoutError) else f"{exc.__class__.__name__}: {str(exc)[:160]}"
             self.health.set(DEGRADED, f"{reason}; requests go on without it")
-            raise DependencyUnavailable(f"{self.health.name}: {reason}") from None
+            raise DependencyUnavailable(f"{self.health.name}: {reason}", maybe_sent=sent) from None
         self.breaker.success()
         self.health.set(READY)
         return result
