@@ -111,3 +111,23 @@ async def test_readyz_says_down_when_every_upstream_breaker_is_open(thrifty: Run
         dispatcher.breakers["gpt-test"].success()
         status, body = await _ready(http, thrifty)
         assert (status, body["status"]) == (200, "degraded")
+
+
+async def test_with_keys_only_an_admin_sees_the_details(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T_TEAM", "team-key-123")
+    monkeypatch.setenv("T_ADMIN", "admin-key-456")
+    gw = await start_gateway(mock_config(upstream, tmp_path, """
+server:
+  keys:
+    - {name: team, key_env: T_TEAM}
+    - {name: admin, key_env: T_ADMIN, admin: true}
+"""))
+    async with httpx.AsyncClient() as http:
+        anyone = await http.get(gw.url + "/readyz")
+        team = await http.get(gw.url + "/readyz", headers={"Authorization": "Bearer team-key-123"})
+        admin = await http.get(gw.url + "/readyz", headers={"Authorization": "Bearer admin-key-456"})
+    assert anyone.status_code == team.status_code == admin.status_code == 200
+    assert anyone.json() == team.json() == {"status": "ready"}
+    assert "ledger" in admin.json()["dependencies"]

@@ -331,6 +331,10 @@ class Handlers:
         from thrifty.server.readiness import HTTP_STATUS, readiness
 
         overall, body = readiness(self.gateway)
+        if self.keys.enabled:  # the details (hosts, paths, errors) are for admins only
+            principal = self._principal(request)
+            if principal is None or not principal.admin:
+                body = {"status": overall}
         return web.json_response(body, status=HTTP_STATUS[overall])
 
     async def spend(self, request: web.Request) -> web.Response:
