@@ -43,7 +43,7 @@ class Gateway:
 
     async def start(self, *, ledger: bool = True) -> None:
         """Open the ledger, start the providers and build the pipeline."""
-        from thrifty.ledger.store import open_store
+        from thrifty.ledger.store import SQLiteStore, open_store
         from thrifty.ledger.writer import LedgerWriter
         from thrifty.pipeline.dispatch import Dispatcher
         from thrifty.pipeline.pipeline import Pipeline, build_stages
@@ -72,6 +72,8 @@ class Gateway:
                 fsync=lc.fsync,
                 max_pending=lc.max_pending,
                 retry_max=lc.retry_max,
+                # the spill file of versions before the spool, replayed once
+                adopt=(Path(f"{store.path}.spill.jsonl"),) if isinstance(store, SQLiteStore) else (),
             )
         from thrifty.ledger.tokens import warm
 

@@ -57,6 +57,7 @@ class LedgerWriter:
         fsync: bool = False,
         max_pending: int = 20_000,
         retry_max: float = 2.0,
+        adopt: tuple[Path, ...] = (),
     ) -> None:
         self.store = store
         self.flush_interval = flush_interval
@@ -89,7 +90,7 @@ class LedgerWriter:
         self.failures = 0
         #: Rows sent to the spool since start.
         self.spooled = 0
-        self._adopt_leftovers()
+        self._adopt_leftovers(adopt)
         if self.spool.rows:
             self._replay(until_empty=True)
         self._thread = threading.Thread(target=self._run, name="thrifty-ledger", daemon=True)
@@ -300,11 +301,11 @@ class LedgerWriter:
             with self._idle:
                 self._idle.notify_all()
 
-    def _adopt_leftovers(self) -> None:
-        """Move the journal segments a crash left behind into the spool (replayed next)."""
+    def _adopt_leftovers(self, adopt: tuple[Path, ...] = ()) -> None:
+        """Move the journal segments a crash left behind, and the files in `adopt` (spill files
+        of older versions), into the spool (replayed next)."""
         moved = 0
-        for number in self.journal.segments():
-            path = self.journal.path(number)
+        for path in [*(p for p in adopt if p.exists()), *map(self.journal.path, self.journal.segments())]:
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):
                 data = data[: data.rfind(b"\n") + 1]  # a row cut by the crash: never complete
@@ -313,7 +314,8 @@ class LedgerWriter:
             moved += len(lines)
             path.unlink()
         if moved:
-            log.warning("ledger: %d rows from the journal of a process that did not stop cleanly; replaying them", moved)
+            log.warning("ledger: %d rows left by a process that did not stop cleanly (its journal, or an old "
+                        "spill file); replaying them", moved)
 
 
 # -- rows the store could not hold --------------------------------------------------------
