@@ -15,6 +15,7 @@ latency thrifty adds over direct, and checks that the ledger holds a row per req
     python benchmarks/gateway_overhead.py --baseline-src /tmp/old/src   # and thrifty from
         another source tree (e.g. `git worktree add /tmp/old <commit>`), to compare versions
         in one interleaved run
+    python benchmarks/gateway_overhead.py --durability 0,10,50,null     # and thrifty per ledger.durability_ms
     (make that venv with: python -m venv /tmp/litellm-venv &&
      /tmp/litellm-venv/bin/pip install 'litellm[proxy]')
 """
@@ -133,6 +134,12 @@ async def _serve(app, port: int) -> None:  # type: ignore[no-untyped-def]
 
 # -- orchestration --------------------------------------------------------------------------
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -192,6 +199,8 @@ def main() -> None:
     parser.add_argument("--baseline-src", metavar="DIR",
                         help="another thrifty source tree (its src/ folder), served as target c0 beside this one")
     parser.add_argument("--rate", type=float, default=400, help="requests/s of the paced latency run")
+    parser.add_argument("--durability", default="",
+                        help="comma-separated ledger.durability_ms values (null: no journal): one more thrifty each")
     parser.add_argument("--role", choices=["mock", "relay", "pace"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--headers", default="{}", help=argparse.SUPPRESS)
@@ -235,6 +244,23 @@ models:
             "b. bare aiohttp+uvloop relay": f"http://127.0.0.1:{relay_port}/v1/chat/completions",
             "c. thrifty (ledger on)": f"http://127.0.0.1:{thrifty_port}/v1/chat/completions",
         }
+        variants: dict[str, str] = {}
+        #: thrifty processes by target, for the CPU each spends per request (robust to a busy machine)
+        pids: dict[str, int] = {"c. thrifty (ledger on)": procs[-1].pid}
+        cpu: dict[str, float] = dict.fromkeys(pids, 0.0)
+        served: dict[str, int] = dict.fromkeys(pids, 0)
+        for value in [v.strip() for v in args.durability.split(",") if v.strip()]:
+            port = free_port()
+            vconf = tmp / f"thrifty-durability-{value}.yaml"
+            vconf.write_text(config.read_text().replace(f"{tmp}/ledger.db", f"{tmp}/ledger-{value}.db")
+                             + f"ledger: {{durability_ms: {value}}}\n")
+            procs.append(subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(vconf),
+                                           "--port", str(port), "--log-level", "warning"]))
+            name = f"e. thrifty durability_ms={value}"
+            variants[name] = value
+            pids[name] = procs[-1].pid
+            cpu[name], served[name] = 0.0, 0
+            targets[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
         if args.baseline_src:
             base_port = free_port()
             base_config = tmp / "baseline.yaml"
@@ -243,6 +269,8 @@ models:
             procs.append(subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(base_config),
                                            "--port", str(base_port), "--log-level", "warning"], env=env))
             targets["c0. thrifty @ baseline src"] = f"http://127.0.0.1:{base_port}/v1/chat/completions"
+            pids["c0. thrifty @ baseline src"] = procs[-1].pid
+            cpu["c0. thrifty @ baseline src"], served["c0. thrifty @ baseline src"] = 0.0, 0
         headers: dict[str, dict[str, str]] = {}
         if args.litellm:
             litellm_port = free_port()
@@ -270,7 +298,11 @@ model_list:
         for r in range(args.rounds):
             for name, url in targets.items():
                 print(f"round {r + 1}/{args.rounds}: {name} for {args.seconds}s ...", file=sys.stderr, flush=True)
+                before = _cpu_seconds(pids[name]) if name in pids else 0.0
                 runs[name].append(wrk(url, args.seconds, args.connections, script, headers.get(name)))
+                if name in pids:
+                    cpu[name] += _cpu_seconds(pids[name]) - before
+                    served[name] += int(runs[name][-1]["requests"])
         results = {name: _median_run(rs) for name, rs in runs.items()}
         pace_runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for r in range(args.rounds):
@@ -316,6 +348,18 @@ model_list:
     relay_added = pace["b. bare aiohttp+uvloop relay"]["p50"] - pace["a. direct to mock"]["p50"]
     print(f"median latency thrifty adds over direct, paced: {added:.2f} ms (target <= 1 ms; the bare relay adds {relay_added:.2f} ms)")
     print(f"ledger rows: {ledger_rows} (wrk counted {measured} in the measured rounds, plus the warm-up)")
+    if variants:
+        base = next((n for n, v in variants.items() if v == "null"), "c. thrifty (ledger on)")
+        print(f"\nledger.durability_ms: cost against {base} (same run, interleaved rounds)")
+        print(f"{'durability_ms':14} {'req/s':>9} {'throughput':>11} {'paced p50 ms':>13} {'paced p99 ms':>13} "
+              f"{'CPU us/request':>15} {'vs base':>8}")
+        base_cpu = cpu[base] / max(served[base], 1) * 1e6
+        for name, value in variants.items():
+            r, p = results[name], pace[name]
+            per = cpu[name] / max(served[name], 1) * 1e6
+            print(f"{value:14} {r['rps']:9.0f} {r['rps'] / results[base]['rps']:10.2f}x {p['p50']:13.2f} {p['p99']:13.2f} "
+                  f"{per:15.0f} {per / base_cpu:7.2f}x")
+        print("(CPU us/request: thrifty's own CPU time, all threads, over the saturated rounds; the least noisy column)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from aiohttp import web
 from thrifty.config import Config, parse_config
 from thrifty.gateway import Gateway
 from thrifty.server.app import create_app
+from thrifty.server.timeouts import ThriftyRunner
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -97,7 +98,8 @@ async def start_gateway() -> AsyncIterator[StartGateway]:
         cfg = parse_config(config) if isinstance(config, str) else config
         gateway = Gateway(cfg)
         app = create_app(gateway)
-        runner = web.AppRunner(app, access_log=None)
+        runner = ThriftyRunner(app, header_timeout=cfg.server.header_timeout, idle_timeout=cfg.server.idle_timeout,
+                               access_log=None)
         await runner.setup()
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -60,6 +60,9 @@ class ModelConfig(Strict):
     #: Consecutive failures that open the circuit, and seconds it stays open.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30.0, ge=0)
+    #: Reported usage above this many tokens is implausible: flagged and priced from an
+    #: estimate of the texts (default: 4M, see thrifty.ledger.usage_check).
+    max_usage_tokens: int | None = Field(default=None, gt=0)
     #: Other configured model names to try, in order, when this one fails.
     fallbacks: list[str] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -117,6 +120,12 @@ class ServerConfig(Strict):
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     keys: list[KeyConfig] = Field(default_factory=list)
+    #: Seconds a connection may take to send a whole request head (thrifty.server.timeouts).
+    header_timeout: float = Field(default=10.0, gt=0)
+    #: Seconds a request may take to send its body (answered 408 past it).
+    body_timeout: float = Field(default=60.0, gt=0)
+    #: Seconds an idle keep-alive connection stays open between requests.
+    idle_timeout: float = Field(default=75.0, gt=0)
 
 
 class LedgerConfig(Strict):
@@ -124,6 +133,19 @@ class LedgerConfig(Strict):
     batch_size: int = Field(default=512, gt=0)
     #: Keep request and response bodies in the ledger (for audit and fine-tune export).
     store_bodies: bool = False
+    # -- reliability (thrifty.ledger.journal, thrifty.ledger.spool) --
+    #: Every row is in the local journal within this many ms of its request's end, so kill -9
+    #: loses at most these rows (0: journaled before the request's handler returns; null: no
+    #: journal, and kill -9 loses up to `flush_interval` of rows).
+    durability_ms: float | None = Field(default=10.0, ge=0)
+    #: fsync the journal too (survives a power cut, not only a killed process; costs more).
+    fsync: bool = False
+    #: Where the spool and journal live; default: derived from `store` (never the working directory).
+    spool_dir: str | None = None
+    #: Rows held in memory at most while the store is slow or down; the rest go to the spool.
+    max_pending: int = Field(default=20_000, gt=0)
+    #: Longest wait, in seconds, between two tries of a failing store.
+    retry_max: float = Field(default=2.0, gt=0)
 
 
 class Config(Strict):

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config import Config
@@ -75,23 +76,41 @@ class Gateway:
         self.services = Services()
         #: HTTP requests being handled now (the autoscaling signal on /metrics).
         self.in_flight = 0
+        self._temp_spool: Path | None = None
 
     async def start(self, *, ledger: bool = True) -> None:
         """Open the ledger, start the providers and build the pipeline."""
-        from thrifty.ledger.store import open_store
+        from thrifty.ledger.spool import default_spool_dir
+        from thrifty.ledger.store import SQLiteStore, open_store
         from thrifty.ledger.tokens import warm
-        from thrifty.ledger.writer import LedgerWriter, spill_path_for
+        from thrifty.ledger.writer import LedgerWriter
         from thrifty.pipeline.dispatch import Dispatcher
         from thrifty.pipeline.pipeline import Pipeline, build_levers
         from thrifty.providers.registry import make_provider
 
         if ledger:
             store = await asyncio.to_thread(open_store, self.config.store)
-            self.ledger = LedgerWriter(
+            lc = self.config.ledger
+            if lc.spool_dir:
+                spool_dir = Path(lc.spool_dir)
+            elif self.config.store.endswith(":memory:"):  # a throw-away ledger: a private spool
+                import tempfile
+
+                spool_dir = self._temp_spool = Path(tempfile.mkdtemp(prefix="thrifty-ledger-spool-"))
+            else:
+                spool_dir = default_spool_dir(self.config.store)
+            self.ledger = await asyncio.to_thread(
+                LedgerWriter,
                 store,
-                flush_interval=self.config.ledger.flush_interval,
-                batch_size=self.config.ledger.batch_size,
-                spill_path=spill_path_for(store),
+                flush_interval=lc.flush_interval,
+                batch_size=lc.batch_size,
+                spool_dir=spool_dir,
+                durability_ms=lc.durability_ms,
+                fsync=lc.fsync,
+                max_pending=lc.max_pending,
+                retry_max=lc.retry_max,
+                # the spill file of versions before the spool, replayed once
+                adopt=(Path(f"{store.path}.spill.jsonl"),) if isinstance(store, SQLiteStore) else (),
             )
         await asyncio.to_thread(warm)  # load the tokenizer now, not on the first cut-short stream
         for m in self.config.models:
@@ -123,6 +142,14 @@ class Gateway:
         await close_session()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
+        if self._temp_spool is not None:
+            import shutil
+
+            shutil.rmtree(self._temp_spool, ignore_errors=True)
+        if self._temp_spool is not None:
+            import shutil
+
+            shutil.rmtree(self._temp_spool, ignore_errors=True)
 
     async def call_model(self, ctx: Context, model: str, body: dict[str, Any], protocol: Wire | None = None) -> Reply:
         """Call configured `model` directly (no levers), for levers that need a side call:

@@ -148,9 +148,11 @@ async def test_two_replicas_share_one_call_and_one_cache_through_redis(
     upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
 ) -> None:
     prefix = f"thrifty-test:{uuid.uuid4().hex}:"
+    # a generous Redis budget: this test is about sharing, on a machine that may be busy
+    # (the budget's own tests are in tests/cache/test_redis_budget.py)
     levers = (
-        f"cache: {{store: 'redis://127.0.0.1:6379/0', prefix: '{prefix}cache:'}}\n"
-        f"dedup: {{redis: 'redis://127.0.0.1:6379/0', prefix: '{prefix}dedup:'}}\n"
+        f"cache: {{store: 'redis://127.0.0.1:6379/0', prefix: '{prefix}cache:', redis_budget_ms: 3000}}\n"
+        f"dedup: {{redis: 'redis://127.0.0.1:6379/0', prefix: '{prefix}dedup:', redis_budget_ms: 3000}}\n"
     )
     replicas = [
         await start_gateway(mock_config(upstream, tmp_path / name, levers)) for name in ("one", "two")

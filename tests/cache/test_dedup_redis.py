@@ -23,7 +23,7 @@ ANSWER = answer_for("default", "what is the answer?")
 @pytest.fixture
 async def replicas() -> AsyncIterator[tuple[DedupStage, DedupStage, str]]:
     prefix = f"thrifty-test:{uuid.uuid4().hex}:"
-    config = f"dedup: {{redis: '{REDIS}', prefix: '{prefix}', lock_ttl: 0.6, poll: 0.1}}\n"
+    config = f"dedup: {{redis: '{REDIS}', prefix: '{prefix}', lock_ttl: 0.6, poll: 0.1, redis_budget_ms: 3000}}\n"
     a, b = DedupStage.build(gateway(config)), DedupStage.build(gateway(config))
     assert a is not None and b is not None
     yield a, b, prefix
@@ -76,7 +76,8 @@ async def test_a_follower_falls_back_when_the_leader_dies(replicas: tuple[DedupS
     await client.aclose()
     assert reply.status == 200 and (await read_reply(reply))[0] == ANSWER
     assert upstream.calls == 1 and reply.cost == COST and "dedup" not in ctx.savings
-    assert 0.4 < waited < 3.0  # it waited for the lock to lapse, not forever
+    # no leader showed it is alive (its "start" entry) within ghost_grace: the lock is a ghost
+    assert waited < 1.0
 
 
 async def test_leader_failure_makes_the_other_replica_call_itself(

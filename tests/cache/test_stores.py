@@ -51,7 +51,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     elif kind == "tiered":
         made = TieredStore(MemoryStore(), SQLiteStore(tmp_path / "cache.db"))
     else:
-        made = RedisStore(REDIS_URL, prefix=f"thrifty-test:{uuid.uuid4().hex}:")
+        made = RedisStore(REDIS_URL, prefix=f"thrifty-test:{uuid.uuid4().hex}:", budget_ms=3000)
     yield made
     await made.clear()
     await made.close()
@@ -157,7 +157,7 @@ def test_store_urls(tmp_path: Path) -> None:
 
 
 async def test_redis_indexes_expire_with_their_longest_lived_entry() -> None:
-    store = RedisStore(REDIS_URL, prefix=f"thrifty-test:{uuid.uuid4().hex}:")
+    store = RedisStore(REDIS_URL, prefix=f"thrifty-test:{uuid.uuid4().hex}:", budget_ms=3000)
     await store.set("short", entry(route="r"), ttl=5)
     await store.set("long", entry(route="r"), ttl=50)
     await store.set("shorter", entry(route="r"), ttl=1)

@@ -98,7 +98,7 @@ def test_a_large_batch_is_written_whole_and_a_repeated_id_replaces_its_row(store
 
 def test_writer_batches_and_flushes(tmp_path: Path) -> None:
     writer = LedgerWriter(
-        SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "spill.jsonl"
+        SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spool_dir=tmp_path / "spool"
     )
     for _ in range(1000):
         writer.submit(record())
@@ -121,7 +121,7 @@ class FlakyStore(SQLiteStore):
 
 def test_a_failing_store_loses_nothing(tmp_path: Path) -> None:
     writer = LedgerWriter(
-        FlakyStore(str(tmp_path / "f.db"), fail=2), flush_interval=0.01, spill_path=tmp_path / "s.jsonl"
+        FlakyStore(str(tmp_path / "f.db"), fail=2), flush_interval=0.01, spool_dir=tmp_path / "spool"
     )
     for _ in range(10):
         writer.submit(record())
@@ -130,16 +130,16 @@ def test_a_failing_store_loses_nothing(tmp_path: Path) -> None:
     writer.close()
 
 
-def test_rows_the_store_refuses_at_shutdown_are_spilled_and_replayed(tmp_path: Path) -> None:
-    spill = tmp_path / "s.jsonl"
+def test_rows_the_store_refuses_at_shutdown_are_spooled_and_replayed(tmp_path: Path) -> None:
+    spill = tmp_path / "spool" / "spool.jsonl"
     writer = LedgerWriter(
-        FlakyStore(str(tmp_path / "g.db"), fail=10**6), flush_interval=0.01, spill_path=spill
+        FlakyStore(str(tmp_path / "g.db"), fail=10**6), flush_interval=0.01, spool_dir=tmp_path / "spool"
     )
     r = record(saved={"cache": Decimal("0.5")})
     writer.submit(r)
     writer.close(timeout=0.3)
     assert spill.exists()
-    again = LedgerWriter(SQLiteStore(str(tmp_path / "g.db")), spill_path=spill)
+    again = LedgerWriter(SQLiteStore(str(tmp_path / "g.db")), spool_dir=tmp_path / "spool")
     assert not spill.exists()
     [row] = list(again.store.rows())
     assert row["request_id"] == r.request_id and row["saved_pico"] == 500_000_000_000

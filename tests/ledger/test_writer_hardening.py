@@ -26,7 +26,8 @@ class SlowDeque(deque[Any]):
 
 
 def test_flush_returns_only_once_every_row_is_written(tmp_path: Path) -> None:
-    writer = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "s.jsonl")
+    writer = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, durability_ms=0,
+                          spool_dir=tmp_path / "spool")
     writer._queue = SlowDeque()
     for _ in range(3):
         writer.submit(record())
@@ -37,7 +38,7 @@ def test_flush_returns_only_once_every_row_is_written(tmp_path: Path) -> None:
 
 
 def test_a_row_with_unstorable_numbers_is_written_and_does_not_block_the_others(tmp_path: Path) -> None:
-    writer = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "s.jsonl")
+    writer = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spool_dir=tmp_path / "spool")
     bad = record(cost="1e40", saved={"cache": Decimal("NaN")})
     bad.input_tokens = 10**30
     good = record()
@@ -53,25 +54,24 @@ def test_a_row_with_unstorable_numbers_is_written_and_does_not_block_the_others(
     writer.close()
 
 
-def test_an_unstorable_row_still_queued_at_shutdown_is_spilled(tmp_path: Path) -> None:
-    spill = tmp_path / "s.jsonl"
+def test_an_unstorable_row_still_queued_at_shutdown_is_spooled(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "w.db"))
-    writer = LedgerWriter(store, flush_interval=60, spill_path=spill)
-    writer._stop = True  # the thread exits on its next wake, leaving the queue to `close`
+    writer = LedgerWriter(store, flush_interval=60, durability_ms=0, spool_dir=tmp_path / "spool")
+    writer._stop = True  # the store thread exits on its next wake, leaving the queue to `close`
     writer._wake.set()
     writer._thread.join(2)
     bad = record()
     bad.output_tokens = 10**25
     writer.submit(bad)
     writer.close(timeout=0.2)
-    again = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), spill_path=spill)
+    again = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), spool_dir=tmp_path / "spool")
     [row] = list(again.store.rows())
     assert row["request_id"] == bad.request_id and row["output_tokens"] == 0
     again.close()
 
 
 def test_text_no_store_can_encode_is_written_with_replacement_characters(tmp_path: Path) -> None:
-    writer = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spill_path=tmp_path / "s.jsonl")
+    writer = LedgerWriter(SQLiteStore(str(tmp_path / "w.db")), flush_interval=0.01, spool_dir=tmp_path / "spool")
     bad = record(task="t\udcff", tags={"k": "v\ud800"}, extra={"note": ["\udce9"]})
     good = record()
     writer.submit(bad)

@@ -74,6 +74,8 @@ def test_help_teaches() -> None:
 async def test_postgres_ledger_through_the_server(upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway) -> None:
     url = "postgresql://postgres@127.0.0.1:5432/test"
     cfg = mock_config(upstream, tmp_path).replace(f"store: sqlite:///{tmp_path}/ledger.db", f"store: {url}")
+    # the spool of this test's own (the default one, under ~/.local/state, is per store)
+    cfg = cfg.replace("ledger: {flush_interval: 0.05}", f"ledger: {{flush_interval: 0.05, spool_dir: '{tmp_path}/spool'}}")
     thrifty = await start_gateway(cfg)
     assert thrifty.gateway.ledger is not None
     thrifty.gateway.ledger.store.execute("DELETE FROM requests")

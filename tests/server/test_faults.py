@@ -15,6 +15,7 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 from aiohttp import web
 
@@ -63,6 +64,11 @@ async def ask(thrifty: RunningGateway, protocol: str, text: str, *, model: str |
                             "messages": [{"role": "user", "content": text}]}
     async with httpx.AsyncClient(timeout=10) as http:
         return await http.post(thrifty.url + (path or default_path), json=body)
+
+
+async def gw_metrics(thrifty: RunningGateway) -> str:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(thrifty.url + "/metrics")).text
 
 
 def error_of(protocol: str, r: httpx.Response) -> dict[str, Any]:
@@ -165,6 +171,13 @@ async def test_absurd_usage_never_blocks_the_ledger(gw: RunningGateway, protocol
     rows = gw.rows()
     assert len(rows) == 2
     assert all(0 <= row[k] <= 10**9 for row in rows for k in ("input_tokens", "output_tokens"))
+    # never a silent $1,000 row, never a silent $0: flagged, kept as reported, priced from an estimate
+    [bad] = [row for row in rows if row["request_id"] == r.headers["x-thrifty-request-id"]]
+    flag = orjson.loads(bad["extra"])["usage_implausible"]
+    assert flag["problems"] and ("1e+30" in flag["reported"] or "many" in flag["reported"])
+    assert bad["usage_estimated"] and 0 < bad["input_tokens"] < 1000 and 0 < bad["cost_usd"] < 0.001
+    metrics = await gw_metrics(gw)
+    assert "thrifty_usage_implausible_total" in metrics and 'model="' in metrics.split("thrifty_usage_implausible_total{")[1]
 
 
 # -- provider keys ---------------------------------------------------------------------------------

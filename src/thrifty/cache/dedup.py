@@ -13,6 +13,14 @@ alive while it runs) and publishes the reply to a Redis stream; a replica that f
 taken follows that stream. If the lock lapses without a result (the leader's process died)
 or the leader reports a failure, the follower makes the call itself.
 
+Redis trouble never stalls a request (see `thrifty.cache.redis_budget`): lookups share the
+request's Redis deadline and a circuit breaker, and on any Redis failure the request goes on
+deduplicating within this process. The lock is a short lease (`lock_ttl`, 3 s) that the
+leader refreshes, holding a value only its flight knows: a lock whose acquisition timed out
+may still be set when a stalled Redis wakes, so the flight deletes it (if it holds its value)
+as soon as Redis answers, and at worst it lapses within one lease. A follower never waits
+longer than the upstream's timeout plus `follow_margin` before calling on its own.
+
 Failures are not shared as answers: when the leader's call fails in a way that may be
 transient (an exception, a 5xx, 408 or 429), followers retry, contending again so that one
 of them leads the retry (at most `max_attempts` rounds, then each calls on its own). A
@@ -28,6 +36,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -37,7 +46,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from thrifty.cache.key import context_key, is_deterministic
+from thrifty.cache.redis_budget import RedisBudget
 from thrifty.errors import UpstreamError
+from thrifty.health import DependencyUnavailable
 from thrifty.pipeline.lever import Lever
 from thrifty.types import Answerer, Context, EventStream, Handler, Reply, SSEEvent, Usage
 
@@ -59,10 +70,18 @@ class DedupSettings(BaseModel):
     deterministic_only: bool = True
     #: Redis URL to dedup across replicas; None keeps it within this process.
     redis: str | None = None
-    #: Seconds the cross-replica lock lives without being refreshed (a dead leader's lapses).
-    lock_ttl: float = Field(default=30.0, gt=0)
+    #: Seconds the cross-replica lock lives without being refreshed (a dead leader's lapses);
+    #: the leader refreshes it every third of this.
+    lock_ttl: float = Field(default=3.0, gt=0)
     #: Seconds a follower waits on the stream between checks of the leader's lock.
-    poll: float = Field(default=1.0, gt=0)
+    poll: float = Field(default=0.5, gt=0)
+    #: Milliseconds of Redis time a request may spend before its upstream call (the lock).
+    redis_budget_ms: float = Field(default=100.0, gt=0)
+    #: Seconds a follower waits beyond the upstream's own timeout before calling on its own.
+    follow_margin: float = Field(default=5.0, ge=0)
+    #: Seconds a follower waits for a lock's leader to show it is alive (its "start" entry)
+    #: before taking the lock for a ghost and removing it.
+    ghost_grace: float = Field(default=0.25, gt=0)
     #: Seconds a published result stays readable after the flight ended.
     result_ttl: float = Field(default=60.0, gt=0)
     #: Prefix of the Redis keys.
@@ -77,6 +96,10 @@ class DedupSettings(BaseModel):
         if self.redis is None and redis:
             self.redis = redis
         return self
+
+
+#: Seconds a flight keeps trying to remove a lock whose SET timed out, waiting for Redis.
+CLEAN_UP_FOR = 300.0
 
 
 class _Retry(Exception):
@@ -158,7 +181,7 @@ def _copy_error(err: UpstreamError) -> UpstreamError:
 class _Publisher:
     """Writes a flight to a Redis stream in order, off the leader's hot path."""
 
-    def __init__(self, redis: Any, stream_key: str, ttl_ms: int) -> None:
+    def __init__(self, redis: RedisBudget, stream_key: str, ttl_ms: int) -> None:
         self.redis = redis
         self.stream_key = stream_key
         self.ttl_ms = ttl_ms
@@ -175,14 +198,17 @@ class _Publisher:
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             entries = [b for b in batch if b is not None]
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
+
+            async def publish(redis: Any, entries: list[tuple[str, Any]] = entries) -> None:
+                async with redis.pipeline(transaction=False) as pipe:
                     for kind, data in entries:
                         pipe.xadd(self.stream_key, {"t": kind, "d": orjson.dumps(data)})
                     pipe.pexpire(self.stream_key, self.ttl_ms)
                     await pipe.execute()
-            except Exception:  # the local reply must not fail because Redis did
-                log.warning("dedup: could not publish to redis", exc_info=True)
+
+            # the local reply must not fail because Redis did (its health logs the outage)
+            with contextlib.suppress(DependencyUnavailable):
+                await self.redis.call(publish, background=True)
             if None in batch:
                 return
 
@@ -209,7 +235,9 @@ class DedupStage(Lever[DedupSettings]):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway)
         self.flights: dict[str, Flight] = {}
-        self._redis: dict[str, Any] = {}
+        self._redis: dict[str, RedisBudget] = {}
+        #: Clean-ups of locks whose acquisition timed out (kept referenced while they run).
+        self._cleanups: set[asyncio.Task[None]] = set()
         #: Upstream calls this stage let through (leaders and fallbacks), for reports and tests.
         self.upstream_calls = 0
         self.shared = 0
@@ -217,12 +245,10 @@ class DedupStage(Lever[DedupSettings]):
     def start(self) -> None:
         self.gateway.services.dedup = self
 
-    def redis(self, url: str) -> Any:
+    def redis(self, url: str, budget_ms: float = 100.0) -> RedisBudget:
         client = self._redis.get(url)
         if client is None:
-            import redis.asyncio as aioredis
-
-            client = aioredis.from_url(url)
+            client = RedisBudget(url, budget_ms=budget_ms)
             self._redis[url] = client
         return client
 
@@ -232,6 +258,8 @@ class DedupStage(Lever[DedupSettings]):
 
     async def aclose(self) -> None:
         """Close the Redis clients (the gateway calls this at shutdown)."""
+        for task in list(self._cleanups):
+            task.cancel()
         for client in self._redis.values():
             await client.aclose()
         self._redis.clear()
@@ -295,27 +323,66 @@ class DedupStage(Lever[DedupSettings]):
         if settings.redis is None:
             await self._upstream(flight, ctx, next, None)
             return
-        redis = self.redis(settings.redis)
+        redis = self.redis(settings.redis, settings.redis_budget_ms)
         lock_key = f"{settings.prefix}lock:{flight.key}"
         lock_ms = max(1, int(settings.lock_ttl * 1000))
+        follow_until = time.monotonic() + self._upstream_timeout(ctx) + settings.follow_margin
         for _ in range(settings.max_attempts):
             flight_id = uuid.uuid4().hex
             try:
-                acquired = await redis.set(lock_key, flight_id, nx=True, px=lock_ms)
-                current = None if acquired else await redis.get(lock_key)
-            except Exception:
-                log.warning("dedup: redis unavailable, deduplicating within this process", exc_info=True)
-                await self._upstream(flight, ctx, next, None)
+                acquired = await redis.run("set", lock_key, flight_id, nx=True, px=lock_ms)
+            except DependencyUnavailable as exc:
+                if exc.maybe_sent:  # the SET may have reached Redis and run later: remove our lock
+                    self._clean_up_later(redis, lock_key, flight_id, settings.lock_ttl)
+                await self._upstream(flight, ctx, next, None)  # dedup within this process only
                 return
             if acquired:
                 await self._lead_remote(flight, ctx, next, settings, redis, lock_key, flight_id, lock_ms)
                 return
+            try:
+                current = await redis.call(lambda r: r.get(lock_key))
+            except DependencyUnavailable:
+                await self._upstream(flight, ctx, next, None)
+                return
             if current is None:
                 continue
             leader_id = current.decode() if isinstance(current, bytes) else str(current)
-            if await self._follow_remote(flight, redis, lock_key, f"{settings.prefix}s:{leader_id}", leader_id, settings):
+            if await self._follow_remote(flight, redis, lock_key, f"{settings.prefix}s:{leader_id}", leader_id,
+                                         settings, follow_until):
                 return
+            if time.monotonic() >= follow_until:
+                break
         await self._upstream(flight, ctx, next, None)
+
+    def _upstream_timeout(self, ctx: Context) -> float:
+        """The leader's upstream timeout: that of the requested model, or the longest configured."""
+        config = self.gateway.config
+        for name in (ctx.target_model, ctx.requested_model):
+            if name and config.has_model(name):
+                return config.model(name).timeout
+        return max((m.timeout for m in config.models), default=600.0)
+
+    def _clean_up_later(self, redis: RedisBudget, lock_key: str, flight_id: str, lease: float) -> None:
+        """Delete `lock_key` if it holds `flight_id`, as soon as Redis answers again (within
+        `CLEAN_UP_FOR` seconds: a stalled Redis runs the late SET when it wakes)."""
+
+        async def clean() -> None:
+            deadline = time.monotonic() + CLEAN_UP_FOR
+            while time.monotonic() < deadline:
+                with contextlib.suppress(DependencyUnavailable):
+                    await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, flight_id), background=True)
+                    # answered; repeat once in case the late SET runs after this command
+                    await asyncio.sleep(0.2)
+                    await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, flight_id), background=True)
+                    return
+                await asyncio.sleep(0.25)
+
+        self._background(clean())
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def _lead_remote(
         self,
@@ -323,18 +390,19 @@ class DedupStage(Lever[DedupSettings]):
         ctx: Context,
         next: Handler,
         settings: DedupSettings,
-        redis: Any,
+        redis: RedisBudget,
         lock_key: str,
         flight_id: str,
         lock_ms: int,
     ) -> None:
         publisher = _Publisher(redis, f"{settings.prefix}s:{flight_id}", max(lock_ms, int(settings.result_ttl * 1000)))
+        publisher.put("start", {})  # tells followers this lock has a live leader (see _follow_remote)
 
         async def keep_alive() -> None:
             while True:
                 await asyncio.sleep(max(0.05, settings.lock_ttl / 3))
-                with contextlib.suppress(Exception):
-                    await redis.eval(_REFRESH, 1, lock_key, flight_id, lock_ms)
+                with contextlib.suppress(DependencyUnavailable):
+                    await redis.call(lambda r: r.eval(_REFRESH, 1, lock_key, flight_id, lock_ms), background=True)
 
         refresher = asyncio.create_task(keep_alive())
         try:
@@ -348,9 +416,13 @@ class DedupStage(Lever[DedupSettings]):
             raise
         finally:
             refresher.cancel()
-            await publisher.close()
-            with contextlib.suppress(Exception):
-                await redis.eval(_RELEASE, 1, lock_key, flight_id)
+
+            async def wind_up() -> None:  # off the reply's path: a stalled Redis must not hold it
+                await publisher.close()
+                with contextlib.suppress(DependencyUnavailable):
+                    await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, flight_id), background=True)
+
+            self._background(wind_up())
 
     async def _upstream(self, flight: Flight, ctx: Context, next: Handler, publisher: _Publisher | None) -> None:
         """Make the one upstream call and record what it produced on `flight`."""
@@ -395,29 +467,50 @@ class DedupStage(Lever[DedupSettings]):
             publisher.put("end", _end_dict(flight))
 
     async def _follow_remote(
-        self, flight: Flight, redis: Any, lock_key: str, stream_key: str, leader_id: str, settings: DedupSettings
+        self, flight: Flight, redis: RedisBudget, lock_key: str, stream_key: str, leader_id: str,
+        settings: DedupSettings, until: float,
     ) -> bool:
         """Feed `flight` from another replica's published stream.
 
-        Returns False when the leader failed or vanished before anything was received, so
-        that the caller contends for the lock again (or calls upstream itself).
+        Returns False when the leader failed or vanished before anything was received, when
+        Redis fails, or at `until` (the upstream's timeout plus a margin), so that the caller
+        contends for the lock again or calls upstream itself.
         """
         flight.billable = False
         last = "0"
-        block_ms = max(1, int(settings.poll * 1000))
+        started = time.monotonic()
+        seen = False
         while True:
-            answer = await redis.xread({stream_key: last}, block=block_ms, count=256)
+            # until the leader's first entry, wait only `ghost_grace`: a live leader publishes
+            # "start" as it takes the lock; a lock without one was left by a stalled Redis
+            block = settings.poll if seen else settings.ghost_grace
+            try:
+                if time.monotonic() >= until:
+                    raise DependencyUnavailable("waited for the leader past its upstream timeout")
+                answer = await redis.run("xread", {stream_key: last}, block=max(1, int(block * 1000)), count=256,
+                                         timeout=block + 4 * redis.budget)
+                if answer:
+                    seen = True
+                elif time.monotonic() - started >= settings.ghost_grace and not seen:
+                    log.info("dedup: lock %s has no live leader (a stalled Redis ran a late SET); removing it", lock_key)
+                    await redis.call(lambda r: r.eval(_RELEASE, 1, lock_key, leader_id), timeout=redis.budget)
+                    return False
+                else:
+                    current = await redis.call(lambda r: r.get(lock_key), timeout=redis.budget)
+                    if current is not None and (current.decode() if isinstance(current, bytes) else current) == leader_id:
+                        continue
+                    # the lock is gone or taken over; read once more in case the end raced the check
+                    answer = await redis.run("xread", {stream_key: last}, count=256, timeout=redis.budget)
+            except DependencyUnavailable as exc:
+                if flight.head is None:
+                    return False
+                flight.error = f"lost the deduplicating leader on another replica ({exc})"
+                return True
             if not answer:
-                current = await redis.get(lock_key)
-                if current is not None and (current.decode() if isinstance(current, bytes) else current) == leader_id:
-                    continue
-                # the lock is gone or taken over; read once more in case the end raced the check
-                answer = await redis.xread({stream_key: last}, count=256)
-                if not answer:
-                    if flight.head is None:
-                        return False
-                    flight.error = "the deduplicating leader on another replica went away"
-                    return True
+                if flight.head is None:
+                    return False
+                flight.error = "the deduplicating leader on another replica went away"
+                return True
             for _stream, entries in answer:
                 for entry_id, fields in entries:
                     last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 from thrifty.cache.key import context_key, is_deterministic
 from thrifty.cache.stores import CachedResponse, ResponseStore, open_store
 from thrifty.config import Config, lever_model
+from thrifty.health import DependencyUnavailable
 from thrifty.pipeline.lever import Lever
 from thrifty.pipeline.tap import tap
 from thrifty.types import Answerer, Context, EventStream, Handler, Reply, SSEEvent, Usage
@@ -54,6 +55,9 @@ class CacheSettings(BaseModel):
     memory_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     #: Prefix of the Redis keys (when the store is Redis).
     prefix: str = "thrifty:cache:"
+    #: Milliseconds of Redis time a request may spend on lookups (cache and dedup share it);
+    #: past it, or while Redis fails, the request goes on without the cache.
+    redis_budget_ms: float = Field(default=100.0, gt=0)
 
     @model_validator(mode="after")
     def _shared_redis(self, info: ValidationInfo) -> CacheSettings:
@@ -97,6 +101,7 @@ class StoreSet:
                 memory_entries=settings.memory_entries,
                 memory_bytes=settings.memory_bytes,
                 prefix=settings.prefix,
+                redis_budget_ms=settings.redis_budget_ms,
             )
             self.stores[url] = store
         return store
@@ -191,6 +196,8 @@ class ExactCacheStage(Lever[CacheSettings]):
     async def _lookup(self, store: ResponseStore, key: str, directives: dict[str, str | None]) -> CachedResponse | None:
         try:
             entry = await store.get(key)
+        except DependencyUnavailable:  # Redis is down or slow: logged once by its health
+            return None
         except Exception:  # a broken store is a miss, never a failed request
             log.warning("cache: lookup failed", exc_info=True)
             return None
@@ -253,6 +260,8 @@ class ExactCacheStage(Lever[CacheSettings]):
         try:
             await store.set(key, entry, settings.ttl)
             self.stored += 1
+        except DependencyUnavailable:
+            pass
         except Exception:
             log.warning("cache: store failed", exc_info=True)
 

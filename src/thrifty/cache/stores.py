@@ -393,12 +393,14 @@ class RedisStore(ResponseStore):
     expires itself with the longest-lived entry it names).
     """
 
-    def __init__(self, url: str, prefix: str = "thrifty:cache:") -> None:
-        import redis.asyncio as aioredis
+    def __init__(self, url: str, prefix: str = "thrifty:cache:", budget_ms: float = 100.0) -> None:
+        from thrifty.cache.redis_budget import RedisBudget
 
         self.url = url
         self.prefix = prefix
-        self.redis = aioredis.from_url(url)
+        #: Lookups share the request's Redis deadline; a store gets its own (see redis_budget).
+        self.budget = RedisBudget(url, budget_ms=budget_ms)
+        self.redis = self.budget.client
 
     def _k(self, key: str) -> str:
         return f"{self.prefix}r:{key}"
@@ -409,22 +411,26 @@ class RedisStore(ResponseStore):
         return keys
 
     async def get(self, key: str) -> CachedResponse | None:
-        raw = await self.redis.get(self._k(key))
+        raw = await self.budget.call(lambda r: r.get(self._k(key)))
         return None if raw is None else CachedResponse.from_json(raw)
 
     async def set(self, key: str, value: CachedResponse, ttl: float | None) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            ttl_ms = None if ttl is None else max(1, int(ttl * 1000))
-            pipe.set(self._k(key), value.to_json(), px=ttl_ms)
-            for index in self._index_keys(value):
-                pipe.sadd(index, key)
-                # an index lives as long as its longest-lived entry, so expired entries do not pile up
-                if ttl_ms is None:
-                    pipe.persist(index)
-                else:
-                    pipe.pexpire(index, ttl_ms, nx=True)
-                    pipe.pexpire(index, ttl_ms, gt=True)
-            await pipe.execute()
+        async def write(redis: Any) -> None:
+            async with redis.pipeline(transaction=True) as pipe:
+                ttl_ms = None if ttl is None else max(1, int(ttl * 1000))
+                pipe.set(self._k(key), value.to_json(), px=ttl_ms)
+                for index in self._index_keys(value):
+                    pipe.sadd(index, key)
+                    # an index lives as long as its longest-lived entry, so expired entries do not pile up
+                    if ttl_ms is None:
+                        pipe.persist(index)
+                    else:
+                        pipe.pexpire(index, ttl_ms, nx=True)
+                        pipe.pexpire(index, ttl_ms, gt=True)
+                await pipe.execute()
+
+        # after the upstream call the request's lookup deadline is long past: a budget of its own
+        await self.budget.call(write, timeout=self.budget.budget)
 
     async def delete(self, key: str) -> int:
         return int(await self.redis.delete(self._k(key)))
@@ -467,7 +473,7 @@ class RedisStore(ResponseStore):
         return entries
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        await self.budget.aclose()
 
 
 def default_sqlite_path(ledger_store: str) -> Path:
@@ -486,6 +492,7 @@ def open_store(
     memory_entries: int = 10_000,
     memory_bytes: int = 64 * 1024 * 1024,
     prefix: str = "thrifty:cache:",
+    redis_budget_ms: float = 100.0,
 ) -> ResponseStore:
     """A store from a URL: `memory`, `sqlite` (next to the ledger), `sqlite:///path`, `redis://...`."""
     memory = MemoryStore(memory_entries, memory_bytes)
@@ -498,7 +505,7 @@ def open_store(
     if url.startswith("sqlite:///"):
         return TieredStore(memory, SQLiteStore(url[len("sqlite:///") :]))
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(url, prefix=prefix)
+        return RedisStore(url, prefix=prefix, budget_ms=redis_budget_ms)
     from thrifty import plugins
 
     scheme = url.partition("://")[0]

@@ -6,6 +6,7 @@ audits) open their own connections so they never wait on the writer.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -201,15 +202,22 @@ class SQLiteStore(LedgerStore):
 
 
 class PostgresStore(LedgerStore):
+    """PostgreSQL. One connection, opened again after it breaks (a server restart, a network
+    cut): each call checks it first, and a failure that leaves it unusable closes it, so the
+    next call (the writer's retry) reconnects instead of failing forever."""
+
     dialect = "postgresql"
 
-    def __init__(self, url: str) -> None:
-        import psycopg
+    #: Seconds to wait for a connection; a dead server must not hold the writer long.
+    CONNECT_TIMEOUT = 3
 
+    def __init__(self, url: str) -> None:
         self.url = url
-        self._conn = psycopg.connect(url, autocommit=False)
-        migrate(self._conn, "postgresql", "ledger", MIGRATIONS, where=_redacted(url))
         self._lock = threading.Lock()
+        self._conn: Any = None
+        #: Connections opened since start (1 + reconnections).
+        self.connects = 0
+        migrate(self._connection(), "postgresql", "ledger", MIGRATIONS, where=_redacted(url))
         cols = ", ".join(COLUMNS)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
         self._insert = (
@@ -217,43 +225,79 @@ class PostgresStore(LedgerStore):
             f"ON CONFLICT (request_id) DO UPDATE SET {updates}"
         )
 
+    def _connection(self) -> Any:
+        import psycopg
+
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._conn = None
+            conn = psycopg.connect(self.url, autocommit=False, connect_timeout=self.CONNECT_TIMEOUT)
+            self._conn = conn
+            self.connects += 1
+        return conn
+
+    def _failed(self, conn: Any) -> None:
+        """Roll back after a failure; drop the connection if it is no longer usable."""
+        try:
+            conn.rollback()
+        except Exception:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            return
+        if conn.closed or conn.broken:
+            self._conn = None
+
     def write(self, records: Sequence[LedgerRecord]) -> None:
         rows = [record_row(r) for r in records]
         with self._lock:
+            conn = self._connection()
             try:
-                with self._conn.cursor() as cur:
+                with conn.cursor() as cur:
                     cur.executemany(self._insert, rows)
-                self._conn.commit()
+                conn.commit()
             except Exception:
-                self._conn.rollback()
+                self._failed(conn)
                 raise
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
+            conn = self._connection()
             try:
-                with self._conn.cursor() as cur:
+                with conn.cursor() as cur:
                     cur.execute(sql.replace("?", "%s"), list(params))  # type: ignore[arg-type,unused-ignore]
                     rows = cur.fetchall() if cur.description else []
-                self._conn.commit()
+                conn.commit()
                 return [tuple(r) for r in rows]
             except Exception:
-                self._conn.rollback()
+                self._failed(conn)
                 raise
 
     def record_outcome(self, task: str, success: bool, score: float | None, note: str | None, ts: float) -> None:
         with self._lock:
-            with self._conn.cursor() as cur:
-                cur.execute(
-                    "INSERT INTO task_outcomes (task, ts, success, score, note) VALUES (%s, %s, %s, %s, %s) "
-                    "ON CONFLICT (task) DO UPDATE SET ts = EXCLUDED.ts, success = EXCLUDED.success, "
-                    "score = EXCLUDED.score, note = EXCLUDED.note",
-                    (task, ts, success, score, note),
-                )
-            self._conn.commit()
+            conn = self._connection()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "INSERT INTO task_outcomes (task, ts, success, score, note) VALUES (%s, %s, %s, %s, %s) "
+                        "ON CONFLICT (task) DO UPDATE SET ts = EXCLUDED.ts, success = EXCLUDED.success, "
+                        "score = EXCLUDED.score, note = EXCLUDED.note",
+                        (task, ts, success, score, note),
+                    )
+                conn.commit()
+            except Exception:
+                self._failed(conn)
+                raise
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
 
 
 def _redacted(url: str) -> str:

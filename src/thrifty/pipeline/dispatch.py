@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from thrifty.config import ModelConfig, lever_model
 from thrifty.errors import TranslationError, UpstreamError
+from thrifty.health import Health
 from thrifty.ledger.prices import pricer
+from thrifty.ledger.tokens import estimate_body_output_tokens, estimate_output_tokens
 from thrifty.protocol import translate
 from thrifty.protocol.settings import TranslationSettings
 from thrifty.providers.base import Provider
 from thrifty.providers.breaker import CircuitBreaker
-from thrifty.types import Context, EventStream, Reply, SSEEvent, Wire
+from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage, Wire
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -82,7 +84,8 @@ class Dispatcher:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.breakers: dict[str, CircuitBreaker] = {
-            m.name: CircuitBreaker(m.breaker_failures, m.breaker_cooldown) for m in gateway.config.models
+            m.name: CircuitBreaker(m.breaker_failures, m.breaker_cooldown, Health(f"upstream {m.name}", log))
+            for m in gateway.config.models
         }
         self.default_max_tokens = lever_model(gateway.config, "translation", TranslationSettings).default_max_tokens
 
@@ -199,6 +202,7 @@ class Dispatcher:
             ctx.extra["price_unknown"] = f"no price known for {cfg.upstream_model!r} ({cfg.provider}); set price: on it"
         if reply.stream is None:
             breaker.success()
+            raw_usage = reply.body.get("usage") if isinstance(reply.body, dict) else None
             if reply.body is not None:
                 try:
                     reply.body = translate_response(provider.protocol, protocol, reply.body)
@@ -206,6 +210,10 @@ class Dispatcher:
                     raise UpstreamError(502, f"model {cfg.name!r} answered with a body of the wrong shape "
                                         f"({exc.__class__.__name__}: {exc})", error_type="api_error") from None
             if not reply.cost:
+                if reply.ok and isinstance(reply.body, dict):  # reliability: usage sanity
+                    body = reply.body
+                    reply.usage = _sane_usage(ctx, cfg, reply.usage, raw_usage,
+                                              lambda: estimate_body_output_tokens(protocol, body))
                 reply.cost = pricer.cost(cfg, reply.usage)
             return reply
         options = ctx.body.get("stream_options")  # not checked on Anthropic requests: may be anything
@@ -251,12 +259,21 @@ class Dispatcher:
                     breaker.release()
                 if not outer.complete:
                     _estimate_missing_usage(ctx, outer, "".join(text))
+                elif not reply.cost:  # reliability: usage sanity
+                    said = outer.usage.to_dict() if cfg.provider in ("openai", "anthropic") else None
+                    outer.usage = _sane_usage(ctx, cfg, outer.usage, said, lambda: estimate_output_tokens("".join(text)))
                 reply.usage = outer.usage
                 if not reply.cost:
                     reply.cost = pricer.cost(cfg, outer.usage)
 
         outer = EventStream(events())
         return outer
+
+
+def _sane_usage(ctx: Context, cfg: ModelConfig, usage: Usage, raw: Any, answer_tokens: Callable[[], int]) -> Usage:
+    from thrifty.ledger.usage_check import check_usage
+
+    return check_usage(ctx, usage, raw, answer_tokens=answer_tokens, model=cfg.name, limit=cfg.max_usage_tokens)
 
 
 def _estimate_missing_usage(ctx: Context, stream: EventStream, text: str) -> None:

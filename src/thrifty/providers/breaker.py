@@ -7,15 +7,21 @@ request; its success closes the circuit, its failure opens it again.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from thrifty.health import Health
 
 
 class CircuitBreaker:
-    def __init__(self, failures: int = 5, cooldown: float = 30.0) -> None:
+    def __init__(self, failures: int = 5, cooldown: float = 30.0, health: Health | None = None) -> None:
         self.threshold = failures
         self.cooldown = cooldown
         self.consecutive = 0
         self.opened_at: float | None = None
         self._trial = False
+        #: Told when the circuit opens and closes (one log line each; see thrifty.health).
+        self.health = health
 
     @property
     def state(self) -> str:
@@ -36,9 +42,12 @@ class CircuitBreaker:
         return False
 
     def success(self) -> None:
+        was_open = self.opened_at is not None
         self.consecutive = 0
         self.opened_at = None
         self._trial = False
+        if was_open and self.health is not None:
+            self.health.set("ready")
 
     def release(self) -> None:
         """A request let through ended without a verdict on the upstream's health (the request
@@ -51,6 +60,9 @@ class CircuitBreaker:
         self._trial = False
         if self.opened_at is not None or self.consecutive >= self.threshold:
             self.opened_at = time.monotonic()
+            if self.health is not None:
+                self.health.set("down", f"{self.consecutive} consecutive failures; paused, next try in "
+                                        f"{self.cooldown:g}s")
 
     def retry_in(self) -> float:
         if self.opened_at is None:

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from thrifty import plugins
+from thrifty.cache.redis_budget import start_request as start_redis_budget
 from thrifty.config import Config
 from thrifty.errors import BadRequest, NotFound, ThriftyError, Unauthorized, UpstreamError
 from thrifty.gateway import Gateway
@@ -75,6 +76,7 @@ class Handlers:
 
     async def _chat(self, request: web.Request, protocol: Wire) -> web.StreamResponse:
         started = time.perf_counter()
+        start_redis_budget()  # reliability: this request's Redis lookups share one deadline
         principal = self._principal(request)
         if principal is None:
             return error_response(protocol, Unauthorized(
@@ -194,7 +196,11 @@ class Handlers:
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(f"request body is {request.content_length} bytes; the limit is {limit} (server.max_body_bytes)", status=413)
         try:
-            raw = await request.read()
+            async with asyncio.timeout(self.config.server.body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise BadRequest(f"the request body did not arrive within {self.config.server.body_timeout:g}s "
+                             "(server.body_timeout)", status=408) from None
         except web.HTTPRequestEntityTooLarge:
             raise BadRequest(f"request body is over the limit of {limit} bytes (server.max_body_bytes)", status=413) from None
         except Exception as exc:
@@ -278,11 +284,15 @@ class Handlers:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        not_ready = [name for name, p in self.gateway.providers.items() if not p.ready()]
-        ledger_ok = self.gateway.ledger is not None
-        ok = ledger_ok and not not_ready and self.gateway.pipeline is not None
-        body = {"status": "ready" if ok else "not ready", "providers_not_ready": not_ready, "ledger": ledger_ok}
-        return web.json_response(body, status=200 if ok else 503)
+        """Per dependency: ready / degraded / down; 200, 200, 503 (see thrifty.server.readiness)."""
+        from thrifty.server.readiness import HTTP_STATUS, readiness
+
+        overall, body = readiness(self.gateway)
+        if self.keys.enabled:  # the details (hosts, paths, errors) are for admins only
+            principal = self._principal(request)
+            if principal is None or not principal.admin:
+                body = {"status": overall}
+        return web.json_response(body, status=HTTP_STATUS[overall])
 
     async def spend(self, request: web.Request) -> web.Response:
         from thrifty.ledger.spend import parse_since

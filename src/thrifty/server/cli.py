@@ -104,7 +104,10 @@ async def _serve(config: Config) -> None:
 
     gateway = Gateway(config)
     app = create_app(gateway)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    from thrifty.server.timeouts import ThriftyRunner
+
+    runner: web.AppRunner = ThriftyRunner(app, header_timeout=config.server.header_timeout,
+                                          idle_timeout=config.server.idle_timeout, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, backlog=1024, reuse_address=True)
     await site.start()

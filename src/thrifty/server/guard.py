@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from thrifty.errors import Forbidden, ThriftyError, Unauthorized
-from thrifty.protocol.errors import error_body
+from thrifty.protocol.errors import error_body, truncate
 from thrifty.server.auth import KeyRing, Principal, presented_key
 from thrifty.types import Wire
 
@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 COOKIE = "thrifty_key"
+
+#: Error messages are cut to this many characters (they may echo client input).
+MESSAGE_LIMIT = 2000
 
 #: The application's key ring (set by `create_app`).
 KEYS = web.AppKey("keys", KeyRing)
@@ -60,6 +63,8 @@ def error_response(
     else:
         exc = ThriftyError(message or "error", status=status_or_error, error_type=error_type, param=param, code=code)
     merged = {**exc.headers, **(headers or {})}
+    if len(exc.message) > MESSAGE_LIMIT:  # never echo a client's megabyte back
+        exc.message = truncate(exc.message, MESSAGE_LIMIT)
     return web.Response(body=orjson.dumps(error_body(wire, exc)), status=exc.status,
                         content_type="application/json", headers=merged or None)
 

@@ -147,13 +147,15 @@ class MetricsCollector:
         )
         self.errors = Family("thrifty_errors_total", "counter", "Requests that ended with an error status, by status.")
         self.rerouted = Family("thrifty_rerouted_total", "counter", "Requests served by another model than requested.")
+        self.implausible = Family("thrifty_usage_implausible_total", "counter",
+                                  "Answers whose reported usage was implausible (flagged, priced from an estimate).")
         self.latency = Histogram("thrifty_request_duration_seconds", "Time from request to last byte, by route.")
         self.ttfb = Histogram("thrifty_time_to_first_byte_seconds", "Streaming: time to the first byte, by route.")
         #: Label tuples by (model, route, outcome), built once: requests repeat them endlessly.
         self._labels: dict[tuple[str, str, str], _RecordLabels] = {}
         self.families = [
             self.requests, self.tokens, self.cost, self.counterfactual, self.saved, self.tokens_saved,
-            self.cache, self.answered, self.errors, self.rerouted,
+            self.cache, self.answered, self.errors, self.rerouted, self.implausible,
         ]  # fmt: skip
 
     def observe(self, r: LedgerRecord) -> None:
@@ -186,6 +188,8 @@ class MetricsCollector:
                 self.answered.inc((("lever", r.answered_by),))
             if r.status >= 400:
                 self.errors.inc((("status", str(r.status)),))
+            if "usage_implausible" in r.extra:
+                self.implausible.inc((labels.model,))
             if r.served_model and r.served_model != r.requested_model:
                 self.rerouted.inc((("requested", r.requested_model), ("served", r.served_model)))
             self.latency.observe(labels.route, r.latency_ms / 1000.0)
@@ -233,6 +237,9 @@ def _gateway_lines(gateway: Gateway) -> list[str]:
             "# TYPE thrifty_ledger_write_failures_total counter",
             f"thrifty_ledger_write_failures_total {ledger.failures}",
         ]
+    from thrifty.server.readiness import metric_lines
+
+    out += metric_lines(gateway)  # dependency states, spool and Redis counters
     return out
 
 
