@@ -1,0 +1,31 @@
+"""Spend control: virtual keys, budgets and rate limits enforced before a request goes out.
+
+- `keys`: virtual keys and teams, and the store tables they live in (with migrations);
+- `limits`: budget and rate-limit specs, and the calendar and rolling windows they count over;
+- `estimate`: a request's worst plausible cost (output tokens from the ledger's percentiles);
+- `meters`: counters in process or in Redis, reserved all-or-none by one atomic Lua script;
+- `outage`: what a replica does while Redis does not answer, and the reconciliation after;
+- `control`: `SpendControl`, the admission the server calls before the pipeline and settles after;
+- `debounce`: the per-key window in which a repeated request is answered from the first result;
+- `alerts`: threshold webhooks; `admin`: the `/v1/thrifty/keys` API; `cli`: `thrifty keys`.
+"""
+
+from thrifty.spend.control import KeyPrincipal, SpendControl
+from thrifty.spend.keys import KeySpec, KeyStore, Team, TeamSpec, VirtualKey
+from thrifty.spend.limits import BudgetSpec, Limits, Window, parse_window
+from thrifty.spend.settings import SpendSettings
+
+__all__ = [
+    "BudgetSpec",
+    "KeyPrincipal",
+    "KeySpec",
+    "KeyStore",
+    "Limits",
+    "SpendControl",
+    "SpendSettings",
+    "Team",
+    "TeamSpec",
+    "VirtualKey",
+    "Window",
+    "parse_window",
+]
