@@ -46,3 +46,14 @@ async def chat(gw: RunningGateway, key: str, text: str = "hello there", **extra:
     async with aiohttp.ClientSession() as s, s.post(f"{gw.url}/v1/chat/completions", json=body,
                                                    headers={"Authorization": f"Bearer {key}"}) as r:
         return r.status, await r.json(content_type=None), dict(r.headers)
+
+
+async def clear_of_window_edge(span: float = 60.0, margin: float = 4.0) -> None:
+    """Sleep past the next rate window's start when it is less than `margin` seconds away,
+    so that a test counting requests in one window never straddles two."""
+    import asyncio
+    import time
+
+    left = span - time.time() % span
+    if left < margin:
+        await asyncio.sleep(left + 0.05)

@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.conftest import RunningGateway, StartGateway, serving
-from tests.spend.helpers import ADMIN_HEADERS, chat, create_key, start
+from tests.spend.helpers import ADMIN_HEADERS, chat, clear_of_window_edge, create_key, start
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -91,6 +91,7 @@ async def test_rate_limits_answer_429_with_retry_after(
         upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway) -> None:
     gw = await start(start_gateway, upstream, tmp_path)
     made = await create_key(gw, name="chatty", limits={"rpm": 3})
+    await clear_of_window_edge()
     results = [await chat(gw, made["key"], f"n {i}") for i in range(4)]
     assert [r[0] for r in results] == [200, 200, 200, 429]
     assert 1 <= int(results[-1][2]["Retry-After"]) <= 60 and "3 requests per minute" in results[-1][1]["error"]["message"]
@@ -154,6 +155,7 @@ async def test_no_max_tokens_reserves_from_the_ledger_not_the_model_limit(
         assert (await chat(gw, made["key"], f"short answer {i}", max_tokens=20))[0] == 200
     spend = gw.gateway.services.spend
     assert spend is not None
+    gw.rows()  # the ledger has written the history
     spend.estimator._cache.clear()
     status, body, _ = await chat(gw, made["key"], "now without a cap")
     assert status == 200, body

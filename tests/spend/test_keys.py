@@ -37,9 +37,8 @@ async def test_unknown_revoked_and_expired_keys_get_the_same_401(
     gw = await start(start_gateway, upstream, tmp_path)
     revoked = await create_key(gw, name="gone")
     expiring = await create_key(gw, name="brief", expires="1m")
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{gw.url}/v1/thrifty/keys/gone/revoke", headers=ADMIN_HEADERS) as r:
-            assert r.status == 200 and (await r.json())["status"] == "revoked"
+    async with aiohttp.ClientSession() as s, s.post(f"{gw.url}/v1/thrifty/keys/gone/revoke", headers=ADMIN_HEADERS) as r:
+        assert r.status == 200 and (await r.json())["status"] == "revoked"
     spend = gw.gateway.services.spend
     assert spend is not None
     spend._keys[expiring["id"]].expires_at = 1.0  # expired (the clock, not the test, would take a minute)

@@ -85,7 +85,7 @@ class SpendAdmin:
         return _json({**key.public(), "key": material}, 201)
 
     async def list(self, request: web.Request) -> web.Response:
-        keys = await asyncio.to_thread(self.store.keys)
+        keys = await asyncio.to_thread(self.store.all_keys)
         return _json({"data": [k.public() for k in keys]})
 
     async def _key(self, request: web.Request) -> Any:

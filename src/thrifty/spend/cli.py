@@ -21,7 +21,7 @@ from thrifty.spend.keys import KeySpec, KeyStore, TeamSpec
 __all__ = ["keys"]
 
 
-def _open(config_path: str | None) -> tuple[Config, KeyStore]:
+def _open(config_path: str) -> tuple[Config, KeyStore]:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -47,6 +47,7 @@ def _print(data: Any) -> None:
 
 
 _config = click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="THRIFTY_CONFIG",
+                       default="thrifty.yaml", show_default=True,
                        help="The thrifty config (its `store:` holds the keys).")
 
 
@@ -71,7 +72,7 @@ def keys() -> None:
 @click.option("--tpm", type=int)
 @click.option("--concurrency", type=int)
 @click.option("--debounce", type=float, default=0.0, help="Seconds in which a repeated request is answered once.")
-def create(name: str, config_path: str | None, owner: str | None, team: str | None, tenant: str | None,
+def create(name: str, config_path: str, owner: str | None, team: str | None, tenant: str | None,
            models: tuple[str, ...], routes: tuple[str, ...], aliases: tuple[str, ...], tags: tuple[str, ...],
            expires: str | None, budgets: tuple[str, ...], rpm: int | None, tpm: int | None,
            concurrency: int | None, debounce: float) -> None:
@@ -119,10 +120,10 @@ def _aliases(config: Config) -> Any:
 @keys.command(name="list")
 @_config
 @click.option("--all", "show_all", is_flag=True, help="Also revoked and expired keys.")
-def list_keys(config_path: str | None, show_all: bool) -> None:
+def list_keys(config_path: str, show_all: bool) -> None:
     """List keys (id, name, team, status, budgets)."""
     _, store = _open(config_path)
-    for k in store.keys():
+    for k in store.all_keys():
         p = k.public()
         if p["status"] != "active" and not show_all:
             continue
@@ -133,7 +134,7 @@ def list_keys(config_path: str | None, show_all: bool) -> None:
 @keys.command()
 @click.argument("ref")
 @_config
-def show(ref: str, config_path: str | None) -> None:
+def show(ref: str, config_path: str) -> None:
     """Show one key (by id or name)."""
     _, store = _open(config_path)
     key = store.key(ref)
@@ -145,7 +146,7 @@ def show(ref: str, config_path: str | None) -> None:
 @keys.command()
 @click.argument("ref")
 @_config
-def revoke(ref: str, config_path: str | None) -> None:
+def revoke(ref: str, config_path: str) -> None:
     """Revoke a key: its requests are refused from now on."""
     _, store = _open(config_path)
     key = store.key(ref)
@@ -157,7 +158,7 @@ def revoke(ref: str, config_path: str | None) -> None:
 @keys.command()
 @click.argument("ref")
 @_config
-def rotate(ref: str, config_path: str | None) -> None:
+def rotate(ref: str, config_path: str) -> None:
     """New material for a key (same id, budgets and counters); the old material stops working."""
     _, store = _open(config_path)
     key = store.key(ref)
@@ -175,7 +176,7 @@ def rotate(ref: str, config_path: str | None) -> None:
 @click.option("--rpm", type=int)
 @click.option("--tpm", type=int)
 @click.option("--concurrency", type=int)
-def team(name: str, config_path: str | None, budgets: tuple[str, ...], rpm: int | None, tpm: int | None,
+def team(name: str, config_path: str, budgets: tuple[str, ...], rpm: int | None, tpm: int | None,
          concurrency: int | None) -> None:
     """Create or update a team's budgets and limits (shared by its keys)."""
     _, store = _open(config_path)

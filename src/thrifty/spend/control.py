@@ -68,6 +68,11 @@ class Ticket:
     at: float
 
 
+def _usd(nano: int) -> str:
+    """Nano-dollars as exact USD text."""
+    return format(Decimal(nano).scaleb(-9).normalize(), "f")
+
+
 def _nano(usd: Decimal) -> int:
     return math.ceil(usd * NANO)
 
@@ -81,13 +86,15 @@ def budget_meters(scope: str, budgets: list[BudgetSpec], now: float) -> list[Met
     return out
 
 
-def limit_meters(scope: str, limits: Limits, now: float) -> list[Meter]:
+def limit_meters(scope: str, limits: Limits, now: float, span: int = 60) -> list[Meter]:
+    """Meters of rate limits: rpm and tpm over fixed `span`-second windows, and concurrency."""
     out = []
-    minute = int(now // 60) * 60
+    start = int(now // span) * span
+    window = _MINUTE if span == 60 else Window(name=f"{span}s", unit=None, seconds=float(span))
     if limits.rpm is not None:
-        out.append(Meter(scope, "rpm", limits.rpm, (f"{scope}:rpm:{minute}",), 120, _MINUTE))
+        out.append(Meter(scope, "rpm", limits.rpm, (f"{scope}:rpm:{start}",), 2 * span, window))
     if limits.tpm is not None:
-        out.append(Meter(scope, "tpm", limits.tpm, (f"{scope}:tpm:{minute}",), 120, _MINUTE))
+        out.append(Meter(scope, "tpm", limits.tpm, (f"{scope}:tpm:{start}",), 2 * span, window))
     if limits.concurrency is not None:
         out.append(Meter(scope, "concurrency", limits.concurrency, (f"{scope}:conc",), 3600, None, "z"))
     return out
@@ -143,7 +150,7 @@ class SpendControl:
     async def reload(self) -> None:
         """Read keys and teams from the store (at start, every `keys_refresh` s, after a change)."""
         assert self.store is not None
-        keys = await asyncio.to_thread(self.store.keys)
+        keys = await asyncio.to_thread(self.store.all_keys)
         teams = await asyncio.to_thread(self.store.teams)
         self._keys = {k.key_id: k for k in keys}
         self._teams = {t.name: t for t in teams}
@@ -178,11 +185,11 @@ class SpendControl:
         if key is not None:
             scope = f"key:{key.key_id}"
             out += budget_meters(scope, key.budgets, now)
-            out += limit_meters(scope, key.limits, now)
+            out += limit_meters(scope, key.limits, now, self.settings.rate_window)
             team = self._teams.get(key.team) if key.team else None
             if team is not None:
                 out += budget_meters(f"team:{team.name}", team.budgets, now)
-                out += limit_meters(f"team:{team.name}", team.limits, now)
+                out += limit_meters(f"team:{team.name}", team.limits, now, self.settings.rate_window)
         for tag, budgets in self.settings.tags.items():
             k, _, v = tag.partition("=")
             if tags.get(k) == v:
@@ -241,17 +248,19 @@ class SpendControl:
             when = dt.datetime.fromtimestamp(reset, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             free = "resets" if not m.window.rolling else "its oldest spend leaves the window"
             return RateLimited(
-                f"budget exceeded: {m.scope} has a budget of ${m.limit / NANO:.6g} per {m.window.describe()}; "
-                f"${r.used / NANO:.6g} is spent or reserved by requests in flight, and this request may cost up to "
-                f"${r.amount / NANO:.6g} ({est.input_tokens} input + {est.output_tokens} output tokens, output from "
+                f"budget exceeded: {m.scope} has a budget of ${_usd(m.limit)} per {m.window.describe()}; "
+                f"${_usd(r.used)} is spent or reserved by requests in flight, and this request may cost up to "
+                f"${_usd(r.amount)} ({est.input_tokens} input + {est.output_tokens} output tokens, output from "
                 f"{est.output_source}); it {free} at {when}",
                 retry_after=max(1.0, reset - now), code="budget_exceeded")
         if m.what == "concurrency":
             return RateLimited(f"rate limit: {m.scope} allows {m.limit} requests at once, and {r.used} are in flight",
                                retry_after=1.0, code="rate_limit_exceeded")
         unit = "requests" if m.what == "rpm" else "tokens"
-        retry = 60 - now % 60
-        return RateLimited(f"rate limit: {m.scope} allows {m.limit} {unit} per minute; {r.used} used this minute, "
+        span = self.settings.rate_window
+        retry = span - now % span
+        per = "minute" if span == 60 else f"{span} seconds"
+        return RateLimited(f"rate limit: {m.scope} allows {m.limit} {unit} per {per}; {r.used} used in this one, "
                            f"this request needs {r.amount}; retry in {retry:.0f}s",
                            retry_after=max(1.0, retry), code="rate_limit_exceeded")
 
@@ -305,10 +314,10 @@ class SpendControl:
         for key in self._keys.values():
             if key.revoked_at is None:
                 scope = f"key:{key.key_id}"
-                meters += budget_meters(scope, key.budgets, now) + limit_meters(scope, key.limits, now)
+                meters += budget_meters(scope, key.budgets, now) + limit_meters(scope, key.limits, now, self.settings.rate_window)
         for team in self._teams.values():
             meters += budget_meters(f"team:{team.name}", team.budgets, now)
-            meters += limit_meters(f"team:{team.name}", team.limits, now)
+            meters += limit_meters(f"team:{team.name}", team.limits, now, self.settings.rate_window)
         for tag, budgets in self.settings.tags.items():
             meters += budget_meters(f"tag:{tag}", budgets, now)
         values = await self.meters.read(meters, now) if meters else []
@@ -323,8 +332,8 @@ class SpendControl:
                 "resets_at": m.window.reset(now) if m.window else None,
             }
             if m.scope.startswith("key:"):
-                key = self._keys.get(m.scope[4:])
-                row["key"] = key.name if key else None
+                owner = self._keys.get(m.scope[4:])
+                row["key"] = owner.name if owner else None
             out.append(row)
         return out
 
@@ -335,22 +344,19 @@ class SpendControl:
         store = self.ledger_store
         if store is None:
             return {}
-        by_name: dict[str, list[VirtualKey]] = {}
-        for k in self._keys.values():
-            by_name.setdefault(k.name, []).append(k)
         scopes: list[tuple[str, list[BudgetSpec], list[str] | None, str | None]] = []
         for key in self._keys.values():
             if key.revoked_at is None and key.budgets:
                 scopes.append((f"key:{key.key_id}", key.budgets, [key.name], None))
         for team in self._teams.values():
             if team.budgets:
-                names = sorted({k.name for k in self._keys.values() if k.team == team.name})
-                scopes.append((f"team:{team.name}", team.budgets, names, None))
-        for tag, budgets in self.settings.tags.items():
-            scopes.append((f"tag:{tag}", budgets, None, tag))
+                members = sorted({k.name for k in self._keys.values() if k.team == team.name})
+                scopes.append((f"team:{team.name}", team.budgets, members, None))
+        for tag_name, tag_budgets in self.settings.tags.items():
+            scopes.append((f"tag:{tag_name}", tag_budgets, None, tag_name))
         out: dict[str, tuple[int, int]] = {}
-        for scope, budgets, names, tag in scopes:
-            for b in budgets:
+        for scope, specs, names, tag in scopes:
+            for b in specs:
                 w = b.parsed
                 start = w.start(now)
                 if names is not None:

@@ -295,7 +295,7 @@ class KeyStore:
         rows = self._run(f"SELECT {_KEY_COLUMNS} FROM spend_keys WHERE name = ? AND revoked_at IS NULL", (name,))
         return _key_of(rows[0]) if rows else None
 
-    def keys(self) -> list[VirtualKey]:
+    def all_keys(self) -> list[VirtualKey]:
         return [_key_of(r) for r in self._run(f"SELECT {_KEY_COLUMNS} FROM spend_keys ORDER BY created_at")]
 
     # -- teams -------------------------------------------------------------------------------

@@ -14,7 +14,16 @@ import asyncio
 import logging
 import time
 
-from thrifty.spend.meters import Charge, LocalMeters, Meter, Meters, MetersUnavailable, RedisMeters, Refusal, scaled
+from thrifty.spend.meters import (
+    Charge,
+    LocalMeters,
+    Meter,
+    Meters,
+    MetersUnavailable,
+    RedisMeters,
+    Refusal,
+    scaled,
+)
 from thrifty.spend.settings import SpendSettings
 
 __all__ = ["FailoverMeters"]

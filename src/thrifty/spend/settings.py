@@ -62,6 +62,9 @@ class SpendSettings(BaseModel):
     #: Output-token ceiling per model (when the ledger knows nothing), and for the others.
     output_limits: dict[str, int] = Field(default_factory=dict)
     default_output_limit: int = Field(default=8192, gt=0)
+    #: Seconds of the fixed, epoch-aligned window that `rpm` and `tpm` count over. 60 in any
+    #: real deployment; benchmarks shorten it (a limit of 600/min becomes 60 per 6 s).
+    rate_window: int = Field(default=60, ge=1, le=3600)
     #: Seconds a concurrency slot is held at most (a replica that dies frees its slots then).
     lease_seconds: float = Field(default=900.0, gt=0)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
