@@ -12,6 +12,9 @@ latency thrifty adds over direct, and checks that the ledger holds a row per req
 
     python benchmarks/gateway_overhead.py                 # a, b, c
     python benchmarks/gateway_overhead.py --litellm /tmp/litellm-venv   # and d
+    python benchmarks/gateway_overhead.py --spend     # and e: thrifty with a virtual key, its
+        # budgets (day + month), its team's budget, a tag budget and rpm/tpm/concurrency limits,
+        # whose paced median against (c), in the same interleaved rounds, is the admission cost
     (make that venv with: python -m venv /tmp/litellm-venv &&
      /tmp/litellm-venv/bin/pip install 'litellm[proxy]')
 """
@@ -187,6 +190,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections")
     parser.add_argument("--litellm", metavar="VENV", help="a venv with litellm[proxy] installed, to add target (d)")
     parser.add_argument("--rate", type=float, default=400, help="requests/s of the paced latency run")
+    parser.add_argument("--spend", action="store_true", help="add target (e): keys + budgets + rate limits on")
     parser.add_argument("--role", choices=["mock", "relay", "pace"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--headers", default="{}", help=argparse.SUPPRESS)
@@ -247,6 +251,10 @@ model_list:
                                            "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             targets["d. LiteLLM proxy"] = f"http://127.0.0.1:{litellm_port}/v1/chat/completions"
             headers["d. LiteLLM proxy"] = {"Authorization": "Bearer sk-litellm-bench"}
+        if args.spend:
+            name, url, key = _spend_target(tmp, mock_url, procs)
+            targets[name] = url
+            headers[name] = {"Authorization": f"Bearer {key}"}
         for url in targets.values():
             wait_port(int(url.split(":")[2].split("/")[0]), timeout=180)
         for name, url in targets.items():
@@ -299,6 +307,41 @@ model_list:
     relay_added = pace["b. bare aiohttp+uvloop relay"]["p50"] - pace["a. direct to mock"]["p50"]
     print(f"median latency thrifty adds over direct, paced: {added:.2f} ms (target <= 1 ms; the bare relay adds {relay_added:.2f} ms)")
     print(f"ledger rows: {ledger_rows} (wrk counted {measured} in the measured rounds, plus the warm-up)")
+    if SPEND in pace:
+        cost = pace[SPEND]["p50"] - pace["c. thrifty (ledger on)"]["p50"]
+        print(f"admission cost (keys + budgets + rate limits on vs off), paced median: {cost:.3f} ms (target <= 0.3 ms); "
+              f"saturated throughput {results[SPEND]['rps'] / thr['rps']:.2f} of (c); non-2xx {int(results[SPEND]['errors'])}")
+
+
+SPEND = "e. thrifty + key, budgets, limits"
+
+
+def _spend_target(tmp: Path, mock_url: str, procs: list[subprocess.Popen[bytes]]) -> tuple[str, str, str]:
+    """A second thrifty whose requests carry a virtual key with 5 budgets and 4 limits in all."""
+    config = tmp / "thrifty-spend.yaml"
+    config.write_text(f"""
+store: sqlite:///{tmp}/ledger-spend.db
+models:
+  - name: bench-model
+    provider: openai
+    model: gpt-4o-mini
+    base_url: {mock_url}/v1
+    price: {{input: 0.15, output: 0.60}}
+spend:
+  tags:
+    "feature=bench": [{{usd: 100000, window: day}}]
+""")
+    cli = [sys.executable, "-m", "thrifty.cli", "keys"]
+    subprocess.run([*cli, "team", "bench", "--config", str(config), "--budget", "100000/day", "--rpm", "100000000"],
+                   check=True, capture_output=True)
+    made = subprocess.run([*cli, "create", "bench-key", "--config", str(config), "--team", "bench", "--tag", "feature=bench",
+                           "--budget", "100000/day", "--budget", "1000000/month", "--rpm", "100000000",
+                           "--tpm", "10000000000", "--concurrency", "100000"], check=True, capture_output=True, text=True)
+    key = json.loads(made.stdout)["key"]
+    port = free_port()
+    procs.append(subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(config),
+                                   "--port", str(port), "--log-level", "warning"]))
+    return SPEND, f"http://127.0.0.1:{port}/v1/chat/completions", key
 
 
 if __name__ == "__main__":

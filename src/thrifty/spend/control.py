@@ -115,6 +115,7 @@ class SpendControl:
         self._keys: dict[str, VirtualKey] = {}
         self._teams: dict[str, Team] = {}
         self._tickets: dict[str, Ticket] = {}
+        self._meter_cache: dict[tuple[Any, ...], tuple[dict[str, VirtualKey], list[Meter]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self.started = False
@@ -181,6 +182,20 @@ class SpendControl:
     # -- admission ------------------------------------------------------------------------------
 
     def meters_for(self, key: VirtualKey | None, tags: dict[str, str], now: float) -> list[Meter]:
+        """The meters a request of `key` with `tags` is charged against (the same within a
+        second: windows move on whole seconds, so they are built once a second per key)."""
+        matched = tuple(t for t in self.settings.tags if tags.get(t.partition("=")[0]) == t.partition("=")[2])
+        cache_key = (key.key_id if key is not None else None, matched, int(now))
+        found = self._meter_cache.get(cache_key)
+        if found is not None and found[0] is self._keys:
+            return found[1]
+        meters = self._build_meters(key, matched, float(int(now)))
+        if len(self._meter_cache) > 10_000:
+            self._meter_cache.clear()
+        self._meter_cache[cache_key] = (self._keys, meters)
+        return meters
+
+    def _build_meters(self, key: VirtualKey | None, matched: tuple[str, ...], now: float) -> list[Meter]:
         out: list[Meter] = []
         if key is not None:
             scope = f"key:{key.key_id}"
@@ -190,10 +205,8 @@ class SpendControl:
             if team is not None:
                 out += budget_meters(f"team:{team.name}", team.budgets, now)
                 out += limit_meters(f"team:{team.name}", team.limits, now, self.settings.rate_window)
-        for tag, budgets in self.settings.tags.items():
-            k, _, v = tag.partition("=")
-            if tags.get(k) == v:
-                out += budget_meters(f"tag:{tag}", budgets, now)
+        for tag in matched:
+            out += budget_meters(f"tag:{tag}", self.settings.tags[tag], now)
         return out
 
     def _check_access(self, ctx: Context, key: VirtualKey) -> None:

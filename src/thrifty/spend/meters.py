@@ -106,36 +106,43 @@ class LocalMeters(Meters):
     methods never await, so each call is atomic."""
 
     def __init__(self) -> None:
-        self._values: dict[str, int] = {}
-        self._expiry: dict[str, float] = {}
+        #: counter -> [value, expiry]
+        self._cells: dict[str, list[float]] = {}
         self._leases: dict[str, dict[str, float]] = {}
+        self._lease_check: dict[str, float] = {}
         self._purged = time.time()
 
     def _get(self, name: str, now: float) -> int:
-        exp = self._expiry.get(name)
-        if exp is not None and exp <= now:
-            self._values.pop(name, None)
-            self._expiry.pop(name, None)
+        cell = self._cells.get(name)
+        if cell is None:
             return 0
-        return self._values.get(name, 0)
+        if cell[1] <= now:
+            del self._cells[name]
+            return 0
+        return int(cell[0])
 
     def _add(self, name: str, delta: int, ttl: int, now: float) -> None:
-        self._values[name] = self._get(name, now) + delta
-        self._expiry[name] = now + ttl
+        cell = self._cells.get(name)
+        if cell is None or cell[1] <= now:
+            self._cells[name] = [delta, now + ttl]
+        else:
+            cell[0] += delta
+            cell[1] = now + ttl
 
     def _purge(self, now: float) -> None:
         if now - self._purged < 60:
             return
         self._purged = now
-        for name in [n for n, e in self._expiry.items() if e <= now]:
-            self._values.pop(name, None)
-            self._expiry.pop(name, None)
+        for name in [n for n, cell in self._cells.items() if cell[1] <= now]:
+            del self._cells[name]
 
     def used(self, meter: Meter, now: float) -> int:
         if meter.kind == "z":
             leases = self._leases.get(meter.keys[0], {})
-            for rid in [r for r, until in leases.items() if until <= now]:
-                del leases[rid]
+            if leases and now >= self._lease_check.get(meter.keys[0], 0.0):  # drop expired leases, at most once a second
+                for rid in [r for r, until in leases.items() if until <= now]:
+                    del leases[rid]
+                self._lease_check[meter.keys[0]] = now + 1.0
             return len(leases)
         return sum(self._get(k, now) for k in meter.keys)
 
@@ -177,9 +184,8 @@ class LocalMeters(Meters):
     async def seed(self, values: dict[str, tuple[int, int]]) -> None:
         now = time.time()
         for name, (value, ttl) in values.items():
-            if self._get(name, now) == 0 and name not in self._values:
-                self._values[name] = value
-                self._expiry[name] = now + ttl
+            if name not in self._cells:
+                self._cells[name] = [value, now + ttl]
 
 
 _RESERVE = """
