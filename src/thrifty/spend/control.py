@@ -115,6 +115,7 @@ class SpendControl:
         self._keys: dict[str, VirtualKey] = {}
         self._teams: dict[str, Team] = {}
         self._tickets: dict[str, Ticket] = {}
+        self._debounce: dict[str, float] = {}
         self._meter_cache: dict[tuple[Any, ...], tuple[dict[str, VirtualKey], list[Meter]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -154,6 +155,7 @@ class SpendControl:
         keys = await asyncio.to_thread(self.store.all_keys)
         teams = await asyncio.to_thread(self.store.teams)
         self._keys = {k.key_id: k for k in keys}
+        self._debounce = {k.name: k.debounce for k in keys if k.debounce > 0 and k.usable(time.time())}
         self._teams = {t.name: t for t in teams}
 
     async def _refresh_loop(self) -> None:
@@ -178,6 +180,10 @@ class SpendControl:
         if key is None or not key.matches(presented) or not key.usable(time.time()):
             return None
         return KeyPrincipal(name=key.name, tenant=key.tenant or key.name, admin=False, key=key)
+
+    def debounce_of(self, key_name: str) -> float:
+        """Seconds of the key's debounce window (0: none)."""
+        return self._debounce.get(key_name, 0.0)
 
     # -- admission ------------------------------------------------------------------------------
 
