@@ -103,6 +103,8 @@ def create(name: str, config_path: str, owner: str | None, team: str | None, ten
         raise click.ClickException(str(exc)) from None
     _print({**key.public(), "key": material})
     click.echo("Keep the key now: thrifty stores only its hash and cannot show it again.", err=True)
+    if debounce and not (config.has_section("spend") or config.has_section("debounce")):
+        click.echo("Note: debounce acts only where the config has a `spend:` section (even `spend: {}`).", err=True)
 
 
 def _aliases(config: Config) -> Any:

@@ -7,8 +7,9 @@ waits for it; after it, the repeat gets its answer (a stream is replayed). The l
 the repeat at zero cost with the first one's cost as the `debounce` saving. A first request
 that fails debounces nothing: repeats go to the provider.
 
-Unlike the cache, the window is per key and short, and it needs no configuration beyond the
-key's own setting; unlike `dedup`, it also covers repeats that arrive after the first ended.
+Unlike the cache, the window is per key and short; unlike `dedup`, it also covers repeats that
+arrive after the first ended. The lever is on wherever the config has a `spend:` section (even
+`spend: {}`), and idle for keys without a window.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from thrifty.config import Config
 from thrifty.pipeline.lever import Lever
 from thrifty.types import Answerer, Context, EventStream, Handler, Reply, SSEEvent, Usage
 
@@ -60,9 +62,14 @@ def fingerprint(ctx: Context) -> str:
 class DebounceStage(Lever[DebounceSettings]):
     name = "debounce"
     Settings = DebounceSettings
-    on_by_default = True
     client_only = True
     place_after = "canonicalize"
+
+    @classmethod
+    def configured(cls, config: Config) -> bool:
+        """On wherever spend control is configured (a `spend:` section, even empty) or its own
+        section is; a gateway without either keeps its pipeline as it was."""
+        return config.has_section("spend") or super().configured(config)
 
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway)
