@@ -191,3 +191,20 @@ async def test_alerts_fire_once_per_threshold_with_a_retry(
         rows = (await r.json())["data"]
     assert len(rows) == 2 and all(r["delivered_at"] for r in rows)
     assert sorted(r["attempts"] for r in rows) == [1, 2]
+
+
+async def test_the_dashboard_shows_budgets_with_its_cookie(
+        upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway) -> None:
+    from tests.spend.helpers import ADMIN
+
+    gw = await start(start_gateway, upstream, tmp_path)
+    await create_key(gw, name="shown", budgets=[{"usd": 2, "window": "week"}], limits={"concurrency": 3})
+    async with aiohttp.ClientSession(cookies={"thrifty_key": ADMIN}) as s:
+        async with s.get(f"{gw.url}/dashboard") as r:
+            assert r.status == 200 and 'id="t-budgets"' in await r.text()
+        async with s.get(f"{gw.url}/dashboard/static/dashboard.js") as r:
+            assert "/v1/thrifty/budgets" in await r.text()
+        async with s.get(f"{gw.url}/v1/thrifty/budgets") as r:
+            rows = (await r.json())["data"]
+    assert [(r["key"], r["what"], r["limit"]) for r in rows] == [("shown", "budget", 2.0), ("shown", "concurrency", 3)]
+    assert rows[0]["window"] == "calendar week (UTC)" and rows[0]["resets_at"] > 0
