@@ -10,22 +10,6 @@
 - `alerts`: threshold webhooks; `admin`: the `/v1/thrifty/keys` API; `cli`: `thrifty keys`.
 """
 
-from thrifty.spend.control import KeyPrincipal, SpendControl
-from thrifty.spend.keys import KeySpec, KeyStore, Team, TeamSpec, VirtualKey
-from thrifty.spend.limits import BudgetSpec, Limits, Window, parse_window
-from thrifty.spend.settings import SpendSettings
-
-__all__ = [
-    "BudgetSpec",
-    "KeyPrincipal",
-    "KeySpec",
-    "KeyStore",
-    "Limits",
-    "SpendControl",
-    "SpendSettings",
-    "Team",
-    "TeamSpec",
-    "VirtualKey",
-    "Window",
-    "parse_window",
-]
+# The package imports none of its modules (they import each other through it, and an import
+# here would close a circle); `__all__` names the modules that make up its interface.
+__all__ = ["admin", "alerts", "cli", "control", "debounce", "estimate", "keys", "limits", "meters", "outage", "settings"]
