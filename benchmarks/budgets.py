@@ -17,6 +17,11 @@ its answers echo the prompt, so answer lengths vary with the prompts.
      600/min); --full-minute runs real 60 s windows (about 2.5 minutes).
   D. A replica restarted mid-window: the budget's counters before and after (Redis), and the
      same with in-process counters rebuilt from the ledger.
+  E. Admission cost at the function level: the median wall time of authenticate + admit (the
+     part on the request's path; settlement is scheduled after the answer) for a key with 3 budgets of its own, its team's budget and rpm, a tag budget and
+     rpm/tpm/concurrency limits (8 meters), against the same calls for a request with no key
+     and no budget, interleaved; in-process counters and Redis counters. The end-to-end figure
+     over HTTP is `benchmarks/gateway_overhead.py --spend`.
 
     python benchmarks/budgets.py [--redis redis://127.0.0.1:6379/0] [--full-minute]
 """
@@ -270,11 +275,65 @@ async def part_d(mock: MockUpstream, store_url: str, keys: KeyStore, redis: str,
             ks.close()
 
 
+async def part_e(mock: MockUpstream, store_url: str, keys: KeyStore, redis: str, prefix: str) -> None:
+    from thrifty.spend.keys import TeamSpec
+    from thrifty.types import Context
+
+    keys.put_team(TeamSpec.model_validate({"name": "e-team", "budgets": [{"usd": 10000, "window": "day"}],
+                                           "limits": {"rpm": 10**8}}))
+    _key, material = keys.create_key(KeySpec.model_validate({
+        "name": "e-key", "team": "e-team", "tags": {"feature": "e"},
+        "budgets": [{"usd": 10000, "window": "day"}, {"usd": 10**5, "window": "month"}, {"usd": 10000, "window": "24h"}],
+        "limits": {"rpm": 10**8, "tpm": 10**10, "concurrency": 10**5}}))
+    extra = '  tags: {"feature=e": [{usd: 10000, window: day}]}\n'
+    body = {"model": "bench", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+    print("\nE. admission cost per request, function level (authenticate + admit; settlement runs after the answer), median of 3000 interleaved")
+    for label, shared in (("in-process counters", None), ("Redis counters", redis)):
+        rep = await Replica(config_text(mock, store_url, shared, prefix, extra)).start()
+        spend, config = rep.spend, rep.spend.config
+
+        async def one(presented: str | None, spend: SpendControl = spend, config: Any = config) -> float:
+            t0 = time.perf_counter()
+            principal = spend.authenticate(presented) if presented else None
+            ctx = Context(protocol="openai", body=body, config=config, key_name=principal.name if principal else None,
+                          requested_model="bench")
+            await spend.admit(ctx, principal)
+            took = (time.perf_counter() - t0) * 1000  # settlement runs after the answer, off its path
+            row = LedgerRecord(request_id=ctx.request_id, ts=time.time(), protocol="openai", requested_model="bench",
+                               served_model="bench", provider="openai", status=200, outcome="ok",
+                               input_tokens=20, output_tokens=8, cost=Decimal("0.0001"))
+            spend.settle(ctx, row)
+            await spend.drain()
+            return took
+
+        on: list[float] = []
+        off: list[float] = []
+        for i in range(3200):
+            (on if i % 2 else off).append(await one(material if i % 2 else None))
+        on, off = sorted(on[100:]), sorted(off[100:])
+        med_on, med_off = on[len(on) // 2], off[len(off) // 2]
+        note = ""
+        if shared:
+            import redis.asyncio as aioredis
+
+            client = aioredis.from_url(shared)
+            pings = []
+            for _ in range(1000):
+                t0 = time.perf_counter()
+                await client.ping()
+                pings.append((time.perf_counter() - t0) * 1000)
+            await client.aclose()
+            note = f"; a bare PING round trip to this Redis takes {sorted(pings)[500]:.3f} ms"
+        print(f"   {label}: with 8 meters {med_on:.3f} ms, without {med_off:.3f} ms: adds {med_on - med_off:.3f} ms "
+              f"(target <= 0.3 ms) -> {'MET' if med_on - med_off <= 0.3 else 'MISSED'}{note}")
+        await rep.stop()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="the Redis both replicas share")
     parser.add_argument("--full-minute", action="store_true", help="part C with real 60 s windows (about 2.5 min)")
-    parser.add_argument("--parts", default="ABCD")
+    parser.add_argument("--parts", default="ABCDE")
     args = parser.parse_args()
     import redis as redis_lib
 
@@ -298,6 +357,8 @@ async def main() -> None:
             await part_c(mock, store_url, keys, args.redis, prefix, args.full_minute)
         if "D" in args.parts:
             await part_d(mock, store_url, keys, args.redis, prefix, tmp)
+        if "E" in args.parts:
+            await part_e(mock, store_url, keys, args.redis, prefix)
     finally:
         keys.close()
         await mock.stop()
