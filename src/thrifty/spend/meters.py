@@ -188,71 +188,72 @@ class LocalMeters(Meters):
                 self._cells[name] = [value, now + ttl]
 
 
+# Both scripts take the key prefix and a compact plan (one line per meter: kind, amount, limit,
+# ttl, counter names) and build the key names themselves: one argument instead of some 70 made
+# the client's encoding of the command the largest part of an admission's cost. Keys that a
+# script builds are fine on a standalone Redis (or a primary with replicas), not on a Redis
+# Cluster.
 _RESERVE = """
-local now = tonumber(ARGV[1])
-local rid = ARGV[2]
-local lease = ARGV[3]
-local n = tonumber(ARGV[4])
-local a = 5
-local k = 1
+local prefix = ARGV[1]
+local now = tonumber(ARGV[2])
+local rid = ARGV[3]
+local lease = ARGV[4]
 local plan = {}
 local seen = {}
-for m = 1, n do
-  local kind = ARGV[a]
-  local nr = tonumber(ARGV[a + 1])
-  local amount = tonumber(ARGV[a + 2])
-  local limit = tonumber(ARGV[a + 3])
+local m = 0
+for line in string.gmatch(ARGV[5], '[^;]+') do
+  m = m + 1
+  local f = {}
+  for w in string.gmatch(line, '%S+') do f[#f + 1] = w end
   local used = 0
-  if kind == 'z' then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
-    used = redis.call('ZCARD', KEYS[k])
-    plan[m] = {kind, KEYS[k], ARGV[a + 2], ARGV[a + 4]}
-    k = k + 1
+  if f[1] == 'z' then
+    local z = prefix .. f[5]
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+    used = redis.call('ZCARD', z)
   else
-    for i = 0, nr - 1 do
-      used = used + tonumber(redis.call('GET', KEYS[k + i]) or '0')
+    for i = 5, #f do
+      used = used + tonumber(redis.call('GET', prefix .. f[i]) or '0')
     end
-    plan[m] = {kind, KEYS[k + nr - 1], ARGV[a + 2], ARGV[a + 4], KEYS[k + nr]}
-    k = k + nr + 1
   end
-  if used + amount > limit then
+  if used + tonumber(f[2]) > tonumber(f[3]) then
     return {m, tostring(used)}
   end
   seen[m] = tostring(used)
-  a = a + 5
+  plan[m] = f
 end
-for m = 1, n do
-  local p = plan[m]
-  if p[1] == 'z' then
-    redis.call('ZADD', p[2], lease, rid)
-    redis.call('EXPIRE', p[2], p[4])
+for i = 1, m do
+  local f = plan[i]
+  if f[1] == 'z' then
+    local z = prefix .. f[5]
+    redis.call('ZADD', z, lease, rid)
+    redis.call('EXPIRE', z, f[4])
   else
-    redis.call('INCRBY', p[2], p[3])
-    redis.call('EXPIRE', p[2], p[4])
-    redis.call('INCRBY', p[5], p[3])
-    redis.call('EXPIRE', p[5], p[4])
+    local k = prefix .. f[#f]
+    redis.call('INCRBY', k, f[2])
+    redis.call('EXPIRE', k, f[4])
+    redis.call('INCRBY', k .. ':r', f[2])
+    redis.call('EXPIRE', k .. ':r', f[4])
   end
 end
 return {0, unpack(seen)}
 """
 
+# Plan lines: kind, delta (actual - reserved), reserved, ttl, the counter charged.
 _SETTLE = """
-local rid = ARGV[1]
-local n = tonumber(ARGV[2])
-local a = 3
-local k = 1
-for m = 1, n do
-  if ARGV[a] == 'z' then
-    redis.call('ZREM', KEYS[k], rid)
-    k = k + 1
+local prefix = ARGV[1]
+local rid = ARGV[2]
+for line in string.gmatch(ARGV[3], '[^;]+') do
+  local f = {}
+  for w in string.gmatch(line, '%S+') do f[#f + 1] = w end
+  local k = prefix .. f[5]
+  if f[1] == 'z' then
+    redis.call('ZREM', k, rid)
   else
-    redis.call('INCRBY', KEYS[k], ARGV[a + 1])
-    redis.call('EXPIRE', KEYS[k], ARGV[a + 3])
-    redis.call('DECRBY', KEYS[k + 1], ARGV[a + 2])
-    redis.call('EXPIRE', KEYS[k + 1], ARGV[a + 3])
-    k = k + 2
+    redis.call('INCRBY', k, f[2])
+    redis.call('EXPIRE', k, f[4])
+    redis.call('DECRBY', k .. ':r', f[3])
+    redis.call('EXPIRE', k .. ':r', f[4])
   end
-  a = a + 4
 end
 return 1
 """
@@ -293,17 +294,8 @@ class RedisMeters(Meters):
         await self._call(self.client.ping())
 
     async def reserve(self, request_id: str, charges: list[Charge], now: float, lease_until: float) -> Refusal | None:
-        keys: list[str] = []
-        args: list[Any] = [repr(now), request_id, repr(lease_until), len(charges)]
-        for c in charges:
-            m = c.meter
-            if m.kind == "z":
-                keys.append(self.k(m.keys[0]))
-            else:
-                keys.extend(self.k(n) for n in m.keys)
-                keys.append(self.k(m.keys[-1] + ":r"))
-            args.extend([m.kind, len(m.keys), str(c.amount), str(m.limit), str(m.ttl)])
-        out = await self._call(self._reserve(keys=keys, args=args))
+        plan = ";".join(f"{c.meter.kind} {c.amount} {c.meter.limit} {c.meter.ttl} {' '.join(c.meter.keys)}" for c in charges)
+        out = await self._call(self._reserve(keys=[], args=[self.prefix, repr(now), request_id, repr(lease_until), plan]))
         which = int(out[0])
         if which:
             c = charges[which - 1]
@@ -314,17 +306,9 @@ class RedisMeters(Meters):
         return None
 
     async def settle(self, request_id: str, charges: list[Charge], actual: list[int]) -> None:
-        keys: list[str] = []
-        args: list[Any] = [request_id, len(charges)]
-        for c, a in zip(charges, actual, strict=True):
-            m = c.meter
-            if m.kind == "z":
-                keys.append(self.k(m.keys[0]))
-                args.extend(["z", "0", "0", "0"])
-            else:
-                keys.extend([self.k(m.keys[-1]), self.k(m.keys[-1] + ":r")])
-                args.extend(["c", str(a - c.amount), str(c.amount), str(m.ttl)])
-        await self._call(self._settle(keys=keys, args=args))
+        plan = ";".join(f"{c.meter.kind} {a - c.amount} {c.amount} {c.meter.ttl} {c.meter.keys[-1]}"
+                        for c, a in zip(charges, actual, strict=True))
+        await self._call(self._settle(keys=[], args=[self.prefix, request_id, plan]))
 
     async def add(self, values: dict[str, tuple[int, int]]) -> None:
         """INCRBY each counter (reconciling what was settled while Redis was away)."""
