@@ -295,6 +295,9 @@ class SpendControl:
                   + record.cache_write_1h_tokens + record.output_tokens)
         actual = [cost if c.meter.what == "budget" else tokens if c.meter.what == "tpm"
                   else c.amount if c.meter.what == "rpm" else 0 for c in ticket.charges]
+        if isinstance(self.meters, LocalMeters) and (self.alerts is None or not self.alerts.enabled):
+            self.meters.settle_now(ctx.request_id, ticket.charges, actual)  # nothing to wait for: no task
+            return
         task = asyncio.get_running_loop().create_task(self._settle(ctx.request_id, ticket, actual))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
