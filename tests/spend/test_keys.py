@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import StartGateway
-from tests.spend.helpers import ADMIN_HEADERS, chat, create_key, start
+from tests.spend.helpers import ADMIN_HEADERS, chat, clear_of_window_edge, create_key, start
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -119,3 +119,20 @@ async def test_a_key_created_on_one_replica_works_on_another(
     made = await create_key(one, name="frank")
     await asyncio.sleep(0.5)  # keys_refresh is 0.2 s in these tests
     assert (await chat(two, made["key"]))[0] == 200
+
+
+async def test_anthropic_clients_get_refusals_in_their_own_shape(
+        upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway) -> None:
+    gw = await start(start_gateway, upstream, tmp_path)
+    made = await create_key(gw, name="claude-user", limits={"rpm": 1})
+    await clear_of_window_edge()
+    body = {"model": "claude-test", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    answers = []
+    async with aiohttp.ClientSession() as s:
+        for key in (made["key"], made["key"], "tk-000000000000-" + "y" * 43):
+            async with s.post(f"{gw.url}/v1/messages", json=body, headers={"x-api-key": key}) as r:
+                answers.append((r.status, await r.json(), r.headers.get("Retry-After")))
+    assert [a[0] for a in answers] == [200, 429, 401]
+    for _status, payload, _retry in answers[1:]:
+        assert payload["type"] == "error" and payload["error"]["type"] in ("rate_limit_error", "authentication_error")
+    assert answers[1][2] is not None
