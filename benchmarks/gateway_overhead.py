@@ -16,6 +16,9 @@ latency thrifty adds over direct, and checks that the ledger holds a row per req
         another source tree (e.g. `git worktree add /tmp/old <commit>`), to compare versions
         in one interleaved run
     python benchmarks/gateway_overhead.py --durability 0,10,50,null     # and thrifty per ledger.durability_ms
+    python benchmarks/gateway_overhead.py --spend     # and e: thrifty with a virtual key, its
+        # budgets (day + month), its team's budget, a tag budget and rpm/tpm/concurrency limits,
+        # whose paced median against (c), in the same interleaved rounds, is the admission cost
     (make that venv with: python -m venv /tmp/litellm-venv &&
      /tmp/litellm-venv/bin/pip install 'litellm[proxy]')
 """
@@ -201,6 +204,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=400, help="requests/s of the paced latency run")
     parser.add_argument("--durability", default="",
                         help="comma-separated ledger.durability_ms values (null: no journal): one more thrifty each")
+    parser.add_argument("--spend", action="store_true", help="add target (e): keys + budgets + rate limits on")
     parser.add_argument("--role", choices=["mock", "relay", "pace"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--headers", default="{}", help=argparse.SUPPRESS)
@@ -288,6 +292,10 @@ model_list:
                                            "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             targets["d. LiteLLM proxy"] = f"http://127.0.0.1:{litellm_port}/v1/chat/completions"
             headers["d. LiteLLM proxy"] = {"Authorization": "Bearer sk-litellm-bench"}
+        if args.spend:
+            name, url, key = _spend_target(tmp, mock_url, procs)
+            targets[name] = url
+            headers[name] = {"Authorization": f"Bearer {key}"}
         for url in targets.values():
             wait_port(int(url.split(":")[2].split("/")[0]), timeout=180)
         for name, url in targets.items():
@@ -360,6 +368,41 @@ model_list:
             print(f"{value:14} {r['rps']:9.0f} {r['rps'] / results[base]['rps']:10.2f}x {p['p50']:13.2f} {p['p99']:13.2f} "
                   f"{per:15.0f} {per / base_cpu:7.2f}x")
         print("(CPU us/request: thrifty's own CPU time, all threads, over the saturated rounds; the least noisy column)")
+    if SPEND in pace:
+        cost = pace[SPEND]["p50"] - pace["c. thrifty (ledger on)"]["p50"]
+        print(f"admission cost (keys + budgets + rate limits on vs off), paced median: {cost:.3f} ms (target <= 0.3 ms); "
+              f"saturated throughput {results[SPEND]['rps'] / thr['rps']:.2f} of (c); non-2xx {int(results[SPEND]['errors'])}")
+
+
+SPEND = "e. thrifty + key, budgets, limits"
+
+
+def _spend_target(tmp: Path, mock_url: str, procs: list[subprocess.Popen[bytes]]) -> tuple[str, str, str]:
+    """A second thrifty whose requests carry a virtual key with 5 budgets and 4 limits in all."""
+    config = tmp / "thrifty-spend.yaml"
+    config.write_text(f"""
+store: sqlite:///{tmp}/ledger-spend.db
+models:
+  - name: bench-model
+    provider: openai
+    model: gpt-4o-mini
+    base_url: {mock_url}/v1
+    price: {{input: 0.15, output: 0.60}}
+spend:
+  tags:
+    "feature=bench": [{{usd: 100000, window: day}}]
+""")
+    cli = [sys.executable, "-m", "thrifty.cli", "keys"]
+    subprocess.run([*cli, "team", "bench", "--config", str(config), "--budget", "100000/day", "--rpm", "100000000"],
+                   check=True, capture_output=True)
+    made = subprocess.run([*cli, "create", "bench-key", "--config", str(config), "--team", "bench", "--tag", "feature=bench",
+                           "--budget", "100000/day", "--budget", "1000000/month", "--rpm", "100000000",
+                           "--tpm", "10000000000", "--concurrency", "100000"], check=True, capture_output=True, text=True)
+    key = json.loads(made.stdout)["key"]
+    port = free_port()
+    procs.append(subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(config),
+                                   "--port", str(port), "--log-level", "warning"]))
+    return SPEND, f"http://127.0.0.1:{port}/v1/chat/completions", key
 
 
 if __name__ == "__main__":

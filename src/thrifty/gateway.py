@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from thrifty.pipeline.pipeline import Pipeline
     from thrifty.providers.base import Provider
     from thrifty.server.metrics import MetricsCollector
+    from thrifty.spend.control import SpendControl
     from thrifty.types import Context, Reply, Wire
 
 __all__ = ["Gateway", "Services"]
@@ -46,6 +47,8 @@ class Services:
     dedup: DedupStage | None = None
     shadow: ShadowStage | None = None
     metrics: MetricsCollector | None = None
+    #: Virtual keys, budgets and rate limits (the `spend` extension): admission and settlement.
+    spend: SpendControl | None = None
     #: OpenTelemetry's tracer provider and exporter, when tracing is on.
     otel: tuple[Any, Any] | None = None
     #: Services of third-party levers and extensions, by their own names.

@@ -63,6 +63,8 @@ class Answerer(enum.StrEnum):
     CACHE = "cache"
     SEMANTIC_CACHE = "semantic_cache"
     DEDUP = "dedup"
+    #: a key's repeated request inside its debounce window (thrifty.spend.debounce)
+    DEBOUNCE = "debounce"
 
 
 @dataclass

@@ -37,8 +37,9 @@ def schemas(store: str, config_path: str | None) -> list[Schema]:
     from thrifty.cache.stores import CACHE_MIGRATIONS, default_sqlite_path
     from thrifty.evals.shadow import SHADOW_MIGRATIONS, _sqlite_path
     from thrifty.ledger.record import MIGRATIONS
+    from thrifty.spend.keys import MIGRATIONS as SPEND_MIGRATIONS
 
-    found = [Schema("ledger", store, MIGRATIONS)]
+    found = [Schema("ledger", store, MIGRATIONS), Schema("spend", store, SPEND_MIGRATIONS)]
     cache = default_sqlite_path(store)
     if cache.exists():
         found.append(Schema("response_cache", f"sqlite:///{cache}", CACHE_MIGRATIONS))
@@ -97,7 +98,7 @@ def _with_options(fn: Any) -> Any:
 
 @click.group("db")
 def db() -> None:
-    """Schema migrations of the ledger, the response cache and shadow evaluation."""
+    """Schema migrations of the ledger, spend control, the response cache and shadow evaluation."""
 
 
 @db.command("upgrade")

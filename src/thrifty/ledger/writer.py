@@ -64,7 +64,8 @@ class LedgerWriter:
         self.durability = durability_ms / 1000.0 if durability_ms is not None else None
         self.max_pending = max_pending
         self.retry_max = retry_max
-        self.spool_dir, self._dir_lock = claim_dir(Path(spool_dir))
+        self.spool_dir, lock = claim_dir(Path(spool_dir))
+        self._dir_lock: int | None = lock
         self.journal = Journal(self.spool_dir, fsync=fsync, rotate_every=max(flush_interval, 0.05))
         self.journaling = durability_ms is not None
         self.spool = Spool(self.spool_dir / "spool.jsonl")
@@ -163,7 +164,9 @@ class LedgerWriter:
             log.error("wrote %d ledger rows the store refused to %s; they are replayed at the next start",
                       len(left), self.spool.path)
         self.journal.discard_all()  # every row is in the store or the spool now
-        os.close(self._dir_lock)
+        if self._dir_lock is not None:  # close may be called twice (a test, then the gateway)
+            os.close(self._dir_lock)
+            self._dir_lock = None
         self.store.close()
 
     # -- the journal thread ----------------------------------------------------------------

@@ -110,6 +110,12 @@ class Handlers:
             ctx.task = task[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if self.config.ledger.store_bodies:
             ctx.original_body = body
+        spend = self.gateway.services.spend
+        if spend is not None:  # keys' models and routes, budgets, rate limits: reserve before the call
+            try:
+                await spend.admit(ctx, principal)
+            except ThriftyError as exc:
+                return error_response(protocol, exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
         assert self.gateway.pipeline is not None
         try:
             reply = await self.gateway.pipeline(ctx)
@@ -187,9 +193,13 @@ class Handlers:
     # -- helpers -----------------------------------------------------------------------
 
     def _principal(self, request: web.Request) -> Principal | None:
+        presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+        spend = self.gateway.services.spend
+        if spend is not None and spend.is_virtual(presented):  # a virtual key (thrifty keys create)
+            return spend.authenticate(presented)
         if not self.keys.enabled:
             return self.keys.lookup(None)
-        return self.keys.lookup(presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key")))
+        return self.keys.lookup(presented)
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
         limit = self.config.server.max_body_bytes
@@ -233,10 +243,14 @@ class Handlers:
 
     def _record(self, ctx: Context, reply: Reply | None, status: int, outcome: str,
                 error: str | None, started: float, ttfb: float | None) -> None:
+        record = record_of(ctx, reply, Ending(status, outcome, error, started, ttfb))
+        spend = self.gateway.services.spend
+        if spend is not None:  # settle the reservation to the actual cost, however the request ended
+            spend.settle(ctx, record)
         ledger = self.gateway.ledger
         if ledger is None:
             return
-        ledger.submit(record_of(ctx, reply, Ending(status, outcome, error, started, ttfb)))
+        ledger.submit(record)
 
     # -- small routes --------------------------------------------------------------------
 

@@ -70,6 +70,9 @@ def dependencies(gateway: Gateway) -> dict[str, dict[str, Any]]:
             state = DEGRADED
         deps[f"redis:{budget.health.name.removeprefix('redis ')}"] = {
             **budget.health.snapshot(), "state": state, "breaker": budget.breaker.state}
+    spend = gateway.services.spend
+    if spend is not None:  # budgets enforced per replica while their Redis does not answer
+        deps["spend"] = {"state": DEGRADED if spend.degraded else READY, "reason": spend.degraded or None}
     dispatcher = gateway.dispatcher
     for name, provider in gateway.providers.items():
         breaker = dispatcher.breakers.get(name) if dispatcher is not None else None

@@ -103,7 +103,26 @@
     document.body.dataset.requests = String(t.requests);
   }
 
+  // Spend control (thrifty.spend): every budget's use, reservation and reset; hidden when there are none.
+  async function budgets() {
+    try {
+      const r = await fetch("/v1/thrifty/budgets", {credentials: "same-origin", cache: "no-store"});
+      if (!r.ok) return;
+      const b = await r.json();
+      const rows = b.data || [];
+      $("budgets-card").hidden = rows.length === 0;
+      const money = (row, v) => row.what === "budget" ? usd(v) : num(v);
+      const when = (ts) => ts == null ? "-" : new Date(ts * 1000).toISOString().slice(0, 16).replace("T", " ");
+      $("t-budgets").innerHTML = "<thead><tr><th>scope</th><th>limit</th><th>window</th><th>used</th><th>reserved</th><th>of limit</th><th>resets (UTC)</th></tr></thead><tbody>" +
+        rows.map((row) => `<tr><td>${esc(row.key ? row.key + " (" + row.scope + ")" : row.scope)}</td><td>${money(row, row.limit)} ${esc(row.what)}</td>` +
+          `<td>${esc(row.window || "in flight")}</td><td>${money(row, row.used)}</td><td>${money(row, row.reserved)}</td>` +
+          `<td>${pct((row.used + row.reserved) / row.limit)}</td><td>${when(row.resets_at)}</td></tr>`).join("") + "</tbody>";
+      $("budgets-s").textContent = b.degraded ? "counters not shared: " + b.degraded : "";
+    } catch (e) { /* the stats error banner already says when the server is away */ }
+  }
+
   async function refresh() {
+    budgets();
     const win = $("window").value;
     try {
       const r = await fetch("/v1/thrifty/stats?since=" + encodeURIComponent(win), {credentials: "same-origin", cache: "no-store"});
