@@ -13,7 +13,7 @@ from tests.conftest import mock_config
 from thrifty.batch.records import line_request_id
 from thrifty.testing.mock_upstream import MockUpstream
 
-CACHE = "cache: {enabled: true}\nbatch: {concurrency: 4, retry_backoff: 0.01, poll_seconds: 0.05, lease_seconds: 1}\n"
+CACHE = "cache: {enabled: true}\ndedup: {enabled: true}\nbatch: {concurrency: 4, retry_backoff: 0.01, poll_seconds: 0.05, lease_seconds: 1}\n"
 
 
 def _ledger(lane) -> list[dict]:  # type: ignore[no-untyped-def]
