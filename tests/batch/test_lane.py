@@ -125,3 +125,22 @@ async def test_cancel_stops_lines_not_started(upstream: MockUpstream, tmp_path: 
         counts = lane.store.counts(job_id)
     assert counts.get("cancelled", 0) >= 10 and counts.get("done", 0) >= 1
     assert sum(counts.values()) == 20 and upstream.calls["openai"] == counts["done"]
+
+
+async def test_an_answer_that_arrived_before_a_crash_is_settled_and_billed_not_asked_again(
+        upstream: MockUpstream, tmp_path: Path) -> None:
+    async with lane_on(mock_config(upstream, tmp_path, CACHE)) as lane:
+        job_id = await submit(lane, [openai_line("only", "answered just before the crash")])
+        job = lane.store.get_job(job_id)
+        [(idx, cid, body, provisional)] = lane.store.claim(job_id, "ghost-host:1:dead", 1, 0.2)
+        assert provisional is None
+        # the dead worker got its answer (and the exact cache stored it), then died before settling
+        reply = await lane.pipeline_for(job)(lane.context(job, idx, cid, orjson.loads(body)))
+        assert reply.cost > 0 and upstream.calls["openai"] == 1
+        await asyncio.sleep(0.3)
+        assert await lane.run_job(job_id) == "completed"
+        line = lane.store.line(job_id, 0)
+        rows = [r for r in _ledger(lane) if r["request_id"] == line_request_id(job_id, 0)]
+    assert upstream.calls["openai"] == 1  # not asked again
+    assert line is not None and line["answered_by"] == "provider" and line["cost_pico"] > 0  # billed, not a free cache hit
+    assert len(rows) == 1 and rows[0]["cost_pico"] == line["cost_pico"]

@@ -7,9 +7,7 @@ line is settled and billed exactly once (`records`), and a job ends with output 
 the protocols' formats (`files`) and a report (`report`).
 """
 
-from thrifty.batch.inputs import Line, parse_anthropic_requests, parse_jsonl
-from thrifty.batch.lane import BatchLane, parse_duration
-from thrifty.batch.settings import BatchSettings
-from thrifty.batch.store import BatchStore
-
-__all__ = ["BatchLane", "BatchSettings", "BatchStore", "Line", "parse_anthropic_requests", "parse_duration", "parse_jsonl"]
+# The package's modules; import from them (the package imports none, so that none of them
+# imports another through it).
+__all__ = ["budget", "cli", "files", "inputs", "lane", "provider", "records", "report", "routes", "schema",
+           "settings", "store"]

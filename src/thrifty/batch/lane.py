@@ -23,7 +23,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -143,10 +143,33 @@ class BatchLane:
         return self.settings.concurrency
 
     def pipeline_for(self, job: dict[str, Any]) -> Pipeline:
-        assert self.gateway.pipeline is not None, "the gateway is not started"
+        """The gateway's levers, ending in a terminal that keeps each upstream answer on its
+        line the moment it arrives (`keeping`)."""
+        from thrifty.pipeline.pipeline import Pipeline
+
+        base = self.gateway.pipeline
+        assert base is not None and self.gateway.dispatcher is not None, "the gateway is not started"
         if job["target"] == "provider_batch":
             return self.provider_batches.pipeline(job)
-        return self.gateway.pipeline
+        return Pipeline(base.levers, self.keeping(self.gateway.dispatcher), base.overrides)
+
+    def keeping(self, inner: Callable[[Context], Awaitable[Reply]]) -> Callable[[Context], Awaitable[Reply]]:
+        """Wrap a pipeline's terminal so that a line's answer (and what it cost) is written to
+        the store before it goes back up through the levers (where a cache stores it)."""
+
+        async def terminal(ctx: Context) -> Reply:
+            reply = await inner(ctx)
+            if reply.ok and reply.stream is None and reply.body is not None:
+                facts = ctx.extra["batch"]
+                answer = {"status": reply.status, "body": reply.body, "usage": reply.usage.to_dict(),
+                          "cost": str(reply.cost), "served_model": reply.served_model, "provider": reply.provider,
+                          "savings": {k: str(v) for k, v in ctx.savings.items()}, "side_cost": str(ctx.side_cost),
+                          "target_model": ctx.target_model, "provider_batch": bool(ctx.extra.get("provider_batch"))}
+                await asyncio.to_thread(self.store.set_provisional, facts["job"], facts["line"],
+                                        orjson.dumps(answer).decode())
+            return reply
+
+        return terminal
 
     async def run_job(self, job_id: str, progress: Progress | None = None) -> str:
         """Run the job's open lines until none is left; return the job's status. Safe to run
@@ -176,8 +199,8 @@ class BatchLane:
                 if free > 0 and not job["cancel_requested"]:
                     claimed = await asyncio.to_thread(self.store.claim, job_id, self.owner, free,
                                                       self.settings.lease_seconds)
-                for idx, cid, body, _attempts in claimed:
-                    task = asyncio.create_task(self._line(job, pipeline, idx, cid, body))
+                for idx, cid, body, provisional in claimed:
+                    task = asyncio.create_task(self._line(job, pipeline, idx, cid, body, provisional))
                     running[task] = idx
                 if not running:
                     counts = await asyncio.to_thread(self.store.counts, job_id)
@@ -251,8 +274,12 @@ class BatchLane:
             ctx.original_body = body
         return ctx
 
-    async def _line(self, job: dict[str, Any], pipeline: Pipeline, idx: int, custom_id: str, raw: str) -> None:
+    async def _line(self, job: dict[str, Any], pipeline: Pipeline, idx: int, custom_id: str, raw: str,
+                    provisional: str | None = None) -> None:
         s = self.settings
+        if provisional is not None:  # answered (and billed upstream) before a crash: settle it now
+            await self._from_provisional(job, idx, custom_id, orjson.loads(raw), orjson.loads(provisional))
+            return
         for attempt in range(s.max_attempts):
             body = orjson.loads(raw)
             body.pop("stream", None)
@@ -295,10 +322,27 @@ class BatchLane:
             await self._succeed(job, idx, ctx, reply, started)
             return
 
+    async def _from_provisional(self, job: dict[str, Any], idx: int, custom_id: str, body: dict[str, Any],
+                                answer: dict[str, Any]) -> None:
+        """Settle a line from the answer its terminal kept before the process died."""
+        from thrifty.types import Usage
+
+        ctx = self.context(job, idx, custom_id, body)
+        ctx.target_model = answer["target_model"]
+        ctx.side_cost = Decimal(answer["side_cost"])
+        for lever, amount in answer["savings"].items():
+            ctx.save(lever, Decimal(amount))
+        if answer["provider_batch"]:
+            ctx.extra["provider_batch"] = True
+        ctx.note("settled after a restart from the answer kept when it arrived")
+        reply = Reply(status=answer["status"], body=answer["body"], usage=Usage.from_dict(answer["usage"]),
+                      served_model=answer["served_model"], provider=answer["provider"], cost=Decimal(answer["cost"]))
+        await self._succeed(job, idx, ctx, reply, time.perf_counter())
+
     def where(self, job: dict[str, Any], ctx: Context, reply: Reply) -> str:
         if ctx.answered_by is not None and ctx.answered_by.value != "provider":
             return ctx.answered_by.value
-        if job["target"] == "provider_batch" and self.provider_batches.executed(ctx.request_id):
+        if ctx.extra.get("provider_batch"):
             return "provider_batch"
         if job["target"] == "engine":
             return "engine"

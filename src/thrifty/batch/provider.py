@@ -188,20 +188,15 @@ class ProviderBatches:
         self._gathering: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
         self._flushers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._pollers: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._executed: set[str] = set()
         #: Bodies of lines that joined a chunk whose poller was already running.
         self._pending_bodies: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
         self._lock = asyncio.Lock()
-
-    def executed(self, request_id: str) -> bool:
-        """Whether this request was answered by a provider batch (not a fallback call)."""
-        return request_id in self._executed
 
     def pipeline(self, job: dict[str, Any]) -> Pipeline:
         base = self.lane.gateway.pipeline
         assert base is not None
         terminal: Callable[[Context], Awaitable[Reply]] = lambda ctx: self._terminal(job, ctx)  # noqa: E731
-        return Pipeline(base.levers, terminal, base.overrides)
+        return Pipeline(base.levers, self.lane.keeping(terminal), base.overrides)
 
     def api(self, cfg: ModelConfig) -> BatchAPI:
         provider = self.lane.gateway.providers[cfg.name]
@@ -235,7 +230,6 @@ class ProviderBatches:
         cost = pricer.cost(cfg, usage, batch=True)
         ctx.save("batch_api", list_cost - cost)
         ctx.extra["provider_batch"] = True
-        self._executed.add(ctx.request_id)
         reply = Reply(status=status, body=translate_response(provider.protocol, ctx.protocol, body), usage=usage,
                       served_model=cfg.name, provider=cfg.provider, cost=cost)
         return reply

@@ -62,6 +62,7 @@ def _initial(dialect: Dialect) -> list[str]:
             cost_pico {big} NOT NULL DEFAULT 0,
             list_pico {big} NOT NULL DEFAULT 0,
             ledger TEXT,
+            provisional TEXT,
             billed INTEGER NOT NULL DEFAULT 0,
             settled_at {real},
             PRIMARY KEY (job_id, idx),

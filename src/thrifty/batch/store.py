@@ -34,7 +34,7 @@ JOB_COLUMNS = (
 LINE_COLUMNS = (
     "job_id", "idx", "custom_id", "body", "state", "lease_owner", "lease_until", "attempts",
     "answered_by", "executed_where", "served_model", "status", "result", "error", "cost_pico",
-    "list_pico", "ledger", "billed", "settled_at",
+    "list_pico", "ledger", "provisional", "billed", "settled_at",
 )  # fmt: skip
 #: Line states that are settled for good.
 FINAL = ("done", "failed", "cancelled")
@@ -193,8 +193,9 @@ class BatchStore:
 
     # -- lines ---------------------------------------------------------------------------
 
-    def claim(self, job_id: str, owner: str, n: int, lease_s: float) -> list[tuple[int, str, str, int]]:
-        """Lease up to `n` lines that are pending or whose lease ran out: (idx, custom_id, body, attempts)."""
+    def claim(self, job_id: str, owner: str, n: int, lease_s: float) -> list[tuple[int, str, str, str | None]]:
+        """Lease up to `n` lines that are pending or whose lease ran out: (idx, custom_id, body,
+        provisional answer)."""
         now = time.time()
         until = now + lease_s
         with self._tx():
@@ -208,17 +209,25 @@ class BatchStore:
                 marks = ", ".join("?" * len(idxs))
                 self._run(f"UPDATE batch_lines SET state = 'leased', lease_owner = ?, lease_until = ?, "
                           f"attempts = attempts + 1 WHERE job_id = ? AND idx IN ({marks})", (owner, until, job_id, *idxs))
-                got = self._run(f"SELECT idx, custom_id, body, attempts FROM batch_lines WHERE job_id = ? "
+                got = self._run(f"SELECT idx, custom_id, body, provisional FROM batch_lines WHERE job_id = ? "
                                 f"AND idx IN ({marks}) ORDER BY idx", (job_id, *idxs)).fetchall()
             else:
                 got = self._run(
                     "UPDATE batch_lines SET state = 'leased', lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
                     "WHERE job_id = ? AND idx IN (SELECT idx FROM batch_lines WHERE job_id = ? AND "
                     "(state = 'pending' OR (state = 'leased' AND lease_until < ?)) ORDER BY idx LIMIT ? "
-                    "FOR UPDATE SKIP LOCKED) RETURNING idx, custom_id, body, attempts",
+                    "FOR UPDATE SKIP LOCKED) RETURNING idx, custom_id, body, provisional",
                     (owner, until, job_id, job_id, now, n)).fetchall()
                 got = sorted(got)
-        return [(int(i), str(c), str(b), int(a)) for i, c, b, a in got]
+        return [(int(i), str(c), str(b), p) for i, c, b, p in got]
+
+    def set_provisional(self, job_id: str, idx: int, answer: str) -> None:
+        """Keep a line's upstream answer the moment it arrives, before any lever stores it in
+        a cache: a process killed before settling the line settles it from this on resume,
+        billed, instead of asking again or finding it in the cache for free."""
+        with self._tx():
+            self._run("UPDATE batch_lines SET provisional = ? WHERE job_id = ? AND idx = ? "
+                      "AND state NOT IN ('done', 'failed', 'cancelled')", (answer, job_id, idx))
 
     def renew(self, job_id: str, owner: str, idxs: Sequence[int], lease_s: float) -> None:
         if not idxs:
