@@ -16,7 +16,7 @@ batch discount billed to the picodollar, and the engine's batch throughput.
 4. The embedded engine: 64 short prompts as a batch (full occupancy) vs one at a time;
    output tokens per second of each and their ratio (2 shared CPU cores: noisy).
 
-Usage: python benchmarks/batch.py [--lines 500] [--seed 7] [--no-engine] [--keep DIR]
+Usage: python benchmarks/batch.py [--lines 500] [--seed 7] [--no-engine | --only-engine] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -293,16 +293,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--engine-prompts", type=int, default=64)
     parser.add_argument("--no-engine", action="store_true")
+    parser.add_argument("--only-engine", action="store_true", help="Run part 4 alone.")
     parser.add_argument("--keep", type=Path, help="Keep the work files in this folder.")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = args.keep or Path(tempfile.mkdtemp(prefix="thrifty-batch-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    mock = MockThread().mock
-    cfg, db, first = part_calls(work, mock, args.lines, rng)
-    part_provider(work, mock, args.lines, rng)
-    part_repeat(work, mock, cfg, db, first, rng)
+    if not args.only_engine:
+        mock = MockThread().mock
+        cfg, db, first = part_calls(work, mock, args.lines, rng)
+        part_provider(work, mock, args.lines, rng)
+        part_repeat(work, mock, cfg, db, first, rng)
     if not args.no_engine:
         part_engine(work, args.engine_prompts)
 

@@ -126,3 +126,22 @@ async def test_an_expired_provider_batch_falls_back(upstream: MockUpstream, tmp_
         assert await lane.run_job(job_id) == "completed"
         report = await lane.report(job_id)
     assert report["executed"] == {"calls": 3, "provider_batch": 3} and upstream.calls["openai"] == 3
+
+
+async def test_cancel_cancels_the_provider_batch_and_nothing_falls_back(upstream: MockUpstream, tmp_path: Path) -> None:
+    upstream.batch_delay = 5.0
+    items = [openai_line(f"x{i}", f"cancel me {i}") for i in range(8)]
+    async with lane_on(mock_config(upstream, tmp_path, PB)) as lane:
+        job_id = await submit(lane, items)
+        runner = asyncio.create_task(lane.run_job(job_id))
+        for _ in range(100):  # until the provider batch is submitted
+            await asyncio.sleep(0.05)
+            if any(c["provider_batch_id"] for c in lane.store.chunks(job_id)):
+                break
+        await lane.cancel(job_id)
+        assert await asyncio.wait_for(runner, 20) == "cancelled"
+        errors = lane.store.get_file(lane.store.get_job(job_id)["error_file_id"], content=True)["content"].splitlines()
+        rows = _job_rows(lane, job_id)
+    assert upstream.calls["openai"] == 0 and upstream.calls["batch_lines"] == 0 and upstream.batch_billed == 0
+    assert len(errors) == 8 and all(orjson.loads(e)["error"]["code"] == "batch_cancelled" for e in errors)
+    assert len(rows) == 8 and sum(r["cost_pico"] for r in rows) == 0

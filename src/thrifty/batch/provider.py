@@ -26,7 +26,7 @@ import aiohttp
 import orjson
 
 from thrifty.config import DEFAULT_BASE_URLS, ModelConfig
-from thrifty.errors import UpstreamError
+from thrifty.errors import ClientError, UpstreamError
 from thrifty.ledger.prices import pricer
 from thrifty.pipeline.dispatch import translate_request, translate_response
 from thrifty.pipeline.pipeline import Pipeline
@@ -221,6 +221,10 @@ class ProviderBatches:
         outcome = await future
         self._waiters.pop(key, None)
         if outcome is None:
+            current = await asyncio.to_thread(self.lane.store.get_job, job["id"])
+            if current is not None and current["cancel_requested"]:
+                raise ClientError("the batch was cancelled before the provider answered this line", status=499,
+                                  code="batch_cancelled")
             ctx.note("provider batch gave no answer for this line: sent as an ordinary call")
             assert gateway.dispatcher is not None
             return await gateway.dispatcher(ctx)
