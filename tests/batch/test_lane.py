@@ -4,13 +4,17 @@ billed exactly once, failures kept to their line, dead workers' lines picked up.
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.batch.helpers import lane_on, openai_line, submit
 from tests.conftest import mock_config
 from thrifty.batch.records import line_request_id
+from thrifty.errors import RateLimited
+from thrifty.ledger.record import from_pico
 from thrifty.testing.mock_upstream import MockUpstream
 
 CACHE = "cache: {enabled: true}\ndedup: {enabled: true}\nbatch: {concurrency: 4, retry_backoff: 0.01, poll_seconds: 0.05, lease_seconds: 1}\n"
@@ -144,3 +148,43 @@ async def test_an_answer_that_arrived_before_a_crash_is_settled_and_billed_not_a
     assert upstream.calls["openai"] == 1  # not asked again
     assert line is not None and line["answered_by"] == "provider" and line["cost_pico"] > 0  # billed, not a free cache hit
     assert len(rows) == 1 and rows[0]["cost_pico"] == line["cost_pico"]
+
+
+class RecordingBudgets:
+    """A budgets extension as the lane sees it: it may refuse a reservation."""
+
+    def __init__(self, limit: Decimal) -> None:
+        self.limit = limit
+        self.reserved: dict[str, Decimal] = {}
+        self.spent: dict[str, Decimal] = {}
+        self.released: list[str] = []
+
+    async def reserve(self, *, job_id: str, key_name: str | None, tenant: str, amount: Decimal) -> None:
+        if amount > self.limit:
+            raise RateLimited(f"budget: the job needs up to ${amount}, ${self.limit} is left")
+        self.reserved[job_id] = amount
+
+    async def settle(self, *, job_id: str, line: int, cost: Decimal) -> None:
+        self.spent[job_id] = self.spent.get(job_id, Decimal(0)) + cost
+
+    async def release(self, *, job_id: str) -> None:
+        self.released.append(job_id)
+
+
+async def test_a_job_reserves_its_worst_case_and_settles_line_by_line(upstream: MockUpstream, tmp_path: Path) -> None:
+    items = [{**openai_line(f"b{i}", f"budget {i}"), "body": {**openai_line("", f"budget {i}")["body"], "max_tokens": 100}}
+             for i in range(5)]
+    async with lane_on(mock_config(upstream, tmp_path, CACHE)) as lane:
+        hook = RecordingBudgets(limit=Decimal("0.001"))
+        lane.gateway.services.plugins["budgets"] = hook
+        job_id = await submit(lane, items)
+        await lane.run_job(job_id)
+        cost, _listed = lane.store.money(job_id)
+        hook.limit = Decimal("0.00001")
+        with pytest.raises(RateLimited):
+            await submit(lane, items)
+        jobs = lane.store.list_jobs()
+    # worst case: 5 x (input + 100 output tokens) at list price; spent: what the lines cost
+    assert Decimal("0.0003") < hook.reserved[job_id] < Decimal("0.001")
+    assert hook.spent[job_id] == from_pico(cost) > 0 and hook.released == [job_id]
+    assert [j["id"] for j in jobs] == [job_id]  # the refused job was not created
