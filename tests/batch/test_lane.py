@@ -188,3 +188,25 @@ async def test_a_job_reserves_its_worst_case_and_settles_line_by_line(upstream: 
     assert Decimal("0.0003") < hook.reserved[job_id] < Decimal("0.001")
     assert hook.spent[job_id] == from_pico(cost) > 0 and hook.released == [job_id]
     assert [j["id"] for j in jobs] == [job_id]  # the refused job was not created
+
+
+async def test_a_webhook_gets_the_report_when_a_job_ends(upstream: MockUpstream, tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from tests.conftest import serving
+
+    got: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/done", hook)
+    async with serving(app) as port:
+        config = mock_config(upstream, tmp_path, CACHE.replace("lease_seconds: 1}", f"lease_seconds: 1, webhook_url: 'http://127.0.0.1:{port}/done'}}"))
+        async with lane_on(config) as lane:
+            job_id = await submit(lane, [openai_line("w", "webhook")])
+            await lane.run_job(job_id)
+            await lane.finalize(job_id)  # ended already: no second call
+    assert len(got) == 1 and got[0]["id"] == job_id and got[0]["lines"] == 1 and got[0]["status"] == "completed"
