@@ -55,7 +55,7 @@ async def _run_to_end(lane: Any, job_id: str, output: str | None) -> None:
     from thrifty.batch.report import render_report
 
     job = await asyncio.to_thread(lane.store.get_job, job_id)
-    await lane.reclaim_dead(job_id)
+    await lane.reclaim_dead(job_id)  # before the bar counts what is done
     bar = _bar(job["lines"])
     first = await lane.progress(job_id)
     bar.update(first["done"])

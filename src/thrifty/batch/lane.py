@@ -183,6 +183,7 @@ class BatchLane:
             await asyncio.to_thread(self.store.update_job, job_id, started_at=time.time(), status="in_progress")
         elif job["status"] == "validating":
             await asyncio.to_thread(self.store.update_job, job_id, status="in_progress")
+        await self.reclaim_dead(job_id)
         await self.bill(job_id)
         pipeline = self.pipeline_for(job)
         limit = self.concurrency(job)
