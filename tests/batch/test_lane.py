@@ -210,3 +210,14 @@ async def test_a_webhook_gets_the_report_when_a_job_ends(upstream: MockUpstream,
             await lane.run_job(job_id)
             await lane.finalize(job_id)  # ended already: no second call
     assert len(got) == 1 and got[0]["id"] == job_id and got[0]["lines"] == 1 and got[0]["status"] == "completed"
+
+
+async def test_the_rate_budget_spaces_upstream_calls(upstream: MockUpstream, tmp_path: Path) -> None:
+    config = mock_config(upstream, tmp_path, CACHE.replace("concurrency: 4", "concurrency: 4, rate: 5"))
+    async with lane_on(config) as lane:
+        job_id = await submit(lane, [openai_line(f"r{i}", f"rate {i}") for i in range(15)])
+        started = asyncio.get_running_loop().time()
+        await lane.run_job(job_id)
+        took = asyncio.get_running_loop().time() - started
+    # a bucket of 5 calls a second: the first 5 at once, the other 10 over about 2 seconds
+    assert took >= 1.6 and upstream.calls["openai"] == 15
