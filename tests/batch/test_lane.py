@@ -221,3 +221,15 @@ async def test_the_rate_budget_spaces_upstream_calls(upstream: MockUpstream, tmp
         took = asyncio.get_running_loop().time() - started
     # a bucket of 5 calls a second: the first 5 at once, the other 10 over about 2 seconds
     assert took >= 1.6 and upstream.calls["openai"] == 15
+
+
+async def test_lines_not_run_by_the_deadline_expire(upstream: MockUpstream, tmp_path: Path) -> None:
+    config = mock_config(upstream, tmp_path, CACHE.replace("concurrency: 4", "concurrency: 1"))
+    async with lane_on(config) as lane:
+        job_id = await submit(lane, [openai_line(f"d{i}", f"deadline {i} [slow 300]") for i in range(6)], deadline_s=0.5)
+        assert await asyncio.wait_for(lane.run_job(job_id), 20) == "expired"
+        job = lane.store.get_job(job_id)
+        errors = [orjson.loads(x) for x in lane.store.get_file(job["error_file_id"], content=True)["content"].splitlines()]
+        counts = lane.store.counts(job_id)
+    assert 1 <= counts["done"] <= 3 and counts["expired"] == 6 - counts["done"]
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"} and upstream.calls["openai"] == counts["done"]
