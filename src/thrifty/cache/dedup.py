@@ -605,8 +605,10 @@ class DedupStage(Lever[DedupSettings]):
 
     def _settle(self, flight: Flight, sub: object, ctx: Context, reply: Reply) -> Reply:
         """Put the bill on the owner; everyone else records zero usage and the dedup saving."""
-        for lever, amount in flight.savings.items():
-            ctx.save(lever, amount)
+        if sub is not flight.leader or not flight.billable:
+            # the savings of the levers after this one; the leader's own context has them already
+            for lever, amount in flight.savings.items():
+                ctx.save(lever, amount)
         if flight.bill_owner is sub:
             reply.usage = flight.usage
             reply.cost = flight.cost

@@ -34,12 +34,14 @@ class Schema:
 
 def schemas(store: str, config_path: str | None) -> list[Schema]:
     """The ledger, and the SQLite cache and shadow files where the config uses them."""
+    from thrifty.batch.schema import MIGRATIONS as BATCH_MIGRATIONS
     from thrifty.cache.stores import CACHE_MIGRATIONS, default_sqlite_path
     from thrifty.evals.shadow import SHADOW_MIGRATIONS, _sqlite_path
     from thrifty.ledger.record import MIGRATIONS
     from thrifty.spend.keys import MIGRATIONS as SPEND_MIGRATIONS
 
-    found = [Schema("ledger", store, MIGRATIONS), Schema("spend", store, SPEND_MIGRATIONS)]
+    found = [Schema("ledger", store, MIGRATIONS), Schema("spend", store, SPEND_MIGRATIONS),
+             Schema("batch", store, BATCH_MIGRATIONS)]  # spend and batch: the ledger's store
     cache = default_sqlite_path(store)
     if cache.exists():
         found.append(Schema("response_cache", f"sqlite:///{cache}", CACHE_MIGRATIONS))

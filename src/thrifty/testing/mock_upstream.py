@@ -24,21 +24,32 @@ another tool call, so multi-turn tool-using conversations can be scripted.
 
 Every answer is deterministic: the text is "echo: " + the last user message, and usage is
 counted as one token per 4 characters of input plus 10, output one token per word.
+
+It also serves both batch APIs (OpenAI Files + Batches, Anthropic Message Batches): a batch
+completes `batch_delay` seconds after it was created, when it is first looked at; with
+`batch_expire` set only the first half of its lines are answered and the batch expires; a
+line whose text holds `[drop]` gets no result (a partial result). Each answered line is
+billed once, when the batch completes, at `batch_prices` (USD per 1M tokens, per upstream
+model) times `batch_discount`, into `batch_billed`; fetching results again bills nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import re
+import time
 import zlib
 from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
-_DIRECTIVE = re.compile(r"\[(429 once|500 always|cut|tool|slow \d+|cached \d+|write1h \d+|write \d+|reason \d+)\]")
+_DIRECTIVE = re.compile(r"\[(429 once|500 always|cut|tool|drop|slow \d+|cached \d+|write1h \d+|write \d+|reason \d+)\]")
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -127,6 +138,27 @@ class MockUpstream:
         # AWS Bedrock Converse (JSON) and ConverseStream (AWS event-stream framing)
         self.app.router.add_post("/model/{model}/converse", self.bedrock)
         self.app.router.add_post("/model/{model}/converse-stream", self.bedrock)
+        self.batch_delay = 0.5
+        self.batch_expire = False
+        self.batch_discount = Decimal("0.5")
+        #: USD per 1M tokens by upstream model: {"input": .., "output": .., "cache_read": ..}.
+        self.batch_prices: dict[str, dict[str, Decimal]] = {}
+        self.batch_billed = Decimal(0)
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        r = self.app.router
+        r.add_post("/v1/files", self.file_upload)
+        r.add_get("/v1/files/{id}/content", self.file_content)
+        r.add_post("/v1/batches", self.openai_batch_create)
+        r.add_get("/v1/batches", self.openai_batch_list)
+        r.add_get("/v1/batches/{id}", self.openai_batch_get)
+        r.add_post("/v1/batches/{id}/cancel", self.batch_cancel)
+        r.add_post("/v1/messages/batches", self.anthropic_batch_create)
+        r.add_get("/v1/messages/batches", self.anthropic_batch_list)
+        r.add_get("/v1/messages/batches/{id}", self.anthropic_batch_get)
+        r.add_get("/v1/messages/batches/{id}/results", self.anthropic_batch_results)
+        r.add_post("/v1/messages/batches/{id}/cancel", self.batch_cancel)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -411,6 +443,171 @@ class MockUpstream:
         await resp.write_eof()
         return resp
 
+    # -- the batch APIs ------------------------------------------------------------------
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):06d}"
+
+    async def file_upload(self, request: web.Request) -> web.Response:
+        self.calls["files"] += 1
+        form = await request.post()
+        upload = form.get("file")
+        data = upload.file.read() if isinstance(upload, web.FileField) else str(upload or "").encode()
+        name = upload.filename if isinstance(upload, web.FileField) else "upload.jsonl"
+        file_id = self._new_id("file-mock")
+        self.files[file_id] = (str(name), data)
+        return web.json_response({"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                                  "filename": name, "purpose": str(form.get("purpose", "batch"))})
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        found = self.files.get(request.match_info["id"])
+        if found is None:
+            return web.json_response(_error("openai", 404, "no such file"), status=404)
+        return web.Response(body=found[1], content_type="application/jsonl")
+
+    def _answer(self, kind: str, body: dict[str, Any]) -> tuple[dict[str, Any], Decimal] | None:
+        """The answer to one batch line and what it bills (None: the line is dropped)."""
+        text = _last_user_text(body.get("messages") or [])
+        d = _directives(text)
+        if d.get("drop"):
+            return None
+        prices = self.batch_prices.get(str(body.get("model")), {})
+        rate = {k: Decimal(str(v)) / Decimal(1_000_000) for k, v in prices.items()}
+        if kind == "openai":
+            answer = _openai_completion(body, text, d)
+            u = answer["usage"]
+            cached = int(u["prompt_tokens_details"]["cached_tokens"])
+            cost = ((u["prompt_tokens"] - cached) * rate.get("input", Decimal(0))
+                    + cached * rate.get("cache_read", rate.get("input", Decimal(0)))
+                    + u["completion_tokens"] * rate.get("output", Decimal(0)))
+        else:
+            answer = _anthropic_message(body, text, d)
+            u = answer["usage"]
+            cost = (u["input_tokens"] * rate.get("input", Decimal(0))
+                    + u["cache_read_input_tokens"] * rate.get("cache_read", rate.get("input", Decimal(0)))
+                    + u["output_tokens"] * rate.get("output", Decimal(0)))
+        return answer, cost * self.batch_discount
+
+    def _settle(self, batch: dict[str, Any]) -> None:
+        """Complete the batch once its delay passed: answer its lines, bill them, once."""
+        if batch["ended"] or time.time() < batch["created_at"] + self.batch_delay:
+            return
+        batch["ended"] = True
+        batch["ended_at"] = time.time()
+        lines = batch["lines"]
+        cutoff = len(lines) // 2 if self.batch_expire else len(lines)
+        for i, (custom_id, body) in enumerate(lines):
+            if batch["cancelled"] or i >= cutoff:
+                batch["results"][custom_id] = None
+                continue
+            self.calls["batch_lines"] += 1
+            got = self._answer(batch["kind"], body)
+            if got is None:
+                continue
+            answer, cost = got
+            self.batch_billed += cost
+            batch["results"][custom_id] = answer
+        batch["status"] = "cancelled" if batch["cancelled"] else ("expired" if self.batch_expire else "completed")
+        if batch["kind"] == "openai":
+            out = [{"id": f"batch_req_{i}", "custom_id": cid, "response": {"status_code": 200, "request_id": "req_mock",
+                                                                          "body": ans}, "error": None}
+                   for i, (cid, ans) in enumerate(batch["results"].items()) if ans is not None]
+            err = [{"id": f"batch_req_{i}", "custom_id": cid, "response": None,
+                    "error": {"code": "batch_expired", "message": "not answered in time"}}
+                   for i, (cid, ans) in enumerate(batch["results"].items()) if ans is None]
+            for key, rows in (("output_file_id", out), ("error_file_id", err)):
+                if rows:
+                    fid = self._new_id("file-mock")
+                    self.files[fid] = (f"{batch['id']}_{key}.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+                    batch[key] = fid
+
+    def _openai_view(self, b: dict[str, Any]) -> dict[str, Any]:
+        self._settle(b)
+        n = len(b["lines"])
+        done = sum(1 for v in b["results"].values() if v is not None)
+        return {"id": b["id"], "object": "batch", "endpoint": "/v1/chat/completions", "errors": None,
+                "input_file_id": b["input_file_id"], "completion_window": "24h",
+                "status": b["status"] if b["ended"] else "in_progress",
+                "output_file_id": b.get("output_file_id"), "error_file_id": b.get("error_file_id"),
+                "created_at": int(b["created_at"]), "metadata": b["metadata"],
+                "request_counts": {"total": n, "completed": done, "failed": (n - done) if b["ended"] else 0}}
+
+    async def openai_batch_create(self, request: web.Request) -> web.Response:
+        self.calls["batch_create"] += 1
+        req = await request.json()
+        found = self.files.get(str(req.get("input_file_id", "")))
+        if found is None:
+            return web.json_response(_error("openai", 400, "no such input file"), status=400)
+        lines = [(item["custom_id"], item["body"]) for item in map(json.loads, found[1].decode().splitlines()) if item]
+        b: dict[str, Any] = {"id": self._new_id("batch_mock"), "kind": "openai", "created_at": time.time(), "lines": lines,
+             "results": {}, "ended": False, "cancelled": False, "status": "in_progress",
+             "metadata": req.get("metadata") or {}, "input_file_id": req["input_file_id"]}
+        self.batches[b["id"]] = b
+        return web.json_response(self._openai_view(b))
+
+    async def openai_batch_get(self, request: web.Request) -> web.Response:
+        b = self.batches.get(request.match_info["id"])
+        if b is None or b["kind"] != "openai":
+            return web.json_response(_error("openai", 404, "no such batch"), status=404)
+        return web.json_response(self._openai_view(b))
+
+    async def openai_batch_list(self, request: web.Request) -> web.Response:
+        data = [self._openai_view(b) for b in reversed(self.batches.values()) if b["kind"] == "openai"]
+        return web.json_response({"object": "list", "data": data, "has_more": False})
+
+    async def batch_cancel(self, request: web.Request) -> web.Response:
+        b = self.batches.get(request.match_info["id"])
+        if b is None:
+            return web.json_response(_error("openai", 404, "no such batch"), status=404)
+        if not b["ended"]:
+            b["cancelled"] = True
+            b["created_at"] = time.time() - self.batch_delay  # a cancelled batch ends at once
+            self._settle(b)
+        return web.json_response(self._openai_view(b) if b["kind"] == "openai" else self._anthropic_view(b))
+
+    def _anthropic_view(self, b: dict[str, Any]) -> dict[str, Any]:
+        self._settle(b)
+        results = b["results"]
+        ok = sum(1 for v in results.values() if v is not None)
+        return {"id": b["id"], "type": "message_batch", "processing_status": "ended" if b["ended"] else "in_progress",
+                "request_counts": {"processing": 0 if b["ended"] else len(b["lines"]), "succeeded": ok,
+                                   "errored": 0, "canceled": len(results) - ok if b["cancelled"] else 0,
+                                   "expired": len(results) - ok if not b["cancelled"] else 0},
+                "created_at": _iso(b["created_at"]), "ended_at": _iso(b["ended_at"]) if b["ended"] else None,
+                "expires_at": _iso(b["created_at"] + 86400), "archived_at": None, "cancel_initiated_at": None,
+                "results_url": f"{self.base_url}/v1/messages/batches/{b['id']}/results" if b["ended"] else None}
+
+    async def anthropic_batch_create(self, request: web.Request) -> web.Response:
+        self.calls["batch_create"] += 1
+        req = await request.json()
+        lines = [(item["custom_id"], item["params"]) for item in req["requests"]]
+        b: dict[str, Any] = {"id": self._new_id("msgbatch_mock"), "kind": "anthropic", "created_at": time.time(), "lines": lines,
+             "results": {}, "ended": False, "cancelled": False, "status": "in_progress"}
+        self.batches[b["id"]] = b
+        return web.json_response(self._anthropic_view(b))
+
+    async def anthropic_batch_get(self, request: web.Request) -> web.Response:
+        b = self.batches.get(request.match_info["id"])
+        if b is None or b["kind"] != "anthropic":
+            return web.json_response(_error("anthropic", 404, "no such batch"), status=404)
+        return web.json_response(self._anthropic_view(b))
+
+    async def anthropic_batch_list(self, request: web.Request) -> web.Response:
+        data = [self._anthropic_view(b) for b in reversed(self.batches.values()) if b["kind"] == "anthropic"]
+        return web.json_response({"data": data, "has_more": False, "first_id": None, "last_id": None})
+
+    async def anthropic_batch_results(self, request: web.Request) -> web.Response:
+        b = self.batches.get(request.match_info["id"])
+        if b is None or not b["ended"]:
+            return web.json_response(_error("anthropic", 404, "no results yet"), status=404)
+        rows = []
+        for cid, ans in b["results"].items():
+            if ans is not None:
+                rows.append({"custom_id": cid, "result": {"type": "succeeded", "message": ans}})
+            else:
+                rows.append({"custom_id": cid, "result": {"type": "canceled" if b["cancelled"] else "expired"}})
+        return web.Response(body="".join(json.dumps(r) + "\n" for r in rows).encode(), content_type="application/x-jsonl")
+
     async def count_tokens(self, request: web.Request) -> web.Response:
         self.calls["count_tokens"] += 1
         body = await request.json()
@@ -505,6 +702,65 @@ def mock_vector(item: Any, dims: int = 8) -> list[float]:
     while len(seed) < dims:
         seed += hashlib.sha256(seed).digest()
     return [(b - 128) / 128 for b in seed[:dims]]
+
+
+def _openai_parts(body: dict[str, Any], text: str, d: dict[str, int | bool]) -> tuple[str, list[str], dict[str, Any], dict[str, Any] | None]:
+    answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+    prompt_tokens = sum(len(json.dumps(m.get("content"))) for m in body["messages"]) // 4 + 10
+    words = answer.split()
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(words) + int(d.get("reason", 0)),
+        "total_tokens": prompt_tokens + len(words) + int(d.get("reason", 0)),
+        "prompt_tokens_details": {"cached_tokens": int(d.get("cached", 0))},
+        "completion_tokens_details": {"reasoning_tokens": int(d.get("reason", 0))},
+    }
+    tool_call = None
+    if d.get("tool") and body.get("tools"):
+        fn = body["tools"][0]["function"]["name"]
+        tool_call = {"id": "call_mock1", "type": "function", "function": {"name": fn, "arguments": '{"q": "x"}'}}
+    return answer, words, usage, tool_call
+
+
+def _openai_completion(body: dict[str, Any], text: str, d: dict[str, int | bool]) -> dict[str, Any]:
+    answer, _words, usage, tool_call = _openai_parts(body, text, d)
+    message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else answer}
+    if tool_call:
+        message["tool_calls"] = [tool_call]
+    return {
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1700000000, "model": body.get("model", "mock"),
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if tool_call else "stop",
+                     "logprobs": None}],
+        "usage": usage,
+    }
+
+
+def _anthropic_message(body: dict[str, Any], text: str, d: dict[str, int | bool]) -> dict[str, Any]:
+    answer = "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+    words = answer.split()
+    system = body.get("system") or ""
+    prompt_tokens = (sum(len(json.dumps(m.get("content"))) for m in body["messages"]) + len(json.dumps(system))) // 4 + 10
+    usage = {
+        "input_tokens": prompt_tokens,
+        "cache_creation_input_tokens": int(d.get("write", 0)) + int(d.get("write1h", 0)),
+        "cache_creation": {"ephemeral_5m_input_tokens": int(d.get("write", 0)),
+                           "ephemeral_1h_input_tokens": int(d.get("write1h", 0))},
+        "cache_read_input_tokens": int(d.get("cached", 0)),
+        "output_tokens": len(words),
+    }
+    tool = body.get("tools", [None])[0] if d.get("tool") else None
+    content: list[dict[str, Any]] = (
+        [{"type": "tool_use", "id": "toolu_mock1", "name": tool["name"], "input": {"q": "x"}}] if tool
+        else [{"type": "text", "text": answer}]
+    )
+    return {
+        "id": "msg_mock", "type": "message", "role": "assistant", "model": body.get("model", "mock"), "content": content,
+        "stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None, "usage": usage,
+    }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error(kind: str, status: int, message: str) -> dict[str, Any]:
