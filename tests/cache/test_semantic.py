@@ -99,6 +99,28 @@ async def test_a_similar_question_the_verifier_refuses_goes_upstream() -> None:
     assert trap.savings == {}
 
 
+async def test_questions_behind_the_same_few_shot_block_are_told_apart() -> None:
+    """Compared whole, two questions behind the same solved examples look alike; the verifier
+    judges the part where they differ, so a different question goes upstream and a
+    paraphrase behind the same block is still served."""
+    shots = "".join(
+        f"Question: Who wrote {book}?\nAnswer: {author}.\n\n"
+        for book, author in (("Hamlet", "Shakespeare"), ("Emma", "Austen"), ("Ulysses", "Joyce"))
+    )
+    cache, upstream = stage(), FakeUpstream(delay=0)
+    await cache.handle(openai_ctx(cache.gateway, shots + "Question: What is the capital of Australia?\nAnswer:"), upstream)
+    await settle(cache)
+    other = openai_ctx(cache.gateway, shots + "Question: What is the largest city of Australia?\nAnswer:")
+    await cache.handle(other, upstream)
+    await settle(cache)
+    assert upstream.calls == 2 and other.extra["semantic_cache"]["outcome"] == "miss"
+    await cache.handle(openai_ctx(cache.gateway, shots + f"Question: {Q}\nAnswer:"), upstream)
+    await settle(cache)
+    same = openai_ctx(cache.gateway, shots + f"Question: {PARAPHRASE}\nAnswer:")
+    await cache.handle(same, upstream)
+    assert upstream.calls == 3 and same.extra["semantic_cache"]["outcome"] == "hit"
+
+
 async def test_hits_only_when_the_verifier_accepts_what_the_index_found() -> None:
     """With the verifier's bar raised out of reach, the same candidate is never served."""
     strict = stage("semantic_cache: {enabled: true, threshold: 1.0}\n")

@@ -21,8 +21,9 @@ from thrifty.audit.waste import AuditSettings
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True), help="Write the HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write the audit as JSON here.")
 @click.option("--near-dup-sample", type=int, default=AuditSettings.near_dup_sample, show_default=True,
-              help="Distinct prompts embedded for the near-duplicate search (0: off).")  # fmt: skip
-@click.option("--near-dup-threshold", type=float, default=AuditSettings.near_dup_threshold, show_default=True)
+              help="Distinct questions sampled for the near-duplicate search (0: off).")  # fmt: skip
+@click.option("--near-dup-min-cosine", type=float, default=AuditSettings.near_dup_min_cosine, show_default=True,
+              help="Candidates below this cosine are not given to the verifier (the semantic cache's min_cosine).")  # fmt: skip
 @click.option("--cheap-model", default=AuditSettings.cheap_model, show_default=True,
               help="The model the route estimate moves easy requests to.")  # fmt: skip
 @click.option("--retry-window", type=float, default=AuditSettings.retry_window_s, show_default=True,
@@ -34,7 +35,7 @@ def audit(
     html_path: str | None,
     json_path: str | None,
     near_dup_sample: int,
-    near_dup_threshold: float,
+    near_dup_min_cosine: float,
     cheap_model: str,
     retry_window: float,
     no_progress: bool,
@@ -46,7 +47,7 @@ def audit(
     """
     settings = AuditSettings(
         near_dup_sample=near_dup_sample,
-        near_dup_threshold=near_dup_threshold,
+        near_dup_min_cosine=near_dup_min_cosine,
         cheap_model=cheap_model,
         retry_window_s=retry_window,
     )

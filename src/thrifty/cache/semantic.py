@@ -6,7 +6,8 @@ single-turn (or `question: last` says the last user message is the question and 
 is part of the namespace), and tool use or sampling (temperature > 0, or unset, which
 providers treat as 1) bypass it unless the route opts in. A candidate found by the vector
 index is served only when the verifier (`thrifty.cache.verifier`) agrees the two
-questions ask the same thing; a tenant only ever searches its own entries. Only complete,
+questions ask the same thing, judged on the part where they differ (`thrifty.cache.differ`:
+a shared few-shot block or template is set aside); a tenant only ever searches its own entries. Only complete,
 successful answers are stored: never errors, truncated or cut-off streams, or tool calls.
 
 Settings (`semantic_cache:` and `routes.<route>.semantic_cache:`): see `SemanticCacheSettings`.
@@ -26,6 +27,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from thrifty.cache.differ import verify_pairs
 from thrifty.cache.index import Hit, InProcessIndex, SemanticIndex
 from thrifty.cache.verifier import Verifier, default_verifier
 from thrifty.pipeline.lever import Lever
@@ -282,12 +284,13 @@ class SemanticCache(Lever[SemanticCacheSettings]):
         hits = self.index.search(tenant, q.namespace, vector, settings.top_k, settings.min_cosine)
         if not hits:
             return vector, None
-        n = len(hits)
-        verdicts = self.verifier.decide(
-            [h.entry.question for h in hits],
-            [q.text] * n,
-            np.stack([h.entry.vector for h in hits]),
-            np.repeat(vector[None, :], n, axis=0),
+        # Decided on the part where the two questions differ (a shared template or few-shot
+        # block would otherwise make any two questions behind it look the same).
+        verdicts, _ = verify_pairs(
+            self.verifier,
+            lambda texts: np.stack([self.embed(t) for t in texts]),
+            [(h.entry.question, h.entry.vector) for h in hits],
+            [(q.text, vector)] * len(hits),
             settings.threshold,
         )
         best = max(
