@@ -14,6 +14,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from thrifty.audit.measure import MeasureResult
 from thrifty.audit.waste import Audit
 
 
@@ -175,3 +176,27 @@ def render_html(audit: Audit, title: str = "thrifty audit") -> str:
 def write_html(audit: Audit, path: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(render_html(audit))
+
+
+def _ci(d: dict[str, float], fmt: Any) -> str:
+    return f"{fmt(d['mean'])} [{fmt(d['low'])}, {fmt(d['high'])}]" if d else "-"
+
+
+def print_measure(res: MeasureResult, con: Console) -> None:
+    """The measured replay of a sample: cost and quality with 95% bootstrap intervals."""
+    con.print(
+        f"[bold]Measured on a sample[/bold]: {res.sampled:,} of {res.eligible:,} logged requests with an answer "
+        f"replayed through the candidate; {res.answered:,} answered, {res.failed:,} failed; judge {res.judge}: "
+        f"{res.graded:,} graded, {res.ungraded:,} ungraded"
+    )
+    if res.cost_cut:
+        con.print(f"  cost per request: logged {_ci(res.logged_cost, usd)}, candidate {_ci(res.candidate_cost, usd)}; "
+                  f"difference {_ci(res.cost_delta, usd)}")  # fmt: skip
+        con.print(f"  [bold]cost cut: {_ci(res.cost_cut, pct)}[/bold] (95% bootstrap interval)")
+    if res.as_good:
+        con.print(f"  [bold]answers judged as good as the logged one: {_ci(res.as_good, pct)}[/bold]; quality delta "
+                  f"{_ci(res.quality_delta, pct)}; mean judge score {_ci(res.mean_score, lambda v: f'{v:.1f}')}/10")  # fmt: skip
+    if res.served:
+        con.print("  served by: " + ", ".join(f"{k} {v:,}" for k, v in sorted(res.served.items(), key=lambda kv: -kv[1])))
+    if res.failures:
+        con.print("[yellow]  failed: " + "; ".join(f"line {n}: {m}" for n, m in res.failures[:3]) + "[/yellow]")
