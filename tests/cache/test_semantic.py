@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,22 @@ async def test_a_paraphrase_is_served_from_the_cache() -> None:
     assert again.cache_outcome == "semantic-hit" and again.savings == {"semantic_cache": COST}
     assert again.tokens_saved == {"semantic_cache": 17}
     assert again.extra["semantic_cache"]["outcome"] == "hit" and again.extra["semantic_cache"]["matched"] == Q
+
+
+async def test_a_hit_saves_again_what_other_levers_saved_on_the_original() -> None:
+    """A router sent the original to a cheaper model: the paraphrase's counterfactual is the
+    original's, so the route's saving is recorded again beside the semantic cache's."""
+    cache, upstream = stage(), FakeUpstream(delay=0)
+
+    async def routed(ctx: Any) -> Any:
+        ctx.save("route", Decimal("0.5"))
+        return await upstream(ctx)
+
+    await cache.handle(openai_ctx(cache.gateway, Q), routed)
+    await settle(cache)
+    again = openai_ctx(cache.gateway, PARAPHRASE)
+    await cache.handle(again, routed)
+    assert upstream.calls == 1 and again.savings == {"semantic_cache": COST, "route": Decimal("0.5")}
 
 
 async def test_an_empty_namespace_costs_no_embedding_before_the_reply() -> None:

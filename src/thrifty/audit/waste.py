@@ -496,7 +496,7 @@ class Analyzer:
             "scaled to all of them; pairs outside the sample are not seen, so this is a lower bound"
         )
         sampling = near.get("sampling_questions", 0)
-        measure = "`thrifty audit LOG --measure N --config candidate.yaml` replays a sample through it and grades it"
+        measure = "`thrifty audit LOG --measure N --config candidate.yaml --judge MODEL` replays a sample through it and grades it"
         semantic_cost = near.get("estimated_cost", 0.0)
         levers = [
             Lever(
