@@ -158,11 +158,15 @@ def write_config(path: Path, ledger: Path, dataset: Path, models: list[str], por
     path.write_text("\n".join(lines) + "\n")
 
 
-async def send(port: int, items: list[Item], waves: list[list[int]], concurrency: int) -> list[tuple[int, dict[str, Any], str]]:
+Replies = list[tuple[int, dict[str, Any], str, str]]
+"""(item index, response body, X-Thrifty-Cache, X-Thrifty-Request-Id) per request."""
+
+
+async def send(port: int, items: list[Item], waves: list[list[int]], concurrency: int) -> Replies:
     """Send the waves in order, `concurrency` waves at a time; a burst's requests go together."""
     import aiohttp
 
-    out: list[tuple[int, dict[str, Any], str]] = []
+    out: Replies = []
     sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession() as session:
 
@@ -177,7 +181,7 @@ async def send(port: int, items: list[Item], waves: list[list[int]], concurrency
                 data = await r.json()
                 if r.status != 200:
                     raise RuntimeError(f"gateway answered {r.status}: {data}")
-                out.append((i, data, r.headers.get("X-Thrifty-Cache", "")))
+                out.append((i, data, r.headers.get("X-Thrifty-Cache", ""), r.headers.get("X-Thrifty-Request-Id", "")))
 
         async def wave(w: list[int]) -> None:
             async with sem:
@@ -193,7 +197,7 @@ async def send(port: int, items: list[Item], waves: list[list[int]], concurrency
 
 
 def serve_and_send(config: Path, port: int, items: list[Item], waves: list[list[int]], log: Path,
-                   concurrency: int) -> tuple[list[tuple[int, dict[str, Any], str]], float]:  # fmt: skip
+                   concurrency: int) -> tuple[Replies, float]:  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     with log.open("w") as logf:
         proc = subprocess.Popen(
@@ -214,11 +218,11 @@ def serve_and_send(config: Path, port: int, items: list[Item], waves: list[list[
     return replies, elapsed
 
 
-async def accuracy(items: list[Item], replies: list[tuple[int, dict[str, Any], str]]) -> dict[str, float]:
+async def accuracy(items: list[Item], replies: Replies) -> dict[str, float]:
     """Share of correct served answers, per route and overall."""
     right: Counter[str] = Counter()
     total: Counter[str] = Counter()
-    for i, data, cache in replies:
+    for i, data, cache, _ in replies:
         it = items[i]
         text = data["choices"][0]["message"]["content"] or ""
         if it.route == "gsm8k" and it.gold is not None:
@@ -248,12 +252,12 @@ def ledger_sums(ledger: Path) -> dict[str, Any]:
             "savings": savings, "answered": answered, "served": served}  # fmt: skip
 
 
-def offline_cost(items: list[Item], arts: dict[str, RouterArtifact], paid: set[int], target: float, out: Path) -> Decimal:
-    """Each question that reached a provider, paid once at the recorded cost of the router's pick."""
+def offline_cost(items: list[Item], arts: dict[str, RouterArtifact], paid: list[int], target: float, out: Path) -> Decimal:
+    """Each request that reached a provider at the recorded cost of the router's pick for its question."""
     embed = cached_embed(out)
     total = Decimal(0)
     for name, art in arts.items():
-        idx = [i for i in sorted(paid) if items[i].route == name]
+        idx = [i for i in paid if items[i].route == name]
         if not idx:
             continue
         x = featurize([items[i].ex.text for i in idx], art.spec, embed)
@@ -296,13 +300,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         acc = asyncio.run(accuracy(items, replies))
         run_out: dict[str, Any] = {"ledger": sums, "accuracy": acc, "seconds": elapsed, "target": target}
         if stacked:
-            paid = {i for i, _, cache in replies if cache not in ("hit", "semantic-hit")}
-            # Dedup followers also come back without a cache header: count each question once.
+            # The requests the ledger says reached a provider (no lever answered them).
             with sqlite3.connect(ledger) as db:
-                provider_rows = db.execute("SELECT COUNT(*) FROM requests WHERE answered_by IS NULL").fetchone()[0]
+                called = {r for (r,) in db.execute("SELECT request_id FROM requests WHERE answered_by IS NULL")}
+            paid = [i for i, _, _, rid in replies if rid in called]
             run_out["offline"] = offline_cost(items, arts, paid, target, out)
-            run_out["provider_rows"] = provider_rows
-            run_out["paid_questions"] = len(paid)
+            run_out["provider_calls"] = len(paid)
+            run_out["paid_questions"] = len(set(paid))
         results["runs"][name] = run_out
         print(f"[{name}] {len(replies):,} replies in {elapsed:.1f}s; ledger {sums['rows']:,} rows, "
               f"cost ${sums['cost']:.4f}, counterfactual ${sums['counterfactual']:.4f}")  # fmt: skip
@@ -336,8 +340,9 @@ def report(results: dict[str, Any], plot: Path | None) -> None:
         print(f"  ledger counterfactual ${led['counterfactual']:.4f} vs always-strongest ledger ${base_cost:.4f}")
         print(f"  answered by: {dict(led['answered'])}; served by: {dict(led['served'].most_common(6))}")
         ok = abs(led["cost"] - r["offline"]) < Decimal("1e-9")
-        print(f"  ledger total ${led['cost']:.6f} vs offline (each of {r['paid_questions']:,} paid questions at the "
-              f"router's pick) ${r['offline']:.6f}: {'EQUAL' if ok else 'DIFFERENT'}")  # fmt: skip
+        print(f"  ledger total ${led['cost']:.6f} vs offline (the {r['provider_calls']:,} provider calls, for "
+              f"{r['paid_questions']:,} distinct questions, each at the recorded cost of the router's pick) "
+              f"${r['offline']:.6f}: {'EQUAL' if ok else 'DIFFERENT'}")  # fmt: skip
     if plot is not None:
         chart(results, plot)
         print(f"\nchart: {plot}")
