@@ -3,8 +3,9 @@
 
 Writes OpenAI-format JSONL logs (thrifty.audit.synth: Zipf-popular prompts, retries after
 429s, truncated answers, one bad line in 10,000) of each size, then audits each in a fresh
-process and prints wall time, rows per second and the process's peak RSS. Bounded memory
-shows as a flat peak RSS while the log grows 10x.
+process and prints wall time, rows per second, the process's peak RSS and the time of the
+near-duplicate search (embedding the sample, the verifier on each candidate pair). Bounded
+memory shows as a flat peak RSS while the log grows 10x.
 
 Usage: python benchmarks/audit_scale.py [--sizes 100000,1000000] [--near-dup-sample 2000] [--keep DIR]
 """
@@ -31,7 +32,8 @@ print(json.dumps({
     "rows": a.rows, "bad": a.bad_lines, "seconds": time.perf_counter() - t,
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "exact_dups": a.waste["exact_duplicates"]["requests"], "retries": a.waste["retries"]["requests"],
-    "near_status": a.waste["near_duplicates"]["status"], "cost": a.total_cost,
+    "near_status": a.waste["near_duplicates"]["status"], "cost": a.total_cost, "finish_s": a.elapsed_s,
+    "near_checked": a.waste["near_duplicates"].get("candidates", 0), "near_found": a.waste["near_duplicates"].get("matches", 0),
 }))
 """
 
@@ -66,11 +68,13 @@ def main() -> None:
         if not args.keep:
             path.unlink()
     print(f"\nthrifty audit on synthetic OpenAI-format JSONL (near-duplicate sample {args.near_dup_sample})")
-    print(f"{'lines':>10} {'MB':>8} {'bad':>6} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12} {'exact dups':>11} {'retries':>8}")
+    print(f"{'lines':>10} {'MB':>8} {'bad':>6} {'seconds':>8} {'rows/s':>8} {'peak RSS MB':>12} {'exact dups':>11} "
+          f"{'retries':>8} {'near-dup s':>10} {'pairs':>6} {'found':>6}")  # fmt: skip
     for r in results:
         print(
             f"{r['lines']:>10,} {r['size_mb']:>8,.0f} {r['bad']:>6,} {r['seconds']:>8.1f} "
-            f"{r['rows'] / r['seconds']:>8,.0f} {r['peak_rss_mb']:>12.0f} {r['exact_dups']:>11,} {r['retries']:>8,}"
+            f"{r['rows'] / r['seconds']:>8,.0f} {r['peak_rss_mb']:>12.0f} {r['exact_dups']:>11,} {r['retries']:>8,} "
+            f"{r['finish_s']:>10.1f} {r['near_checked']:>6,} {r['near_found']:>6,}"
         )
     if not args.keep:
         workdir.rmdir()

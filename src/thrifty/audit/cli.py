@@ -21,32 +21,50 @@ from thrifty.audit.waste import AuditSettings
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True), help="Write the HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write the audit as JSON here.")
 @click.option("--near-dup-sample", type=int, default=AuditSettings.near_dup_sample, show_default=True,
-              help="Distinct prompts embedded for the near-duplicate search (0: off).")  # fmt: skip
-@click.option("--near-dup-threshold", type=float, default=AuditSettings.near_dup_threshold, show_default=True)
+              help="Distinct questions sampled for the near-duplicate search (0: off).")  # fmt: skip
+@click.option("--near-dup-min-cosine", type=float, default=AuditSettings.near_dup_min_cosine, show_default=True,
+              help="Candidates below this cosine are not given to the verifier (the semantic cache's min_cosine).")  # fmt: skip
 @click.option("--cheap-model", default=AuditSettings.cheap_model, show_default=True,
               help="The model the route estimate moves easy requests to.")  # fmt: skip
 @click.option("--retry-window", type=float, default=AuditSettings.retry_window_s, show_default=True,
               help="Seconds within which a repeat from the same key counts as a retry.")  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="Do not draw a progress bar.")
+@click.option("--measure", "measure_n", type=int, help="Replay this many sampled requests through --config and "
+              "grade them against the logged answers with --judge: measured cost and quality deltas.")  # fmt: skip
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="The candidate config for --measure (its levers, router and providers answer the sample).")  # fmt: skip
+@click.option("--judge", help="For --measure: a model of the candidate config that grades each answer.")
+@click.option("--model-map", "model_map", multiple=True, metavar="OLD=NEW",
+              help="For --measure: send requests for OLD to configured model NEW; `*=NEW` for all.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="For --measure: which requests are sampled.")
 def audit(
     logs: str,
     fmt: str,
     html_path: str | None,
     json_path: str | None,
     near_dup_sample: int,
-    near_dup_threshold: float,
+    near_dup_min_cosine: float,
     cheap_model: str,
     retry_window: float,
     no_progress: bool,
+    measure_n: int | None,
+    config_path: str | None,
+    judge: str | None,
+    model_map: tuple[str, ...],
+    seed: int,
 ) -> None:
     """Audit LOGS: a thrifty ledger (SQLite file or postgresql:// URL), an OpenAI-format JSONL
     log ({"request", "response", "timestamp"?, "tags"?} per line) or a LiteLLM spend-log export.
 
     Streams the input (bounded memory at any size); bad lines are counted and listed, never fatal.
+    With --measure N --config candidate.yaml --judge MODEL, N sampled requests are replayed through
+    the candidate and graded against what was logged (cost and quality with 95% intervals).
     """
+    if measure_n is not None and (config_path is None or not judge):
+        raise click.UsageError("--measure needs --config (the candidate) and --judge (one of its models)")
     settings = AuditSettings(
         near_dup_sample=near_dup_sample,
-        near_dup_threshold=near_dup_threshold,
+        near_dup_min_cosine=near_dup_min_cosine,
         cheap_model=cheap_model,
         retry_window_s=retry_window,
     )
@@ -64,6 +82,32 @@ def audit(
         with open(json_path, "wb") as f:
             f.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
         click.echo(f"JSON: {json_path}")
+    if measure_n is not None:
+        assert config_path is not None and judge is not None
+        _measure(logs, fmt, measure_n, config_path, judge, _parse_map(model_map), seed)
+
+
+def _parse_map(items: tuple[str, ...]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise click.BadParameter(f"{item!r} is not OLD=NEW", param_hint="--model-map")
+        mapping[old.strip()] = new.strip()
+    return mapping
+
+
+def _measure(logs: str, fmt: str, n: int, config_path: str, judge: str, mapping: dict[str, str], seed: int) -> None:
+    from thrifty.audit.measure import run_measure
+    from thrifty.audit.report import print_measure
+    from thrifty.config import ConfigError, load_config
+
+    try:
+        config = load_config(config_path)
+        res = run_measure(logs, config, n, judge, fmt=fmt, model_map=mapping, seed=seed)
+    except (ValueError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    print_measure(res, Console())
 
 
 @click.command("replay")
@@ -84,12 +128,7 @@ def replay(
     from thrifty.audit.replay import run_replay
     from thrifty.config import ConfigError, load_config
 
-    mapping: dict[str, str] = {}
-    for item in model_map:
-        old, sep, new = item.partition("=")
-        if not sep or not old or not new:
-            raise click.BadParameter(f"{item!r} is not OLD=NEW", param_hint="--model-map")
-        mapping[old.strip()] = new.strip()
+    mapping = _parse_map(model_map)
     try:
         config = load_config(config_path)
     except ConfigError as exc:

@@ -14,6 +14,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from thrifty.audit.measure import MeasureResult
 from thrifty.audit.waste import Audit
 
 
@@ -75,18 +76,38 @@ def print_summary(audit: Audit, console: Console | None = None, top: int = 8) ->
     for name, note, w in _waste_lines(a):
         t.add_row(name, f"{w.get('requests', 0):,}", usd(w.get("cost", 0.0)), note)
     con.print(t)
-    t = Table(title="What each lever would save on this traffic (estimates; some overlap)", title_justify="left")
-    for col in ("lever", "saving", "share", "finding"):
+    near = a.waste["near_duplicates"]
+    if near.get("accepted_examples") or near.get("refused_examples"):
+        t = Table(title="Near-duplicates: the parts the verifier compared", title_justify="left")
+        for col in ("verdict", "earlier question", "later question", "cosine", "verifier"):
+            t.add_column(col, justify="right" if col in ("cosine", "verifier") else "left", overflow="fold")
+        for verdict, rows in (("accepted", near["accepted_examples"]), ("refused", near["refused_examples"])):
+            for e in rows:
+                label = verdict if verdict == "accepted" else f"refused: {e['reason']}"
+                t.add_row(label, e["compared_a"][:120], e["compared_b"][:120], f"{e['cosine']:.3f}", f"{e['score']:.3f}")
+        con.print(t)
+    t = Table(title="What each lever would save on this traffic (some overlap)", title_justify="left")
+    for col in ("lever", "basis", "saving", "share", "finding"):
         t.add_column(col, justify="right" if col in ("saving", "share") else "left")
     for lv in a.levers:
-        t.add_row(lv.lever, usd(lv.saving), pct(lv.share), lv.finding)
+        t.add_row(lv.lever, lv.basis, usd(lv.saving), pct(lv.share), lv.finding)
     con.print(t)
-    con.print("[bold]Assumptions[/bold]")
+    con.print("[bold]How each was obtained[/bold]")
     for lv in a.levers:
-        con.print(f"  [cyan]{lv.lever}[/cyan]: {lv.assumptions}")
+        con.print(f"  [cyan]{lv.lever}[/cyan] ({lv.basis}): {lv.assumptions}")
+        if lv.next_step:
+            con.print(f"    to measure it: {lv.next_step}")
+    share = a.saving_total / a.total_cost if a.total_cost else 0.0
     con.print(
-        f"[bold green]All levers together: ~{usd(a.saving_total)} ({pct(a.saving_total / a.total_cost if a.total_cost else 0)})"
-        "[/bold green] of this spend (each acting on what the others leave; dedup counted under cache)"
+        f"[bold green]Measured and verified saving: ~{usd(a.saving_total)} ({pct(share)})[/bold green] of this spend "
+        "(each lever acting on what the others leave; dedup counted under cache)"
+    )
+    assumed = a.saving_assumed
+    assumed_share = assumed / a.total_cost if a.total_cost else 0.0
+    names = ", ".join(lv.lever for lv in a.levers if lv.basis == "assumed" and lv.saving > 0)
+    con.print(
+        f"[yellow]Assumed, not in that total: ~{usd(assumed)} ({pct(assumed_share)}) more[/yellow]"
+        + (f" from {names}, if their assumptions hold" if names else "")
     )
     tk = a.tasks
     line = f"cost per request {usd(tk['cost_per_request'])}"
@@ -111,7 +132,8 @@ def _waste_lines(a: Audit) -> list[tuple[str, str, dict[str, Any]]]:
     sysp = w["repeated_system_prompt"]
     return [
         ("exact duplicates", "same request body seen before", w["exact_duplicates"]),
-        ("near-duplicates", f"cosine >= {near['threshold']}, {near['sampled']:,} prompts searched; {near['status']}",
+        ("near-duplicates", f"verifier accepted {near['matches']:,} of {near['sampled']:,} sampled questions "
+         f"({near['candidates']:,} candidate pairs checked); {near['status']}",
          {"requests": near["estimated_requests"], "cost": near["estimated_cost"]}),
         ("retries", f"same key and request within {w['retries']['window_s']:.0f}s; "
          f"{w['retries']['after_error']:,} after an error or truncation", w["retries"]),
@@ -137,6 +159,7 @@ def render_html(audit: Audit, title: str = "thrifty audit") -> str:
     template = resources.files("thrifty.audit").joinpath("report.html").read_text(encoding="utf-8")
     data = audit.to_dict()
     data["saving_total"] = audit.saving_total
+    data["saving_assumed"] = audit.saving_assumed
     data["waste_lines"] = [
         {"finding": n, "note": note, "requests": w.get("requests", 0), "cost": w.get("cost", 0.0)}
         for n, note, w in _waste_lines(audit)
@@ -153,3 +176,27 @@ def render_html(audit: Audit, title: str = "thrifty audit") -> str:
 def write_html(audit: Audit, path: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(render_html(audit))
+
+
+def _ci(d: dict[str, float], fmt: Any) -> str:
+    return f"{fmt(d['mean'])} [{fmt(d['low'])}, {fmt(d['high'])}]" if d else "-"
+
+
+def print_measure(res: MeasureResult, con: Console) -> None:
+    """The measured replay of a sample: cost and quality with 95% bootstrap intervals."""
+    con.print(
+        f"[bold]Measured on a sample[/bold]: {res.sampled:,} of {res.eligible:,} logged requests with an answer "
+        f"replayed through the candidate; {res.answered:,} answered, {res.failed:,} failed; judge {res.judge}: "
+        f"{res.graded:,} graded, {res.ungraded:,} ungraded"
+    )
+    if res.cost_cut:
+        con.print(f"  cost per request: logged {_ci(res.logged_cost, usd)}, candidate {_ci(res.candidate_cost, usd)}; "
+                  f"difference {_ci(res.cost_delta, usd)}")  # fmt: skip
+        con.print(f"  [bold]cost cut: {_ci(res.cost_cut, pct)}[/bold] (95% bootstrap interval)")
+    if res.as_good:
+        con.print(f"  [bold]answers judged as good as the logged one: {_ci(res.as_good, pct)}[/bold]; quality delta "
+                  f"{_ci(res.quality_delta, pct)}; mean judge score {_ci(res.mean_score, lambda v: f'{v:.1f}')}/10")  # fmt: skip
+    if res.served:
+        con.print("  served by: " + ", ".join(f"{k} {v:,}" for k, v in sorted(res.served.items(), key=lambda kv: -kv[1])))
+    if res.failures:
+        con.print("[yellow]  failed: " + "; ".join(f"line {n}: {m}" for n, m in res.failures[:3]) + "[/yellow]")

@@ -16,8 +16,12 @@ import orjson
 
 from thrifty.protocol.view import content_text
 
-#: Characters of prompt text kept per row for the near-duplicate search.
+#: Characters of prompt text kept per row for the list of repeated prompts.
 PROMPT_CHARS = 1000
+#: Characters of the question kept per row for the near-duplicate search: the head and the
+#: tail of a longer one (a digest of the whole tells apart questions that differ in between).
+QUESTION_CHARS = 8000
+QUESTION_HEAD = 2000
 
 #: Request fields that change the answer; the fingerprint of a request covers exactly these.
 ANSWER_FIELDS = (
@@ -48,6 +52,14 @@ class AuditRow:
     #: 16-byte digest of the answer-relevant request fields; None when the log has no body.
     fingerprint: bytes | None = None
     prompt_text: str | None = None
+    #: The question as the semantic cache finds it (`thrifty.cache.semantic.extract_question`),
+    #: at most QUESTION_CHARS of it; None when the cache would not look at this request.
+    question: str | None = None
+    #: 16-byte digests of the question (whole) and of its namespace (everything else).
+    question_digest: bytes | None = None
+    namespace: bytes | None = None
+    #: Why the semantic cache would pass this request by ("tools", "multi-turn", ...).
+    question_skip: str | None = None
     system_hash: bytes | None = None
     system_chars: int = 0
     max_tokens: int | None = None
@@ -65,9 +77,43 @@ def digest(value: Any) -> bytes:
 
 
 
-def fill_from_request(row: AuditRow, body: dict[str, Any]) -> None:
-    """Set the fingerprint, system prompt and prompt text of `row` from a chat request body."""
+def _question_settings() -> Any:
+    """What the audit asks of the semantic cache's question-finding: the last user message is
+    the question (earlier turns join the namespace), sampled requests count (a route can opt
+    in), and no length limit (the audit compares only the part where questions differ)."""
+    global _QUESTION_SETTINGS
+    if _QUESTION_SETTINGS is None:
+        from thrifty.cache.semantic import SemanticCacheSettings
+
+        _QUESTION_SETTINGS = SemanticCacheSettings(
+            enabled=True, question="last", allow_sampling=True, max_question_chars=10**9
+        )
+    return _QUESTION_SETTINGS
+
+
+_QUESTION_SETTINGS: Any = None
+
+
+def fill_question(row: AuditRow, body: dict[str, Any], protocol: str = "openai") -> None:
+    """Set the question, its namespace, or the reason the semantic cache would skip it."""
+    from thrifty.cache.semantic import extract_question
+
+    found = extract_question(protocol, body, _question_settings())
+    if isinstance(found, str):
+        row.question_skip = found
+        return
+    text = found.text
+    row.question_digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+    if len(text) > QUESTION_CHARS:
+        text = text[:QUESTION_HEAD] + "\n…\n" + text[-(QUESTION_CHARS - QUESTION_HEAD) :]
+    row.question = text
+    row.namespace = bytes.fromhex(found.namespace)[:16]
+
+
+def fill_from_request(row: AuditRow, body: dict[str, Any], protocol: str = "openai") -> None:
+    """Set the fingerprint, system prompt, prompt text and question of `row` from a request body."""
     row.fingerprint = digest({k: body[k] for k in ANSWER_FIELDS if k in body})
+    fill_question(row, body, protocol)
     messages = body.get("messages")
     system_text = content_text(body.get("system")) if "system" in body else ""
     user_text = ""

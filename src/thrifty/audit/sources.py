@@ -333,7 +333,7 @@ def ledger_record(r: dict[str, Any], n: int) -> AuditRow:
         row.savings = {str(k): float(v) for k, v in savings.items() if _float(v) is not None}
     body = _json_field(r.get("request_body"))
     if isinstance(body, dict):
-        fill_from_request(row, body)
+        fill_from_request(row, body, _str(r.get("protocol")) or "openai")
     resp = _json_field(r.get("response_body"))
     if isinstance(resp, dict) and row.finish_reason is None:
         fill_from_response(row, resp)

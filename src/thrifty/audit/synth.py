@@ -83,3 +83,44 @@ def write(path: str, n: int, seed: int = 0, bad_every: int = 0) -> int:
             f.write(line)
             count += 1
     return count
+
+
+def chat_line(prompt: str, ts: float, *, model: str = "gpt-4o", system: str | None = None,
+              cost: float = 0.001, answer: str = "…") -> bytes:  # fmt: skip
+    """One OpenAI-format log line (deterministic request, complete answer) asking `prompt`."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    rec = {
+        "timestamp": ts,
+        "request": {"model": model, "messages": messages, "temperature": 0},
+        "response": {
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": max(1, len(prompt) // 4), "completion_tokens": max(1, len(answer) // 4)},
+        },
+        "cost": cost,
+    }
+    return orjson.dumps(rec) + b"\n"
+
+
+def templated_lines(questions: list[str], prefix: str, repeats: int = 0, seed: int = 0,
+                    suffix: str = "") -> Iterator[bytes]:  # fmt: skip
+    """Each question once behind the same `prefix` (few-shot block, instruction template),
+    then `repeats` exact repeats of questions drawn at random: the case where comparing whole
+    prompts would call every question a near-duplicate of every other."""
+    rng = random.Random(seed)
+    ts = 1_790_000_000.0
+    for i, q in enumerate(questions):
+        yield chat_line(prefix + q + suffix, ts + i)
+    for k in range(repeats):
+        yield chat_line(prefix + rng.choice(questions) + suffix, ts + len(questions) + k)
+
+
+def paraphrase_lines(pairs: list[tuple[str, str]]) -> Iterator[bytes]:
+    """Every first question of `pairs`, then every second one: each second line is the same
+    question as a line before it, in other words."""
+    ts = 1_790_000_000.0
+    for i, (a, _) in enumerate(pairs):
+        yield chat_line(a, ts + i)
+    for i, (_, b) in enumerate(pairs):
+        yield chat_line(b, ts + len(pairs) + i)

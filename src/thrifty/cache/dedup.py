@@ -124,6 +124,8 @@ class Flight:
         self.usage = Usage()
         self.cost = Decimal(0)
         self.savings: dict[str, Decimal] = {}
+        #: The request whose pipeline made the call here: its savings are recorded already.
+        self.caller: Context | None = None
         self.target_model = ""
         self.leader_request_id = ""
         #: Whether one of this flight's subscribers pays the bill (False when following a remote leader).
@@ -427,6 +429,7 @@ class DedupStage(Lever[DedupSettings]):
     async def _upstream(self, flight: Flight, ctx: Context, next: Handler, publisher: _Publisher | None) -> None:
         """Make the one upstream call and record what it produced on `flight`."""
         before = dict(ctx.savings)
+        flight.caller = ctx
         flight.billable = True  # this replica makes the call (perhaps after following one that died)
         self.upstream_calls += 1
         try:
@@ -605,8 +608,7 @@ class DedupStage(Lever[DedupSettings]):
 
     def _settle(self, flight: Flight, sub: object, ctx: Context, reply: Reply) -> Reply:
         """Put the bill on the owner; everyone else records zero usage and the dedup saving."""
-        if sub is not flight.leader or not flight.billable:
-            # the savings of the levers after this one; the leader's own context has them already
+        if ctx is not flight.caller:  # the caller's own levers recorded their savings on it already
             for lever, amount in flight.savings.items():
                 ctx.save(lever, amount)
         if flight.bill_owner is sub:

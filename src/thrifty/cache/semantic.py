@@ -6,7 +6,8 @@ single-turn (or `question: last` says the last user message is the question and 
 is part of the namespace), and tool use or sampling (temperature > 0, or unset, which
 providers treat as 1) bypass it unless the route opts in. A candidate found by the vector
 index is served only when the verifier (`thrifty.cache.verifier`) agrees the two
-questions ask the same thing; a tenant only ever searches its own entries. Only complete,
+questions ask the same thing, judged on the part where they differ (`thrifty.cache.differ`:
+a shared few-shot block or template is set aside); a tenant only ever searches its own entries. Only complete,
 successful answers are stored: never errors, truncated or cut-off streams, or tool calls.
 
 Settings (`semantic_cache:` and `routes.<route>.semantic_cache:`): see `SemanticCacheSettings`.
@@ -26,6 +27,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from thrifty.cache.differ import verify_pairs
 from thrifty.cache.index import Hit, InProcessIndex, SemanticIndex
 from thrifty.cache.verifier import Verifier, default_verifier
 from thrifty.pipeline.lever import Lever
@@ -259,9 +261,10 @@ class SemanticCache(Lever[SemanticCacheSettings]):
             if reply is not None:
                 return reply
         ctx.extra[NAME] = {"outcome": "miss"}
+        before = dict(ctx.savings)
         reply = await next(ctx)
         if "no-store" not in cache_control:
-            self._store_later(ctx, reply, found, vector, settings)
+            self._store_later(ctx, reply, found, vector, settings, before)
         return reply
 
     # -- lookup ------------------------------------------------------------------------
@@ -282,12 +285,13 @@ class SemanticCache(Lever[SemanticCacheSettings]):
         hits = self.index.search(tenant, q.namespace, vector, settings.top_k, settings.min_cosine)
         if not hits:
             return vector, None
-        n = len(hits)
-        verdicts = self.verifier.decide(
-            [h.entry.question for h in hits],
-            [q.text] * n,
-            np.stack([h.entry.vector for h in hits]),
-            np.repeat(vector[None, :], n, axis=0),
+        # Decided on the part where the two questions differ (a shared template or few-shot
+        # block would otherwise make any two questions behind it look the same).
+        verdicts, _ = verify_pairs(
+            self.verifier,
+            lambda texts: np.stack([self.embed(t) for t in texts]),
+            [(h.entry.question, h.entry.vector) for h in hits],
+            [(q.text, vector)] * len(hits),
             settings.threshold,
         )
         best = max(
@@ -307,6 +311,10 @@ class SemanticCache(Lever[SemanticCacheSettings]):
         else:
             reply.body = copy.deepcopy(body)
         ctx.save(NAME, Decimal(payload.get("cost", "0")), usage.total_input_tokens + usage.output_tokens)
+        # What other levers saved on the original (a router's pick, say) is saved again: the
+        # counterfactual of this request is the original's, as for the exact cache.
+        for lever, amount in (payload.get("savings") or {}).items():
+            ctx.save(lever, Decimal(amount))
         ctx.cache_outcome = "semantic-hit"
         ctx.target_model = ctx.target_model or reply.served_model
         ctx.answered_by = Answerer.SEMANTIC_CACHE
@@ -321,15 +329,25 @@ class SemanticCache(Lever[SemanticCacheSettings]):
     # -- store -------------------------------------------------------------------------
 
     def _store_later(
-        self, ctx: Context, reply: Reply, q: Question, vector: np.ndarray | None, settings: SemanticCacheSettings
+        self,
+        ctx: Context,
+        reply: Reply,
+        q: Question,
+        vector: np.ndarray | None,
+        settings: SemanticCacheSettings,
+        before: dict[str, Decimal],
     ) -> None:
         if not reply.ok or ctx.dedup_role == "follower":
             return
         tenant, protocol = ctx.tenant, ctx.protocol
+
+        def saved() -> dict[str, str]:
+            return {k: str(v - before.get(k, Decimal(0))) for k, v in ctx.savings.items() if v != before.get(k)}
+
         if reply.stream is None:
             if reply.body is None or not complete_body(protocol, reply.body):
                 return
-            payload = self._payload(reply, reply.usage, copy.deepcopy(reply.body))
+            payload = self._payload(reply, reply.usage, copy.deepcopy(reply.body), saved())
             task = asyncio.get_running_loop().create_task(self._add(tenant, q, vector, payload, settings))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -338,13 +356,16 @@ class SemanticCache(Lever[SemanticCacheSettings]):
         async def add_it(events: list[SSEEvent], inner: EventStream) -> None:
             body = _collect(protocol, events)
             if complete_body(protocol, body):
-                await self._add(tenant, q, vector, self._payload(reply, inner.usage, body), settings)
+                await self._add(tenant, q, vector, self._payload(reply, inner.usage, body, saved()), settings)
 
         tap(reply, add_it)
 
     @staticmethod
-    def _payload(reply: Reply, usage: Usage, body: dict[str, Any]) -> dict[str, Any]:
-        return {"body": body, "model": reply.served_model, "usage": usage.to_dict(), "cost": str(reply.cost)}
+    def _payload(reply: Reply, usage: Usage, body: dict[str, Any], saved: dict[str, str]) -> dict[str, Any]:
+        return {
+            "body": body, "model": reply.served_model, "usage": usage.to_dict(), "cost": str(reply.cost),
+            "savings": saved,
+        }  # fmt: skip
 
     async def _add(
         self,
