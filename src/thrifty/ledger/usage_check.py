@@ -50,6 +50,21 @@ def _bad_count(value: Any, limit: int) -> str | None:
     return None
 
 
+def _plain(raw: Any, usage: Usage, limit: int) -> bool:
+    """True for usage that needs no closer look: every reported count a small non-negative
+    int, and some tokens (an answer with no tokens at all is checked against its text)."""
+    if type(raw) is not dict:
+        return False
+    for value in raw.values():
+        if type(value) is int:
+            if not 0 <= value <= limit:
+                return False
+        elif type(value) is not dict and value is not None:  # *_details objects are not counts
+            return False
+    total = usage.total_input_tokens + usage.output_tokens
+    return 0 < total <= limit
+
+
 def problems(raw: Any, usage: Usage, limit: int, answer_tokens: Callable[[], int]) -> list[str]:
     """Why the usage an upstream reported cannot be billed; empty when it can."""
     found = []
@@ -75,6 +90,8 @@ def check_usage(ctx: Context, usage: Usage, raw: Any, *, answer_tokens: Callable
     `raw` is the usage object as the upstream sent it (None if unknown); `answer_tokens`
     estimates the tokens of the answer's text (called only when needed: it tokenizes)."""
     limit = limit or DEFAULT_MAX_USAGE_TOKENS
+    if _plain(raw, usage, limit):  # the usual answer: whole, sane counts
+        return usage
     found = problems(raw, usage, limit, answer_tokens)
     if not found:
         return usage

@@ -18,6 +18,7 @@ from thrifty.errors import TranslationError, UpstreamError
 from thrifty.health import Health
 from thrifty.ledger.prices import pricer
 from thrifty.ledger.tokens import estimate_body_output_tokens, estimate_output_tokens
+from thrifty.ledger.usage_check import check_usage
 from thrifty.protocol import translate
 from thrifty.protocol.settings import TranslationSettings
 from thrifty.providers.base import Provider
@@ -271,8 +272,6 @@ class Dispatcher:
 
 
 def _sane_usage(ctx: Context, cfg: ModelConfig, usage: Usage, raw: Any, answer_tokens: Callable[[], int]) -> Usage:
-    from thrifty.ledger.usage_check import check_usage
-
     return check_usage(ctx, usage, raw, answer_tokens=answer_tokens, model=cfg.name, limit=cfg.max_usage_tokens)
 
 

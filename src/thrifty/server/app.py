@@ -25,7 +25,7 @@ from thrifty.ledger.rows import Ending, record_of
 from thrifty.protocol.errors import error_event, truncate
 from thrifty.protocol.streams import encode_event
 from thrifty.server.auth import KeyRing, Principal, presented_key
-from thrifty.server.guard import KEYS, admin_only, error_response
+from thrifty.server.guard import KEYS, PREFLIGHT, admin_only, error_response
 from thrifty.server.validate import check_depth, validate_anthropic, validate_openai
 from thrifty.types import Context, Reply, SSEEvent, Wire
 
@@ -206,8 +206,11 @@ class Handlers:
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(f"request body is {request.content_length} bytes; the limit is {limit} (server.max_body_bytes)", status=413)
         try:
-            async with asyncio.timeout(self.config.server.body_timeout):
+            if request.content.is_eof():  # the whole body is in already (the usual request): no timer
                 raw = await request.read()
+            else:
+                async with asyncio.timeout(self.config.server.body_timeout):
+                    raw = await request.read()
         except TimeoutError:
             raise BadRequest(f"the request body did not arrive within {self.config.server.body_timeout:g}s "
                              "(server.body_timeout)", status=408) from None
@@ -373,6 +376,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 405 and request.method == "OPTIONS" and PREFLIGHT in request.app:
+            return await request.app[PREFLIGHT](request)  # a CORS preflight, at no cost to other requests
         protocol: Wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"
         message = {404: _no_route(request), 405: f"{request.method} is not allowed on {request.path}"}.get(
             exc.status, exc.reason)

@@ -28,6 +28,7 @@ from thrifty.types import Wire
 __all__ = [
     "COOKIE",
     "KEYS",
+    "PREFLIGHT",
     "admin_only",
     "error_response",
     "principal_of",
@@ -42,6 +43,9 @@ MESSAGE_LIMIT = 2000
 
 #: The application's key ring (set by `create_app`).
 KEYS = web.AppKey("keys", KeyRing)
+
+#: Answers an OPTIONS request (a CORS preflight) on any route; set by the surface extension.
+PREFLIGHT: web.AppKey[Callable[[web.Request], Awaitable[web.Response]]] = web.AppKey("preflight")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

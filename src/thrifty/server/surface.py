@@ -28,7 +28,7 @@ from thrifty.errors import NotFound, Unauthorized
 from thrifty.gateway import Gateway
 from thrifty.protocol.errors import truncate
 from thrifty.server.app import Handlers
-from thrifty.server.guard import KEYS, error_response
+from thrifty.server.guard import KEYS, PREFLIGHT, error_response
 from thrifty.types import Wire
 
 __all__ = ["CorsSettings", "setup"]
@@ -126,15 +126,12 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     app.router.add_post("/messages", h.anthropic_messages)
     app.router.add_post("/messages/count_tokens", h.count_tokens)
 
-    @web.middleware
-    async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.method == "OPTIONS":
-            return await surface.preflight(request)
-        return await handler(request)
+    app[PREFLIGHT] = surface.preflight  # OPTIONS on any route: the server's 405 path asks it
+    if not surface.cors.allow_origins:
+        return  # no browser origin allowed: nothing to add to every response
 
     async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
         for key, value in surface.cors_headers(request).items():
             response.headers.setdefault(key, value)
 
-    app.middlewares.append(cors)
     app.on_response_prepare.append(add_cors_headers)
