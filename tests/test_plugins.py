@@ -9,6 +9,7 @@ and serves through both, without a line of thrifty naming it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,9 +33,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The example package pip-installed into a folder of its own, on sys.path."""
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("plugin") / "thrifty-shout"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))  # builds leave files
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(EXAMPLE)],
+         "--target", str(target), str(source)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     sys.path.insert(0, str(target))

@@ -1,1 +1,0 @@
-"""An example thrifty plugin (see docs/extending.md)."""
