@@ -66,6 +66,19 @@ class SQLDatabase:
                 self._conn.rollback()
                 raise
 
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement (`?` placeholders) and commit; the number of rows it changed."""
+        if self.dialect == "postgresql":
+            sql = sql.replace("?", "%s")
+        with self._lock:
+            try:
+                count = int(self._conn.execute(sql, tuple(params)).rowcount)
+                self._conn.commit()
+                return count
+            except BaseException:
+                self._conn.rollback()
+                raise
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

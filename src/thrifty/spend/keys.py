@@ -14,18 +14,15 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from thrifty.migrations import Dialect, Migration, migrate
+from thrifty.migrations import Dialect, Migration
 from thrifty.spend.limits import BudgetSpec, Limits
+from thrifty.sqldb import SQLDatabase
 
 __all__ = ["MIGRATIONS", "KeySpec", "KeyStore", "Team", "TeamSpec", "VirtualKey", "key_id_of", "parse_expiry"]
 
@@ -212,39 +209,12 @@ class KeyStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._lock = threading.Lock()
-        if url.startswith("sqlite://"):
-            path = url[len("sqlite://"):]
-            path = (path[1:] if path.startswith("/") else path) or "thrifty.db"
-            if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.dialect: Dialect = "sqlite"
-            self._conn: Any = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        elif url.startswith(("postgresql://", "postgres://")):
-            import psycopg
-
-            self.dialect = "postgresql"
-            self._conn = psycopg.connect(url, autocommit=False)
-        else:
-            raise ValueError(f"unknown store {url!r}: use sqlite:///thrifty.db or postgresql://user@host/db")
-        migrate(self._conn, self.dialect, "spend", MIGRATIONS)
-
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self.dialect == "postgresql":
-            sql = sql.replace("?", "%s")
-        with self._lock:
-            try:
-                cur = self._conn.execute(sql, list(params))
-                rows = cur.fetchall() if cur.description else []
-                self._conn.commit()
-                return [tuple(r) for r in rows]
-            except BaseException:
-                self._conn.rollback()
-                raise
+        self._db = SQLDatabase(url, "spend", MIGRATIONS)
+        self.dialect: Dialect = self._db.dialect
+        self._run = self._db.run
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -327,17 +297,7 @@ class KeyStore:
         """True for the one caller (of every replica) that first claims this alert."""
         sql = ("INSERT INTO spend_alerts (scope, window_start, threshold, fired_at, attempts) VALUES (?, ?, ?, ?, 0) "
                "ON CONFLICT DO NOTHING")
-        if self.dialect == "postgresql":
-            sql = sql.replace("?", "%s")
-        with self._lock:
-            try:
-                cur = self._conn.execute(sql, (scope, window_start, threshold, time.time()))
-                claimed = cur.rowcount == 1
-                self._conn.commit()
-                return claimed
-            except BaseException:
-                self._conn.rollback()
-                raise
+        return self._db.changed(sql, (scope, window_start, threshold, time.time())) == 1
 
     def record_delivery(self, scope: str, window_start: float, threshold: float, attempts: int,
                         delivered: bool, error: str | None) -> None:
