@@ -59,8 +59,10 @@ async def test_run_killed_then_resumed_writes_every_line_once(upstream: MockUpst
         rows = conn.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM requests WHERE request_id LIKE ?",
                             (f"req_{job_id}_%",)).fetchone()
     assert rows == (60, 60)
-    # 30 distinct texts; lines in flight at the kill may have been asked twice, no more
-    assert 30 <= upstream.calls["openai"] <= 30 + 4
+    # 30 distinct texts. At the kill, up to `concurrency` (4) lines were in flight: each may be
+    # asked again; and up to 4 answers were saved on their lines but not yet in the exact cache,
+    # so a later line with the same text is asked again too. No more than that.
+    assert 30 <= upstream.calls["openai"] <= 30 + 2 * 4
 
 
 async def test_bad_input_names_the_line(upstream: MockUpstream, tmp_path: Path) -> None:
