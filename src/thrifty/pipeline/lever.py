@@ -19,6 +19,7 @@ writes these checks itself, so none can forget one.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -37,7 +38,7 @@ __all__ = ["Lever", "LeverOverrides", "guarded"]
 S = TypeVar("S", bound=BaseModel)
 
 
-class Lever(Generic[S]):
+class Lever(ABC, Generic[S]):
     """Base of every lever. Subclasses set `name` and `Settings` and implement `handle`."""
 
     name: ClassVar[str]
@@ -102,9 +103,9 @@ class Lever(Generic[S]):
 
     # -- the request path -----------------------------------------------------------------
 
+    @abstractmethod
     async def handle(self, ctx: Context, next: Handler) -> Reply:
         """Act on the request: answer it, rewrite it and call `next`, or look at the reply."""
-        raise NotImplementedError(f"lever {self.name!r} does not implement handle()")
 
     def when_off(self, ctx: Context, next: Handler) -> Awaitable[Reply]:
         """What the pipeline does instead of `handle` when the lever is off for a request."""
