@@ -5,7 +5,9 @@ call, and every request is in the one ledger."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +24,8 @@ from tests.conftest import free_port
 from thrifty.testing.mock_upstream import MockUpstream
 
 REDIS = "redis://127.0.0.1:6379/0"
+ADMIN = "admin-secret-for-replica-tests"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
 Q = "How do I reset my router password?"
 PARAPHRASE = "How can I reset the password of my router?"
 
@@ -61,6 +65,10 @@ class Replica:
                 await asyncio.sleep(0.2)
         raise TimeoutError(f"replica on {self.port} not ready")
 
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -77,7 +85,11 @@ async def replicas(tmp_path: Path, database: str) -> AsyncIterator[tuple[list[Re
     config.write_text(f"""
 store: "{database}"
 redis: {REDIS}
-ledger: {{flush_interval: 0.05}}
+server:
+  keys: [{{name: admin, sha256: "{hashlib.sha256(ADMIN.encode()).hexdigest()}", admin: true}}]
+# durability_ms 0: a row is in the journal before its answer leaves, so kill -9 loses none
+ledger: {{flush_interval: 0.05, durability_ms: 0}}
+spend: {{redis_prefix: "{prefix}spend:", keys_refresh: 0.2}}
 models:
   - name: gpt-test
     provider: openai
@@ -105,7 +117,7 @@ def chat(text: str) -> dict[str, Any]:
 
 async def test_replicas_share_caches_dedup_and_the_ledger(replicas: tuple[list[Replica], MockUpstream, str]) -> None:
     (a, b), upstream, database = replicas
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=AUTH) as client:
         # exact cache: stored through A, served by B
         first = await client.post(f"{a.url}/v1/chat/completions", json=chat("What is the capital of France?"))
         again = await client.post(f"{b.url}/v1/chat/completions", json=chat("What is the capital of France?"))
@@ -150,3 +162,96 @@ async def test_replicas_share_caches_dedup_and_the_ledger(replicas: tuple[list[R
     billed = [r for r in rows if r[1] > 0]
     assert len(rows) >= sent
     assert len(billed) == upstream.calls["openai"]  # one bill per upstream call, whoever answered
+
+
+async def test_a_budget_is_shared_by_both_replicas(replicas: tuple[list[Replica], MockUpstream, str]) -> None:
+    (a, b), upstream, database = replicas
+    async with httpx.AsyncClient(timeout=30) as client:
+        made = await client.post(f"{a.url}/v1/thrifty/keys", headers=AUTH,
+                                 json={"name": "shared", "budgets": [{"usd": "0.0001", "window": "day"}]})
+        assert made.status_code == 201, made.text
+        key = {"Authorization": f"Bearer {made.json()['key']}"}
+        await asyncio.sleep(1.0)  # B reads keys from the store every keys_refresh (0.2 s)
+        answered: list[str] = []
+        refused_by: set[str] = set()
+        for i in range(200):  # each request costs about $0.00001: the budget holds about ten
+            replica = (a, b)[i % 2]
+            r = await client.post(f"{replica.url}/v1/chat/completions", headers=key,
+                                  json={**chat(f"question {i} {uuid.uuid4().hex}"), "max_tokens": 20})
+            if r.status_code == 200:
+                answered.append(replica.url)
+                continue
+            assert r.status_code == 429, r.text
+            refused_by.add(replica.url)
+            if refused_by == {a.url, b.url}:
+                break
+        assert refused_by == {a.url, b.url}, "both replicas refuse once the shared budget is spent"
+        assert {a.url, b.url} <= set(answered) and len(answered) < 60
+    # settled spend over both replicas stays within the budget plus at most one request's cost
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with psycopg.connect(database) as conn:
+            n, spent = conn.execute("SELECT count(*), COALESCE(SUM(cost_pico), 0) FROM requests "
+                                    "WHERE key_name = 'shared' AND status = 200").fetchone()  # type: ignore[misc]
+        if n >= len(answered):
+            break
+        await asyncio.sleep(0.2)
+    assert n == len(answered)
+    one_request = spent / n
+    assert spent <= 100_000_000 + one_request  # $0.0001 in picodollars
+
+
+async def test_a_replica_killed_mid_traffic_loses_no_ledger_row(
+        replicas: tuple[list[Replica], MockUpstream, str], tmp_path: Path) -> None:
+    """kill -9 one replica under load: a load balancer's retry sends its traffic to the other,
+    and every request answered 200 (by either) is in the ledger once the killed replica's
+    successor has started (it replays the dead one's journal)."""
+    (a, b), upstream, database = replicas
+    answered: list[str] = []
+    failed_after_kill: list[str] = []
+    killed_at: list[float] = []
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        body = chat(f"unique {i} {uuid.uuid4().hex} [slow 30]")
+        order = (a, b) if i % 2 == 0 else (b, a)
+        for attempt, replica in enumerate(order):  # what a load balancer does with a dead backend
+            try:
+                r = await client.post(f"{replica.url}/v1/chat/completions", json=body)
+            except httpx.TransportError as exc:
+                if attempt == 0:
+                    continue
+                if killed_at and time.monotonic() > killed_at[0] + 0.5:
+                    failed_after_kill.append(repr(exc))
+                return
+            if r.status_code == 200:
+                answered.append(r.headers["X-Thrifty-Request-Id"])
+            elif killed_at and time.monotonic() > killed_at[0] + 0.5:
+                failed_after_kill.append(f"{r.status_code} {r.text[:200]}")
+            return
+
+    async with httpx.AsyncClient(timeout=30, headers=AUTH) as client:
+        tasks = []
+        for i in range(240):  # 60 requests/s for 4 s
+            tasks.append(asyncio.create_task(one(client, i)))
+            if i == 90:
+                a.kill9()
+                killed_at.append(time.monotonic())
+            await asyncio.sleep(1 / 60)
+        await asyncio.gather(*tasks)
+    assert not failed_after_kill, failed_after_kill[:5]
+    assert len(answered) >= 200
+
+    successor = Replica(tmp_path / "thrifty.yaml", free_port())  # same config: takes over the dead one's journal
+    try:
+        await successor.ready()
+        deadline = time.monotonic() + 20
+        while True:
+            with psycopg.connect(database) as conn:
+                have = {r[0] for r in conn.execute("SELECT request_id FROM requests WHERE request_id = ANY(%s)",
+                                                   (answered,)).fetchall()}
+            if len(have) == len(answered) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+    finally:
+        successor.stop()
+    assert set(answered) - have == set(), f"{len(set(answered) - have)} answered requests have no ledger row"

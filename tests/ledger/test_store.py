@@ -152,3 +152,45 @@ def test_open_store_urls(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(ValueError, match="unknown store"):
         open_store("mysql://x")
+
+
+def test_prune_deletes_only_rows_older_than_the_cutoff_in_batches(store: LedgerStore) -> None:
+    now = time.time()
+    old = [record(cost="0.001") for _ in range(25)]
+    for i, r in enumerate(old):
+        r.ts = now - 100 * 86400 - i  # 100 days ago
+    new = [record(cost="0.002") for _ in range(7)]
+    store.write(old + new)
+    store.record_outcome("old-task", True, None, None, now - 100 * 86400)
+    store.record_outcome("new-task", True, None, None, now)
+    batches: list[int] = []
+    assert store.count_before(now - 90 * 86400) == 25
+    assert store.prune(now - 90 * 86400, batch=10, progress=batches.append) == 25
+    assert batches == [10, 10, 5]
+    kept = {r["request_id"] for r in store.rows()}
+    assert kept == {r.request_id for r in new}
+    assert [t for (t,) in store.execute("SELECT task FROM task_outcomes ORDER BY task")] == ["new-task"]
+    assert store.prune(now - 90 * 86400) == 0
+
+
+def test_db_prune_command_says_what_it_deletes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from thrifty.ledger.cli import db
+
+    path = tmp_path / "ledger.db"
+    s = SQLiteStore(str(path))
+    rows = [record() for _ in range(12)]
+    for r in rows[:9]:
+        r.ts -= 40 * 86400
+    s.write(rows)
+    s.close()
+    url = f"sqlite:///{path}"
+    dry = CliRunner().invoke(db, ["prune", "--store", url, "--older-than", "30d", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "9 of 12 ledger rows are older than" in dry.output
+    done = CliRunner().invoke(db, ["prune", "--store", url, "--older-than", "30d", "--yes"])
+    assert done.exit_code == 0 and "deleted 9 rows" in done.output, done.output
+    bad = CliRunner().invoke(db, ["prune", "--store", url, "--older-than", "soon"])
+    assert bad.exit_code == 2 and "--older-than" in bad.output
+    assert open_store(url).count() == 3

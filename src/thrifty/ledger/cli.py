@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,54 @@ def status(config_path: str | None, store: str | None) -> None:
             click.echo(f"{schema.component}: {step.name}: {'applied' if step.name in done else 'pending'}")
         for name in sorted(done - {s.name for s in schema.steps}):
             click.echo(f"{schema.component}: {name}: applied by a newer thrifty (unknown here)")
+
+
+@db.command("prune")
+@_with_options
+@click.option("--older-than", "older_than", required=True,
+              help="Delete ledger rows older than this: 90d, 12w, 720h, or a date such as 2026-01-01 (UTC).")
+@click.option("--batch", default=10_000, show_default=True, help="Rows deleted per transaction.")
+@click.option("--dry-run", is_flag=True, help="Only say how many rows would go.")
+@click.option("--yes", is_flag=True, help="Do not ask before deleting.")
+def prune(config_path: str | None, store: str | None, older_than: str, batch: int, dry_run: bool, yes: bool) -> None:
+    """Delete old ledger rows (retention), oldest first, a batch per transaction.
+
+    Each batch walks the ledger's `ts` index, so pruning a month out of a large ledger costs
+    the rows deleted, not a scan of the table, and the gateway keeps writing meanwhile.
+    `thrifty spend` and the dashboard only see what is kept: export first if you need it
+    (`thrifty export`). On PostgreSQL, autovacuum reuses the freed space; on SQLite the file
+    keeps its size until `VACUUM`.
+
+    \b
+    Examples:
+      thrifty db prune --older-than 90d --dry-run
+      thrifty db prune --older-than 2026-01-01 --config thrifty.yaml --yes
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from thrifty.ledger.spend import parse_since
+    from thrifty.ledger.store import open_store
+
+    try:
+        before = parse_since(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    if before is None or batch < 1:
+        raise click.BadParameter("give an age such as 90d, or a date", param_hint="--older-than")
+    ledger = open_store(_store(config_path, store))
+    try:
+        doomed = ledger.count_before(before)
+        when = datetime.fromtimestamp(before, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        click.echo(f"{doomed:,} of {ledger.count():,} ledger rows are older than {when}")
+        if dry_run or doomed == 0:
+            return
+        if not yes:
+            click.confirm(f"delete {doomed:,} rows?", abort=True)
+        started = time.monotonic()
+        with Progress(TextColumn("pruning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=True) as bar:
+            task = bar.add_task("prune", total=doomed)
+            deleted = ledger.prune(before, batch, progress=lambda n: bar.advance(task, n))
+        click.echo(f"deleted {deleted:,} rows in {time.monotonic() - started:.1f} s")
+    finally:
+        ledger.close()

@@ -10,7 +10,7 @@ import contextlib
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,31 @@ class LedgerStore(ABC):
     def record_outcome(self, task: str, success: bool, score: float | None, note: str | None, ts: float) -> None:
         """Record whether task `task` (the `X-Thrifty-Task` header) ended well."""
 
+    def prune(self, before: float, batch: int = 10_000, progress: Callable[[int], None] | None = None) -> int:
+        """Delete the rows older than `before` (a unix time), oldest first, `batch` rows per
+        transaction, and task outcomes as old. Each batch walks the `ts` index, so the cost is
+        the rows deleted, not the table's size, and no transaction holds locks for long: the
+        gateway keeps writing meanwhile. Returns how many request rows were deleted."""
+        total = 0
+        while True:
+            n = self._delete_oldest(before, batch)
+            total += n
+            if progress is not None:
+                progress(n)
+            if n < batch:
+                break
+        self._delete_outcomes(before)
+        return total
+
+    def count_before(self, before: float) -> int:
+        return int(self.execute("SELECT COUNT(*) FROM requests WHERE ts < ?", [before])[0][0])
+
+    @abstractmethod
+    def _delete_oldest(self, before: float, limit: int) -> int: ...
+
+    @abstractmethod
+    def _delete_outcomes(self, before: float) -> None: ...
+
 
 def _window(since: float | None, until: float | None) -> tuple[str, list[Any]]:
     clauses, params = [], []
@@ -188,6 +213,18 @@ class SQLiteStore(LedgerStore):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, list(params)).fetchall()
+
+    def _delete_oldest(self, before: float, limit: int) -> int:
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE ts < ? ORDER BY ts LIMIT ?)",
+                (before, limit),
+            )
+            return int(cur.rowcount)
+
+    def _delete_outcomes(self, before: float) -> None:
+        with self._lock, self._conn:
+            self._conn.execute("DELETE FROM task_outcomes WHERE ts < ?", (before,))
 
     def record_outcome(self, task: str, success: bool, score: float | None, note: str | None, ts: float) -> None:
         with self._lock, self._conn:
@@ -275,6 +312,27 @@ class PostgresStore(LedgerStore):
             except Exception:
                 self._failed(conn)
                 raise
+
+    def _modify(self, sql: str, params: Sequence[Any]) -> int:
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql, list(params))
+                    n = int(cur.rowcount)
+                conn.commit()
+                return n
+            except Exception:
+                self._failed(conn)
+                raise
+
+    def _delete_oldest(self, before: float, limit: int) -> int:
+        return self._modify(
+            "DELETE FROM requests WHERE request_id IN "
+            "(SELECT request_id FROM requests WHERE ts < %s ORDER BY ts LIMIT %s)", (before, limit))
+
+    def _delete_outcomes(self, before: float) -> None:
+        self._modify("DELETE FROM task_outcomes WHERE ts < %s", (before,))
 
     def record_outcome(self, task: str, success: bool, score: float | None, note: str | None, ts: float) -> None:
         with self._lock:
