@@ -75,6 +75,21 @@ async def test_an_idle_keep_alive_connection_is_closed(gw: RunningGateway) -> No
     writer.close()
 
 
+async def test_a_busy_keep_alive_connection_is_never_closed_as_idle(gw: RunningGateway) -> None:
+    # Short requests every 0.3 s for 3.5 s on one connection, with idle_timeout 1 s: the
+    # connection is busy, however rarely a check of the idle deadline lands inside a request.
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    for _ in range(12):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        await asyncio.sleep(0.3)
+    writer.close()
+
+
 @pytest.mark.parametrize("raw", [
     b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nUser-Agent: a\x01b\r\n\r\n",
     b"GARBAGE\r\n\r\n",

@@ -64,6 +64,10 @@ class _GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # Any byte from the client ends an idle spell. Without this a busy keep-alive
+        # connection whose short requests all fell between two checks looked idle since it
+        # opened and was closed under the client as it sent its next request (a reset).
+        self._guard_idle_since = self._loop.time()
         before = self._request_count
         super().data_received(data)
         if self._request_count > before:
