@@ -20,10 +20,17 @@ Targets (issue 14), each printed with its figure:
                 timeout (+ the time it took to open them, + 0.2 s); a legitimate request
                 meanwhile answers 200.
   usage         an upstream reporting 1e30 tokens: the row is flagged and priced from an estimate.
+  replica_kill9 (with --replicas 2) kill -9 of one replica under load: the balancer sends its traffic
+                to the other, 0 failed after the kill; rows lost <= the durability bound x rate.
+
+With `--replicas 2` (issue 16) the store drills run against two replicas sharing the stores
+(Redis drills: a shared private PostgreSQL for the ledger), the load spread over both; a
+request whose replica refuses the connection goes to the other, as a load balancer does.
 
     python benchmarks/faults.py            # the full drills (about 4 minutes)
     python benchmarks/faults.py --short    # shorter outages, 200 connections (about 1.5 minutes)
     python benchmarks/faults.py --only pg_stop,usage
+    python benchmarks/faults.py --replicas 2 --only pg_stop,pg_kill9,redis_pause,redis_stop,replica_kill9
 
 Latencies carry the noise of whatever else runs on the machine; the counts (failed requests,
 lost rows, log lines, closed connections) do not.
@@ -71,12 +78,13 @@ def pct(values: list[float], p: float) -> float:
 
 
 class Thrifty:
-    def __init__(self, workdir: Path, config: str, server: str = "") -> None:
+    def __init__(self, workdir: Path, config: str, server: str = "", index: int = 0) -> None:
         self.port = free_port()
         self.dir = workdir
-        self.path = workdir / "thrifty.yaml"
+        suffix = f"-{index}" if index else ""
+        self.path = workdir / f"thrifty{suffix}.yaml"
         self.path.write_text(f"server: {{host: 127.0.0.1, port: {self.port}{server}}}\n" + config)
-        self.log = workdir / "thrifty.log"
+        self.log = workdir / f"thrifty{suffix}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -118,6 +126,32 @@ class Thrifty:
                 self.proc.kill()
 
 
+class Fleet:
+    """`n` replicas of one config (each its own port, log and spool subdirectory), as behind a
+    load balancer."""
+
+    def __init__(self, workdir: Path, config: str, n: int) -> None:
+        self.members = [Thrifty(workdir, config, index=i) for i in range(n)]
+
+    async def start(self) -> Fleet:
+        await asyncio.gather(*(m.start() for m in self.members))
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.url for m in self.members]
+
+    def log_lines(self) -> int:
+        return sum(m.log_lines() for m in self.members)
+
+    def log_text(self) -> list[str]:
+        return [line for m in self.members if m.log.exists() for line in m.log.read_text().splitlines()]
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+
 def models(mock: MockUpstream) -> str:
     return f"""
 models:
@@ -136,15 +170,21 @@ class Result:
     status: int
     request_id: str | None
     done: float  # time.monotonic() at the answer's end
+    replica: int = 0  # which replica answered
 
 
 @dataclass
 class Load:
-    url: str
+    """Open-loop load spread round-robin over `urls`. Like a load balancer, a request whose
+    replica refuses the connection goes to the next one (a request cut mid-answer is not
+    retried: it may have been billed)."""
+
+    urls: list[str]
     rate: float
     tag: str
     results: list[Result] = field(default_factory=list)
     t0: float = 0.0
+    n: int = 0
 
     async def run(self, seconds: float) -> None:
         connector = aiohttp.TCPConnector(limit=0)
@@ -164,6 +204,7 @@ class Load:
                     prompt, n = f"unique {self.tag} {i}", 1
                 for _ in range(n):
                     tasks.append(asyncio.create_task(self.one(http, prompt, stream=i % 5 in (1, 3))))
+                    self.n += 1
                 i += 1
                 await asyncio.sleep(max(0.0, self.t0 + i / self.rate - time.monotonic()))
             await asyncio.gather(*tasks)
@@ -174,16 +215,24 @@ class Load:
             body["stream"] = True
         start = time.monotonic()
         status, rid = 0, None
-        try:
-            async with http.post(self.url + "/v1/chat/completions", json=body) as r:
-                data = await r.read()
-                status, rid = r.status, r.headers.get("X-Thrifty-Request-Id")
-                if stream and b"[DONE]" not in data:
-                    status = 599  # the stream did not end normally
-        except (aiohttp.ClientError, TimeoutError):
-            status = 0
+        first = self.n % len(self.urls)
+        replica = first
+        for attempt in range(len(self.urls)):
+            replica = (first + attempt) % len(self.urls)
+            try:
+                async with http.post(self.urls[replica] + "/v1/chat/completions", json=body) as r:
+                    data = await r.read()
+                    status, rid = r.status, r.headers.get("X-Thrifty-Request-Id")
+                    if stream and b"[DONE]" not in data:
+                        status = 599  # the stream did not end normally
+            except aiohttp.ClientConnectorError:
+                status = 0
+                continue  # refused: the balancer tries the next replica
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            break
         end = time.monotonic()
-        self.results.append(Result(start - self.t0, end - start, status, rid, end))
+        self.results.append(Result(start - self.t0, end - start, status, rid, end, replica))
 
     def completed(self) -> list[Result]:
         return [r for r in self.results if r.status == 200 and r.request_id]
@@ -217,13 +266,13 @@ def pg_ids(url: str, ids: list[str]) -> set[str]:
 async def pg_stop(args: argparse.Namespace, mock: MockUpstream, work: Path) -> None:
     out, pre, post = (4.0, 3.0, 8.0) if args.short else (20.0, 5.0, 15.0)
     pg = await asyncio.to_thread(lambda: PrivatePostgres().start())
-    th = await Thrifty(work, f"store: {pg.url}\nledger: {{spool_dir: '{work}/spool'}}\n"
-                       "cache: {store: memory}\ndedup: {enabled: true}\n" + models(mock)).start()
+    th = await Fleet(work, f"store: {pg.url}\nledger: {{spool_dir: '{work}/spool'}}\n"
+                     "cache: {store: memory}\ndedup: {enabled: true}\n" + models(mock), args.replicas).start()
     try:
-        load = Load(th.url, args.rate, "pg")
+        load = Load(th.urls, args.rate, "pg")
         polls: list[tuple[float, str]] = []
         stop_polls = asyncio.Event()
-        poller = asyncio.create_task(poll_ready(th.url, stop_polls, polls))
+        pollers = [asyncio.create_task(poll_ready(url, stop_polls, polls)) for url in th.urls]
         running = asyncio.create_task(load.run(pre + out + post))
         await asyncio.sleep(pre)
         await asyncio.to_thread(pg.stop)
@@ -243,7 +292,7 @@ async def pg_stop(args: argparse.Namespace, mock: MockUpstream, work: Path) -> N
         await running
         await asyncio.sleep(2.0)
         stop_polls.set()
-        await poller
+        await asyncio.gather(*pollers)
         done = load.completed()
         have = await asyncio.to_thread(pg_ids, pg.url, [r.request_id for r in done if r.request_id])
         during = [s for t, s in polls if t_stop + 1 < t < t_back]
@@ -268,10 +317,10 @@ async def pg_kill9(args: argparse.Namespace, mock: MockUpstream, work: Path) -> 
     pg = await asyncio.to_thread(lambda: PrivatePostgres().start())
     config = (f"store: {pg.url}\nledger: {{spool_dir: '{work}/spool'}}\n"
               "cache: {store: memory}\ndedup: {enabled: true}\n" + models(mock))
-    th = await Thrifty(work, config).start()
+    th = await Fleet(work, config, args.replicas).start()
     durability = args.durability_ms
     try:
-        load = Load(th.url, args.rate, "kill")
+        load = Load(th.urls, args.rate, "kill")
         running = asyncio.create_task(load.run(pre + out + 4.0))
         await asyncio.sleep(pre)
         await asyncio.to_thread(pg.stop)
@@ -279,9 +328,9 @@ async def pg_kill9(args: argparse.Namespace, mock: MockUpstream, work: Path) -> 
         await asyncio.to_thread(pg.start)
         await asyncio.sleep(1.0)  # the spool is being replayed: kill now
         t_kill = time.monotonic()
-        th.kill9()
+        th.members[0].kill9()  # with several replicas the others go on serving
         await running
-        th2 = await Thrifty(work, config).start()  # the same config and spool directory
+        await th.members[0].start()  # the same config and spool directory
         done = load.completed()
         ids = [r.request_id for r in done if r.request_id]
         deadline = time.monotonic() + 30
@@ -291,7 +340,7 @@ async def pg_kill9(args: argparse.Namespace, mock: MockUpstream, work: Path) -> 
             if len(have) == len(ids):
                 break
             await asyncio.sleep(0.5)
-        th2.stop()
+        th.stop()
         lost = [r for r in done if r.request_id not in have]
         bound_s = durability / 1000
         old = [r for r in lost if r.done < t_kill - bound_s - 0.05]
@@ -299,6 +348,11 @@ async def pg_kill9(args: argparse.Namespace, mock: MockUpstream, work: Path) -> 
         report("pg_kill9", f"{len(lost)} of {len(done)} answered rows lost (kill -9 1 s after a {out:.0f} s "
                f"PostgreSQL outage)", f"<= {durability:g} ms x rate = {allowed}", len(lost) <= allowed)
         report("pg_kill9", f"{len(old)} lost rows older than the bound", "0", not old)
+        if args.replicas > 1:
+            after = [r for r in load.results if r.done > t_kill + 0.5]
+            bad = [r for r in after if r.status != 200]
+            report("pg_kill9", f"{len(bad)} of {len(after)} requests sent after the kill failed (the other "
+                   f"replica{'s' if args.replicas > 2 else ''} carried them)", "0", not bad)
     finally:
         th.stop()
         await asyncio.to_thread(pg.close)
@@ -307,10 +361,11 @@ async def pg_kill9(args: argparse.Namespace, mock: MockUpstream, work: Path) -> 
 async def redis_pause(args: argparse.Namespace, mock: MockUpstream, work: Path) -> None:
     out, pre, post = (4.0, 3.0, 4.0) if args.short else (15.0, 5.0, 10.0)
     redis = PrivateRedis().start()
-    th = await Thrifty(work, f"store: sqlite:///{work}/ledger.db\n"
-                       f"cache: {{store: '{redis.url}'}}\ndedup: {{redis: '{redis.url}'}}\n" + models(mock)).start()
+    store, pg = await ledger_store(args, work)
+    th = await Fleet(work, f"store: {store}\ncache: {{store: '{redis.url}'}}\ndedup: {{redis: '{redis.url}'}}\n"
+                     + models(mock), args.replicas).start()
     try:
-        load = Load(th.url, args.rate, "pause")
+        load = Load(th.urls, args.rate, "pause")
         running = asyncio.create_task(load.run(pre + out + post))
         await asyncio.sleep(pre)
         redis.pause()
@@ -333,32 +388,96 @@ async def redis_pause(args: argparse.Namespace, mock: MockUpstream, work: Path) 
     finally:
         th.stop()
         redis.close()
+        if pg is not None:
+            await asyncio.to_thread(pg.close)
 
 
 async def redis_stop(args: argparse.Namespace, mock: MockUpstream, work: Path) -> None:
     out, pre, post = (4.0, 3.0, 3.0) if args.short else (20.0, 5.0, 5.0)
     redis = PrivateRedis().start()
-    th = await Thrifty(work, f"store: sqlite:///{work}/ledger.db\n"
-                       f"cache: {{store: '{redis.url}'}}\ndedup: {{redis: '{redis.url}'}}\n" + models(mock)).start()
+    store, pg = await ledger_store(args, work)
+    th = await Fleet(work, f"store: {store}\ncache: {{store: '{redis.url}'}}\ndedup: {{redis: '{redis.url}'}}\n"
+                     + models(mock), args.replicas).start()
     try:
-        load = Load(th.url, args.rate, "stop")
+        load = Load(th.urls, args.rate, "stop")
         running = asyncio.create_task(load.run(pre + out + post))
         await asyncio.sleep(pre)
-        before = th.log_lines()
+        before = len(th.log_text())
         redis.stop()
         await asyncio.sleep(out)
-        lines = th.log_lines() - before
+        text = th.log_text()[before:]
         redis.start()
         await running
         failed = len(load.failed())
-        text = th.log.read_text().splitlines()[before:before + lines]
-        report("redis_stop", f"{lines} log lines during the {out:.0f} s outage at {args.rate:.0f} req/s, "
-               f"{failed} failed requests", "<= 20 lines, 0 failed", lines <= 20 and failed == 0)
+        lines, limit = len(text), 20 * args.replicas
+        report("redis_stop", f"{lines} log lines during the {out:.0f} s outage at {args.rate:.0f} req/s over "
+               f"{args.replicas} replica(s), {failed} failed requests", f"<= {limit} lines, 0 failed",
+               lines <= limit and failed == 0)
         for line in text[:6]:
             print(f"      | {line[:160]}")
     finally:
         th.stop()
         redis.close()
+        if pg is not None:
+            await asyncio.to_thread(pg.close)
+
+
+async def ledger_store(args: argparse.Namespace, work: Path) -> tuple[str, PrivatePostgres | None]:
+    """One replica keeps its ledger in SQLite; several share a (private) PostgreSQL."""
+    if args.replicas == 1:
+        return f"sqlite:///{work}/ledger.db", None
+    pg = await asyncio.to_thread(lambda: PrivatePostgres().start())
+    return pg.url, pg
+
+
+async def replica_kill9(args: argparse.Namespace, mock: MockUpstream, work: Path) -> None:
+    """kill -9 one replica of several sharing PostgreSQL and Redis; the balancer moves its
+    traffic to the others; a successor starts on its spool directory a few seconds later."""
+    if args.replicas < 2:
+        print("  (needs --replicas 2 or more; skipped)")
+        return
+    pre, gap, post = (3.0, 2.0, 3.0) if args.short else (5.0, 5.0, 5.0)
+    pg = await asyncio.to_thread(lambda: PrivatePostgres().start())
+    redis = PrivateRedis().start()
+    config = (f"store: {pg.url}\nredis: {redis.url}\nledger: {{spool_dir: '{work}/spool'}}\n"
+              "dedup: {enabled: true}\n" + models(mock))
+    th = await Fleet(work, config, args.replicas).start()
+    try:
+        load = Load(th.urls, args.rate, "replica")
+        running = asyncio.create_task(load.run(pre + gap + post))
+        await asyncio.sleep(pre)
+        t_kill = time.monotonic()
+        th.members[0].kill9()
+        await asyncio.sleep(gap)
+        t_back = time.monotonic()
+        await th.members[0].start()  # a successor: the same config, it takes over the spool directory
+        await running
+        done = load.completed()
+        ids = [r.request_id for r in done if r.request_id]
+        have: set[str] = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            have = await asyncio.to_thread(pg_ids, pg.url, ids)
+            if len(have) == len(ids):
+                break
+            await asyncio.sleep(0.5)
+        in_flight = [r for r in load.results if r.status != 200 and r.sent + load.t0 <= t_kill]
+        later = [r for r in load.results if r.sent + load.t0 > t_kill]
+        failed_later = [r for r in later if r.status != 200]
+        carried = sum(1 for r in load.results if t_kill < r.sent + load.t0 < t_back and r.status == 200)
+        lost = [r for r in done if r.request_id not in have]
+        bound_s = args.durability_ms / 1000
+        allowed = int(args.rate * 1.4 * bound_s) + 1
+        report("replica_kill9", f"{len(failed_later)} of {len(later)} requests sent after the kill failed; "
+               f"{carried} answered by the other replica{'s' if args.replicas > 2 else ''} while it was down",
+               "0 failed", not failed_later)
+        report("replica_kill9", f"{len(in_flight)} requests in flight on the killed replica cut", "reported", True)
+        report("replica_kill9", f"{len(lost)} of {len(done)} answered rows lost", f"<= {allowed} "
+               f"({args.durability_ms:g} ms x rate)", len(lost) <= allowed)
+    finally:
+        th.stop()
+        redis.close()
+        await asyncio.to_thread(pg.close)
 
 
 async def slowloris(args: argparse.Namespace, mock: MockUpstream, work: Path) -> None:
@@ -444,7 +563,7 @@ async def usage(args: argparse.Namespace, mock: MockUpstream, work: Path) -> Non
 
 
 DRILLS = {"pg_stop": pg_stop, "pg_kill9": pg_kill9, "redis_pause": redis_pause, "redis_stop": redis_stop,
-          "slowloris": slowloris, "usage": usage}
+          "replica_kill9": replica_kill9, "slowloris": slowloris, "usage": usage}
 
 
 async def main() -> int:
@@ -452,6 +571,8 @@ async def main() -> int:
     parser.add_argument("--short", action="store_true", help="shorter outages and fewer connections")
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s of the load (default 100)")
     parser.add_argument("--only", default="", help="comma-separated drills: " + ",".join(DRILLS))
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="run the store drills against this many replicas sharing the stores (2: scale-out)")
     parser.add_argument("--durability-ms", type=float, default=10.0,
                         help="the ledger.durability_ms thrifty runs with (its default), for the kill -9 bound")
     args = parser.parse_args()
@@ -467,7 +588,8 @@ async def main() -> int:
                 await DRILLS[name](args, mock, Path(tmp))
     finally:
         await mock.stop()
-    print("\nfault drills (issue 14): " + ("short" if args.short else "full") + f" run at {args.rate:.0f} req/s")
+    print("\nfault drills (issues 14, 16): " + ("short" if args.short else "full") + f" run at {args.rate:.0f} req/s, "
+          f"{args.replicas} replica(s)")
     print(f"{'drill':12} {'met':7} figure  [target]")
     for drill, figure, target, met in RESULTS:
         print(f"{drill:12} {'met' if met else 'MISSED':7} {figure}  [{target}]")

@@ -126,6 +126,9 @@ class ServerConfig(Strict):
     body_timeout: float = Field(default=60.0, gt=0)
     #: Seconds an idle keep-alive connection stays open between requests.
     idle_timeout: float = Field(default=75.0, gt=0)
+    #: Seconds `thrifty serve` waits at start for a durable store (PostgreSQL) to answer
+    #: before it exits naming it (a replica restarted during a short blip still starts).
+    store_wait: float = Field(default=15.0, ge=0)
 
 
 class LedgerConfig(Strict):

@@ -12,6 +12,7 @@ ThriftyError                      status, error_type, message (what the client i
 ├── UpstreamError                 a provider failed before any byte reached the client; 5xx
 │                                 (or the upstream's own status); keeps every attempt's error
 ├── ConfigError                   a configuration problem, phrased so a person can fix it
+│   └── StoreUnreachable          a durable store named in the config cannot be reached at start
 └── DataError                     a data file (eval set, labeled set, artifact) is malformed
 ```
 
@@ -32,6 +33,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "RateLimited",
+    "StoreUnreachable",
     "ThriftyError",
     "TranslationError",
     "Unauthorized",
@@ -148,6 +150,13 @@ class ConfigError(ThriftyError):
     """A configuration problem, phrased so that a person can fix it."""
 
     status = 500
+
+
+class StoreUnreachable(ConfigError):
+    """A durable store (the ledger's database, a pgvector index) does not answer at start:
+    `thrifty serve` refuses to start half-configured rather than lose what it must keep."""
+
+    status = 503
 
 
 class DataError(ThriftyError, ValueError):

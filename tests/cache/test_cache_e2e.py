@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anthropic
 import openai
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -176,3 +177,41 @@ async def test_two_replicas_share_one_call_and_one_cache_through_redis(
     if names:
         await redis.delete(*names)
     await redis.aclose()
+
+
+@pytest.mark.parametrize("wrong", ["garbage", "another key's entry", "another tenant's entry", "not an object"])
+async def test_wrong_data_under_a_redis_cache_key_is_a_miss_never_served(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway, wrong: str
+) -> None:
+    prefix = f"thrifty-test:{uuid.uuid4().hex}:"
+    levers = f"cache: {{store: 'redis://127.0.0.1:6379/0', prefix: '{prefix}', redis_budget_ms: 3000}}\n"
+    gw = await start_gateway(mock_config(upstream, tmp_path, levers))
+    sdk = client(gw)
+    redis = aioredis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        raw = await sdk.chat.completions.with_raw_response.create(**ask("what is in the box?"))  # type: ignore[call-overload]
+        key = raw.headers["x-thrifty-cache-key"]
+        other = await sdk.chat.completions.with_raw_response.create(**ask("something else"))  # type: ignore[call-overload]
+        stored = orjson.loads(await redis.get(f"{prefix}r:{key}"))
+        if wrong == "garbage":
+            value = b"\x00\xffnot json"
+        elif wrong == "another key's entry":
+            value = await redis.get(f"{prefix}r:{other.headers['x-thrifty-cache-key']}")
+        elif wrong == "another tenant's entry":
+            value = orjson.dumps({**stored, "tenant": "someone-else"})
+        else:
+            value = orjson.dumps({**stored, "body": ["a", "list"]})
+        await redis.set(f"{prefix}r:{key}", value)
+        calls = upstream.calls["openai"]
+        again = await sdk.chat.completions.with_raw_response.create(**ask("what is in the box?"))  # type: ignore[call-overload]
+        assert again.headers["x-thrifty-cache"] == "miss"
+        assert again.parse().choices[0].message.content == "echo: what is in the box?"
+        assert upstream.calls["openai"] == calls + 1  # asked again, and stored again
+        assert gw.gateway.services.cache is not None and gw.gateway.services.cache.unusable == 1
+        hit = await sdk.chat.completions.with_raw_response.create(**ask("what is in the box?"))  # type: ignore[call-overload]
+        assert hit.headers["x-thrifty-cache"] == "hit"
+    finally:
+        names = [n async for n in redis.scan_iter(match=f"{prefix}*")]
+        if names:
+            await redis.delete(*names)
+        await redis.aclose()

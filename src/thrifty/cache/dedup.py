@@ -517,14 +517,30 @@ class DedupStage(Lever[DedupSettings]):
             for _stream, entries in answer:
                 for entry_id, fields in entries:
                     last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    kind = _field(fields, "t")
-                    data = orjson.loads(_field(fields, "d"))
+                    try:
+                        kind = _field(fields, "t")
+                        data = orjson.loads(_field(fields, "d"))
+                        if not isinstance(data, dict):
+                            raise TypeError(f"a {type(data).__name__}, not an object")
+                        if kind == "head":
+                            head = _reply_from_head(data)
+                        elif kind == "ev":
+                            event = SSEEvent(data=data["data"], event=data.get("event"))
+                    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                        # Not what a leader writes: never relayed. Before the head, this
+                        # request calls the upstream itself; after it, its stream ends as cut.
+                        log.warning("dedup: unreadable entry in %s (%s: %s); not relayed", stream_key,
+                                    type(exc).__name__, str(exc)[:200])
+                        if flight.head is None:
+                            return False
+                        flight.error = "the deduplicating leader's stream was unreadable"
+                        return True
                     if kind == "head":
-                        flight.head = _reply_from_head(data)
+                        flight.head = head
                         flight.is_stream = bool(data.get("stream"))
                         flight.target_model = data.get("target_model", "")
                     elif kind == "ev":
-                        flight.events.append(SSEEvent(data=data["data"], event=data.get("event")))
+                        flight.events.append(event)
                     elif kind == "end":
                         flight.complete = bool(data.get("complete"))
                         flight.error = data.get("error")

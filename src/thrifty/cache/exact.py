@@ -151,13 +151,24 @@ class ExactCacheStage(Lever[CacheSettings]):
         self.hits = 0
         self.misses = 0
         self.stored = 0
+        #: Entries read back that could not be served (undecodable, or not this request's).
+        self.unusable = 0
+        self._unusable_logged = -60.0
 
     def start(self) -> None:
         self.gateway.services.cache = self
 
+    def _unusable(self, key: str, why: str) -> None:
+        """An entry that cannot be served: counted, a miss, and logged at most once a minute."""
+        self.unusable += 1
+        now = time.monotonic()
+        if now - self._unusable_logged >= 60:
+            self._unusable_logged = now
+            log.warning("cache: entry %s not served (%s); %d such entries since start", key[:16], why, self.unusable)
+
     def stats(self) -> dict[str, float]:
         """Counters since start, for /metrics."""
-        return {"hits": self.hits, "misses": self.misses, "stored": self.stored}
+        return {"hits": self.hits, "misses": self.misses, "stored": self.stored, "unusable": self.unusable}
 
     async def aclose(self) -> None:
         """Close the stores (the gateway calls this at shutdown)."""
@@ -175,8 +186,8 @@ class ExactCacheStage(Lever[CacheSettings]):
         if "no-cache" in directives:
             ctx.cache_outcome = "bypass"
         else:
-            entry = await self._lookup(store, key, directives)
-            if entry is not None and entry.protocol == ctx.protocol:
+            entry = await self._lookup(store, key, directives, ctx)
+            if entry is not None:
                 self.hits += 1
                 ctx.cache_outcome = "hit"
                 return self._serve(ctx, entry, key)
@@ -190,17 +201,27 @@ class ExactCacheStage(Lever[CacheSettings]):
             return self._tap(ctx, reply, store, key, settings, before)
         if reply.body is not None:
             reply.headers.setdefault(KEY_HEADER, key)
-            await self._store(store, key, settings, self._entry(ctx, reply, reply.body, reply.usage, before))
+            await self._store(store, key, settings, self._entry(ctx, key, reply, reply.body, reply.usage, before))
         return reply
 
-    async def _lookup(self, store: ResponseStore, key: str, directives: dict[str, str | None]) -> CachedResponse | None:
+    async def _lookup(
+        self, store: ResponseStore, key: str, directives: dict[str, str | None], ctx: Context
+    ) -> CachedResponse | None:
         try:
             entry = await store.get(key)
         except DependencyUnavailable:  # Redis is down or slow: logged once by its health
             return None
-        except Exception:  # a broken store is a miss, never a failed request
-            log.warning("cache: lookup failed", exc_info=True)
+        except Exception as exc:  # a broken store or undecodable data is a miss, never a failed request
+            self._unusable(key, f"{type(exc).__name__}: {str(exc)[:200]}")
             return None
+        if entry is not None:
+            wrong = ("it was stored under another key" if entry.key != key
+                     else "it belongs to another tenant" if entry.tenant != ctx.tenant
+                     else "it answers another protocol" if entry.protocol != ctx.protocol
+                     else "its body is not an object" if not isinstance(entry.body, dict) else None)
+            if wrong is not None:
+                self._unusable(key, wrong)
+                return None
         max_age = directives.get("max-age")
         if entry is not None and max_age is not None:
             with contextlib.suppress(ValueError):
@@ -240,10 +261,11 @@ class ExactCacheStage(Lever[CacheSettings]):
         return reply
 
     def _entry(
-        self, ctx: Context, reply: Reply, body: dict[str, Any], usage: Usage, before: dict[str, Decimal]
+        self, ctx: Context, key: str, reply: Reply, body: dict[str, Any], usage: Usage, before: dict[str, Decimal]
     ) -> CachedResponse:
         savings = {k: v - before.get(k, Decimal(0)) for k, v in ctx.savings.items() if v != before.get(k)}
         return CachedResponse(
+            key=key,
             protocol=ctx.protocol,
             body=body,
             usage=usage,
@@ -279,7 +301,7 @@ class ExactCacheStage(Lever[CacheSettings]):
         async def store_it(events: list[SSEEvent], inner: EventStream) -> None:
             body = _collect(ctx, events, inner.usage)
             if body is not None:
-                await self._store(store, key, settings, self._entry(ctx, reply, body, inner.usage, before))
+                await self._store(store, key, settings, self._entry(ctx, key, reply, body, inner.usage, before))
 
         tap(reply, store_it)
         reply.headers.setdefault(KEY_HEADER, key)

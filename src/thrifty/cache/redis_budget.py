@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from thrifty.health import DEGRADED, READY, DependencyUnavailable, Health
 from thrifty.providers.breaker import CircuitBreaker
+from thrifty.urls import redacted
 
 __all__ = ["RedisBudget", "start_request"]
 
@@ -45,11 +46,6 @@ _DEADLINE: ContextVar[list[float] | None] = ContextVar("thrifty_redis_deadline",
 def start_request() -> None:
     """Start a request's Redis budget (the server calls this as each chat request begins)."""
     _DEADLINE.set([])
-
-
-def _redacted(url: str) -> str:
-    head, sep, tail = url.rpartition("@")
-    return f"{url.split('://')[0]}://***@{tail}" if sep else url
 
 
 class RedisBudget:
@@ -84,7 +80,7 @@ class RedisBudget:
             socket_connect_timeout=0.25, **quiet)
         self.client: Any = aioredis.Redis(connection_pool=pool)
         self.breaker = CircuitBreaker(failures, cooldown)
-        self.health = Health(f"redis {_redacted(url)}", log)
+        self.health = Health(f"redis {redacted(url)}", log)
         #: Calls refused fast by the open breaker, and calls that failed or ran out of time.
         self.refused = 0
         self.failed = 0

@@ -41,10 +41,14 @@ class CachedResponse:
     tenant: str = "default"
     route: str = "default"
     tags: dict[str, str] = field(default_factory=dict)
+    #: The cache key it was stored under: a value read under another key (a shared Redis
+    #: that someone else writes to, a restore gone wrong) is never served.
+    key: str = ""
 
     def to_json(self) -> bytes:
         return orjson.dumps(
             {
+                "key": self.key,
                 "protocol": self.protocol,
                 "body": self.body,
                 "usage": self.usage.to_dict(),
@@ -74,6 +78,7 @@ class CachedResponse:
             tenant=data.get("tenant", "default"),
             route=data.get("route", "default"),
             tags=dict(data.get("tags") or {}),
+            key=str(data.get("key") or ""),
         )
 
 

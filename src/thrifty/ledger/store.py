@@ -19,6 +19,7 @@ import orjson
 
 from thrifty.ledger.record import COLUMNS, MIGRATIONS, LedgerRecord, from_pico, to_pico
 from thrifty.migrations import migrate
+from thrifty.urls import redacted
 
 #: Dimensions `spend` can group by, and the SQL expression of each.
 GROUPS = {
@@ -254,7 +255,7 @@ class PostgresStore(LedgerStore):
         self._conn: Any = None
         #: Connections opened since start (1 + reconnections).
         self.connects = 0
-        migrate(self._connection(), "postgresql", "ledger", MIGRATIONS, where=_redacted(url))
+        migrate(self._connection(), "postgresql", "ledger", MIGRATIONS, where=redacted(url))
         cols = ", ".join(COLUMNS)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
         self._insert = (
@@ -356,16 +357,6 @@ class PostgresStore(LedgerStore):
                 with contextlib.suppress(Exception):
                     self._conn.close()
                 self._conn = None
-
-
-def _redacted(url: str) -> str:
-    """A store URL without its password, for messages."""
-    head, sep, tail = url.rpartition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, auth = head.partition("://")
-    user = auth.split(":", 1)[0]
-    return f"{scheme}://{user}@{tail}"
 
 
 def open_store(url: str) -> LedgerStore:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import click
 
 from thrifty.config import Config, ConfigError, load_config
+from thrifty.server.preflight import reach_stores
 
 NO_CONFIG_HELP = """\
 thrifty needs at least one model to serve. Write a config file, for example thrifty.yaml:
@@ -81,6 +82,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, log_level
         )
         sys.exit(2)
     try:
+        reach_stores(config)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(config))
     except ConfigError as exc:
