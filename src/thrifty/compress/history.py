@@ -15,19 +15,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.compress.messages import SYSTEM_ROLES, is_tool_result, message_tokens_text
 from thrifty.ledger.tokens import count_text
-from thrifty.migrations import Migration, migrate
+from thrifty.migrations import Migration
+from thrifty.sqldb import SQLDatabase
 from thrifty.types import Wire
 
 DEFAULT_INSTRUCTION = (
@@ -52,7 +50,8 @@ class HistorySettings(BaseModel):
     summary_max_tokens: int = Field(default=400, ge=16)
     instruction: str = DEFAULT_INSTRUCTION
     cache_size: int = Field(default=2048, ge=1)
-    #: SQLite file that keeps summaries across restarts (optional).
+    #: Where summaries outlive a restart (optional): a SQLite file, or a store URL
+    #: (postgresql://... shares them between replicas).
     store: str | None = None
 
 
@@ -63,23 +62,23 @@ Summarizer = Callable[[str, dict[str, Any]], Awaitable[str | None]]
 #: The summary table's schema history (see `thrifty.migrations`).
 SUMMARY_MIGRATIONS = (
     Migration("history_summaries_0001_initial", lambda dialect: [
-        "CREATE TABLE IF NOT EXISTS history_summaries (key TEXT PRIMARY KEY, summary TEXT NOT NULL, ts REAL NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS history_summaries (key TEXT PRIMARY KEY, summary TEXT NOT NULL, ts "
+        + ("REAL" if dialect == "sqlite" else "DOUBLE PRECISION") + " NOT NULL)"
     ]),
 )
 
 
 class SummaryCache:
-    """Summaries by conversation-prefix key: an LRU in memory over an optional SQLite table."""
+    """Summaries by conversation-prefix key: an LRU in memory over an optional table in a
+    SQLite file or a store URL (SQLite or PostgreSQL, which replicas share)."""
 
     def __init__(self, size: int, path: str | None = None) -> None:
         self._lru: OrderedDict[str, str] = OrderedDict()
         self._size = size
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._db: SQLDatabase | None = None
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False)
-            migrate(self._db, "sqlite", "history_summaries", SUMMARY_MIGRATIONS, where=path)
+            url = path if path.startswith(("sqlite://", "postgres://", "postgresql://")) else f"sqlite:///{path}"
+            self._db = SQLDatabase(url, "history_summaries", SUMMARY_MIGRATIONS)
 
     def _remember(self, key: str, summary: str) -> None:
         self._lru[key] = summary
@@ -96,9 +95,8 @@ class SummaryCache:
     def get_disk(self, key: str) -> str | None:
         if self._db is None:
             return None
-        with self._lock:
-            row = self._db.execute("SELECT summary FROM history_summaries WHERE key = ?", (key,)).fetchone()
-        return str(row[0]) if row else None
+        rows = self._db.run("SELECT summary FROM history_summaries WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
 
     async def get(self, key: str) -> str | None:
         hit = self.get_memory(key)
@@ -110,12 +108,11 @@ class SummaryCache:
 
     def _put_disk(self, key: str, summary: str) -> None:
         assert self._db is not None
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO history_summaries (key, summary, ts) VALUES (?, ?, ?)",
-                (key, summary, time.time()),
-            )
-            self._db.commit()
+        self._db.run(
+            "INSERT INTO history_summaries (key, summary, ts) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+            "summary = excluded.summary, ts = excluded.ts",
+            (key, summary, time.time()),
+        )
 
     async def put(self, key: str, summary: str) -> None:
         self._remember(key, summary)

@@ -36,22 +36,20 @@ import asyncio
 import copy
 import logging
 import random
-import sqlite3
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from thrifty.errors import ConfigError
 from thrifty.evals.graders import GraderSpecError, Services, grade, validate_spec
-from thrifty.migrations import Migration, migrate
+from thrifty.migrations import Migration
 from thrifty.pipeline.lever import Lever
 from thrifty.protocol.view import answer_text, last_user_text
+from thrifty.sqldb import SQLDatabase
 from thrifty.types import Context, Handler, Reply
 
 if TYPE_CHECKING:
@@ -77,7 +75,8 @@ class ShadowSettings(BaseModel):
     webhook: str | None = None
     #: levers to watch; default every lever that acts
     levers: list[str] | None = None
-    #: SQLite file for shadow_results; default the ledger's SQLite file, else thrifty-shadow.db
+    #: SQLite file or store URL for the shadow tables; default the ledger's store (SQLite or
+    #: PostgreSQL, where replicas share them), else thrifty-shadow.db
     db: str | None = None
     max_in_flight: int = Field(default=8, ge=1)
     timeout: float = Field(default=120.0, gt=0)
@@ -105,67 +104,72 @@ def _sqlite_path(store_url: str) -> str | None:
     return None if path in ("", ":memory:") else path
 
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS shadow_results (
-        ts REAL NOT NULL, request_id TEXT NOT NULL, route TEXT NOT NULL, lever TEXT NOT NULL,
-        mode TEXT NOT NULL, reference TEXT NOT NULL, served_model TEXT NOT NULL, status TEXT NOT NULL,
-        score REAL, delta REAL, detail TEXT NOT NULL, shadow_cost_usd REAL NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS shadow_results_rl ON shadow_results (route, lever, ts)",
-    """CREATE TABLE IF NOT EXISTS shadow_disabled (
-        route TEXT NOT NULL, lever TEXT NOT NULL, ts REAL NOT NULL, mean_delta REAL NOT NULL,
-        samples INTEGER NOT NULL, tolerance REAL NOT NULL, PRIMARY KEY (route, lever))""",
-)
+def _schema(dialect: str) -> tuple[str, ...]:
+    real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"  # a unix time needs 8 bytes
+    return (
+        f"""CREATE TABLE IF NOT EXISTS shadow_results (
+            ts {real} NOT NULL, request_id TEXT NOT NULL, route TEXT NOT NULL, lever TEXT NOT NULL,
+            mode TEXT NOT NULL, reference TEXT NOT NULL, served_model TEXT NOT NULL, status TEXT NOT NULL,
+            score {real}, delta {real}, detail TEXT NOT NULL, shadow_cost_usd {real} NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS shadow_results_rl ON shadow_results (route, lever, ts)",
+        f"""CREATE TABLE IF NOT EXISTS shadow_disabled (
+            route TEXT NOT NULL, lever TEXT NOT NULL, ts {real} NOT NULL, mean_delta {real} NOT NULL,
+            samples INTEGER NOT NULL, tolerance {real} NOT NULL, PRIMARY KEY (route, lever))""",
+    )
 
 
 #: The shadow tables' schema history (see `thrifty.migrations`).
-SHADOW_MIGRATIONS = (Migration("shadow_0001_initial", lambda dialect: SCHEMA),)
+SHADOW_MIGRATIONS = (Migration("shadow_0001_initial", _schema),)
+
+
+def shadow_location(settings_db: str | None, store_url: str) -> str:
+    """Where the shadow tables live: `shadow.db` if set, else the ledger's store (so replicas
+    on PostgreSQL share one disabled set), else `thrifty-shadow.db` beside an in-memory ledger."""
+    if settings_db:
+        return settings_db
+    if store_url.startswith(("postgres://", "postgresql://")):
+        return store_url
+    return _sqlite_path(store_url) or "thrifty-shadow.db"
 
 
 class ShadowStore:
-    """The shadow tables in SQLite. Blocking: call from a thread."""
+    """The shadow tables: a SQLite file or a store URL (SQLite or PostgreSQL). Blocking: call
+    from a thread."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        with self._lock:
-            migrate(self._db, "sqlite", "shadow", SHADOW_MIGRATIONS, where=path)
+    def __init__(self, where: str) -> None:
+        self.path = where
+        url = where if where.startswith(("sqlite://", "postgres://", "postgresql://")) else f"sqlite:///{where}"
+        self._db = SQLDatabase(url, "shadow", SHADOW_MIGRATIONS)
 
     def add(self, rows: list[tuple[Any, ...]]) -> None:
-        with self._lock, self._db:
-            self._db.executemany("INSERT INTO shadow_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        for row in rows:
+            self._db.run("INSERT INTO shadow_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
 
     def recent(self, window: int) -> dict[tuple[str, str], list[float]]:
         """The last `window` graded deltas of every (route, lever), oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT route, lever, delta FROM shadow_results WHERE delta IS NOT NULL ORDER BY ts"
-            ).fetchall()
+        rows = self._db.run("SELECT route, lever, delta FROM shadow_results WHERE delta IS NOT NULL ORDER BY ts")
         out: dict[tuple[str, str], list[float]] = {}
         for route, lever, delta in rows:
             out.setdefault((route, lever), []).append(delta)
         return {k: v[-window:] for k, v in out.items()}
 
     def disabled(self) -> dict[tuple[str, str], dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT route, lever, ts, mean_delta, samples, tolerance FROM shadow_disabled").fetchall()
+        rows = self._db.run("SELECT route, lever, ts, mean_delta, samples, tolerance FROM shadow_disabled")
         return {(r, lv): {"ts": ts, "mean_delta": d, "samples": n, "tolerance": t} for r, lv, ts, d, n, t in rows}
 
     def set_disabled(self, route: str, lever: str, info: dict[str, Any] | None) -> None:
-        with self._lock, self._db:
-            if info is None:
-                self._db.execute("DELETE FROM shadow_disabled WHERE route = ? AND lever = ?", (route, lever))
-            else:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO shadow_disabled VALUES (?, ?, ?, ?, ?, ?)",
-                    (route, lever, info["ts"], info["mean_delta"], info["samples"], info["tolerance"]),
-                )
+        if info is None:
+            self._db.run("DELETE FROM shadow_disabled WHERE route = ? AND lever = ?", (route, lever))
+        else:
+            self._db.run(
+                "INSERT INTO shadow_disabled VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (route, lever) DO UPDATE SET "
+                "ts = excluded.ts, mean_delta = excluded.mean_delta, samples = excluded.samples, "
+                "tolerance = excluded.tolerance",
+                (route, lever, info["ts"], info["mean_delta"], info["samples"], info["tolerance"]),
+            )
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
 @dataclass
@@ -278,7 +282,7 @@ class ShadowStage(Lever[ShadowSettings]):
             model = self.settings(traffic).reference_model
             if model and not self.config.has_model(model):
                 raise ConfigError(f"shadow.reference_model {model!r} is not a configured model")
-        store = self._store or ShadowStore(default.db or _sqlite_path(self.config.store) or "thrifty-shadow.db")
+        store = self._store or ShadowStore(shadow_location(default.db, self.config.store))
         self.monitor = ShadowMonitor(self.gateway, store, window=default.window)
         self.monitor.load()
         self.gateway.services.shadow = self

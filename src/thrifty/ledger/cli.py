@@ -35,10 +35,11 @@ class Schema:
 
 
 def schemas(store: str, config_path: str | None) -> list[Schema]:
-    """The ledger, and the SQLite cache and shadow files where the config uses them."""
+    """The ledger (with spend control, batches and shadow evaluation on PostgreSQL), and the
+    SQLite cache and shadow files where the config uses them."""
     from thrifty.batch.schema import MIGRATIONS as BATCH_MIGRATIONS
     from thrifty.cache.stores import CACHE_MIGRATIONS, default_sqlite_path
-    from thrifty.evals.shadow import SHADOW_MIGRATIONS, _sqlite_path
+    from thrifty.evals.shadow import SHADOW_MIGRATIONS, shadow_location
     from thrifty.ledger.record import MIGRATIONS
     from thrifty.spend.keys import MIGRATIONS as SPEND_MIGRATIONS
 
@@ -47,10 +48,12 @@ def schemas(store: str, config_path: str | None) -> list[Schema]:
     cache = default_sqlite_path(store)
     if cache.exists():
         found.append(Schema("response_cache", f"sqlite:///{cache}", CACHE_MIGRATIONS))
-    shadow_db = load_config(config_path).section("shadow").get("db") if config_path else None
-    shadow_db = shadow_db or _sqlite_path(store)
-    if shadow_db and Path(shadow_db).exists():
-        found.append(Schema("shadow", f"sqlite:///{shadow_db}", SHADOW_MIGRATIONS))
+    configured = load_config(config_path).section("shadow").get("db") if config_path else None
+    where = shadow_location(configured, store)
+    if where.startswith(("postgres://", "postgresql://", "sqlite://")):
+        found.append(Schema("shadow", where, SHADOW_MIGRATIONS))
+    elif Path(where).exists():
+        found.append(Schema("shadow", f"sqlite:///{where}", SHADOW_MIGRATIONS))
     return found
 
 
