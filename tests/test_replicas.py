@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -187,6 +188,9 @@ async def test_a_budget_is_shared_by_both_replicas(replicas: tuple[list[Replica]
                 break
         assert refused_by == {a.url, b.url}, "both replicas refuse once the shared budget is spent"
         assert {a.url, b.url} <= set(answered) and len(answered) < 60
+        for replica in (a, b):  # each replica counts its own refusals for the autoscaler
+            metrics = (await client.get(f"{replica.url}/metrics", headers=AUTH)).text
+            assert re.search(r'^thrifty_admission_refusals_total\{reason="budget"\} [1-9]', metrics, re.M), metrics
     # settled spend over both replicas stays within the budget plus at most one request's cost
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from thrifty.config import Config
 from thrifty.pipeline.lever import LeverOverrides
 
 if TYPE_CHECKING:
+    from thrifty.batch.lane import BatchLane
     from thrifty.cache.dedup import DedupStage
     from thrifty.cache.exact import ExactCacheStage
     from thrifty.cache.index import SemanticIndex
@@ -49,6 +50,8 @@ class Services:
     metrics: MetricsCollector | None = None
     #: Virtual keys, budgets and rate limits (the `spend` extension): admission and settlement.
     spend: SpendControl | None = None
+    #: The batch lane (its store answers the queue depth autoscalers read).
+    batch: BatchLane | None = None
     #: OpenTelemetry's tracer provider and exporter, when tracing is on.
     otel: tuple[Any, Any] | None = None
     #: Services of third-party levers and extensions, by their own names.

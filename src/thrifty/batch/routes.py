@@ -304,6 +304,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
         while gateway.pipeline is None:  # the gateway starts after the extensions' hooks
             await asyncio.sleep(0.02)
         holder.lane = await asyncio.to_thread(BatchLane, gateway)
+        gateway.services.batch = holder.lane
         holder.ready.set()
         if holder.lane.settings.worker:
             await holder.lane.serve_forever()

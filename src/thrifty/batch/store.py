@@ -279,6 +279,10 @@ class BatchStore:
                 self._run(f"UPDATE batch_lines SET billed = 1 WHERE job_id = ? AND idx IN ({', '.join('?' * len(part))})",
                           (job_id, *part))
 
+    def queue_depth(self) -> int:
+        """Lines of every job still to run (waiting or leased): what a batch autoscaler reads."""
+        return int(self._all("SELECT COUNT(*) FROM batch_lines WHERE state IN ('pending', 'leased')")[0][0])
+
     def counts(self, job_id: str) -> dict[str, int]:
         """Lines per state; failed lines whose deadline passed count as `expired`."""
         return {str(s): int(n) for s, n in self._all(

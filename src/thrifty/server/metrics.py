@@ -12,6 +12,7 @@ dependency. Label sets are capped so that a flood of new model names cannot blow
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 from bisect import bisect_left
@@ -24,6 +25,8 @@ from pydantic import BaseModel, ConfigDict
 from thrifty.config import lever_model
 from thrifty.gateway import Gateway
 from thrifty.ledger.record import LedgerRecord
+
+log = logging.getLogger(__name__)
 
 #: Latency histogram bucket upper bounds, in seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -240,6 +243,31 @@ def _gateway_lines(gateway: Gateway) -> list[str]:
     from thrifty.server.readiness import metric_lines
 
     out += metric_lines(gateway)  # dependency states, spool and Redis counters
+    out += autoscaling_lines(gateway)
+    return out
+
+
+def autoscaling_lines(gateway: Gateway) -> list[str]:
+    """What autoscalers read besides requests in flight: this replica's admission refusals, and
+    the batch lane's waiting lines (the store's, so every replica reports the same number:
+    scale on its max, not its sum). The local engine's queue is `thrifty_provider_stat`'s
+    `queue_depth`."""
+    out: list[str] = []
+    spend = gateway.services.spend
+    if spend is not None:
+        out += ["# HELP thrifty_admission_refusals_total Requests this replica refused at admission (budgets, "
+                "rate limits, concurrency), by reason.", "# TYPE thrifty_admission_refusals_total counter"]
+        out += [f'thrifty_admission_refusals_total{{reason="{reason}"}} {spend.refusals.get(reason, 0)}'
+                for reason in ("budget", "rate", "concurrency")]
+    lane = gateway.services.batch
+    if lane is not None:
+        try:
+            depth = lane.store.queue_depth()
+        except Exception:  # the store is down: no figure rather than a failed scrape
+            log.warning("metrics: batch queue depth unavailable", exc_info=True)
+        else:
+            out += ["# HELP thrifty_batch_queue_depth Batch lines waiting or running, over every replica.",
+                    "# TYPE thrifty_batch_queue_depth gauge", f"thrifty_batch_queue_depth {depth}"]
     return out
 
 

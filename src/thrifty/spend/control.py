@@ -116,6 +116,8 @@ class SpendControl:
         self._teams: dict[str, Team] = {}
         self._tickets: dict[str, Ticket] = {}
         self._debounce: dict[str, float] = {}
+        #: Requests refused at admission since start, by reason (budget, rate, concurrency).
+        self.refusals: dict[str, int] = {}
         self._meter_cache: dict[tuple[Any, ...], tuple[dict[str, VirtualKey], list[Meter]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -255,6 +257,9 @@ class SpendControl:
             charges.append(Charge(m, amount))
         refusal = await self.meters.reserve(ctx.request_id, charges, now, now + self.settings.lease_seconds)
         if refusal is not None:
+            what = refusal.meter.what
+            reason = "budget" if what == "budget" else "concurrency" if what == "concurrency" else "rate"
+            self.refusals[reason] = self.refusals.get(reason, 0) + 1
             raise self._refused(refusal, est, now)
         self._tickets[ctx.request_id] = Ticket(charges, est, now)
         ctx.extra["reserved_usd"] = str(est.usd.quantize(Decimal("1e-9")))
