@@ -8,8 +8,9 @@
    gateway's own ledger writer. Their stored size is measured per column (PostgreSQL's
    `pg_column_size`, SQLite's `length`).
 2. Then the table is grown to `--rows` by copying those real rows with new ids, times spread
-   over 90 days, 200 keys, 20 tenants and 12 routes, written through the store's own `write`
-   in batches, so the bytes per row and the indexes are what the gateway produces.
+   over 90 days in time order (as a gateway appends them), 200 keys, 20 tenants and 12 routes,
+   written through the store's own `write` in batches, so the bytes per row and the indexes
+   are what the gateway produces.
 3. Timed at that size, each query median of 5 (after one warm-up): the queries `thrifty spend`,
    the dashboard (`/v1/thrifty/stats`), budget rebuild at start and the output estimate of
    spend admission run. Then `thrifty db prune` removes the oldest 30 days, timed.
@@ -131,7 +132,8 @@ def grow(store: LedgerStore, templates: list[LedgerRecord], n: int, now: float, 
             for _ in range(min(batch, n - start)):
                 r = copy.copy(rng.choice(templates))
                 r.request_id = "req_" + uuid.UUID(int=rng.getrandbits(128)).hex
-                r.ts = now - rng.random() * 90 * DAY
+                # a ledger is appended in time order: 90 days, oldest first, a little jitter
+                r.ts = now - 90 * DAY * (1 - (start + len(out)) / n) - rng.random()
                 r.key_name = f"key-{rng.randrange(200)}"
                 r.tenant = f"tenant-{rng.randrange(20)}"
                 r.route = f"route-{rng.randrange(12)}"
