@@ -176,8 +176,8 @@ class Result:
 @dataclass
 class Load:
     """Open-loop load spread round-robin over `urls`. Like a load balancer, a request whose
-    replica refuses the connection goes to the next one (a request cut mid-answer is not
-    retried: it may have been billed)."""
+    replica refuses the connection or resets it before any answer goes to the next one (a
+    request cut mid-answer is not retried: it may have been billed)."""
 
     urls: list[str]
     rate: float
@@ -185,6 +185,8 @@ class Load:
     results: list[Result] = field(default_factory=list)
     t0: float = 0.0
     n: int = 0
+    #: Requests the balancer moved to another replica after a refusal or a reset.
+    moved: int = 0
 
     async def run(self, seconds: float) -> None:
         connector = aiohttp.TCPConnector(limit=0)
@@ -225,9 +227,12 @@ class Load:
                     status, rid = r.status, r.headers.get("X-Thrifty-Request-Id")
                     if stream and b"[DONE]" not in data:
                         status = 599  # the stream did not end normally
-            except aiohttp.ClientConnectorError:
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # refused, or reset before any answer (a killed replica's pooled connection):
+                # the balancer tries the next replica (Envoy's connect-failure and reset retries)
                 status = 0
-                continue  # refused: the balancer tries the next replica
+                self.moved += 1
+                continue
             except (aiohttp.ClientError, TimeoutError):
                 status = 0
             break
@@ -471,7 +476,8 @@ async def replica_kill9(args: argparse.Namespace, mock: MockUpstream, work: Path
         report("replica_kill9", f"{len(failed_later)} of {len(later)} requests sent after the kill failed; "
                f"{carried} answered by the other replica{'s' if args.replicas > 2 else ''} while it was down",
                "0 failed", not failed_later)
-        report("replica_kill9", f"{len(in_flight)} requests in flight on the killed replica cut", "reported", True)
+        report("replica_kill9", f"{len(in_flight)} requests in flight on the killed replica cut; {load.moved} moved "
+               "to the other by the balancer after a refusal or reset", "reported", True)
         report("replica_kill9", f"{len(lost)} of {len(done)} answered rows lost", f"<= {allowed} "
                f"({args.durability_ms:g} ms x rate)", len(lost) <= allowed)
     finally:
