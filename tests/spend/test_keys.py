@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import StartGateway
-from tests.spend.helpers import ADMIN_HEADERS, chat, clear_of_window_edge, create_key, start
+from tests.spend.helpers import ADMIN_HEADERS, chat, clear_of_window_edge, create_key, spend_config, start
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -112,13 +111,18 @@ async def test_static_config_keys_keep_working(upstream: MockUpstream, tmp_path:
     assert (await chat(gw, "not-a-key"))[0] == 401
 
 
-async def test_a_key_created_on_one_replica_works_on_another(
+async def test_a_key_created_on_one_replica_works_on_another_at_once(
         upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway) -> None:
-    one = await start(start_gateway, upstream, tmp_path)
-    two = await start(start_gateway, upstream, tmp_path)
+    slow = spend_config(upstream, tmp_path).replace("keys_refresh: 0.2", "keys_refresh: 600")
+    one, two = await start_gateway(slow), await start_gateway(slow)
     made = await create_key(one, name="frank")
-    await asyncio.sleep(0.5)  # keys_refresh is 0.2 s in these tests
+    # `two` reloads its keys only every 10 minutes: it looks a new key id up in the store
     assert (await chat(two, made["key"]))[0] == 200
+    made_id = made["id"]
+    made_up = made["key"].replace(made_id, "0" * len(made_id))
+    assert (await chat(two, made_up))[0] == 401  # an id the store does not know
+    spend = two.gateway.services.spend
+    assert spend is not None and spend._missing  # remembered: not looked up again at once
 
 
 async def test_anthropic_clients_get_refusals_in_their_own_shape(

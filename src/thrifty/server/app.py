@@ -77,7 +77,7 @@ class Handlers:
     async def _chat(self, request: web.Request, protocol: Wire) -> web.StreamResponse:
         started = time.perf_counter()
         start_redis_budget()  # reliability: this request's Redis lookups share one deadline
-        principal = self._principal(request)
+        principal = await self.principal(request)
         if principal is None:
             return error_response(protocol, Unauthorized(
                 "missing or invalid thrifty key: send it as 'Authorization: Bearer <key>' or 'x-api-key'",
@@ -191,6 +191,17 @@ class Handlers:
         return response
 
     # -- helpers -----------------------------------------------------------------------
+
+    async def principal(self, request: web.Request) -> Principal | None:
+        """Who sent `request`: a gateway key, a virtual key (looked up in the store when this
+        replica has not loaded it yet), or None."""
+        found = self._principal(request)
+        spend = self.gateway.services.spend
+        if found is None and spend is not None:
+            presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+            if spend.is_virtual(presented):
+                return await spend.authenticate_fresh(presented)
+        return found
 
     def _principal(self, request: web.Request) -> Principal | None:
         presented = presented_key(request.headers.get("Authorization"), request.headers.get("x-api-key"))

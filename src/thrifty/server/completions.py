@@ -75,7 +75,7 @@ class CompletionsHandlers:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        principal = self.h._principal(request)
+        principal = await self.h.principal(request)
         if principal is None:
             return error_response("openai", Unauthorized("missing or invalid thrifty key", code="invalid_api_key"))
         try:

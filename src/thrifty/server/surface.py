@@ -56,7 +56,7 @@ class Surface:
 
     async def retrieve_model(self, request: web.Request) -> web.Response:
         wire: Wire = "anthropic" if "anthropic-version" in request.headers else "openai"
-        if self.h._principal(request) is None:
+        if await self.h.principal(request) is None:
             return error_response(wire, Unauthorized("missing or invalid thrifty key", code="invalid_api_key"))
         name = request.match_info["id"]
         if not self.gateway.config.has_model(name):

@@ -118,6 +118,9 @@ class SpendControl:
         self._debounce: dict[str, float] = {}
         #: Requests refused at admission since start, by reason (budget, rate, concurrency).
         self.refusals: dict[str, int] = {}
+        #: Key ids not in the store, until when (monotonic), and store look-ups this second.
+        self._missing: dict[str, float] = {}
+        self._lookups: tuple[int, int] = (0, 0)
         self._meter_cache: dict[tuple[Any, ...], tuple[dict[str, VirtualKey], list[Meter]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -182,6 +185,39 @@ class SpendControl:
         if key is None or not key.matches(presented) or not key.usable(time.time()):
             return None
         return KeyPrincipal(name=key.name, tenant=key.tenant or key.name, admin=False, key=key)
+
+    async def authenticate_fresh(self, presented: str | None) -> KeyPrincipal | None:
+        """`authenticate`, and for a key id this replica has not loaded yet (created through
+        another replica less than `keys_refresh` ago), one look in the store before refusing:
+        a new key works on every replica at once, not after a 401 storm. Ids found missing are
+        not looked up again for 2 s, and at most 50 look-ups a second leave a replica, so
+        made-up keys cannot turn into database load. Revocation still reaches other replicas
+        within `keys_refresh`."""
+        found = self.authenticate(presented)
+        key_id = key_id_of(presented)
+        if found is not None or self.store is None or not key_id or key_id in self._keys:
+            return found
+        now = time.monotonic()
+        if self._missing.get(key_id, 0.0) > now:
+            return None
+        second = int(now)
+        if self._lookups[0] != second:
+            self._lookups = (second, 0)
+        if self._lookups[1] >= 50:
+            return None
+        self._lookups = (second, self._lookups[1] + 1)
+        try:
+            key = await asyncio.to_thread(self.store.key_by_id, key_id)
+        except Exception:
+            log.warning("looking up virtual key %s failed", key_id, exc_info=True)
+            return None
+        if key is None:
+            if len(self._missing) > 10_000:
+                self._missing.clear()
+            self._missing[key_id] = now + 2.0
+            return None
+        self._keys = {**self._keys, key.key_id: key}
+        return self.authenticate(presented)
 
     def debounce_of(self, key_name: str) -> float:
         """Seconds of the key's debounce window (0: none)."""

@@ -261,6 +261,10 @@ class KeyStore:
             return self.key_by_name(ref)
         return _key_of(rows[0])
 
+    def key_by_id(self, key_id: str) -> VirtualKey | None:
+        rows = self._run(f"SELECT {_KEY_COLUMNS} FROM spend_keys WHERE key_id = ?", (key_id,))
+        return _key_of(rows[0]) if rows else None
+
     def key_by_name(self, name: str) -> VirtualKey | None:
         rows = self._run(f"SELECT {_KEY_COLUMNS} FROM spend_keys WHERE name = ? AND revoked_at IS NULL", (name,))
         return _key_of(rows[0]) if rows else None
