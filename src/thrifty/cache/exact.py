@@ -227,6 +227,11 @@ class ExactCacheStage(Lever[CacheSettings]):
         if not ctx.stream:
             reply.body = body
             return reply
+        if body.get("object") == "response":  # a Responses answer passed through (ctx.responses)
+            from thrifty.protocol.responses_native import replay_response
+
+            reply.stream = EventStream.replay(replay_response(body))
+            return reply
         if ctx.protocol == "anthropic":
             from thrifty.protocol.anthropic import replay_anthropic
 
@@ -290,6 +295,11 @@ class ExactCacheStage(Lever[CacheSettings]):
 
 def _collect(ctx: Context, events: list[SSEEvent], usage: Usage) -> dict[str, Any] | None:
     """The complete body a finished stream amounts to, with usage (None if it has no answer)."""
+    if ctx.responses is not None and events:
+        from thrifty.protocol.responses_native import collect_response, is_response_event
+
+        if is_response_event(events[0]):  # passed through: the final event holds the response
+            return collect_response(events)
     if ctx.protocol == "anthropic":
         from thrifty.protocol.anthropic import collect_anthropic, finish_reason_of
 
