@@ -314,6 +314,10 @@ class Context:
     #: The native Responses request, when this is a `/v1/responses` request that a provider
     #: may serve as is (see `NativeResponses`).
     responses: NativeResponses | None = None
+    #: The API the body belongs to, where it is not chat (or messages): legacy text
+    #: completions run through the cache and dedup too, keyed and replayed in their shape;
+    #: spend admission estimates a completion's prompt and an embedding's inputs (no output).
+    endpoint: Literal["chat", "completions", "embeddings"] = "chat"
 
     @property
     def stream(self) -> bool:

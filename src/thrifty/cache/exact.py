@@ -227,6 +227,13 @@ class ExactCacheStage(Lever[CacheSettings]):
         if not ctx.stream:
             reply.body = body
             return reply
+        if ctx.endpoint == "completions":
+            from thrifty.protocol.completions import replay_completion
+
+            options = ctx.body.get("stream_options")
+            reply.stream = EventStream.replay(
+                replay_completion(body, isinstance(options, dict) and bool(options.get("include_usage"))))
+            return reply
         if body.get("object") == "response":  # a Responses answer passed through (ctx.responses)
             from thrifty.protocol.responses_native import replay_response
 
@@ -295,6 +302,10 @@ class ExactCacheStage(Lever[CacheSettings]):
 
 def _collect(ctx: Context, events: list[SSEEvent], usage: Usage) -> dict[str, Any] | None:
     """The complete body a finished stream amounts to, with usage (None if it has no answer)."""
+    if ctx.endpoint == "completions":
+        from thrifty.protocol.completions import collect_completion
+
+        return collect_completion(events, usage)
     if ctx.responses is not None and events:
         from thrifty.protocol.responses_native import collect_response, is_response_event
 

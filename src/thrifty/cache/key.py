@@ -76,6 +76,8 @@ def context_key(ctx: Context, extra: dict[str, Any] | None = None) -> str:
     if ctx.responses is not None:
         native = {k: v for k, v in ctx.responses.body.items() if k not in IGNORED_FIELDS}
         extra = {**(extra or {}), "responses": native}
+    if ctx.endpoint != "chat":  # a text completion's answer is not a chat answer
+        extra = {**(extra or {}), "endpoint": ctx.endpoint}
     return request_key(ctx.body, tenant=ctx.tenant, protocol=ctx.protocol, extra=extra)
 
 

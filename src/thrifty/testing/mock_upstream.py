@@ -301,6 +301,8 @@ class MockUpstream:
         self.bodies.append(body)
         prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else json.dumps(body.get("prompt"))
         d = _directives(prompt)
+        if "slow" in d:
+            await asyncio.sleep(int(d["slow"]) / 1000)
         if d.get("500"):
             return web.json_response(_error("openai", 500, "the mock upstream is broken on purpose"), status=500)
         words = ("echo: " + re.sub(_DIRECTIVE, "", prompt).strip()).split()
