@@ -42,7 +42,7 @@ from thrifty.server.guard import KEYS, error_response
 from thrifty.server.response_store import ResponsesSettings, ResponseStore, StoredResponse
 from thrifty.types import Context, EventStream, NativeResponses, Reply, SSEEvent
 
-__all__ = ["PASS_THROUGH_OFF", "ResponsesHandlers", "setup"]
+__all__ = ["PASS_THROUGH_OFF", "PassedStream", "ResponseTurn", "ResponsesHandlers", "setup"]
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class ResponsesHandlers:
                                   f"see the server log for request {ctx.request_id}",
                                   headers={"X-Thrifty-Request-Id": ctx.request_id})
         headers = self.h._reply_headers(ctx, reply)
-        turn = _Turn(body, response_id, items, history, store)
+        turn = ResponseTurn(body, response_id, items, history, store)
         if reply.stream is not None:
             return await self._stream(request, ctx, reply, headers, started, turn)
         if not reply.ok or reply.body is None:  # an upstream error relayed as a body
@@ -211,20 +211,20 @@ class ResponsesHandlers:
         return web.Response(body=orjson.dumps(turn.shown(response)), content_type="application/json", headers=headers)
 
     async def _stream(self, request: web.Request, ctx: Context, reply: Reply, headers: dict[str, str],
-                      started: float, turn: _Turn) -> web.StreamResponse:
+                      started: float, turn: ResponseTurn) -> web.StreamResponse:
         stream = reply.stream
         assert stream is not None
         translator = ChatToResponsesStream(turn.request, turn.response_id)
         response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
         ttfb: float | None = None
         outcome, error = "ok", None
-        passed: _PassedStream | None = None
+        passed: PassedStream | None = None
         stored = False
         try:
             await response.prepare(request)
             first = await _first(stream)
             if first is not None and is_response_event(first):
-                passed = _PassedStream(turn)  # the upstream's own events, relayed
+                passed = PassedStream(turn)  # the upstream's own events, relayed
             else:
                 for ev in translator.start():
                     await response.write(encode_event(ev))
@@ -347,7 +347,7 @@ PASS_THROUGH_OFF = frozenset({"compress", "semantic_cache", "shadow"})
 
 
 @dataclass
-class _Turn:
+class ResponseTurn:
     """One Responses request's own facts, for building and storing its answer."""
 
     request: dict[str, Any]
@@ -397,11 +397,11 @@ def _without_encrypted(value: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _PassedStream:
+class PassedStream:
     """A native upstream's Responses events, relayed with thrifty's response id and the
     client's settings; `final` is the response once its last event is in."""
 
-    def __init__(self, turn: _Turn) -> None:
+    def __init__(self, turn: ResponseTurn) -> None:
         self.turn = turn
         self.final: dict[str, Any] | None = None
         self.last: dict[str, Any] | None = None
