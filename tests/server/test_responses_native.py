@@ -167,7 +167,8 @@ async def test_a_stream_is_relayed_and_stored_before_it_ends(
     assert sent(upstream)["input"][1]["encrypted_content"]  # the streamed turn's reasoning went back
     rows = gw.rows()
     assert len(rows) == 2 and rows[0]["stream"] and rows[0]["reasoning_tokens"] == 3 and not rows[0]["usage_estimated"]
-    assert (await c.responses.retrieve(final.id)).output_text == "echo: alpha beta gamma"
+    stored = await c.responses.retrieve(final.id)
+    assert stored.output_text == "echo: alpha beta gamma" and stored.output[0].encrypted_content is None
 
 
 async def test_a_stream_cut_short_fails_and_is_not_stored(

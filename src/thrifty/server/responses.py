@@ -1,13 +1,17 @@
 """`/v1/responses`: the OpenAI Responses API, served through the ordinary pipeline.
 
-A request is translated to the chat-completions request that means the same
+A request is turned into the chat-completions request that means the same
 (`thrifty.protocol.responses`), earlier turns included when it names a
-`previous_response_id`, and runs through the pipeline like any chat request: the cache,
-dedup, compression, caps and routing all act on it, the dispatcher translates it once more
-for an Anthropic, local or chat-completions provider, and the request leaves exactly one
-ledger row. The chat answer (or stream) is turned back into a `response` object (or the
-Responses events), and a stored response is committed to the shared store before its
-reply ends.
+`previous_response_id`, and runs through the pipeline like any chat request: the levers
+read that chat form, and the request leaves exactly one ledger row. When the requested
+model serves the Responses API itself, the request also travels as is
+(`Context.responses`: the client's body with the stored turns expanded, sent statelessly)
+and the dispatcher passes it through to that model; any other model gets the chat form,
+translated once more for its protocol. The answer is told apart by its shape: a `response`
+object (or Responses events) is relayed under thrifty's id, a chat answer (or stream) is
+turned into one. Either way a stored response is committed to the shared store before its
+reply ends, so thrifty, not the upstream, holds the conversation: any replica can continue
+it, and an upstream never needs to remember anything.
 
 Routes: POST /v1/responses, GET and DELETE /v1/responses/{id},
 GET /v1/responses/{id}/input_items; each also without the /v1 prefix.
@@ -299,7 +303,11 @@ class ResponsesHandlers:
         if denied is not None:
             return denied
         assert stored is not None
-        return web.Response(body=orjson.dumps(stored.response), content_type="application/json")
+        include = stored.response.get("include")
+        response = stored.response
+        if not (isinstance(include, list) and rp.ENCRYPTED_REASONING in include):
+            response = _without_encrypted(response)  # kept for the next turn, shown only when asked for
+        return web.Response(body=orjson.dumps(response), content_type="application/json")
 
     async def delete(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
