@@ -230,3 +230,18 @@ async def test_translate_mode_keeps_a_native_capable_model_on_chat(
     resp = await client(gw).responses.create(model="gpt-native", input="hello")
     assert resp.output_text == "echo: hello"
     assert upstream.calls["openai"] == 1 and upstream.calls["responses"] == 0
+
+
+async def test_encrypted_reasoning_is_asked_of_reasoning_models_only(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    """OpenAI answers 400 to encrypted reasoning asked of a model that does not reason (the
+    mock too), so thrifty asks for it only of a reasoning model or a request naming `reasoning`."""
+    config = native_config(upstream, tmp_path).replace("model: gpt-5-mock", "model: gpt-4.1-mini")
+    gw = await start_gateway(config)
+    one = await client(gw).responses.create(model="gpt-native", input="hello")
+    assert "include" not in sent(upstream) and sent(upstream)["store"] is False
+    two = await client(gw).responses.create(model="gpt-native", previous_response_id=one.id, input="again",
+                                            include=["message.output_text.logprobs"])
+    assert sent(upstream)["include"] == ["message.output_text.logprobs"] and two.output_text == "echo: again"
+    assert len(sent(upstream)["input"]) == 3

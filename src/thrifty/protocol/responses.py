@@ -22,6 +22,7 @@ request ends up at a model without the Responses API (thrifty.pipeline.dispatch)
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "input_items",
     "native_request",
     "new_id",
+    "reasons",
     "output_items",
     "response_object",
     "response_usage",
@@ -336,11 +338,25 @@ def _replayable(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def native_request(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+#: Upstream model names of OpenAI's reasoning models (which alone accept an `include` of
+#: encrypted reasoning; others answer 400): o1, o3, o4-mini, gpt-5, codex-mini, ...
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5(?!-chat)|codex)")
+
+
+def reasons(upstream_model: str, body: dict[str, Any]) -> bool:
+    """Whether a native request is for a reasoning model: it names `reasoning`, or its
+    upstream model is of a reasoning family."""
+    reasoning = body.get("reasoning")
+    asked = isinstance(reasoning, dict) and any(v is not None for v in reasoning.values())
+    return asked or bool(_REASONING_MODEL.match(upstream_model.rsplit("/", 1)[-1]))
+
+
+def native_request(body: dict[str, Any], history: list[dict[str, Any]], reasoning: bool = True) -> dict[str, Any]:
     """The request a native Responses upstream gets: the client's, with the stored earlier
     turns (`history`: inputs and outputs, reasoning items with their encrypted content)
     put in front of its input, stateless (`store: false`, thrifty keeps the conversation),
-    and asking for encrypted reasoning so the next turn can send it back."""
+    and, for a `reasoning` model, asking for encrypted reasoning so the next turn can send
+    it back."""
     upstream = {k: v for k, v in body.items() if k not in ("previous_response_id", "store")}
     current = body.get("input")
     if isinstance(current, str):
@@ -352,9 +368,10 @@ def native_request(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[
     upstream["store"] = False
     include = body.get("include")
     include = [*include] if isinstance(include, list) else []
-    if ENCRYPTED_REASONING not in include:
+    if reasoning and ENCRYPTED_REASONING not in include:
         include.append(ENCRYPTED_REASONING)
-    upstream["include"] = include
+    if include:
+        upstream["include"] = include
     return upstream
 
 

@@ -146,8 +146,9 @@ class ResponsesHandlers:
                 skipped: list[str] = []
                 items = rp.input_items(body["input"], skipped)
                 chat = rp.chat_request(body, history, items, skipped)
-                native = NativeResponses(rp.native_request(body, history), list(dict.fromkeys(skipped)),
-                                         chat.get("max_completion_tokens"))
+                upstream_model = self.gateway.config.model(model).upstream_model
+                native = NativeResponses(rp.native_request(body, history, rp.reasons(upstream_model, body)),
+                                         list(dict.fromkeys(skipped)), chat.get("max_completion_tokens"))
             else:
                 items = rp.input_items(body["input"])
                 chat = rp.chat_request(body, history, items)

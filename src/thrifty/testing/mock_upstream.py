@@ -31,7 +31,8 @@ when `include` asks for `reasoning.encrypted_content`) and N reasoning tokens, a
 `web_search` tool in the request adds a `web_search_call` item and a cited answer, `[tool]`
 calls the first function tool, and a conversation ending in `function_call_output` items is
 answered "result: " + their outputs. Like OpenAI, it answers 400 to a reasoning item whose
-encrypted content it did not issue, and 404 to a `previous_response_id` (it stores nothing).
+encrypted content it did not issue and to encrypted reasoning asked of a model that does not
+reason (not o-something or gpt-5), and 404 to a `previous_response_id` (it stores nothing).
 
 It also serves both batch APIs (OpenAI Files + Batches, Anthropic Message Batches): a batch
 completes `batch_delay` seconds after it was created, when it is first looked at; with
@@ -339,6 +340,10 @@ class MockUpstream:
         if body.get("previous_response_id"):
             return web.json_response(_error("openai", 404, f"Previous response with id "
                                             f"'{body['previous_response_id']}' not found."), status=404)
+        include = body.get("include") or []
+        if "reasoning.encrypted_content" in include and not re.match(r"o\d|gpt-5", str(body.get("model"))):
+            return web.json_response(_error("openai", 400, "Encrypted content is not supported with this model."),
+                                     status=400)
         items = body["input"] if isinstance(body.get("input"), list) else [{"role": "user", "content": body.get("input")}]
         for item in items:
             if item.get("type") == "reasoning" and (
