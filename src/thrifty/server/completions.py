@@ -115,25 +115,12 @@ class CompletionsHandlers:
         ctx.extra["endpoint"] = "completions"
         if self.gateway.config.ledger.store_bodies:
             ctx.original_body = body
-        spend = self.gateway.services.spend
-        if spend is not None:  # keys' models, budgets, rate limits: reserve before the call
-            try:
-                await spend.admit(ctx, principal)
-            except ThriftyError as exc:
-                return error_response("openai", exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
-        try:
-            reply = await self.pipeline(ctx)
-        except asyncio.CancelledError:
-            self.h._record(ctx, None, 499, "cancelled", "the client went away before the answer", started, None)
-            raise
-        except ThriftyError as exc:
-            self.h._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response("openai", exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
-        except Exception as exc:
-            log.exception("completions request %s failed inside thrifty", ctx.request_id)
-            message = f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log"
-            self.h._record(ctx, None, 500, "error", message, started, None)
-            return error_response("openai", 500, message, headers={"X-Thrifty-Request-Id": ctx.request_id})
+        refused = await self.h.admit(ctx, principal, "openai")
+        if refused is not None:
+            return refused
+        reply = await self.h.run(self.pipeline, ctx, "openai", started)
+        if isinstance(reply, web.Response):
+            return reply
         headers = self.h._reply_headers(ctx, reply)
         if reply.stream is None:
             self.h._record(ctx, reply, 200, "ok", None, started, None)

@@ -143,12 +143,9 @@ class EmbeddingsHandlers:
                       endpoint="embeddings")
         ctx.extra["endpoint"] = "embeddings"
         ctx.extra["inputs"] = len(items)
-        spend = self.gateway.services.spend
-        if spend is not None:  # keys' models, budgets, rate limits: reserve before the call
-            try:
-                await spend.admit(ctx, principal)
-            except ThriftyError as exc:
-                return error_response("openai", exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
+        refused = await self.h.admit(ctx, principal, "openai")
+        if refused is not None:
+            return refused
         # in the tenant's namespace, as the chat cache: a hit must not tell one tenant what another embedded
         scope = f"{principal.tenant}|{cfg.name}|{cfg.provider}|{cfg.upstream_model}|{cfg.base_url or ''}"
         keys = [input_key(scope, dimensions, item) for item in items]

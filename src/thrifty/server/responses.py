@@ -170,27 +170,13 @@ class ResponsesHandlers:
         if self.gateway.config.ledger.store_bodies:
             ctx.original_body = body
         store = body.get("store") is not False
-        spend = self.gateway.services.spend
-        if spend is not None:  # keys' models and routes, budgets, rate limits: reserve before the call
-            try:
-                await spend.admit(ctx, principal)
-            except ThriftyError as exc:
-                return error_response("openai", exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
+        refused = await self.h.admit(ctx, principal, "openai")
+        if refused is not None:
+            return refused
         assert self.gateway.pipeline is not None
-        try:
-            reply = await self.gateway.pipeline(ctx)
-        except asyncio.CancelledError:
-            self.h._record(ctx, None, 499, "cancelled", "the client went away before the answer", started, None)
-            raise
-        except ThriftyError as exc:
-            self.h._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response("openai", exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
-        except Exception as exc:
-            log.exception("request %s failed inside thrifty", ctx.request_id)
-            self.h._record(ctx, None, 500, "error", f"internal error: {exc.__class__.__name__}", started, None)
-            return error_response("openai", 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); "
-                                  f"see the server log for request {ctx.request_id}",
-                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
+        reply = await self.h.run(self.gateway.pipeline, ctx, "openai", started)
+        if isinstance(reply, web.Response):
+            return reply
         headers = self.h._reply_headers(ctx, reply)
         turn = ResponseTurn(body, response_id, items, history, store)
         if reply.stream is not None:
