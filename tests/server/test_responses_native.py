@@ -245,3 +245,18 @@ async def test_encrypted_reasoning_is_asked_of_reasoning_models_only(
                                             include=["message.output_text.logprobs"])
     assert sent(upstream)["include"] == ["message.output_text.logprobs"] and two.output_text == "echo: again"
     assert len(sent(upstream)["input"]) == 3
+
+
+async def test_the_cap_reaches_a_pass_through_as_max_output_tokens(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(native_config(upstream, tmp_path, "cap: {enabled: true, default_max_tokens: 50, "
+                                                               "max_tokens: 200}\n"))
+    await client(gw).responses.create(model="gpt-native", input="hello")
+    assert sent(upstream)["max_output_tokens"] == 50
+    await client(gw).responses.create(model="gpt-native", input="hello", max_output_tokens=1000)
+    assert sent(upstream)["max_output_tokens"] == 200
+    await client(gw).responses.create(model="gpt-native", input="hello", max_output_tokens=100)
+    assert sent(upstream)["max_output_tokens"] == 100
+    [_, _, row] = gw.rows()
+    assert json.loads(row["extra"])["responses"] == "native"
