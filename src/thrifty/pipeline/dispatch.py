@@ -66,7 +66,7 @@ def _event_text(ev: SSEEvent) -> str:
     data = ev.data
     if not isinstance(data, dict):
         return ""
-    if "type" in data:  # a Responses event, passed through
+    if str(data.get("type", "")).startswith("response."):  # a Responses event, passed through
         return responses_event_text(data)
     if "choices" in data:
         parts = []
@@ -123,26 +123,8 @@ class Dispatcher:
                 )
                 ctx.note(f"{name}: circuit open")
                 continue
-            if responses is not None and provider.speaks_responses():
-                try:
-                    reply = await self._attempt(ctx, provider, cfg, _native_body(responses, body), responses=True)
-                except UpstreamError as exc:
-                    if not exc.retryable:
-                        breaker.release()
-                        raise
-                    breaker.failure()
-                    ctx.note(f"{name}: {exc.status} {exc.message}")
-                    attempts.append(exc)
-                    last = exc
-                    continue
-                except BaseException:
-                    breaker.release()
-                    raise
-                if name != primary.name:
-                    ctx.extra["fallback_from"] = primary.name
-                ctx.extra["responses"] = "native"
-                return self._finish(ctx, reply, provider, cfg, protocol, breaker)
-            if responses is not None and responses.untranslatable:
+            passed = responses is not None and provider.speaks_responses()
+            if responses is not None and not passed and responses.untranslatable:
                 breaker.release()
                 raise TranslationError(
                     f"model {name!r} has no Responses API of its own (provider {cfg.provider}), and "
@@ -152,7 +134,11 @@ class Dispatcher:
             try:
                 if legacy and body.get("stream"):
                     raise TranslationError("legacy 'functions' cannot be streamed from this model; use 'tools'")
-                native = translate_request(protocol, provider.protocol, body, self.default_max_tokens)
+                if passed:
+                    assert responses is not None
+                    native = _native_body(responses, body)
+                else:
+                    native = translate_request(protocol, provider.protocol, body, self.default_max_tokens)
             except TranslationError as exc:
                 breaker.release()
                 raise TranslationError(f"model {name!r} speaks {provider.protocol}: {exc}") from None
@@ -163,7 +149,7 @@ class Dispatcher:
                 raise TranslationError(f"model {name!r} speaks {provider.protocol} and this request could not be "
                                        f"translated to it: a field has the wrong shape ({exc.__class__.__name__}: {exc})") from None
             try:
-                reply = await self._attempt(ctx, provider, cfg, native)
+                reply = await self._attempt(ctx, provider, cfg, native, responses=passed)
             except UpstreamError as exc:
                 if not exc.retryable:
                     breaker.release()
@@ -176,6 +162,8 @@ class Dispatcher:
             except BaseException:  # cancelled (the client left) or a bug: no verdict on the upstream
                 breaker.release()
                 raise
+            if passed:
+                ctx.extra["responses"] = "native"
             if name != primary.name:
                 ctx.extra["fallback_from"] = primary.name
             if protocol == "openai" and provider.protocol == "anthropic" and not (
