@@ -5,7 +5,9 @@ timed on a typical answer (about 300 words of text and two tool calls) and print
 microseconds per call. The Responses API's added latency (its request translated to chat
 completions, the chat answer or stream translated back; target <= 0.5 ms median) is timed
 call by call and its median printed, with the store write that a stored response adds
-next to it. Run: `PYTHONPATH=src python benchmarks/protocol_speed.py`.
+next to it, and so is thrifty's own work on a request passed through to a model that serves
+the Responses API itself (the chat form for the levers, the upstream body, each relayed
+event). Run: `PYTHONPATH=src python benchmarks/protocol_speed.py`.
 """
 
 from __future__ import annotations
@@ -203,6 +205,66 @@ def responses() -> None:
 
         print(f"  {'store write (SQLite, WAL, committed)':<46} {median_us(put, 300):8.1f} us median (not translation)")
         store.close()
+    passthrough()
+
+
+def passthrough() -> None:
+    """thrifty's own work on a request passed through to a native Responses upstream: the
+    chat form the levers read and the upstream body (the stored turns in front of the
+    input), then the answer under thrifty's id, or each streamed event relayed."""
+    from thrifty.protocol.responses import native_request
+    from thrifty.protocol.responses_native import replay_response
+    from thrifty.server.responses import PassedStream, ResponseTurn
+
+    history = input_items(RESPONSES_REQUEST["input"])
+    request = {**RESPONSES_REQUEST, "input": "And tomorrow?", "previous_response_id": "resp_prev",
+               "tools": [*RESPONSES_REQUEST["tools"], {"type": "web_search"}], "reasoning": {"effort": "low"}}
+    text = " ".join(["word"] * 86)
+    upstream = {"id": "resp_up", "object": "response", "created_at": 0, "status": "completed", "model": "gpt-5",
+                "output": [{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA" + "x" * 2000},
+                           {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                            "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+                "usage": {"input_tokens": 900, "input_tokens_details": {"cached_tokens": 512}, "output_tokens": 420,
+                          "output_tokens_details": {"reasoning_tokens": 300}, "total_tokens": 1320}}
+    events = []
+    for ev in replay_response(upstream):  # one delta per word, as a live upstream streams them
+        data = ev.data
+        if isinstance(data, dict) and data.get("type") == "response.output_text.delta":
+            words = str(data["delta"]).split(" ")
+            events += [type(ev)(event=ev.event, data={**data, "delta": (" " if i else "") + w})
+                       for i, w in enumerate(words)]
+        else:
+            events.append(ev)
+
+    def prepare() -> dict[str, Any]:
+        skipped: list[str] = []
+        items = input_items(request["input"], skipped)
+        chat_request(request, history, items, skipped)
+        return native_request(request, history)
+
+    def answer() -> dict[str, Any]:
+        turn = ResponseTurn(request, "resp_x", [], history, True)
+        return turn.shown(turn.adopt(upstream))
+
+    def stream() -> None:
+        relay = PassedStream(ResponseTurn(request, "resp_x", [], history, True))
+        for ev in events:
+            relay.feed(ev)
+
+    def whole() -> None:
+        prepare()
+        answer()
+
+    def whole_stream() -> None:
+        prepare()
+        stream()
+
+    print("Responses API pass-through to a native upstream (median of single calls):")
+    for name, fn in [("request -> chat form + upstream body (8 items)", prepare),
+                     ("upstream response -> client response", answer),
+                     (f"relay {len(events)} upstream events", stream),
+                     ("added per request, complete answer", whole), ("added per request, streamed", whole_stream)]:
+        print(f"  {name:<46} {median_us(fn):8.1f} us median")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ __all__ = [
     "DedupRole",
     "EventStream",
     "Handler",
+    "NativeResponses",
     "Origin",
     "Reply",
     "RouteDecision",
@@ -252,6 +253,25 @@ class RouteDecision:
 
 
 @dataclass
+class NativeResponses:
+    """A Responses-API request as it goes to a provider that speaks that API itself.
+
+    `Context.body` holds the chat-completions form of the request, which every lever reads;
+    this is the request as the upstream receives it when the provider serves `/responses`
+    natively: the client's body with earlier turns expanded into `input`, stateless
+    (`store: false`). The dispatch stage sends it instead of the chat body to such a
+    provider, and the chat body (or a 400 naming `untranslatable`) to any other."""
+
+    body: dict[str, Any]
+    #: What the chat form lacks (built-in tools, item types): a provider without the
+    #: Responses API must refuse the request naming these, never drop them.
+    untranslatable: list[str] = field(default_factory=list)
+    #: The output limit of the chat form as built, so that a lever's change to it (the cap)
+    #: can be carried over to `max_output_tokens`.
+    chat_limit: int | None = None
+
+
+@dataclass
 class Context:
     """Everything one request carries: the body, who sent it, and what the levers did to it."""
 
@@ -291,6 +311,13 @@ class Context:
     #: Facts for the ledger row's `extra` column only; nothing reads them back on the path.
     extra: dict[str, Any] = field(default_factory=dict)
     original_body: dict[str, Any] | None = None
+    #: The native Responses request, when this is a `/v1/responses` request that a provider
+    #: may serve as is (see `NativeResponses`).
+    responses: NativeResponses | None = None
+    #: The API the body belongs to, where it is not chat (or messages): legacy text
+    #: completions run through the cache and dedup too, keyed and replayed in their shape;
+    #: spend admission estimates a completion's prompt and an embedding's inputs (no output).
+    endpoint: Literal["chat", "completions", "embeddings"] = "chat"
 
     @property
     def stream(self) -> bool:

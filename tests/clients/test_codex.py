@@ -4,8 +4,10 @@ answers; against an Anthropic-protocol and an OpenAI-protocol upstream.
 
 Codex's default tool set also holds a `namespace` of sub-agent tools and OpenAI's hosted
 `web_search`, which no other provider can run; thrifty refuses those with a 400 that names
-them, so the run switches them off (`--disable multi_agent`, `web_search="disabled"`), as a
-user pointing Codex at a non-OpenAI model through thrifty would.
+them, so the runs against translated models switch them off (`--disable multi_agent`,
+`web_search="disabled"`), as a user pointing Codex at a non-OpenAI model through thrifty
+would. Towards a model that serves the Responses API itself, Codex runs with its defaults:
+thrifty passes its request through as it is.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, StartGateway, mock_config
 from thrifty.testing.mock_upstream import MockUpstream
 
 
-async def codex_exec(codex: Path, gw: RunningGateway, model: str, prompt: str, cwd: Path) -> tuple[int, str, str]:
+async def codex_exec(codex: Path, gw: RunningGateway, model: str, prompt: str, cwd: Path,
+                     defaults: bool = False) -> tuple[int, str, str]:
     home = cwd / "codex-home"
     home.mkdir()
     env = {**os.environ, "CODEX_HOME": str(home), "THRIFTY_KEY": "unused"}
@@ -30,7 +33,7 @@ async def codex_exec(codex: Path, gw: RunningGateway, model: str, prompt: str, c
             "-c", f'model_providers.thrifty.base_url="{gw.url}/v1"',
             "-c", 'model_providers.thrifty.wire_api="responses"',
             "-c", 'model_providers.thrifty.env_key="THRIFTY_KEY"',
-            "--disable", "multi_agent", "-c", 'web_search="disabled"', prompt]
+            *([] if defaults else ["--disable", "multi_agent", "-c", 'web_search="disabled"']), prompt]
     proc = await asyncio.create_subprocess_exec(*args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
@@ -63,3 +66,36 @@ async def test_codex_runs_a_tool_and_answers_through_thrifty(
     rows = thrifty.rows()
     assert len(rows) == 2 and all(r["outcome"] == "ok" and r["stream"] for r in rows)
     assert all(json.loads(r["extra"])["endpoint"] == "responses" for r in rows)
+
+
+@pytest.mark.slow
+async def test_codex_with_its_defaults_through_a_pass_through(
+    codex_bin: Path, upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    """Towards a model served natively, Codex's own request (hosted web_search, its tool
+    namespace, `store: false`, encrypted reasoning) reaches the upstream as Codex sent it."""
+    native = f"""  - name: gpt-native
+    provider: openai
+    model: gpt-5-mock
+    base_url: {upstream.base_url}/v1
+    options: {{responses: native}}
+    price: {{input: 1.25, output: 10}}
+"""
+    gw = await start_gateway(mock_config(upstream, tmp_path).replace("models:\n", "models:\n" + native, 1))
+    upstream.script = [{"tool": "exec_command", "arguments": {"cmd": "echo hello-from-the-tool"}},
+                       {"text": "The command printed hello-from-the-tool."}]
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    rc, out, err = await codex_exec(codex_bin, gw, "gpt-native", "Run echo and tell me what it printed", workdir,
+                                    defaults=True)
+    assert rc == 0, err[-3000:]
+    assert "The command printed hello-from-the-tool." in out
+    assert upstream.calls["responses"] == 2 and upstream.calls["openai"] == 0 and not upstream.script
+    first, second = upstream.bodies
+    assert any(t.get("type") == "web_search" for t in first["tools"])  # the hosted tool, passed through
+    assert first["store"] is False and "reasoning.encrypted_content" in first["include"]
+    [result] = [i for i in second["input"] if i.get("type") == "function_call_output"]
+    assert result["call_id"] == "call_mock1" and "hello-from-the-tool" in json.dumps(result["output"])
+    rows = gw.rows()
+    assert len(rows) == 2 and all(r["outcome"] == "ok" and r["stream"] for r in rows)
+    assert all(json.loads(r["extra"]).get("responses") == "native" for r in rows)

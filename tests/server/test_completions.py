@@ -1,12 +1,16 @@
 """Legacy `/v1/completions` through the official SDK: relayed to an OpenAI-compatible
-model, streamed or not, billed once; refused by name for a model that has none."""
+model, streamed or not, billed once; refused by name for a model that has none; answered
+by the exact cache and deduplicated like chat."""
 
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, StartGateway, mock_config
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -46,3 +50,40 @@ async def test_a_model_without_text_completions_is_refused_by_name(thrifty: Runn
     with pytest.raises(openai.BadRequestError, match="'claude-test' .* has no legacy text completions"):
         await client(thrifty).completions.create(model="claude-test", prompt="hi")
     assert upstream.calls["anthropic"] == 0
+
+
+async def test_the_exact_cache_answers_a_repeat_whole_or_streamed(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(mock_config(upstream, tmp_path, "cache: {enabled: true}\n"))
+    c = client(gw)
+    first = await c.completions.create(model="gpt-test", prompt="def add(a, b):", temperature=0)
+    again = await c.completions.create(model="gpt-test", prompt="def add(a, b):", temperature=0)
+    stream = await c.completions.create(model="gpt-test", prompt="def add(a, b):", temperature=0, stream=True,
+                                        stream_options={"include_usage": True})
+    chunks = [ch async for ch in stream]
+    assert first.choices[0].text == again.choices[0].text == "".join(ch.choices[0].text for ch in chunks if ch.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == first.usage.completion_tokens  # type: ignore[union-attr]
+    assert upstream.calls["completions"] == 1
+    # a streamed answer is stored too, and a chat request of the same text is another key
+    s2 = await c.completions.create(model="gpt-test", prompt="streamed first", temperature=0, stream=True)
+    streamed = "".join([ch.choices[0].text async for ch in s2 if ch.choices])
+    whole = await c.completions.create(model="gpt-test", prompt="streamed first", temperature=0)
+    assert whole.choices[0].text == streamed and upstream.calls["completions"] == 2
+    rows = gw.rows()
+    assert [r["answered_by"] for r in rows] == [None, "cache", "cache", None, "cache"]
+    assert [r["cost_pico"] == 0 for r in rows] == [False, True, True, False, True]
+
+
+async def test_dedup_sends_identical_concurrent_completions_once(
+    upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    gw = await start_gateway(mock_config(upstream, tmp_path, "dedup: {enabled: true}\n"))
+    c = client(gw)
+    outs = await asyncio.gather(*[c.completions.create(model="gpt-test", prompt="busy [slow 300]", temperature=0)
+                                  for _ in range(3)])
+    assert {o.choices[0].text for o in outs} == {" echo: busy"}
+    assert upstream.calls["completions"] == 1
+    rows = gw.rows()
+    assert sorted(r["answered_by"] or "" for r in rows) == ["", "dedup", "dedup"]
+    assert sum(1 for r in rows if r["cost_pico"] > 0) == 1

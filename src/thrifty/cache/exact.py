@@ -248,6 +248,18 @@ class ExactCacheStage(Lever[CacheSettings]):
         if not ctx.stream:
             reply.body = body
             return reply
+        if ctx.endpoint == "completions":
+            from thrifty.protocol.completions import replay_completion
+
+            options = ctx.body.get("stream_options")
+            reply.stream = EventStream.replay(
+                replay_completion(body, isinstance(options, dict) and bool(options.get("include_usage"))))
+            return reply
+        if body.get("object") == "response":  # a Responses answer passed through (ctx.responses)
+            from thrifty.protocol.responses_native import replay_response
+
+            reply.stream = EventStream.replay(replay_response(body))
+            return reply
         if ctx.protocol == "anthropic":
             from thrifty.protocol.anthropic import replay_anthropic
 
@@ -312,6 +324,15 @@ class ExactCacheStage(Lever[CacheSettings]):
 
 def _collect(ctx: Context, events: list[SSEEvent], usage: Usage) -> dict[str, Any] | None:
     """The complete body a finished stream amounts to, with usage (None if it has no answer)."""
+    if ctx.endpoint == "completions":
+        from thrifty.protocol.completions import collect_completion
+
+        return collect_completion(events, usage)
+    if ctx.responses is not None and events:
+        from thrifty.protocol.responses_native import collect_response, is_response_event
+
+        if is_response_event(events[0]):  # passed through: the final event holds the response
+            return collect_response(events)
     if ctx.protocol == "anthropic":
         from thrifty.protocol.anthropic import collect_anthropic, finish_reason_of
 

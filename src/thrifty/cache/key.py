@@ -68,7 +68,16 @@ def request_key(
 
 
 def context_key(ctx: Context, extra: dict[str, Any] | None = None) -> str:
-    """The key of the request that `ctx` carries, in its tenant's namespace."""
+    """The key of the request that `ctx` carries, in its tenant's namespace.
+
+    A Responses request that may be passed through (`ctx.responses`) is keyed on its native
+    body too: it holds what the chat form leaves out (reasoning items, built-in tools,
+    `include`), and its answer is a `response` object, never to be served to a chat client."""
+    if ctx.responses is not None:
+        native = {k: v for k, v in ctx.responses.body.items() if k not in IGNORED_FIELDS}
+        extra = {**(extra or {}), "responses": native}
+    if ctx.endpoint != "chat":  # a text completion's answer is not a chat answer
+        extra = {**(extra or {}), "endpoint": ctx.endpoint}
     return request_key(ctx.body, tenant=ctx.tenant, protocol=ctx.protocol, extra=extra)
 
 

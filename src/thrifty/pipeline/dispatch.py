@@ -20,10 +20,11 @@ from thrifty.ledger.prices import pricer
 from thrifty.ledger.tokens import estimate_body_output_tokens, estimate_output_tokens
 from thrifty.ledger.usage_check import check_usage
 from thrifty.protocol import translate
+from thrifty.protocol.responses_native import event_text as responses_event_text
 from thrifty.protocol.settings import TranslationSettings
 from thrifty.providers.base import Provider
 from thrifty.providers.breaker import CircuitBreaker
-from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage, Wire
+from thrifty.types import Context, EventStream, NativeResponses, Reply, SSEEvent, Usage, Wire
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -65,6 +66,8 @@ def _event_text(ev: SSEEvent) -> str:
     data = ev.data
     if not isinstance(data, dict):
         return ""
+    if str(data.get("type", "")).startswith("response."):  # a Responses event, passed through
+        return responses_event_text(data)
     if "choices" in data:
         parts = []
         for choice in data.get("choices") or ():
@@ -91,10 +94,15 @@ class Dispatcher:
         self.default_max_tokens = lever_model(gateway.config, "translation", TranslationSettings).default_max_tokens
 
     def __call__(self, ctx: Context) -> Awaitable[Reply]:
-        return self.send(ctx, ctx.target_model or ctx.requested_model, ctx.body)
+        return self.send(ctx, ctx.target_model or ctx.requested_model, ctx.body, responses=ctx.responses)
 
-    async def send(self, ctx: Context, model: str, body: dict[str, Any], protocol: Wire | None = None) -> Reply:
-        """Send `body` (in `protocol`, default the client's) to `model`, then its fallbacks."""
+    async def send(self, ctx: Context, model: str, body: dict[str, Any], protocol: Wire | None = None,
+                   responses: NativeResponses | None = None) -> Reply:
+        """Send `body` (in `protocol`, default the client's) to `model`, then its fallbacks.
+
+        With `responses` (a `/v1/responses` request), a provider that serves the Responses API
+        itself gets that request as is, and answers a `response` object (or its events);
+        any other gets `body`, the chat form, unless the request holds what chat cannot say."""
         protocol = protocol or ctx.protocol
         config = self.gateway.config
         primary = config.model(model)
@@ -115,11 +123,22 @@ class Dispatcher:
                 )
                 ctx.note(f"{name}: circuit open")
                 continue
+            passed = responses is not None and provider.speaks_responses()
+            if responses is not None and not passed and responses.untranslatable:
+                breaker.release()
+                raise TranslationError(
+                    f"model {name!r} has no Responses API of its own (provider {cfg.provider}), and "
+                    f"{', '.join(responses.untranslatable)} cannot be translated for it: send it to a model that "
+                    "serves the Responses API, or leave it out")
             legacy = protocol == "openai" and provider.protocol != "openai" and bool(body.get("functions"))
             try:
                 if legacy and body.get("stream"):
                     raise TranslationError("legacy 'functions' cannot be streamed from this model; use 'tools'")
-                native = translate_request(protocol, provider.protocol, body, self.default_max_tokens)
+                if passed:
+                    assert responses is not None
+                    native = _native_body(responses, body)
+                else:
+                    native = translate_request(protocol, provider.protocol, body, self.default_max_tokens)
             except TranslationError as exc:
                 breaker.release()
                 raise TranslationError(f"model {name!r} speaks {provider.protocol}: {exc}") from None
@@ -130,7 +149,7 @@ class Dispatcher:
                 raise TranslationError(f"model {name!r} speaks {provider.protocol} and this request could not be "
                                        f"translated to it: a field has the wrong shape ({exc.__class__.__name__}: {exc})") from None
             try:
-                reply = await self._attempt(ctx, provider, cfg, native)
+                reply = await self._attempt(ctx, provider, cfg, native, responses=passed)
             except UpstreamError as exc:
                 if not exc.retryable:
                     breaker.release()
@@ -143,6 +162,8 @@ class Dispatcher:
             except BaseException:  # cancelled (the client left) or a bug: no verdict on the upstream
                 breaker.release()
                 raise
+            if passed:
+                ctx.extra["responses"] = "native"
             if name != primary.name:
                 ctx.extra["fallback_from"] = primary.name
             if protocol == "openai" and provider.protocol == "anthropic" and not (
@@ -170,11 +191,13 @@ class Dispatcher:
             reply.stream.on_finish(lambda _s: add_cost(reply))
         return reply
 
-    async def _attempt(self, ctx: Context, provider: Provider, cfg: ModelConfig, body: dict[str, Any]) -> Reply:
+    async def _attempt(self, ctx: Context, provider: Provider, cfg: ModelConfig, body: dict[str, Any],
+                       responses: bool = False) -> Reply:
         attempt = 0
+        send = provider.send_responses if responses else provider.send
         while True:
             try:
-                return await provider.send(body, ctx)
+                return await send(body, ctx)
             except UpstreamError as exc:
                 if not exc.retryable or attempt >= cfg.max_retries:
                     raise
@@ -269,6 +292,16 @@ class Dispatcher:
 
         outer = EventStream(events())
         return outer
+
+
+def _native_body(native: NativeResponses, chat: dict[str, Any]) -> dict[str, Any]:
+    """The Responses request to send, with what a lever changed on the chat form that the
+    Responses API can say carried over: the output limit (the cap)."""
+    body = dict(native.body)
+    limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    if isinstance(limit, int) and limit != native.chat_limit:
+        body["max_output_tokens"] = limit
+    return body
 
 
 def _sane_usage(ctx: Context, cfg: ModelConfig, usage: Usage, raw: Any, answer_tokens: Callable[[], int]) -> Usage:

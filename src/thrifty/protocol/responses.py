@@ -12,11 +12,17 @@ tools such as `web_search`, `background` mode, stored prompts, conversations); n
 dropped silently. `reasoning` items of earlier turns are the only thing not sent back: chat
 completions has no field for a model's earlier reasoning, and it does not change the
 answer's meaning.
+
+For a model that serves the Responses API itself the request is passed through
+(`native_request`); its chat form is still built, for the levers to read, but leniently:
+what it cannot say is listed (`skipped`) instead of refused, and refused only if the
+request ends up at a model without the Responses API (thrifty.pipeline.dispatch).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from typing import Any
@@ -25,10 +31,13 @@ from thrifty.errors import BadRequest
 from thrifty.protocol.openai import usage_from_openai
 
 __all__ = [
+    "ENCRYPTED_REASONING",
     "RESPONSE_FIELDS",
     "chat_request",
     "input_items",
+    "native_request",
     "new_id",
+    "reasons",
     "output_items",
     "response_object",
     "response_usage",
@@ -77,9 +86,10 @@ def _content_parts(content: Any, where: str) -> list[dict[str, Any]]:
     return [p for p in content if isinstance(p, dict)]
 
 
-def input_items(value: Any) -> list[dict[str, Any]]:
+def input_items(value: Any, skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """The request's `input` as a list of items, each with an `id` (a string input is one
-    user message). Items are checked for the fields translation needs."""
+    user message). Items are checked for the fields translation needs; an item type chat
+    cannot carry is refused, or, with `skipped` (a pass-through), kept as is and listed."""
     if isinstance(value, str):
         value = [{"role": "user", "content": value}]
     if not isinstance(value, list):
@@ -115,6 +125,9 @@ def input_items(value: Any) -> list[dict[str, Any]]:
             item.setdefault("status", "completed")
         elif kind == "reasoning":
             item.setdefault("id", new_id("rs"))
+        elif skipped is not None and isinstance(kind, str):
+            item = dict(raw)  # a built-in tool's call or output, an item reference: passed as sent
+            skipped.append(f"input items of type {kind!r}")
         else:
             raise BadRequest(f"{where}: input items of type {kind!r} cannot be served by thrifty "
                              "(it serves messages, function_call, function_call_output and reasoning items)",
@@ -148,9 +161,16 @@ def _chat_part(part: dict[str, Any], where: str) -> dict[str, Any]:
     raise BadRequest(f"{where}: content part type {kind!r} cannot be served by thrifty", "input")
 
 
-def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _message(item: dict[str, Any], where: str, skipped: list[str] | None = None) -> dict[str, Any]:
     role = item["role"]
-    parts = [_chat_part(p, where) for p in item.get("content") or []]
+    parts = []
+    for p in item.get("content") or []:
+        try:
+            parts.append(_chat_part(p, where))
+        except BadRequest:
+            if skipped is None:
+                raise
+            skipped.append(f"content parts of type {p.get('type')!r}")
     if role != "user" and any(p["type"] != "text" for p in parts):
         raise BadRequest(f"{where}: a {role} message may hold only text", "input")
     if all(p["type"] == "text" for p in parts):
@@ -164,7 +184,8 @@ def _tool_output(output: Any) -> str:
     return "".join(str(p.get("text", "")) for p in output if isinstance(p, dict))
 
 
-def chat_messages(items: list[dict[str, Any]], instructions: Any) -> list[dict[str, Any]]:
+def chat_messages(items: list[dict[str, Any]], instructions: Any,
+                  skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """The chat-completions `messages` that a list of Responses items amounts to.
 
     Consecutive function calls become one assistant turn with several `tool_calls`, joined
@@ -176,7 +197,7 @@ def chat_messages(items: list[dict[str, Any]], instructions: Any) -> list[dict[s
         where = f"input[{i}]"
         kind = item.get("type")
         if kind == "message":
-            messages.append(_message(item, where))
+            messages.append(_message(item, where, skipped))
         elif kind == "function_call":
             call = {"id": item["call_id"], "type": "function",
                     "function": {"name": item["name"], "arguments": item.get("arguments") or "{}"}}
@@ -193,13 +214,16 @@ def chat_messages(items: list[dict[str, Any]], instructions: Any) -> list[dict[s
     return messages
 
 
-def _chat_tools(tools: Any) -> list[dict[str, Any]]:
+def _chat_tools(tools: Any, skipped: list[str] | None = None) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise BadRequest("'tools' must be an array", "tools")
     out = []
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type") != "function":
             kind = tool.get("type") if isinstance(tool, dict) else None
+            if skipped is not None and isinstance(kind, str):
+                skipped.append(f"the built-in tool {kind!r}")
+                continue
             raise BadRequest(f"tools[{i}]: tool type {kind!r} cannot be served by thrifty; only function tools "
                              "can (built-in tools run inside OpenAI's servers)", "tools")
         if not isinstance(tool.get("name"), str):
@@ -244,21 +268,39 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     raise BadRequest(f"text.format {json.dumps(fmt)[:100]} cannot be served by thrifty", "text")
 
 
-def chat_request(body: dict[str, Any], history: list[dict[str, Any]], items: list[dict[str, Any]]) -> dict[str, Any]:
+def chat_request(body: dict[str, Any], history: list[dict[str, Any]], items: list[dict[str, Any]],
+                 skipped: list[str] | None = None) -> dict[str, Any]:
     """The chat-completions request for Responses request `body`, whose earlier turns are
-    `history` (items) and whose own input is `items`."""
+    `history` (items) and whose own input is `items`. With `skipped` (a pass-through), what
+    chat cannot say is left out of the chat form and listed there instead of refused."""
     for key, what in _REFUSED.items():
         if body.get(key):
+            if skipped is not None and key == "prompt":  # a stored prompt lives on the upstream
+                skipped.append("'prompt' (a stored prompt template)")
+                continue
             raise BadRequest(f"'{key}': {what} cannot be served by thrifty", key)
     chat: dict[str, Any] = {"model": body["model"],
-                            "messages": chat_messages([*history, *items], body.get("instructions"))}
+                            "messages": chat_messages([*history, *items], body.get("instructions"), skipped)}
     if body.get("tools"):
-        chat["tools"] = _chat_tools(body["tools"])
+        tools = _chat_tools(body["tools"], skipped)
+        if tools:
+            chat["tools"] = tools
         if body.get("tool_choice") is not None:
-            chat["tool_choice"] = _chat_tool_choice(body["tool_choice"])
+            try:
+                chat["tool_choice"] = _chat_tool_choice(body["tool_choice"])
+            except BadRequest:
+                if skipped is None:
+                    raise
+                skipped.append(f"tool_choice {json.dumps(body['tool_choice'])[:80]}")
         if body.get("parallel_tool_calls") is False:
             chat["parallel_tool_calls"] = False
-    fmt = _response_format(body.get("text"))
+    try:
+        fmt = _response_format(body.get("text"))
+    except BadRequest:
+        if skipped is None:
+            raise
+        fmt = None
+        skipped.append("this text.format")
     if fmt is not None:
         chat["response_format"] = fmt
     reasoning = body.get("reasoning")
@@ -278,6 +320,59 @@ def chat_request(body: dict[str, Any], history: list[dict[str, Any]], items: lis
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     return chat
+
+
+# ------------------------------------------------------------------ pass-through
+
+#: What thrifty asks a native upstream to include, so that reasoning can be sent back.
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+
+#: Items whose ids thrifty may have made up (what the client said): never sent upstream,
+#: which only knows its own items' ids.
+_CLIENT_ITEMS = {"function_call_output"}
+
+
+def _replayable(item: dict[str, Any]) -> dict[str, Any]:
+    if item.get("type") in _CLIENT_ITEMS or (item.get("type") == "message" and item.get("role") != "assistant"):
+        return {k: v for k, v in item.items() if k != "id"}
+    return item
+
+
+#: Upstream model names of OpenAI's reasoning models (which alone accept an `include` of
+#: encrypted reasoning; others answer 400): o1, o3, o4-mini, gpt-5, codex-mini, ...
+_REASONING_MODEL = re.compile(r"^(o\d|gpt-5(?!-chat)|codex)")
+
+
+def reasons(upstream_model: str, body: dict[str, Any]) -> bool:
+    """Whether a native request is for a reasoning model: it names `reasoning`, or its
+    upstream model is of a reasoning family."""
+    reasoning = body.get("reasoning")
+    asked = isinstance(reasoning, dict) and any(v is not None for v in reasoning.values())
+    return asked or bool(_REASONING_MODEL.match(upstream_model.rsplit("/", 1)[-1]))
+
+
+def native_request(body: dict[str, Any], history: list[dict[str, Any]], reasoning: bool = True) -> dict[str, Any]:
+    """The request a native Responses upstream gets: the client's, with the stored earlier
+    turns (`history`: inputs and outputs, reasoning items with their encrypted content)
+    put in front of its input, stateless (`store: false`, thrifty keeps the conversation),
+    and, for a `reasoning` model, asking for encrypted reasoning so the next turn can send
+    it back."""
+    upstream = {k: v for k, v in body.items() if k not in ("previous_response_id", "store")}
+    current = body.get("input")
+    if isinstance(current, str):
+        current = [{"role": "user", "content": current}]
+    # a reasoning item without encrypted content (from a translated turn) cannot be replayed
+    # statelessly: its id is unknown upstream
+    earlier = [_replayable(i) for i in history if i.get("type") != "reasoning" or i.get("encrypted_content")]
+    upstream["input"] = [*earlier, *(current or [])]
+    upstream["store"] = False
+    include = body.get("include")
+    include = [*include] if isinstance(include, list) else []
+    if reasoning and ENCRYPTED_REASONING not in include:
+        include.append(ENCRYPTED_REASONING)
+    if include:
+        upstream["include"] = include
+    return upstream
 
 
 # ------------------------------------------------------------------ chat answer -> response

@@ -60,3 +60,6 @@ class AzureOpenAIProvider(OpenAIProvider):
 
     def _headers(self, key: str | None) -> dict[str, str]:
         return azure_request(self.config, "chat/completions")[1]
+
+    def speaks_responses(self) -> bool:
+        return False  # Azure's Responses API is not wired up: /v1/responses is translated to chat

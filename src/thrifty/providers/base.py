@@ -64,3 +64,14 @@ class Provider(ABC):
 
     @abstractmethod
     async def send(self, body: dict[str, Any], ctx: Context) -> Reply: ...
+
+    def speaks_responses(self) -> bool:
+        """Whether this provider serves the Responses API itself (`send_responses`); the
+        dispatch stage sends a `/v1/responses` request to it as is instead of translating."""
+        return False
+
+    async def send_responses(self, body: dict[str, Any], ctx: Context) -> Reply:
+        """Send a Responses-API request as is; the reply's body is a `response` object, its
+        stream the Responses events. Only called where `speaks_responses()` is true."""
+        raise UpstreamError(400, f"model {self.name!r} does not serve the Responses API natively",
+                            error_type="invalid_request_error")

@@ -27,7 +27,7 @@ from thrifty.protocol.streams import encode_event
 from thrifty.server.auth import KeyRing, Principal, presented_key
 from thrifty.server.guard import KEYS, PREFLIGHT, admin_only, error_response
 from thrifty.server.validate import check_depth, validate_anthropic, validate_openai
-from thrifty.types import Context, Reply, SSEEvent, Wire
+from thrifty.types import Context, Handler, Reply, SSEEvent, Wire
 
 log = logging.getLogger(__name__)
 
@@ -110,26 +110,13 @@ class Handlers:
             ctx.task = task[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if self.config.ledger.store_bodies:
             ctx.original_body = body
-        spend = self.gateway.services.spend
-        if spend is not None:  # keys' models and routes, budgets, rate limits: reserve before the call
-            try:
-                await spend.admit(ctx, principal)
-            except ThriftyError as exc:
-                return error_response(protocol, exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
+        refused = await self.admit(ctx, principal, protocol)
+        if refused is not None:
+            return refused
         assert self.gateway.pipeline is not None
-        try:
-            reply = await self.gateway.pipeline(ctx)
-        except asyncio.CancelledError:  # the client left (with handler cancellation on) or the server stops
-            self._record(ctx, None, 499, "cancelled", "the client went away before the answer", started, None)
-            raise
-        except ThriftyError as exc:
-            self._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response(protocol, exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
-        except Exception as exc:
-            log.exception("request %s failed inside thrifty", ctx.request_id)
-            self._record(ctx, None, 500, "error", f"internal error: {exc.__class__.__name__}", started, None)
-            return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log for request {ctx.request_id}",
-                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
+        reply = await self.run(self.gateway.pipeline, ctx, protocol, started)
+        if isinstance(reply, web.Response):
+            return reply
         headers = self._reply_headers(ctx, reply)
         if reply.stream is None:
             try:
@@ -246,6 +233,34 @@ class Handlers:
         check_depth(raw, body)
         return body
 
+    async def admit(self, ctx: Context, principal: Principal, protocol: Wire) -> web.Response | None:
+        """Spend admission (keys' models and routes, budgets, rate limits: reserve before the
+        call); the refusal to answer, if any."""
+        spend = self.gateway.services.spend
+        if spend is None:
+            return None
+        try:
+            await spend.admit(ctx, principal)
+        except ThriftyError as exc:
+            return error_response(protocol, exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
+        return None
+
+    async def run(self, pipeline: Handler, ctx: Context, protocol: Wire, started: float) -> Reply | web.Response:
+        """`pipeline(ctx)`, or the error response of its failure (recorded in the ledger)."""
+        try:
+            return await pipeline(ctx)
+        except asyncio.CancelledError:  # the client left (with handler cancellation on) or the server stops
+            self._record(ctx, None, 499, "cancelled", "the client went away before the answer", started, None)
+            raise
+        except ThriftyError as exc:
+            self._record(ctx, None, exc.status, "error", exc.message, started, None)
+            return error_response(protocol, exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
+        except Exception as exc:
+            log.exception("request %s failed inside thrifty", ctx.request_id)
+            self._record(ctx, None, 500, "error", f"internal error: {exc.__class__.__name__}", started, None)
+            return error_response(protocol, 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); see the server log for request {ctx.request_id}",
+                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
+
     def _reply_headers(self, ctx: Context, reply: Reply) -> dict[str, str]:
         headers = {k: v for k, v in reply.headers.items() if k.lower().startswith("x-thrifty-")}
         headers["X-Thrifty-Request-Id"] = ctx.request_id
@@ -269,7 +284,7 @@ class Handlers:
     # -- small routes --------------------------------------------------------------------
 
     async def models(self, request: web.Request) -> web.Response:
-        if self._principal(request) is None:
+        if await self.principal(request) is None:
             return error_response("openai", 401, "missing or invalid thrifty key")
         if "anthropic-version" in request.headers:
             data = [{"type": "model", "id": m.name, "display_name": m.name, "created_at": "1970-01-01T00:00:00Z"}
@@ -284,7 +299,7 @@ class Handlers:
     async def count_tokens(self, request: web.Request) -> web.Response:
         """Anthropic's token counter (Claude Code calls it): the upstream's count for Anthropic
         models, an offline estimate for the others."""
-        if self._principal(request) is None:
+        if await self.principal(request) is None:
             return error_response("anthropic", 401, "missing or invalid thrifty key")
         try:
             body = await self._read_json(request)

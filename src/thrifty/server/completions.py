@@ -6,8 +6,13 @@ cannot: the model continues the text as given. So the request is relayed as it c
 model name swapped for the upstream's), streamed or not, and billed from the upstream's
 usage in one ledger row. A model that speaks Anthropic Messages, or the local chat engine,
 has no raw completion; such a request is refused with a 400 that says so rather than
-silently turned into a chat turn. The chat levers (cache, compression, routing) do not act
-on this endpoint.
+silently turned into a chat turn.
+
+The exact cache and dedup act on it as on chat (their settings, per route; a streamed
+request and a whole one share a cache entry, replayed in the text-completion shape), and
+spend admission (key limits, budgets, rate limits) reserves before the call. The levers
+that read or rewrite chat messages (semantic cache, compression, cap, routing) do not act
+on raw text.
 """
 
 from __future__ import annotations
@@ -15,24 +20,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from thrifty.cache.redis_budget import start_request as start_redis_budget
 from thrifty.config import DEFAULT_BASE_URLS, ModelConfig
 from thrifty.errors import BadRequest, NotFound, ThriftyError, Unauthorized, UpstreamError
 from thrifty.gateway import Gateway
 from thrifty.ledger.prices import pricer
 from thrifty.ledger.tokens import count_text
+from thrifty.pipeline.pipeline import Pipeline
 from thrifty.protocol.errors import truncate
 from thrifty.protocol.openai import usage_from_openai
 from thrifty.protocol.streams import encode_event
 from thrifty.providers.transport import connection_error, post, sse_events
-from thrifty.server.app import _SSE_HEADERS, Handlers, parse_tags
+from thrifty.server.app import _FORWARDED, _SSE_HEADERS, Handlers, parse_tags
 from thrifty.server.guard import KEYS, error_response
-from thrifty.types import Context, Reply, Usage
+from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
 __all__ = ["setup"]
 
@@ -50,10 +58,25 @@ def _check_prompt(prompt: Any) -> None:
     raise BadRequest("'prompt' must be a string, an array of strings, token ids or arrays of token ids", "prompt")
 
 
+#: The levers that act on text completions: the others read or rewrite chat messages.
+LEVERS = ("cache", "dedup")
+
+
 class CompletionsHandlers:
     def __init__(self, gateway: Gateway, handlers: Handlers) -> None:
         self.gateway = gateway
         self.h = handlers
+        self._pipeline: Pipeline | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The exact cache and dedup (as configured for chat) in front of the upstream call."""
+        if self._pipeline is None:
+            main = self.gateway.pipeline
+            assert main is not None
+            self._pipeline = Pipeline([lever for lever in main.levers if lever.name in LEVERS], self._call,
+                                      main.overrides)
+        return self._pipeline
 
     def _target(self, body: dict[str, Any]) -> ModelConfig:
         model = body.get("model")
@@ -75,6 +98,7 @@ class CompletionsHandlers:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
+        start_redis_budget()
         principal = await self.h.principal(request)
         if principal is None:
             return error_response("openai", Unauthorized("missing or invalid thrifty key", code="invalid_api_key"))
@@ -85,13 +109,33 @@ class CompletionsHandlers:
         except ThriftyError as exc:
             return error_response("openai", exc)
         ctx = Context(protocol="openai", body=body, config=self.gateway.config, key_name=principal.name,
-                      tenant=principal.tenant, tags=tags, requested_model=cfg.name, target_model=cfg.name)
+                      tenant=principal.tenant, tags=tags, requested_model=cfg.name, target_model=cfg.name,
+                      headers={k.lower(): v for k, v in request.headers.items() if k.lower() in _FORWARDED},
+                      endpoint="completions")
         ctx.extra["endpoint"] = "completions"
+        if self.gateway.config.ledger.store_bodies:
+            ctx.original_body = body
+        refused = await self.h.admit(ctx, principal, "openai")
+        if refused is not None:
+            return refused
+        reply = await self.h.run(self.pipeline, ctx, "openai", started)
+        if isinstance(reply, web.Response):
+            return reply
+        headers = self.h._reply_headers(ctx, reply)
+        if reply.stream is None:
+            self.h._record(ctx, reply, 200, "ok", None, started, None)
+            return web.Response(body=orjson.dumps(reply.body), content_type="application/json", headers=headers)
+        return await self._relay(request, ctx, reply, headers, started)
+
+    # -- the upstream call: the pipeline's terminal ---------------------------------------
+
+    async def _call(self, ctx: Context) -> Reply:
+        body = ctx.body
+        cfg = self.gateway.config.model(ctx.target_model)
         upstream = {**body, "model": cfg.upstream_model}
         streaming = bool(body.get("stream"))
-        options = body.get("stream_options")
-        wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        if streaming:
+        if streaming:  # always ask for usage, so the ledger is exact; hidden from a client that did not ask
+            options = body.get("stream_options")
             upstream["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         key = cfg.api_key()
         headers = {"Content-Type": "application/json", **cfg.headers}
@@ -101,25 +145,50 @@ class CompletionsHandlers:
         reply = Reply(served_model=cfg.name, provider=cfg.provider)
         if pricer.rates(cfg).source == "unknown":  # billed $0: the row says why, never silently
             ctx.extra["price_unknown"] = f"no price known for {cfg.upstream_model!r} ({cfg.provider}); set price: on it"
-        out_headers = {"X-Thrifty-Request-Id": ctx.request_id, "X-Thrifty-Model": cfg.name}
-        try:
-            answer = await post(cfg.name, url, upstream, headers, streaming=streaming, timeout=cfg.timeout,
-                                connect_timeout=cfg.connect_timeout, secret=key)
-            if isinstance(answer, dict):
-                if not isinstance(answer.get("choices"), list):
-                    raise UpstreamError(502, f"model {cfg.name!r} answered without a 'choices' list, a shape the "
-                                        "completions API does not document", error_type="api_error")
-                reply.body = answer
-                reply.usage = self._usage(answer.get("usage"), body, answer)
-        except ThriftyError as exc:
-            self.h._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response("openai", exc, headers=out_headers)
-        if reply.body is not None:
+        answer = await post(cfg.name, url, upstream, headers, streaming=streaming, timeout=cfg.timeout,
+                            connect_timeout=cfg.connect_timeout, secret=key)
+        if isinstance(answer, dict):
+            if not isinstance(answer.get("choices"), list):
+                raise UpstreamError(502, f"model {cfg.name!r} answered without a 'choices' list, a shape the "
+                                    "completions API does not document", error_type="api_error")
+            reply.body = answer
+            reply.usage = self._usage(answer.get("usage"), body, answer)
             reply.cost = pricer.cost(cfg, reply.usage)
-            self.h._record(ctx, reply, 200, "ok", None, started, None)
-            return web.Response(body=orjson.dumps(reply.body), content_type="application/json", headers=out_headers)
-        assert isinstance(answer, aiohttp.ClientResponse)
-        return await self._relay(request, ctx, cfg, reply, answer, wants_usage, out_headers, started)
+            return reply
+        stream: EventStream = EventStream(self._events(ctx, cfg, reply, answer, lambda: stream))
+        reply.stream = stream
+        return reply
+
+    async def _events(self, ctx: Context, cfg: ModelConfig, reply: Reply, resp: aiohttp.ClientResponse,
+                      holder: Any) -> AsyncIterator[SSEEvent]:
+        stream: EventStream = holder()
+        texts: list[str] = []
+        usage: Any = None
+        try:
+            async for ev in sse_events(resp):
+                data = ev.data
+                if data == "[DONE]":
+                    stream.complete = True
+                elif isinstance(data, dict):
+                    if data.get("usage"):
+                        usage = data["usage"]
+                    for choice in data.get("choices") or []:
+                        if isinstance(choice, dict):
+                            texts.append(str(choice.get("text") or ""))
+                yield ev
+            if not stream.complete:
+                stream.error = "the upstream closed the stream before it finished"
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            stream.error = connection_error(exc, f"{cfg.name} upstream").message
+        finally:
+            resp.release()
+            if usage is not None:
+                stream.usage = usage_from_openai(usage)
+            else:  # cut short: estimate what was consumed, and say so
+                stream.usage = Usage(input_tokens=count_text(_prompt_text(ctx.body)),
+                                     output_tokens=count_text("".join(texts)), estimated=True)
+            reply.usage = stream.usage
+            reply.cost = pricer.cost(cfg, stream.usage)
 
     def _usage(self, usage: Any, body: dict[str, Any], answer: dict[str, Any]) -> Usage:
         if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
@@ -127,61 +196,37 @@ class CompletionsHandlers:
         text = "".join(str(c.get("text", "")) for c in answer.get("choices") or [] if isinstance(c, dict))
         return Usage(input_tokens=count_text(_prompt_text(body)), output_tokens=count_text(text), estimated=True)
 
-    async def _relay(self, request: web.Request, ctx: Context, cfg: ModelConfig, reply: Reply,
-                     resp: aiohttp.ClientResponse, wants_usage: bool, headers: dict[str, str],
+    async def _relay(self, request: web.Request, ctx: Context, reply: Reply, headers: dict[str, str],
                      started: float) -> web.StreamResponse:
+        stream = reply.stream
+        assert stream is not None
+        options = ctx.body.get("stream_options")
+        wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         out = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
-        texts: list[str] = []
-        outcome, error, ttfb, complete, usage = "ok", None, None, False, None
+        outcome, ttfb = "ok", None
         try:
             await out.prepare(request)
-            async for ev in sse_events(resp):
+            async for ev in stream:
                 data = ev.data
-                if data == "[DONE]":
-                    complete = True
-                elif isinstance(data, dict):
-                    if data.get("usage"):
-                        usage = data["usage"]
-                        if not data.get("choices") and not wants_usage:
-                            continue
-                    for choice in data.get("choices") or []:
-                        if isinstance(choice, dict):
-                            texts.append(str(choice.get("text") or ""))
+                if isinstance(data, dict) and data.get("usage") and not data.get("choices") and not wants_usage:
+                    continue
                 await out.write(encode_event(ev))
                 ttfb = ttfb or time.perf_counter()
-            if not complete:
-                outcome, error = "partial", "the upstream closed the stream before it finished"
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            outcome, error = "partial", connection_error(exc, f"{cfg.name} upstream").message
-        except (ConnectionResetError, asyncio.CancelledError) as exc:
-            outcome, error = "cancelled", "the client went away"
-            if isinstance(exc, asyncio.CancelledError):
-                self._bill(ctx, cfg, reply, usage, texts, 499, outcome, error, started, ttfb)
-                raise
-        finally:
-            resp.release()
-        if outcome == "partial":
-            try:
-                await out.write(encode_event(_error_event(error or "stream cut")))
-            except (ConnectionResetError, RuntimeError):
-                pass
-        try:
+            if not stream.complete:
+                outcome = "partial"
+                await out.write(encode_event(_error_event(stream.error or "stream cut")))
             await out.write_eof()
-        except (ConnectionResetError, RuntimeError):
-            pass
-        status = {"ok": 200, "partial": 502, "cancelled": 499}[outcome]
-        self._bill(ctx, cfg, reply, usage, texts, status, outcome, error, started, ttfb)
+        except (ConnectionResetError, asyncio.CancelledError) as exc:
+            await stream.aclose()
+            self.h._record(ctx, reply, 499, "cancelled", "the client went away", started, ttfb)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return out
+        finally:
+            await stream.aclose()
+        status = 200 if outcome == "ok" else 502
+        self.h._record(ctx, reply, status, outcome, stream.error if outcome != "ok" else None, started, ttfb)
         return out
-
-    def _bill(self, ctx: Context, cfg: ModelConfig, reply: Reply, usage: Any, texts: list[str], status: int,
-              outcome: str, error: str | None, started: float, ttfb: float | None) -> None:
-        if usage is not None:
-            reply.usage = usage_from_openai(usage)
-        else:  # cut short: estimate what was consumed, and say so
-            reply.usage = Usage(input_tokens=count_text(_prompt_text(ctx.body)), output_tokens=count_text("".join(texts)),
-                                estimated=True)
-        reply.cost = pricer.cost(cfg, reply.usage)
-        self.h._record(ctx, reply, status, outcome, error, started, ttfb)
 
 
 def _prompt_text(body: dict[str, Any]) -> str:

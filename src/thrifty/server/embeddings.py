@@ -5,7 +5,10 @@ A batch that mixes inputs seen before with new ones sends only the new ones upst
 distinct input once) and answers every input's vector in its own position. Each request
 is one ledger row: the tokens billed for the new inputs, priced like input tokens of the
 model, and the `embedding_cache` lever's saving (the tokens the cached inputs cost when
-they were embedded, at today's price).
+they were embedded, at today's price). Spend admission (key limits, budgets, rate limits)
+reserves before any upstream call, as on chat. The chat levers (the response cache, dedup,
+compression, routing) do not act here: the per-input cache is this endpoint's own, and it
+already sends each distinct input of a batch once.
 
 The `embeddings:` config section:
 
@@ -136,9 +139,13 @@ class EmbeddingsHandlers:
             return error_response("openai", exc)
         cfg = self.gateway.config.model(model)
         ctx = Context(protocol="openai", body=body, config=self.gateway.config, key_name=principal.name,
-                      tenant=principal.tenant, tags=tags, requested_model=model, target_model=model)
+                      tenant=principal.tenant, tags=tags, requested_model=model, target_model=model,
+                      endpoint="embeddings")
         ctx.extra["endpoint"] = "embeddings"
         ctx.extra["inputs"] = len(items)
+        refused = await self.h.admit(ctx, principal, "openai")
+        if refused is not None:
+            return refused
         # in the tenant's namespace, as the chat cache: a hit must not tell one tenant what another embedded
         scope = f"{principal.tenant}|{cfg.name}|{cfg.provider}|{cfg.upstream_model}|{cfg.base_url or ''}"
         keys = [input_key(scope, dimensions, item) for item in items]

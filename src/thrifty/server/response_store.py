@@ -8,6 +8,14 @@ flush interval. Each row keeps what a follow-up needs to rebuild the whole conve
 the items of the turns before (`history`), this turn's input items, and the response
 itself (whose `output` is this turn's answer). Every read and delete is scoped to the
 tenant that wrote the row, so another tenant's id is simply not found.
+
+Stored responses expire, as OpenAI's do (30 days): the `responses:` config section
+
+    responses:
+      ttl_days: 30          # a response older than this is not found (null: kept forever)
+      purge_interval: 3600  # seconds between deletions of expired rows (one at start too)
+
+An expired row is never served, whether or not the purge has deleted it yet.
 """
 
 from __future__ import annotations
@@ -18,11 +26,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.migrations import Dialect, Migration
 from thrifty.sqldb import SQLDatabase
 
-__all__ = ["MIGRATIONS", "ResponseStore", "StoredResponse"]
+__all__ = ["MIGRATIONS", "ResponseStore", "ResponsesSettings", "StoredResponse"]
+
+
+class ResponsesSettings(BaseModel):
+    """The `responses:` config section (stored Responses-API responses)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Days a stored response can be retrieved or continued (OpenAI keeps them 30 days);
+    #: null keeps them until deleted.
+    ttl_days: float | None = Field(default=30.0, gt=0)
+    #: Seconds between purges of expired rows.
+    purge_interval: float = Field(default=3600.0, gt=0)
 
 TABLE = "thrifty_responses"
 
@@ -56,10 +77,15 @@ class StoredResponse:
 class ResponseStore:
     """Responses by id and tenant. Methods block; the `a*` variants run them in a thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, ttl_days: float | None = None) -> None:
         self.db = SQLDatabase(url, "responses", MIGRATIONS)
         self.dialect = self.db.dialect
         self._run = self.db.run
+        self.ttl = ttl_days * 86400 if ttl_days is not None else None
+
+    def _cutoff(self) -> float:
+        """Rows created before this time have expired."""
+        return time.time() - self.ttl if self.ttl is not None else 0.0
 
     def put(self, tenant: str, response: dict[str, Any], input_items: list[dict[str, Any]],
             history: list[dict[str, Any]]) -> None:
@@ -75,8 +101,8 @@ class ResponseStore:
                   f"input_items, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?){tail}", row)
 
     def get(self, tenant: str, response_id: str) -> StoredResponse | None:
-        rows = self._run(f"SELECT response, input_items, history FROM {TABLE} WHERE id = ? AND tenant = ?",
-                         (response_id, tenant))
+        rows = self._run(f"SELECT response, input_items, history FROM {TABLE} WHERE id = ? AND tenant = ? "
+                         "AND created_at >= ?", (response_id, tenant, self._cutoff()))
         if not rows:
             return None
         response, items, history = rows[0]
@@ -84,10 +110,17 @@ class ResponseStore:
 
     def delete(self, tenant: str, response_id: str) -> bool:
         """Delete a response; False when the tenant has none of that id."""
-        found = self._run(f"SELECT 1 FROM {TABLE} WHERE id = ? AND tenant = ?", (response_id, tenant))
+        found = self._run(f"SELECT 1 FROM {TABLE} WHERE id = ? AND tenant = ? AND created_at >= ?",
+                          (response_id, tenant, self._cutoff()))
         if found:
             self._run(f"DELETE FROM {TABLE} WHERE id = ? AND tenant = ?", (response_id, tenant))
         return bool(found)
+
+    def purge(self) -> int:
+        """Delete the expired rows; how many there were."""
+        if self.ttl is None:
+            return 0
+        return self.db.changed(f"DELETE FROM {TABLE} WHERE created_at < ?", (self._cutoff(),))
 
     def close(self) -> None:
         self.db.close()
@@ -101,3 +134,6 @@ class ResponseStore:
 
     async def adelete(self, tenant: str, response_id: str) -> bool:
         return await asyncio.to_thread(self.delete, tenant, response_id)
+
+    async def apurge(self) -> int:
+        return await asyncio.to_thread(self.purge)

@@ -1,13 +1,17 @@
 """`/v1/responses`: the OpenAI Responses API, served through the ordinary pipeline.
 
-A request is translated to the chat-completions request that means the same
+A request is turned into the chat-completions request that means the same
 (`thrifty.protocol.responses`), earlier turns included when it names a
-`previous_response_id`, and runs through the pipeline like any chat request: the cache,
-dedup, compression, caps and routing all act on it, the dispatcher translates it once more
-for an Anthropic, local or chat-completions provider, and the request leaves exactly one
-ledger row. The chat answer (or stream) is turned back into a `response` object (or the
-Responses events), and a stored response is committed to the shared store before its
-reply ends.
+`previous_response_id`, and runs through the pipeline like any chat request: the levers
+read that chat form, and the request leaves exactly one ledger row. When the requested
+model serves the Responses API itself, the request also travels as is
+(`Context.responses`: the client's body with the stored turns expanded, sent statelessly)
+and the dispatcher passes it through to that model; any other model gets the chat form,
+translated once more for its protocol. The answer is told apart by its shape: a `response`
+object (or Responses events) is relayed under thrifty's id, a chat answer (or stream) is
+turned into one. Either way a stored response is committed to the shared store before its
+reply ends, so thrifty, not the upstream, holds the conversation: any replica can continue
+it, and an upstream never needs to remember anything.
 
 Routes: POST /v1/responses, GET and DELETE /v1/responses/{id},
 GET /v1/responses/{id}/input_items; each also without the /v1 prefix.
@@ -16,27 +20,33 @@ GET /v1/responses/{id}/input_items; each also without the /v1 prefix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from thrifty.cache.redis_budget import start_request as start_redis_budget
+from thrifty.config import lever_model
 from thrifty.errors import BadRequest, NotFound, ThriftyError, Unauthorized
 from thrifty.gateway import Gateway
 from thrifty.protocol import responses as rp
 from thrifty.protocol.errors import truncate
 from thrifty.protocol.openai import finish_reason_of
+from thrifty.protocol.responses_native import is_response, is_response_event
 from thrifty.protocol.responses_stream import ChatToResponsesStream
 from thrifty.protocol.streams import encode_event
 from thrifty.server.app import _FORWARDED, _SSE_HEADERS, Handlers, parse_tags
 from thrifty.server.auth import Principal
 from thrifty.server.guard import KEYS, error_response
-from thrifty.server.response_store import ResponseStore, StoredResponse
-from thrifty.types import Context, Reply
+from thrifty.server.response_store import ResponsesSettings, ResponseStore, StoredResponse
+from thrifty.types import Context, EventStream, NativeResponses, Reply, SSEEvent
 
-__all__ = ["ResponsesHandlers", "setup"]
+__all__ = ["PASS_THROUGH_OFF", "PassedStream", "ResponseTurn", "ResponsesHandlers", "setup"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,7 @@ class ResponsesHandlers:
         self.gateway = gateway
         self.h = handlers
         self._store: ResponseStore | None = None
+        self._purger: asyncio.Task[None] | None = None
 
     @property
     def store(self) -> ResponseStore:
@@ -59,16 +70,34 @@ class ResponsesHandlers:
         return self._store
 
     async def open(self) -> None:
-        self._store = await asyncio.to_thread(ResponseStore, self.gateway.config.store)
+        settings = lever_model(self.gateway.config, "responses", ResponsesSettings)
+        self._store = await asyncio.to_thread(ResponseStore, self.gateway.config.store, settings.ttl_days)
         self.gateway.services.plugins["responses"] = self._store
+        if settings.ttl_days is not None:
+            self._purger = asyncio.create_task(self._purge_every(settings.purge_interval))
+
+    async def _purge_every(self, interval: float) -> None:
+        while True:
+            try:
+                gone = await self.store.apurge()
+                if gone:
+                    log.info("responses: purged %d expired stored responses", gone)
+            except Exception:  # a store that is down now may be up at the next round
+                log.warning("responses: purging expired stored responses failed", exc_info=True)
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None
 
-    def _principal(self, request: web.Request) -> Principal | None:
-        return self.h._principal(request)
+    async def _principal(self, request: web.Request) -> Principal | None:
+        return await self.h.principal(request)
 
     def _unauthorized(self) -> web.Response:
         return error_response("openai", Unauthorized(
@@ -76,11 +105,19 @@ class ResponsesHandlers:
 
     # -- POST /v1/responses ----------------------------------------------------------------
 
+    def _native(self, model: str) -> bool:
+        """Whether `model` (a configured name) serves the Responses API itself."""
+        if not self.gateway.config.has_model(model):
+            return False  # an alias: the chat form, passed through only if it lands on such a model
+        return self.gateway.providers[self.gateway.config.model(model).name].speaks_responses()
+
     async def create(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        principal = self._principal(request)
+        start_redis_budget()  # this request's Redis lookups share one deadline
+        principal = await self._principal(request)
         if principal is None:
             return self._unauthorized()
+        native: NativeResponses | None = None
         try:
             body = await self.h._read_json(request)
             model = body.get("model")
@@ -105,8 +142,16 @@ class ResponsesHandlers:
                 if stored is None:
                     raise _not_found(previous)
                 history = stored.conversation()
-            items = rp.input_items(body["input"])
-            chat = rp.chat_request(body, history, items)
+            if self._native(model):
+                skipped: list[str] = []
+                items = rp.input_items(body["input"], skipped)
+                chat = rp.chat_request(body, history, items, skipped)
+                upstream_model = self.gateway.config.model(model).upstream_model
+                native = NativeResponses(rp.native_request(body, history, rp.reasons(upstream_model, body)),
+                                         list(dict.fromkeys(skipped)), chat.get("max_completion_tokens"))
+            else:
+                items = rp.input_items(body["input"])
+                chat = rp.chat_request(body, history, items)
         except ThriftyError as exc:
             return error_response("openai", exc)
         response_id = rp.new_id("resp")
@@ -115,37 +160,37 @@ class ResponsesHandlers:
                       headers={k.lower(): v for k, v in request.headers.items() if k.lower() in _FORWARDED})
         ctx.extra["endpoint"] = "responses"
         ctx.extra["response_id"] = response_id
+        if native is not None:
+            ctx.responses = native
+            # they rewrite or answer from the chat form, which a pass-through does not send
+            ctx.levers_off = ctx.levers_off | PASS_THROUGH_OFF
         task = request.headers.get("X-Thrifty-Task")
         if task:
             ctx.task = task[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if self.gateway.config.ledger.store_bodies:
             ctx.original_body = body
         store = body.get("store") is not False
+        refused = await self.h.admit(ctx, principal, "openai")
+        if refused is not None:
+            return refused
         assert self.gateway.pipeline is not None
-        try:
-            reply = await self.gateway.pipeline(ctx)
-        except asyncio.CancelledError:
-            self.h._record(ctx, None, 499, "cancelled", "the client went away before the answer", started, None)
-            raise
-        except ThriftyError as exc:
-            self.h._record(ctx, None, exc.status, "error", exc.message, started, None)
-            return error_response("openai", exc, headers={"X-Thrifty-Request-Id": ctx.request_id})
-        except Exception as exc:
-            log.exception("request %s failed inside thrifty", ctx.request_id)
-            self.h._record(ctx, None, 500, "error", f"internal error: {exc.__class__.__name__}", started, None)
-            return error_response("openai", 500, f"thrifty failed to handle this request ({exc.__class__.__name__}); "
-                                  f"see the server log for request {ctx.request_id}",
-                                  headers={"X-Thrifty-Request-Id": ctx.request_id})
+        reply = await self.h.run(self.gateway.pipeline, ctx, "openai", started)
+        if isinstance(reply, web.Response):
+            return reply
         headers = self.h._reply_headers(ctx, reply)
+        turn = ResponseTurn(body, response_id, items, history, store)
         if reply.stream is not None:
-            return await self._stream(request, ctx, reply, headers, started, body, response_id, items, history, store)
+            return await self._stream(request, ctx, reply, headers, started, turn)
         if not reply.ok or reply.body is None:  # an upstream error relayed as a body
             self.h._record(ctx, reply, reply.status, "error", None, started, None)
             return web.Response(body=orjson.dumps(reply.body or {}), status=reply.status,
                                 content_type="application/json", headers=headers)
         try:
-            response = rp.response_object(body, response_id, None, rp.output_items(reply.body),
-                                          finish_reason_of(reply.body), reply.body.get("usage"))
+            if is_response(reply.body):  # passed through: the upstream's own response object
+                response = turn.adopt(reply.body)
+            else:
+                response = rp.response_object(body, response_id, None, rp.output_items(reply.body),
+                                              finish_reason_of(reply.body), reply.body.get("usage"))
             if store:
                 await self.store.aput(principal.tenant, response, items, history)
         except Exception as exc:
@@ -154,29 +199,47 @@ class ResponsesHandlers:
             self.h._record(ctx, reply, 500, "error", message, started, None)
             return error_response("openai", 500, message, headers=headers)
         self.h._record(ctx, reply, 200, "ok", None, started, None)
-        return web.Response(body=orjson.dumps(response), content_type="application/json", headers=headers)
+        return web.Response(body=orjson.dumps(turn.shown(response)), content_type="application/json", headers=headers)
 
     async def _stream(self, request: web.Request, ctx: Context, reply: Reply, headers: dict[str, str],
-                      started: float, body: dict[str, Any], response_id: str, items: list[dict[str, Any]],
-                      history: list[dict[str, Any]], store: bool) -> web.StreamResponse:
+                      started: float, turn: ResponseTurn) -> web.StreamResponse:
         stream = reply.stream
         assert stream is not None
-        translator = ChatToResponsesStream(body, response_id)
+        translator = ChatToResponsesStream(turn.request, turn.response_id)
         response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
         ttfb: float | None = None
         outcome, error = "ok", None
+        passed: PassedStream | None = None
+        stored = False
         try:
             await response.prepare(request)
-            for ev in translator.start():
-                await response.write(encode_event(ev))
+            first = await _first(stream)
+            if first is not None and is_response_event(first):
+                passed = PassedStream(turn)  # the upstream's own events, relayed
+            else:
+                for ev in translator.start():
+                    await response.write(encode_event(ev))
             ttfb = time.perf_counter()
-            async for chunk in stream:
+            async for chunk in _chain(first, stream):
+                if passed is not None:
+                    out = passed.feed(chunk)
+                    if out is None:
+                        continue
+                    if passed.final is not None and turn.store and not stored:  # before the client reads its end
+                        await self.store.aput(ctx.tenant, passed.final, turn.items, turn.history)
+                        stored = True
+                    await response.write(encode_event(out))
+                    continue
                 for ev in translator.feed(chunk):
                     await response.write(encode_event(ev))
-            if stream.complete:
+            if passed is not None:
+                if not stream.complete or passed.final is None:
+                    outcome, error = "partial", stream.error or "the upstream stream ended early"
+                    await response.write(encode_event(passed.failed_event(error)))
+            elif stream.complete:
                 final = translator.final()
-                if store:
-                    await self.store.aput(ctx.tenant, final, items, history)
+                if turn.store:
+                    await self.store.aput(ctx.tenant, final, turn.items, turn.history)
                 await response.write(encode_event(translator.completed_event(final)))
             else:
                 outcome, error = "partial", stream.error or "the upstream stream ended early"
@@ -193,7 +256,8 @@ class ResponsesHandlers:
             await stream.aclose()
             error = f"thrifty failed while streaming ({exc.__class__.__name__}); see the server log for request {ctx.request_id}"
             try:
-                await response.write(encode_event(translator.failed_event(error)))
+                failed = passed.failed_event(error) if passed is not None else translator.failed_event(error)
+                await response.write(encode_event(failed))
                 await response.write_eof()
             except (ConnectionResetError, RuntimeError):
                 pass
@@ -207,7 +271,7 @@ class ResponsesHandlers:
     # -- GET / DELETE ---------------------------------------------------------------------
 
     async def _find(self, request: web.Request) -> tuple[StoredResponse | None, web.Response | None]:
-        principal = self._principal(request)
+        principal = await self._principal(request)
         if principal is None:
             return None, self._unauthorized()
         response_id = request.match_info["id"]
@@ -226,10 +290,14 @@ class ResponsesHandlers:
         if denied is not None:
             return denied
         assert stored is not None
-        return web.Response(body=orjson.dumps(stored.response), content_type="application/json")
+        include = stored.response.get("include")
+        response = stored.response
+        if not (isinstance(include, list) and rp.ENCRYPTED_REASONING in include):
+            response = _without_encrypted(response)  # kept for the next turn, shown only when asked for
+        return web.Response(body=orjson.dumps(response), content_type="application/json")
 
     async def delete(self, request: web.Request) -> web.Response:
-        principal = self._principal(request)
+        principal = await self._principal(request)
         if principal is None:
             return self._unauthorized()
         response_id = request.match_info["id"]
@@ -264,6 +332,109 @@ class ResponsesHandlers:
         body = {"object": "list", "data": page, "first_id": page[0].get("id") if page else None,
                 "last_id": page[-1].get("id") if page else None, "has_more": len(items) > limit}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+#: Levers that stand aside for a request passed through to a native Responses upstream:
+#: they rewrite the chat form (compression) or answer from it (the semantic cache, shadow
+#: reruns), and the chat form is not what is sent. The exact cache, dedup, the cap (as
+#: `max_output_tokens`), routing and spend act as on any request.
+PASS_THROUGH_OFF = frozenset({"compress", "semantic_cache", "shadow"})
+
+
+@dataclass
+class ResponseTurn:
+    """One Responses request's own facts, for building and storing its answer."""
+
+    request: dict[str, Any]
+    response_id: str
+    items: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    store: bool
+
+    @property
+    def wants_encrypted(self) -> bool:
+        include = self.request.get("include")
+        return isinstance(include, list) and rp.ENCRYPTED_REASONING in include
+
+    def adopt(self, upstream: dict[str, Any]) -> dict[str, Any]:
+        """The upstream's `response` under thrifty's id, with the client's own settings
+        (thrifty asked the upstream for store: false and encrypted reasoning)."""
+        response = dict(upstream)
+        response["id"] = self.response_id
+        response["previous_response_id"] = self.request.get("previous_response_id")
+        response["store"] = self.store
+        response["include"] = self.request.get("include")
+        if response["include"] is None:
+            response.pop("include")
+        return response
+
+    def shown(self, value: dict[str, Any]) -> dict[str, Any]:
+        """`value` (a response, an item or an event) as the client sees it: reasoning kept
+        whole in the store, its encrypted content shown only to a client that asked."""
+        if self.wants_encrypted:
+            return value
+        return _without_encrypted(value)
+
+
+def _without_encrypted(value: dict[str, Any]) -> dict[str, Any]:
+    def item(i: Any) -> Any:
+        if isinstance(i, dict) and i.get("type") == "reasoning" and "encrypted_content" in i:
+            return {k: v for k, v in i.items() if k != "encrypted_content"}
+        return i
+
+    out = dict(value)
+    if isinstance(out.get("output"), list):
+        out["output"] = [item(i) for i in out["output"]]
+    if isinstance(out.get("item"), dict):
+        out["item"] = item(out["item"])
+    if isinstance(out.get("response"), dict):
+        out["response"] = _without_encrypted(out["response"])
+    return out
+
+
+class PassedStream:
+    """A native upstream's Responses events, relayed with thrifty's response id and the
+    client's settings; `final` is the response once its last event is in."""
+
+    def __init__(self, turn: ResponseTurn) -> None:
+        self.turn = turn
+        self.final: dict[str, Any] | None = None
+        self.last: dict[str, Any] | None = None
+        self.sequence = 0
+
+    def feed(self, ev: SSEEvent) -> SSEEvent | None:
+        data = ev.data
+        if not isinstance(data, dict):
+            return None
+        data = dict(data)
+        if isinstance(data.get("sequence_number"), int):
+            self.sequence = data["sequence_number"] + 1
+        if isinstance(data.get("response"), dict):
+            data["response"] = self.turn.adopt(data["response"])
+            self.last = data["response"]
+            if data.get("type") in ("response.completed", "response.incomplete"):
+                self.final = data["response"]
+        return SSEEvent(event=ev.event or str(data.get("type") or "") or None, data=self.turn.shown(data))
+
+    def failed_event(self, message: str) -> SSEEvent:
+        response = {**(self.last or self.turn.adopt({"object": "response", "output": []})), "status": "failed",
+                     "error": {"code": "server_error", "message": message}}
+        data = {"type": "response.failed", "sequence_number": self.sequence, "response": self.turn.shown(response)}
+        return SSEEvent(event="response.failed", data=data)
+
+
+async def _first(stream: EventStream) -> SSEEvent | None:
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _chain(first: SSEEvent | None, stream: EventStream) -> AsyncIterator[SSEEvent]:
+    if first is not None:
+        yield first
+        async for ev in stream:
+            yield ev
 
 
 def setup(app: web.Application, gateway: Gateway) -> None:

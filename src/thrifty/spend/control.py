@@ -285,7 +285,7 @@ class SpendControl:
         model = ctx.requested_model
         candidates = [model] if self.config.has_model(model) else (
             key.models if key is not None and key.models else [m.name for m in self.config.models])
-        est = await self.estimator.estimate(ctx.protocol, ctx.body, ctx.key_name, ctx.traffic, candidates)
+        est = await self.estimator.estimate(ctx.protocol, ctx.body, ctx.key_name, ctx.traffic, candidates, ctx.endpoint)
         cost = _nano(est.usd)
         charges = []
         for m in meters:

@@ -23,7 +23,7 @@ from typing import Any
 from thrifty.config import Config
 from thrifty.ledger.prices import MTOK, pricer
 from thrifty.ledger.store import LedgerStore
-from thrifty.ledger.tokens import estimate_request_tokens
+from thrifty.ledger.tokens import count_text, estimate_request_tokens
 from thrifty.spend.settings import SpendSettings
 
 __all__ = ["Estimate", "OutputEstimator", "percentile", "request_max_tokens"]
@@ -126,15 +126,19 @@ class OutputEstimator:
         return self.settings.output_limits.get(model, self.settings.default_output_limit), "model limit"
 
     async def estimate(self, protocol: str, body: dict[str, Any], key_name: str | None, route: str,
-                       models: list[str]) -> Estimate:
-        """The worst plausible cost of `body` on the dearest of `models` (one, unless an alias)."""
-        input_tokens = estimate_request_tokens(protocol, body)
+                       models: list[str], endpoint: str = "chat") -> Estimate:
+        """The worst plausible cost of `body` on the dearest of `models` (one, unless an alias).
+        `endpoint` says what the body is: chat (or messages), legacy text completions (a
+        `prompt`), or embeddings (`input` texts, and no output at all)."""
+        input_tokens = _input_tokens(protocol, body, endpoint)
         asked = request_max_tokens(body)
         best: Estimate | None = None
         for name in models:
             cfg = self.config.model(name)
             rates = pricer.rates(cfg)
-            if asked is not None:
+            if endpoint == "embeddings":
+                out, source = 0, "embeddings"
+            elif asked is not None:
                 out, source = asked, "max_tokens"
                 learned, src = await self.output_tokens(key_name, route, name)
                 if src != "model limit" and learned < asked:
@@ -145,3 +149,11 @@ class OutputEstimator:
             if best is None or usd > best.usd:
                 best = Estimate(input_tokens, out, source, usd)
         return best or Estimate(input_tokens, asked or 0, "no model", Decimal(0))
+
+
+def _input_tokens(protocol: str, body: dict[str, Any], endpoint: str) -> int:
+    if endpoint == "chat":
+        return estimate_request_tokens(protocol, body)
+    value = body.get("prompt" if endpoint == "completions" else "input")
+    items = value if isinstance(value, list) and value and not isinstance(value[0], int) else [value]
+    return sum(len(i) if isinstance(i, list) else count_text(i if isinstance(i, str) else str(i)) for i in items)

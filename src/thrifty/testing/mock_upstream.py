@@ -25,6 +25,15 @@ another tool call, so multi-turn tool-using conversations can be scripted.
 Every answer is deterministic: the text is "echo: " + the last user message, and usage is
 counted as one token per 4 characters of input plus 10, output one token per word.
 
+It serves OpenAI's Responses API natively too (`POST /v1/responses`), statelessly as a
+`store: false` caller uses it: `[reason N]` adds a reasoning item (with `encrypted_content`
+when `include` asks for `reasoning.encrypted_content`) and N reasoning tokens, a
+`web_search` tool in the request adds a `web_search_call` item and a cited answer, `[tool]`
+calls the first function tool, and a conversation ending in `function_call_output` items is
+answered "result: " + their outputs. Like OpenAI, it answers 400 to a reasoning item whose
+encrypted content it did not issue and to encrypted reasoning asked of a model that does not
+reason (not o-something or gpt-5), and 404 to a `previous_response_id` (it stores nothing).
+
 It also serves both batch APIs (OpenAI Files + Batches, Anthropic Message Batches): a batch
 completes `batch_delay` seconds after it was created, when it is first looked at; with
 `batch_expire` set only the first half of its lines are answered and the batch expires; a
@@ -129,6 +138,9 @@ class MockUpstream:
         self.app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         self.app.router.add_post("/v1/embeddings", self.embeddings)
         self.app.router.add_post("/v1/completions", self.completions)
+        self.app.router.add_post("/v1/responses", self.responses)
+        #: encrypted reasoning the Responses endpoint issued, by reasoning item id
+        self.issued_reasoning: dict[str, str] = {}
         # Azure OpenAI: the same API under deployment URLs (api-version in the query)
         self.app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.openai)
         self.app.router.add_post("/openai/deployments/{deployment}/embeddings", self.embeddings)
@@ -290,6 +302,8 @@ class MockUpstream:
         self.bodies.append(body)
         prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else json.dumps(body.get("prompt"))
         d = _directives(prompt)
+        if "slow" in d:
+            await asyncio.sleep(int(d["slow"]) / 1000)
         if d.get("500"):
             return web.json_response(_error("openai", 500, "the mock upstream is broken on purpose"), status=500)
         words = ("echo: " + re.sub(_DIRECTIVE, "", prompt).strip()).split()
@@ -313,6 +327,126 @@ class MockUpstream:
         if (body.get("stream_options") or {}).get("include_usage"):
             await resp.write(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API, stateless (see the module docstring)."""
+        self.calls["responses"] += 1
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        self.urls.append(request.raw_path)
+        if body.get("previous_response_id"):
+            return web.json_response(_error("openai", 404, f"Previous response with id "
+                                            f"'{body['previous_response_id']}' not found."), status=404)
+        include = body.get("include") or []
+        if "reasoning.encrypted_content" in include and not re.match(r"o\d|gpt-5", str(body.get("model"))):
+            return web.json_response(_error("openai", 400, "Encrypted content is not supported with this model."),
+                                     status=400)
+        items = body["input"] if isinstance(body.get("input"), list) else [{"role": "user", "content": body.get("input")}]
+        for item in items:
+            if item.get("type") == "reasoning" and (
+                    self.issued_reasoning.get(item.get("id", "")) != item.get("encrypted_content")):
+                return web.json_response(_error("openai", 400, f"Item with id '{item.get('id')}' not found. "
+                                                "Items are not persisted when `store` is set to false."), status=400)
+        text = ""
+        for item in reversed(items):
+            if item.get("role") == "user" and item.get("type", "message") == "message":
+                content = item.get("content")
+                text = content if isinstance(content, str) else " ".join(
+                    str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
+                break
+        d = _directives(text)
+        if "slow" in d:
+            await asyncio.sleep(int(d["slow"]) / 1000)
+        if d.get("500"):
+            return web.json_response(_error("openai", 500, "the mock upstream is broken on purpose"), status=500)
+        outputs: list[str] = []
+        for item in reversed(items):
+            if item.get("type") != "function_call_output":
+                break
+            outputs.insert(0, str(item.get("output")))
+        answer = "result: " + "; ".join(outputs) if outputs else "echo: " + re.sub(_DIRECTIVE, "", text).strip()
+        turn = next(self._ids)  # unique ids across every conversation
+        output: list[dict[str, Any]] = []
+        reason = 0 if outputs else int(d.get("reason", 0))
+        if reason:
+            rs: dict[str, Any] = {"type": "reasoning", "id": f"rs_mock{turn}", "summary": []}
+            if "reasoning.encrypted_content" in (body.get("include") or []):
+                rs["encrypted_content"] = f"gAAAA-mock-{turn}-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+                self.issued_reasoning[rs["id"]] = rs["encrypted_content"]
+            output.append(rs)
+        tools = body.get("tools") or []
+        searched = any(isinstance(t, dict) and str(t.get("type", "")).startswith("web_search") for t in tools)
+        annotations: list[dict[str, Any]] = []
+        if searched and not outputs:
+            output.append({"type": "web_search_call", "id": f"ws_mock{turn}", "status": "completed",
+                           "action": {"type": "search", "query": text}})
+            annotations = [{"type": "url_citation", "start_index": 0, "end_index": len(answer),
+                            "url": "https://example.com/mock", "title": "Mock source"}]
+        functions = [t for t in tools if isinstance(t, dict) and t.get("type") == "function"]
+        calls = sum(1 for i in items if i.get("type") == "function_call")
+        step = self.script.pop(0) if self.script else None
+        if step is not None and "text" in step:
+            answer = step["text"]
+        if step is not None and "tool" in step:
+            output.append({"type": "function_call", "id": f"fc_mock{calls + 1}", "call_id": f"call_mock{calls + 1}",
+                           "name": step["tool"], "arguments": json.dumps(step.get("arguments", {})),
+                           "status": "completed"})
+        elif step is None and d.get("tool") and functions and not outputs:
+            output.append({"type": "function_call", "id": f"fc_mock{calls + 1}", "call_id": f"call_mock{calls + 1}",
+                           "name": functions[0]["name"], "arguments": '{"q": "x"}', "status": "completed"})
+        else:
+            output.append({"type": "message", "id": f"msg_mock{turn}", "status": "completed", "role": "assistant",
+                           "content": [{"type": "output_text", "text": answer, "annotations": annotations,
+                                        "logprobs": []}]})
+        words = answer.split()
+        input_tokens = len(json.dumps(items)) // 4 + 10
+        cached = min(int(d.get("cached", 0)), input_tokens)
+        out_tokens = (1 if output[-1]["type"] == "function_call" else len(words)) + reason
+        usage = {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": cached},
+                 "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": reason},
+                 "total_tokens": input_tokens + out_tokens}
+        response = {"id": f"resp_mock{turn}", "object": "response", "created_at": 1700000000, "status": "completed",
+                    "error": None, "incomplete_details": None, "model": body.get("model", "mock"), "output": output,
+                    "usage": usage, "store": body.get("store", True), "tools": tools,
+                    "instructions": body.get("instructions"), "reasoning": body.get("reasoning") or {},
+                    "text": body.get("text") or {"format": {"type": "text"}}}
+        if not body.get("stream"):
+            return web.json_response(response)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        seq = itertools.count()
+
+        async def send(kind: str, **fields: Any) -> None:
+            data = {"type": kind, "sequence_number": next(seq), **fields}
+            await resp.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+
+        opening = {**response, "status": "in_progress", "output": [], "usage": None}
+        await send("response.created", response=opening)
+        await send("response.in_progress", response=opening)
+        for index, item in enumerate(output):
+            if item["type"] != "message":
+                await send("response.output_item.added", output_index=index, item=item)
+                await send("response.output_item.done", output_index=index, item=item)
+                continue
+            await send("response.output_item.added", output_index=index, item={**item, "content": [],
+                                                                               "status": "in_progress"})
+            common = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            await send("response.content_part.added", **common,
+                       part={"type": "output_text", "text": "", "annotations": []})
+            for i, w in enumerate(words):
+                await send("response.output_text.delta", **common, delta=(" " if i else "") + w, logprobs=[])
+                if d.get("cut") and i >= 1:
+                    await asyncio.sleep(0.01)
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+            await send("response.output_text.done", **common, text=answer, logprobs=[])
+            await send("response.content_part.done", **common, part=item["content"][0])
+            await send("response.output_item.done", output_index=index, item=item)
+        await send("response.completed", response=response)
         await resp.write_eof()
         return resp
 
