@@ -66,6 +66,19 @@ class Replica:
                 await asyncio.sleep(0.2)
         raise TimeoutError(f"replica on {self.port} not ready")
 
+    @classmethod
+    async def started(cls, config: Path) -> Replica:
+        """A ready replica on a free port (another one if something took the port meanwhile)."""
+        for attempt in range(3):
+            replica = cls(config, free_port())
+            try:
+                await replica.ready()
+                return replica
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def kill9(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
@@ -102,9 +115,9 @@ cache: {{prefix: "{prefix}cache:", redis_budget_ms: 3000}}
 dedup: {{prefix: "{prefix}dedup:", redis_budget_ms: 3000, ghost_grace: 2}}
 semantic_cache: {{enabled: true}}
 """)
-    reps = [Replica(config, free_port()), Replica(config, free_port())]
+    reps: list[Replica] = []
     try:
-        await asyncio.gather(*(r.ready() for r in reps))
+        reps += await asyncio.gather(Replica.started(config), Replica.started(config))
         yield reps, upstream, database
     finally:
         for r in reps:
@@ -244,9 +257,8 @@ async def test_a_replica_killed_mid_traffic_loses_no_ledger_row(
     assert not failed_after_kill, failed_after_kill[:5]
     assert len(answered) >= 200
 
-    successor = Replica(tmp_path / "thrifty.yaml", free_port())  # same config: takes over the dead one's journal
+    successor = await Replica.started(tmp_path / "thrifty.yaml")  # same config: takes over the dead one's journal
     try:
-        await successor.ready()
         deadline = time.monotonic() + 20
         while True:
             with psycopg.connect(database) as conn:
