@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 MAGIC = "thrifty-cascade"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: more numeric signals, the "choice" kind, boosted scorers
 KNOBS = np.round(np.linspace(0.0, 1.0, 401), 4)
 SCORER_C = (0.01, 0.1, 1.0)
 #: the scorer families a stage may use; `_fit_stage` keeps the one with the lower out-of-fold log loss

@@ -142,7 +142,7 @@ def search_cascade(
                     f"    {label:78s} {fams:9s} accept >= {cal.knob:<6g} "
                     f"{cal.quality / max(cal.best_quality, 1e-12):6.1%} of {_short(ref)} at "
                     f"{cal.cost_per_call / max(cal.best_cost_per_call, 1e-12):5.1%} of its cost, "
-                    f"{'meets it' if cal.met else 'out of reach'} in {cal.reach_probability or 0:.0%} of resamples"
+                    f"{'reaches it' if cal.met else 'short of it'}; meets it in {cal.reach_probability or 0:.0%} of resamples"
                 )
     best = max(tried, key=lambda t: t.key)
     if log is not None:
