@@ -87,9 +87,8 @@ def test_numeric_answers_are_read_for_format_grounding_and_second_thoughts() -> 
 async def test_multiple_choice_answers_agree_on_the_option_they_pick() -> None:
     from thrifty.routing.signals import final_choice
 
-    assert [final_choice(t) for t in ("B", "(C) Paris", "The answer is D.", "Option 2", "A robe takes 2")] == [
-        "B", "C", "D", "2", None
-    ]
+    picks = ("B", "(C) Paris", "The answer is D.", "Option 2", "E is correct", "A robe takes 2", "#### 4")
+    assert [final_choice(t) for t in picks] == ["B", "C", "D", "2", "E", None, None]
     answers = [Answer("a", "B"), Answer("b", "The answer is B, since..."), Answer("c", "(A)"), Answer("d", "no idea")]
     sig = await pool_signals(answers, "auto", "Which? A. x B. y")
     assert sig.kind == "choice"

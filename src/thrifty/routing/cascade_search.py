@@ -7,9 +7,9 @@ procedure `thrifty router train --cascade auto` runs on any labeled file with re
 format gets exactly what the benchmark's files got:
 
 1. the reference is the model with the best training accuracy (the costlier on a tie);
-2. a model may join the cheap stage when it costs at most half the cost cap (a stage must leave
-   room to escalate); those are ranked by training accuracy and the candidate stages are the
-   best 1, 2, 3, 4, 5 and 7 of them whose summed cost fits under the cap;
+2. the other models are ranked by training accuracy; the candidate stages are the first 1, 2, 3,
+   4, 5 and 7 of them that fit, one after the other, in the cost cap, and again in half the cap
+   (room to escalate);
 3. each candidate stage is trained with and without the prompt-only prior, with 5-fold
    out-of-fold scorers averaged over 3 different fold splits (logistic regression or gradient-boosted trees, whichever
    cross-validates better), and its accept threshold calibrated out of fold;
@@ -75,17 +75,20 @@ def candidate_pools(
     acc = {m: float(q[:, j].mean()) for j, m in enumerate(models)}
     ref_cost = float(c[:, -1].mean())
     cap = (max_cost if max_cost is not None else 1.0) * ref_cost
-    eligible = [m for m in models if cost[m] <= cap / 2 and cost[m] < ref_cost]
-    ranked = sorted(eligible, key=lambda m: (-acc[m], cost[m], m))
+    ranked = sorted((m for m in models if cost[m] < ref_cost), key=lambda m: (-acc[m], cost[m], m))
     pools: list[list[str]] = []
-    for k in sizes:
-        if k > len(ranked):
-            break
-        pool = ranked[:k]
-        if sum(cost[m] for m in pool) > cap:
-            break
-        pools.append(sorted(pool, key=lambda m: (cost[m], m)))
-    if not pools and models:  # nothing fits: the single cheapest model, so that a figure exists
+    # Two budgets for the stage: the whole cap (many cheap answers, few escalations) and half of
+    # it (room to escalate); under each, the best models that still fit, in order.
+    for budget in (cap, cap / 2):
+        pool: list[str] = []
+        for m in ranked:
+            if sum(cost[x] for x in pool) + cost[m] > budget:
+                continue
+            pool.append(m)
+            stage = sorted(pool, key=lambda x: (cost[x], x))
+            if len(pool) in sizes and stage not in pools:
+                pools.append(stage)
+    if not pools:  # nothing fits: the single cheapest model, so that a figure exists
         pools.append([min(models, key=lambda m: (cost[m], m))])
     return pools
 

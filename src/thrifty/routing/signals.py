@@ -64,7 +64,7 @@ class Answer:
 
 
 _CHOICE = (
-    re.compile(r"^\W{0,3}([A-E])(?:\W{0,3}$|[.):]\s)"),  # "B", "(B)", "B. Paris", "B) ..."
+    re.compile(r"^\W{0,3}([A-E])(?:\W{0,3}$|[.):]\s|\s+is\b)"),  # "B", "(B)", "B. Paris", "B) ...", "B is"
     re.compile(r"\b(?:[Aa]nswer|[Oo]ption|[Cc]hoice)(?:\s+is)?\s*:?\s*\(?([A-E])\)?(?![\w'])"),
     re.compile(r"\b[Oo]ption\s*:?\s*\(?([1-5])\)?(?!\w)"),
 )
