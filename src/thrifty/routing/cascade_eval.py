@@ -169,9 +169,8 @@ def _stage_features(
 
 
 def _fit_boosted(x: np.ndarray, q: np.ndarray) -> Any:
-    """Gradient-boosted trees: they can learn that a signal matters only alongside another (a
-    plain-integer `#### N` says little when the steps do not recompute), which a logistic
-    regression cannot. Shallow and slow-learning: a stage has a few hundred prompts."""
+    """Gradient-boosted trees: they can weigh one signal differently depending on another, which
+    a logistic regression cannot. Shallow and slow-learning: a stage has a few hundred prompts."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from thrifty.routing.learned import _soft_rows

@@ -11,8 +11,10 @@ format gets exactly what the benchmark's files got:
    4, 5 and 7 of them that fit, one after the other, in the cost cap, and again in half the cap
    (room to escalate);
 3. each candidate stage is trained with and without the prompt-only prior, with 5-fold
-   out-of-fold scorers averaged over 3 different fold splits (logistic regression or gradient-boosted trees, whichever
-   cross-validates better), and its accept threshold calibrated out of fold;
+   out-of-fold scorers averaged over 3 different fold splits (logistic regression or
+   gradient-boosted trees, whichever cross-validates better), and its accept threshold is
+   calibrated out of fold: by default (`likeliest`), of the thresholds reaching the target
+   within the cap, the one meeting both in the most bootstrap resamples of train;
 4. the candidate kept is the one that meets the target and the cap in the largest share of
    bootstrap resamples of the training rows; when none meets them, the best quality within the
    cap. Every answer a stage asks for is paid for in every figure.
