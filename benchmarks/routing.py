@@ -10,9 +10,11 @@
    published router: 54%).
    Also: a two-tier cascade (gpt-3.5 -> gpt-4) whose scorer reads the cheap answer.
    Also (no target): GSM8K with the same protocol as MMLU.
-3b. Cascades that read the answers (`benchmarks/routing_cascade.py`): RouterBench MBPP (target:
-   >= 100% of gpt-4's test accuracy at <= 30% of its cost) and GSM8K on the same 80/20 split
-   (target: >= 95% of GPT-4's accuracy at <= 50% of its cost), settings chosen out of fold on train.
+3b. Cascades that read the answers (`benchmarks/routing_cascade.py`): every RouterBench task with a
+   train and a test file (`--only signals-routerbench`; MBPP here; target: >= 100% of the strongest
+   model's test accuracy at <= 30% of its cost) and GSM8K on the same 80/20 split (target: >= 95% of
+   GPT-4's accuracy at <= 50% of its cost); the cascade of each is chosen by the same procedure
+   (`thrifty router train --cascade auto`), out of fold on train; a line per task says MET / NOT MET.
 3. End to end (`--e2e`): `thrifty serve` with the router and the replay provider over MBPP
    test; the ledger's total cost and the served answers' accuracy against the offline figures.
 
@@ -255,14 +257,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=root / "out" / "routing")
     ap.add_argument(
         "--only",
-        choices=["mbpp", "cascade", "mmlu", "gsm8k", "signals-mbpp", "signals-gsm8k", "e2e", "signals-e2e"],
+        choices=[
+            "mbpp", "cascade", "mmlu", "gsm8k", "signals-mbpp", "signals-routerbench", "signals-gsm8k",
+            "signals-gsm8k-splits", "e2e", "signals-e2e",
+        ],
         action="append",
     )
     ap.add_argument("--e2e", action="store_true", help="also run the end-to-end check through thrifty serve")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     embed = cached_embed(args.out)
-    todo = args.only or ["mbpp", "cascade", "mmlu", "gsm8k", "signals-mbpp", "signals-gsm8k"] + (
+    todo = args.only or ["mbpp", "cascade", "mmlu", "gsm8k", "signals-routerbench", "signals-gsm8k"] + (
         ["e2e", "signals-e2e"] if args.e2e else []
     )
     if "mbpp" in todo:
@@ -274,13 +279,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "gsm8k" in todo:
         gsm8k(args.data, embed, args.out)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    if "signals-mbpp" in todo or "signals-gsm8k" in todo:
-        from routing_cascade import gsm8k_signals, mbpp_signals  # type: ignore[import-not-found]
+    if {"signals-mbpp", "signals-routerbench", "signals-gsm8k"} & set(todo):
+        from routing_cascade import gsm8k_signals, routerbench_signals, routerbench_tasks  # type: ignore[import-not-found]
 
-        if "signals-mbpp" in todo:
-            mbpp_signals(args.data, embed, args.out)
+        tasks = routerbench_tasks(args.data) if "signals-routerbench" in todo else []
+        if "signals-mbpp" in todo and "mbpp" not in tasks:
+            tasks.append("mbpp")
+        met = {task: routerbench_signals(args.data, embed, args.out, task) for task in tasks}
         if "signals-gsm8k" in todo:
-            gsm8k_signals(args.data, embed, args.out)
+            met["routellm-gsm8k"] = gsm8k_signals(args.data, embed, args.out)
+        print("\n== Cascades on answer signals, per task (train-chosen settings, test split) ==")
+        for task, ok in met.items():
+            print(f"  {task}: {'MET' if ok else 'NOT MET'}")
+    if "signals-gsm8k-splits" in todo:
+        from routing_cascade import gsm8k_splits
+
+        gsm8k_splits(args.data, args.out)
     if "signals-e2e" in todo:
         from routing_cascade import e2e_cascade
 

@@ -68,9 +68,13 @@ __all__ = [
 ]
 
 MAGIC = "thrifty-cascade"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: more numeric signals, the "choice" kind, boosted scorers
 KNOBS = np.round(np.linspace(0.0, 1.0, 401), 4)
 SCORER_C = (0.01, 0.1, 1.0)
+#: the scorer families a stage may use; `_fit_stage` keeps the one with the lower out-of-fold log loss
+SCORERS: tuple[str, ...] = ("logistic", "boosted")
+#: how the accept threshold is chosen (see `calibrate_cascade`)
+POLICIES: tuple[str, ...] = ("cheapest", "likeliest")
 
 
 @dataclass
@@ -164,14 +168,55 @@ def _stage_features(
     )
 
 
+def _fit_boosted(x: np.ndarray, q: np.ndarray) -> Any:
+    """Gradient-boosted trees: they can weigh one signal differently depending on another, which
+    a logistic regression cannot. Shallow and slow-learning: a stage has a few hundred prompts."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from thrifty.routing.learned import _soft_rows
+
+    xx, yy, ww = _soft_rows(x, q)
+    if len(set(yy.tolist())) < 2:
+        return float(q.mean())
+    model = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.03, max_depth=3, min_samples_leaf=20, l2_regularization=1.0, random_state=0
+    )
+    model.fit(xx, yy, sample_weight=ww)
+    return model
+
+
 def _fit_stage(
-    x: np.ndarray, q: np.ndarray, splits: list[list[np.ndarray]]
-) -> tuple[Any, np.ndarray, float]:
-    """One logistic regression over every (prompt, answer) row; folds group a prompt's rows."""
+    x: np.ndarray, q: np.ndarray, splits: list[list[np.ndarray]], scorers: Sequence[str] = SCORERS
+) -> tuple[Any, np.ndarray, float, str]:
+    """The stage's scorer over every (prompt, answer) row, folds grouping a prompt's rows: a
+    logistic regression (C by cross-validation) or gradient-boosted trees, whichever has the
+    lower out-of-fold log loss. Returns (model, out-of-fold P, C, which)."""
+    from threadpoolctl import threadpool_limits
+
+    from thrifty.routing.learned import _log_loss
+
     n, k, f = x.shape
     rows = [[(fold[:, None] * k + np.arange(k)[None, :]).ravel() for fold in folds] for folds in splits]
-    model, oof, c = fit_candidate(x.reshape(n * k, f), q.reshape(n * k), rows, SCORER_C)
-    return model, oof.reshape(n, k), c
+    xf, qf = x.reshape(n * k, f), q.reshape(n * k)
+    best: tuple[float, Any, np.ndarray, float, str] | None = None
+    if "logistic" in scorers:
+        model, oof, c = fit_candidate(xf, qf, rows, SCORER_C)
+        best = (_log_loss(oof, qf), model, oof, c, "logistic")
+    if "boosted" in scorers:
+        with threadpool_limits(1):
+            oof = np.zeros(len(qf))
+            for folds in rows:
+                for fold in folds:
+                    train = np.setdiff1d(np.arange(len(qf)), fold)
+                    oof[fold] += _predict(_fit_boosted(xf[train], qf[train]), xf[fold])
+            oof /= len(rows)
+            loss = _log_loss(oof, qf)
+            if best is None or loss < best[0]:
+                best = (loss, _fit_boosted(xf, qf), oof, 0.0, "boosted")
+    if best is None:
+        raise ValueError(f"no scorer among {list(scorers)}; known: {', '.join(SCORERS)}")
+    _, model, oof, c, which = best
+    return model, oof.reshape(n, k), c, which
 
 
 def simulate(
@@ -247,9 +292,17 @@ def calibrate_cascade(
     reference: str = "",
     source: str = "out-of-fold",
     seed: int = 0,
+    policy: str = "cheapest",
 ) -> Calibration:
     """The cheapest accept threshold reaching `target` x the reference's quality (within
-    `max_cost` x its cost); out of reach: the best quality within the cap."""
+    `max_cost` x its cost); out of reach: the best quality within the cap.
+
+    `policy="likeliest"` (with `max_cost`) keeps instead, of the thresholds that meet both, the
+    one meeting them in the most bootstrap resamples of the calibration rows (the cheapest of
+    those tied): the cheapest one sits on the edge of the target, so it misses it on fresh data
+    about half the time, while the likeliest spends what the cap leaves on a margin."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown threshold policy {policy!r}; known: {', '.join(POLICIES)}")
     n = max(len(rq), 1)
     goal = target * float(quality_ref.mean())
     budget = None if max_cost is None else max_cost * float(cost_ref.sum())
@@ -261,7 +314,10 @@ def calibrate_cascade(
         meeting = [c for c in affordable if c[0].quality >= goal - 1e-12]
     else:
         meeting = [c for c in affordable if c[1] >= confidence]
-    if meeting:
+    if meeting and policy == "likeliest" and max_cost is not None:
+        top = max(c[1] for c in meeting)
+        hit, rate = min((c for c in meeting if c[1] >= top - 1e-12), key=lambda c: (c[0].cost, -c[0].quality))
+    elif meeting:
         hit, rate = min(meeting, key=lambda c: (c[0].cost, -c[0].quality))
     else:
         hit, rate = max(affordable or cand, key=lambda c: (c[0].quality, -c[0].cost))
@@ -386,17 +442,23 @@ def train_cascade(
     max_cost: float | None = None,
     confidence: float | None = None,
     folds: int = 5,
+    repeats: int = 1,
     seed: int = 0,
     cache: SignalCache | None = None,
     prior: bool = False,
     embed: Embed | None = None,
     x_prompt: np.ndarray | None = None,
+    scorer_families: Sequence[str] = SCORERS,
+    policy: str = "cheapest",
 ) -> tuple[CascadeArtifact, list[np.ndarray]]:
     """Fit each stage's scorer and calibrate the accept threshold on out-of-fold predictions.
 
     With `prior`, a prompt-only model per config model (the router's features: MiniLM and
     structure; `x_prompt` may hold them) feeds the scorers its out-of-fold P(good), and is kept
-    in the artifact for serving. Returns the artifact and the out-of-fold P(good) per stage."""
+    in the artifact for serving. `repeats` different fold splits average the out-of-fold P(good)
+    (a steadier curve to calibrate on); `scorer_families` are the scorers each stage may use;
+    `policy` how the threshold is chosen (see `calibrate_cascade`). Returns the artifact and the
+    out-of-fold P(good) per stage."""
     import sklearn
 
     usable = _usable(examples, config.models)
@@ -413,7 +475,7 @@ def train_cascade(
         raise ValueError(f"the reference model {reference!r} is missing from some examples")
     quality, cost = label_matrices(usable, config.models)
     weights_all = quality.mean(axis=0)
-    split = _folds(len(usable), folds, seed, 1)
+    split = _folds(len(usable), folds, seed, repeats)
     prior_models: dict[str, Any] | None = None
     prior_oof: np.ndarray | None = None
     spec = FeatureSpec()
@@ -432,8 +494,8 @@ def train_cascade(
         w = [float(weights_all[config.models.index(m)]) for m in pool]
         sigs = recorded_signals(usable, pool, config.kind, cache)
         x = _stage_features(usable, config, pool, sigs, w, prior_oof)
-        model, p, c = _fit_stage(x, quality[:, : len(pool)], split)
-        scorers.append(SignalScorer(pool, sigs[0].kind if sigs else config.kind, model, w, c, prior))
+        model, p, c, which = _fit_stage(x, quality[:, : len(pool)], split, scorer_families)
+        scorers.append(SignalScorer(pool, sigs[0].kind if sigs else config.kind, model, w, c, prior, which))
         oof.append(p)
     if n_scored < len(config.stages):
         oof.append(_last_p(len(usable), config))
@@ -441,7 +503,7 @@ def train_cascade(
     pts, rq, rc = _points(oof, config, quality, cost)
     cal = calibrate_cascade(
         pts, rq, rc, qref[:, 0], cref[:, 0], target, max_cost=max_cost, confidence=confidence,
-        reference=reference, seed=seed,
+        reference=reference, seed=seed, policy=policy,
     )
     n = len(usable)
     art = CascadeArtifact(

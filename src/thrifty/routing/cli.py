@@ -142,16 +142,25 @@ def convert_cmd(fmt: str, source: str, output: str, prices: tuple[str, ...]) -> 
     default=None,
     metavar="A,B>C",
     help="train a cascade on answer signals instead: stages of models asked at once, '>' between "
-    "stages (e.g. 'gpt-4o-mini,claude-3-haiku>gpt-4o'); the threshold is calibrated for --target",
+    "stages (e.g. 'gpt-4o-mini,claude-3-haiku>gpt-4o'); the threshold is calibrated for --target. "
+    "'auto': the stages are chosen from the data (thrifty.routing.cascade_search)",
+)
+@click.option(
+    "--policy",
+    default="likeliest",
+    show_default=True,
+    type=click.Choice(["cheapest", "likeliest"]),
+    help="with --cascade: the cheapest threshold reaching --target out of fold, or the one meeting "
+    "--target and --max-cost in the most bootstrap resamples",
 )
 @click.option(
     "--kind",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "code", "numeric", "text"]),
+    type=click.Choice(["auto", "code", "choice", "numeric", "text"]),
     help="with --cascade: how answers are compared (code runs in the sandbox)",
 )
-@click.option("--prior", is_flag=True, help="with --cascade: the scorers also read a prompt-only router's P(good)")
+@click.option("--prior", is_flag=True, help="with --cascade: the scorers also read a prompt-only router's P(good) (with auto: candidates with and without it)")
 def train_cmd(
     data: str,
     output: str,
@@ -167,6 +176,7 @@ def train_cmd(
     stages: str | None,
     kind: str,
     prior: bool,
+    policy: str,
 ) -> None:
     """Train a router (or a cascade scorer, or a cascade on answer signals) and write a versioned artifact."""
     from thrifty.routing.calibrate import describe
@@ -177,7 +187,7 @@ def train_cmd(
     examples = _load(data)
     names = [c.strip() for c in candidates.split(",")] if candidates else None
     if stages is not None:
-        _train_cascade(examples, stages, kind, prior, output, target, reference, max_cost, confidence)
+        _train_cascade(examples, stages, kind, prior, output, target, reference, max_cost, confidence, policy)
         return
     try:
         if scorer:
@@ -318,15 +328,27 @@ def _train_cascade(
     reference: str | None,
     max_cost: float | None,
     confidence: float | None,
+    policy: str = "likeliest",
 ) -> None:
     from thrifty.routing.calibrate import describe
     from thrifty.routing.cascade_eval import CascadeConfig, parse_stages, train_cascade
 
     try:
-        config = CascadeConfig(parse_stages(stages), kind)
-        art, _ = train_cascade(
-            examples, config, reference=reference, target=target, max_cost=max_cost, confidence=confidence, prior=prior
-        )
+        if stages.strip() == "auto":
+            from thrifty.routing.cascade_search import search_cascade
+
+            click.echo("candidate cascades, out of fold:")
+            art = search_cascade(
+                examples, target=target, max_cost=max_cost, reference=reference, kind=kind, policy=policy,
+                priors=(False, True) if prior else (False,), log=click.echo,
+            ).best.art
+            config = art.config
+        else:
+            config = CascadeConfig(parse_stages(stages), kind)
+            art, _ = train_cascade(
+                examples, config, reference=reference, target=target, max_cost=max_cost, confidence=confidence,
+                prior=prior, policy=policy,
+            )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     art.save(output)

@@ -4,15 +4,19 @@ A router that reads only the prompt cannot know which cheap answer is wrong. The
 the answers a cascade stage has gathered (one or several cheap models, or several samples of
 one) and describe each answer:
 
-- agreement with each other answer of the pool: same final number (maths), same return values
-  on the answers' own example inputs (code, run in the sandbox), or word overlap (prose);
-- format verifiers: a final number, an integer one, worked calculations that recompute, the
+- agreement with each other answer of the pool: same final number (maths), same option picked
+  (multiple choice), same return values on the answers' own example inputs (code, run in the
+  sandbox), or word overlap (prose);
+- format verifiers: a final number, an integer one, marked `#### N` as asked, worked
+  calculations that recompute, step operands that come from the question or earlier steps, a
+  final number that some step computed, second thoughts ("however", "assuming", "round"), the
   share of the question's numbers the answer works with; for code, whether the entry function
-  runs on the inputs;
+  runs on the inputs; for multiple choice, whether an option is picked;
 - the provider's mean token logprob, where it returned one;
 - which model wrote the answer (a prior).
 
-`SignalScorer` is a logistic regression over these features, one per cascade stage, fitted on
+`SignalScorer` is a logistic regression (or gradient-boosted trees, whichever cross-validates
+better) over these features, one per cascade stage, fitted on
 labeled data with recorded answers; it predicts P(good) for every answer of the pool, and the
 stage keeps the best one or escalates. Hard verifiers the route supplies (tests, a regex, a
 JSON schema) are not weighed: an answer that fails them is rejected outright.
@@ -40,12 +44,13 @@ __all__ = [
     "SignalScorer",
     "answer_kind",
     "check_format",
+    "final_choice",
     "feature_names",
     "pool_features",
     "pool_signals",
 ]
 
-KINDS: tuple[str, ...] = ("auto", "code", "numeric", "text")
+KINDS: tuple[str, ...] = ("auto", "code", "choice", "numeric", "text")
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -58,14 +63,35 @@ class Answer:
     mean_logprob: float | None = None
 
 
+_CHOICE = (
+    re.compile(r"^\W{0,3}([A-E])(?:\W{0,3}$|[.):]\s|\s+is\b)"),  # "B", "(B)", "B. Paris", "B) ...", "B is"
+    re.compile(r"\b(?:[Aa]nswer|[Oo]ption|[Cc]hoice)(?:\s+is)?\s*:?\s*\(?([A-E])\)?(?![\w'])"),
+    re.compile(r"\b[Oo]ption\s*:?\s*\(?([1-5])\)?(?!\w)"),
+)
+
+
+def final_choice(text: str | None) -> str | None:
+    """The option a multiple-choice answer picks ("A".."E", or "1".."5" after "option"), or None."""
+    if not text:
+        return None
+    head = text.strip()
+    for pattern in _CHOICE:
+        hits = pattern.findall(head)
+        if hits:
+            return str(hits[-1]).upper()
+    return None
+
+
 def answer_kind(texts: Sequence[str | None]) -> str:
-    """"code" when most answers define a function, "numeric" when they all end on a number,
-    else "text"."""
+    """"code" when most answers define a function, "choice" when most pick an option letter,
+    "numeric" when they all end on a number, else "text"."""
     present = [t for t in texts if t]
     if not present:
         return "text"
     if sum(parse_code(t) is not None for t in present) * 2 > len(present):
         return "code"
+    if sum(final_choice(t) is not None for t in present) * 2 > len(present):
+        return "choice"
     if all(final_number(t) is not None for t in present):
         return "numeric"
     return "text"
@@ -79,6 +105,15 @@ def _numeric_agreement(texts: Sequence[str | None]) -> list[list[float | None]]:
             None if i == j or nums[i] is None or nums[j] is None else float(abs(nums[i] - nums[j]) < 1e-6)  # type: ignore[operator]
             for j in range(n)
         ]
+        for i in range(n)
+    ]
+
+
+def _choice_agreement(texts: Sequence[str | None]) -> list[list[float | None]]:
+    picks = [final_choice(t) for t in texts]
+    n = len(texts)
+    return [
+        [None if i == j or picks[i] is None or picks[j] is None else float(picks[i] == picks[j]) for j in range(n)]
         for i in range(n)
     ]
 
@@ -117,12 +152,28 @@ VERIFIER_FEATURES: dict[str, tuple[str, ...]] = {
         "final_is_last_step",  # the final number is the last worked result
         "steps",
         "final_is_given",  # the final number is one the question gave: often a non-answer
+        "marked_integer",  # the answer ends on `#### N` with N a plain integer (the format asked for)
+        "unmarked",  # no `####`/boxed/"the answer is" marker: often cut off or unfinished
+        "final_is_result",  # the final number is the result of one of the worked steps
+        "ungrounded_share",  # share of step operands neither given, computed before nor a common constant
+        "hedges",  # second thoughts: "however", "actually", "assuming", "round", ...
     ),
     "code": ("has_function", "runs"),
+    "choice": ("has_choice", "bare_choice"),  # an option picked; the answer is little more than it
     "text": (),
 }
 
 _GIVEN = re.compile(r"\d[\d,]*(?:\.\d+)?")
+_MARKED = re.compile(r"####\s*(.*)")
+_MARKER = re.compile(r"####|\\boxed\{|answer(?: is|:)", re.I)
+_ANNOTATED = re.compile(r"<<([^=<>]+)=([^<>]+)>>")
+_HEDGE = re.compile(
+    r"\b(however|actually|assum\w*|approximately|round\w*|cannot|can't|not possible|impossible|unclear|"
+    r"not enough|mistake|instead|nearest|whole number)\b",
+    re.I,
+)
+#: numbers a worked step may use without the question giving them (units, percentages, calendars)
+_CONSTANTS = frozenset({0.5, 0.25, 0.1, 0.01, *range(0, 11), 12, 24, 30, 31, 52, 60, 100, 365, 1000})
 _STEP = re.compile(r"<<[^=<>]+=([^<>]+)>>|=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
 
 
@@ -136,6 +187,27 @@ def _numbers(text: str) -> list[float]:
     return out
 
 
+def _grounding(given: set[float], text: str) -> tuple[float, list[float]]:
+    """(share of the operands of the annotated steps that come from nowhere, the steps' results):
+    an operand is grounded when the question gave it, an earlier step computed it, or it is a
+    common constant (a percentage of a given number counts as given)."""
+    known = set(given)
+    results: list[float] = []
+    loose = total = 0
+    for expr, value in _ANNOTATED.findall(text):
+        for x in _numbers(expr):
+            total += 1
+            if x not in known and x not in _CONSTANTS and x * 100 not in given:
+                loose += 1
+        got = _numbers(value)
+        if got:
+            known.add(got[0])
+            results.append(got[0])
+    if not results:  # prose steps: `a * b = c`
+        results = [v for s in _STEP.findall(text) for v in _numbers(s[0] or s[1])[:1]]
+    return (loose / total if total else 0.0), results
+
+
 def _numeric_verifiers(prompt: str, text: str | None) -> list[float]:
     n = len(VERIFIER_FEATURES["numeric"])
     if not text:
@@ -146,6 +218,8 @@ def _numeric_verifiers(prompt: str, text: str | None) -> list[float]:
     used = set(_numbers(text))
     steps = [a or b for a, b in _STEP.findall(text)]
     last = _numbers(steps[-1]) if steps else []
+    marked = _MARKED.findall(text)
+    loose, results = _grounding(given, text)
     return [
         float(num is not None),
         float(num is not None and float(num).is_integer()),
@@ -158,6 +232,11 @@ def _numeric_verifiers(prompt: str, text: str | None) -> list[float]:
         float(num is not None and bool(last) and abs(last[0] - num) < 1e-6),
         math.log1p(len(steps)),
         float(num is not None and num in given),
+        float(bool(marked) and re.fullmatch(r"-?\d+", marked[-1].strip()) is not None),
+        float(_MARKER.search(text) is None),
+        float(num is not None and any(abs(r - num) < 1e-6 for r in results)),
+        loose,
+        math.log1p(len(_HEDGE.findall(text))),
     ]
 
 
@@ -170,7 +249,14 @@ async def pool_signals(answers: Sequence[Answer], kind: str = "auto", prompt: st
         return PoolSignals(k, agreement_matrix(bs), [_code_verifiers(b) for b in bs])
     if k == "numeric":
         return PoolSignals(k, _numeric_agreement(texts), [_numeric_verifiers(prompt, t) for t in texts])
+    if k == "choice":
+        return PoolSignals(k, _choice_agreement(texts), [_choice_verifiers(t) for t in texts])
     return PoolSignals(k, _text_agreement(texts), [[] for _ in texts])
+
+
+def _choice_verifiers(text: str | None) -> list[float]:
+    pick = final_choice(text)
+    return [float(pick is not None), float(pick is not None and len((text or "").strip()) <= 4)]
 
 
 def _code_verifiers(b: Behaviour) -> list[float]:
@@ -261,6 +347,8 @@ class SignalScorer:
     c: float = 1.0
     #: whether the features end with the prompt-only prior (see `pool_features`)
     uses_prior: bool = False
+    #: "logistic" or "boosted" (gradient-boosted trees), chosen by out-of-fold log loss
+    family: str = "logistic"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if isinstance(self.model, float):
