@@ -16,9 +16,11 @@ answer stated one sentence after the question's keywords survives. With the embe
 weights at 0 the embedder is never called: lexical-only compression is much faster and
 a little less precise (see benchmarks/compression.py).
 
-For questions that need two passages, a second hop (thrifty.compress.multihop) scores the
-sentences again against the question plus the first picks, and each kept sentence brings
-its paragraph's title line or lead sentence along; `hop` = 0 and `anchor` = 0 turn both off.
+For questions that need two passages (thrifty.compress.multihop), a budget that holds the two
+best paragraphs whole chains paragraphs (seeds, then what links to them); a tighter one gets a
+second hop that scores the sentences again against the question plus the first picks. Each
+kept sentence brings its paragraph's title line or lead sentence along; `hop` = 0 and
+`anchor` = 0 turn both off, `chain` = 0 the paragraph chain only.
 """
 
 from __future__ import annotations
