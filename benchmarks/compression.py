@@ -6,7 +6,8 @@ questions only). HotpotQA (multi-hop, `benchmarks/data/`): each prompt is 10 tit
 paragraphs, two of which are needed, then the question; see `multihop_prompts`. Its
 settings were chosen on the HotpotQA dev split; the figures are for the test split.
 At each budget (a share of the context's tokens) the extractive compressor is compared
-with its single-pass scorer (`SINGLE_PASS`: the selection before multi-hop awareness) and two
+with its single-pass scorer (`SINGLE_PASS`: the selection before multi-hop awareness), on
+HotpotQA also with its earlier sentence-level second hop (`SENTENCE_HOPS`), and two
 baselines that spend the same budget: random sentences, and the first sentences.
 
 - reduction: 1 - compressed prompt tokens / original prompt tokens (whole user message,
@@ -66,6 +67,8 @@ ABLATIONS = {
 }
 #: The scorer as it was before multi-hop awareness: one pass, no paragraph structure, no anchors.
 SINGLE_PASS = {"hop": 0.0, "anchor": 0.0, "paragraph": 0.0, "title": 0.0, "passage_lexical": 0.0}
+#: The multi-hop scorer before the paragraph chain: its second hop re-scores sentences only.
+SENTENCE_HOPS = {"chain": 0.0}
 MULTIHOP_BUDGETS = (0.2, 0.3, 0.35, 0.38, 0.4, 0.5)
 HEADER = "Answer the question using the context.\n\nContext:\n"
 
@@ -273,14 +276,14 @@ def multihop(split: str, embedder: Embedder) -> None:
         f"\n{len(prompts)} HotpotQA questions ({split} split), 10 paragraphs each, two needed, "
         f"mean prompt {mean_tokens:.0f} tokens"
     )
-    names = ["extractive", "single pass", "random", "first"]
+    names = ["extractive", "sentence hops", "single pass", "random", "first"]
     stats: dict[tuple[float, str], list[tuple[float, bool, bool, bool]]] = {
         (r, m): [] for r in MULTIHOP_BUDGETS for m in names
     }
     rngs = {ratio: random.Random(7) for ratio in MULTIHOP_BUDGETS}
     for p in prompts:
         for ratio in MULTIHOP_BUDGETS:
-            for name, w in (("extractive", {}), ("single pass", SINGLE_PASS)):
+            for name, w in (("extractive", {}), ("sentence hops", SENTENCE_HOPS), ("single pass", SINGLE_PASS)):
                 settings = ContextSettings(enabled=True, ratio=ratio, min_tokens=0, weights=w)
                 outcome = compress_parts([p.text], settings, embedder)
                 stats[ratio, name].append(score_multihop(p, outcome.texts[0] if outcome.texts else p.text))

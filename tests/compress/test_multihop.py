@@ -2,8 +2,9 @@
 
 import pytest
 
+from thrifty.compress.extract import _STOP as STOP
 from thrifty.compress.extract import Embedder, Weights, compress, score_sentences, select
-from thrifty.compress.multihop import split_title_lines, structure, subject
+from thrifty.compress.multihop import chain_scores, split_title_lines, structure, subject, unique_names
 from thrifty.compress.sentences import split_sentences
 from thrifty.embed import shared_embedder
 from thrifty.ledger.tokens import count_text
@@ -146,3 +147,103 @@ def test_single_pass_weights_select_as_before(embedder: Embedder) -> None:
     sentences = split_sentences(CONTEXT)
     expected = select(sentences, score_sentences(QUESTION, sentences, embedder, SINGLE_PASS), budget)
     assert out.kept == expected
+
+
+#: The bridge reached the other way round: the first hop (the actor) does not name the film;
+#: the film's paragraph names the actor, and shares only "2017" and "horror" with the question,
+#: which a distractor holds too.
+REVERSE = [
+    ("Lee Pace", "Lee Pace is an American actor. He stars as Joe MacMillan in the drama Halt and Catch Fire."),
+    (
+        "The Keeping Hours",
+        "The Keeping Hours is a supernatural romance directed by Karen Moncrieff. The film stars Lee Pace "
+        "and Carrie Coon. It was released in 2017.",
+    ),
+    (
+        "Mackenzie Davis",
+        "Mackenzie Davis is a Canadian actress. She starred in the drama Halt and Catch Fire from 2014 "
+        "to 2017.",
+    ),
+    ("Toby Huss", "Toby Huss is an American actor. He plays John Bosworth in Halt and Catch Fire."),
+    (
+        "It (2017 film)",
+        "It is a 2017 American supernatural horror film directed by Andy Muschietti. The film is based on "
+        "the novel by Stephen King. It was a box-office success in 2017.",
+    ),
+    (
+        "Scott Michael Foster",
+        "Scott Michael Foster is an American actor. He had a recurring role in Halt and Catch Fire.",
+    ),
+]
+REVERSE_QUESTION = "The actor who plays Joe MacMillan in Halt and Catch Fire starred in what 2017 horror film?"
+REVERSE_CONTEXT = "\n\n".join(f"{title}\n{text}" for title, text in REVERSE)
+SENTENCE_HOPS = Weights(chain=0)
+
+
+def test_unique_names_point_at_the_one_paragraph_that_holds_them() -> None:
+    bodies = [
+        "Vladimir Vdovichenkov is an actor, known for Bimmer and Leviathan.",
+        "Leviathan is a Russian drama film directed by Andrey Zvyagintsev.",
+        "Elena is a Russian drama film directed by Andrey Zvyagintsev.",
+    ]
+    question = "Which drama film directed by Andrey Zvyagintsev starred the actor known for Bimmer?"
+    # "Bimmer" is in one body only; "Andrey Zvyagintsev" in two, so it points nowhere; lower-case
+    # words ("drama") are not names.
+    assert unique_names(question, bodies, frozenset()).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_paragraph_chain_follows_a_bridge_named_the_other_way_round() -> None:
+    budget = int(count_text(REVERSE_CONTEXT) * 0.5)
+    bridge = "The film stars Lee Pace and Carrie Coon."
+    # The `reverse` link lifts a paragraph that names a seed's subject; at the default weight
+    # (chosen on HotpotQA dev) it loses here to the distractors that share "Halt and Catch Fire".
+    linked = compress(REVERSE_QUESTION, REVERSE_CONTEXT, budget, None, Weights(reverse=1.0))
+    assert "He stars as Joe MacMillan" in linked.text  # first hop, pointed at by "Joe MacMillan"
+    assert bridge in linked.text
+    assert "The Keeping Hours\nThe Keeping Hours is a supernatural romance" in linked.text
+    assert bridge not in compress(REVERSE_QUESTION, REVERSE_CONTEXT, budget, None, Weights(reverse=0)).text
+
+
+def test_a_comparison_keeps_both_paragraphs_the_question_names() -> None:
+    paragraphs = [
+        ("Joe Elliott", "Joe Elliott is an English singer. He is the lead vocalist of Def Leppard."),
+        ("Paul Meany", "Paul Meany is an American musician. He is the keyboardist of the band Mutemath."),
+        ("Mutemath", "Mutemath is an American rock band. Its keyboardist and singer writes its songs."),
+        ("Earthsuit", "Earthsuit was a rock band whose keyboardist and singer later formed Mutemath."),
+        ("Def Leppard", "Def Leppard is an English rock band. Its members have no keyboardist."),
+        ("Odd Soul", "Odd Soul is an album by Mutemath. Its keyboardist plays a keytar on it."),
+    ]
+    context = "\n\n".join(f"{t}\n{x}" for t, x in paragraphs)
+    budget = int(count_text(context) * 0.45)
+    out = compress("Are Joe Elliott and Paul Meany both keyboardists?", context, budget, None, Weights())
+    assert "Joe Elliott is an English singer." in out.text
+    assert "Paul Meany is an American musician." in out.text
+
+
+@pytest.mark.parametrize("ratio", [0.2, 0.3])
+def test_paragraph_chain_only_where_the_budget_holds_both_hops(ratio: float, embedder: Embedder) -> None:
+    # Two of these six short paragraphs are a third of the context; with `room` to spare (1.5
+    # times them) the chain needs half of it. Below, the sentence-level second hop selects,
+    # exactly as with the chain off.
+    assert Weights().room == 1.5
+    budget = int(count_text(REVERSE_CONTEXT) * ratio)
+    for emb in (None, embedder):
+        chained = compress(REVERSE_QUESTION, REVERSE_CONTEXT, budget, emb, Weights())
+        assert chained.kept == compress(REVERSE_QUESTION, REVERSE_CONTEXT, budget, emb, SENTENCE_HOPS).kept
+
+
+def test_chain_scores_report_what_the_two_best_paragraphs_cost() -> None:
+    sentences, titles = split_title_lines(split_sentences(REVERSE_CONTEXT))
+    shape = structure(sentences, titles)
+    first = score_sentences(REVERSE_QUESTION, sentences, None)
+    scores, seeds_cost = chain_scores(REVERSE_QUESTION, sentences, first, Weights(), shape, STOP)
+    assert len(scores) == len(sentences)
+    paragraph_costs = sorted(
+        (sum(count_text(s.text) + 1 for s in sentences if s.paragraph == p) for p in {s.paragraph for s in sentences}),
+        reverse=True,
+    )
+    assert paragraph_costs[-1] * 2 <= seeds_cost <= paragraph_costs[0] * 2
+    # Within a paragraph, a later sentence pays `order` for each one before it.
+    flat = chain_scores(REVERSE_QUESTION, sentences, first * 0, Weights(), shape, STOP)[0]
+    lead, second = 1, 2  # "Lee Pace is an American actor.", "He stars as Joe MacMillan ..."
+    assert flat[lead] - flat[second] == pytest.approx(Weights().order)

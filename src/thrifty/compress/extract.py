@@ -16,9 +16,11 @@ answer stated one sentence after the question's keywords survives. With the embe
 weights at 0 the embedder is never called: lexical-only compression is much faster and
 a little less precise (see benchmarks/compression.py).
 
-For questions that need two passages, a second hop (thrifty.compress.multihop) scores the
-sentences again against the question plus the first picks, and each kept sentence brings
-its paragraph's title line or lead sentence along; `hop` = 0 and `anchor` = 0 turn both off.
+For questions that need two passages (thrifty.compress.multihop), a budget that holds the two
+best paragraphs whole chains paragraphs (seeds, then what links to them); a tighter one gets a
+second hop that scores the sentences again against the question plus the first picks. Each
+kept sentence brings its paragraph's title line or lead sentence along; `hop` = 0 and
+`anchor` = 0 turn both off, `chain` = 0 the paragraph chain only.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ from typing import Protocol
 
 import numpy as np
 
-from thrifty.compress.multihop import first_hop, second_hop, select_anchored, split_title_lines, structure
+from thrifty.compress.multihop import (
+    chain_scores,
+    first_hop,
+    second_hop,
+    select_anchored,
+    split_title_lines,
+    structure,
+)
 from thrifty.compress.sentences import Sentence, split_sentences
 from thrifty.ledger.tokens import count_text
 
@@ -64,6 +73,21 @@ class Weights:
     #: keep a kept sentence's paragraph title line (1) and, with 2, its lead sentence when
     #: the paragraph has no title line; 0 keeps neither
     anchor: float = 1
+    #: choose the hops per paragraph when the budget holds the two best paragraphs whole (the
+    #: weight of the paragraph's score in each sentence's), instead of by a second sentence
+    #: pass (0); the paragraph chain's weights follow (see thrifty.compress.multihop)
+    chain: float = 1.0
+    #: the budget must hold this many times the two best paragraphs for the chain to be used
+    room: float = 1.5
+    #: the question names a paragraph's whole subject
+    named: float = 2.0
+    #: per name of the question that only that paragraph holds (at most two count)
+    unique: float = 0.5
+    #: a seed paragraph names this paragraph's subject / this paragraph names the seed's
+    follow: float = 1.5
+    reverse: float = 0.3
+    #: per sentence before it in its paragraph
+    order: float = 0.1
 
 
 @dataclass
@@ -258,6 +282,13 @@ def rank(
     if not weights.hop:
         kept = select_anchored(sentences, scores, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on)
         return kept, scores
+    if weights.chain:
+        chained, seeds_cost = chain_scores(question, sentences, scores, weights, shape, _STOP)
+        if seeds_cost * weights.room <= budget:  # both hops fit whole, with room: by paragraph
+            kept = select_anchored(
+                sentences, chained, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on
+            )
+            return kept, chained
     # Two hops: the first pass spends `seeds` of the budget, then what it kept steers the rest.
     kept = select_anchored(
         sentences, scores, budget, shape, anchor_leads=leads_on, anchor_titles=titles_on,

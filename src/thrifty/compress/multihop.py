@@ -19,6 +19,20 @@ one prompt's sentences, with no extra model call:
   `link` on the lead of each paragraph whose subject the selection names and the question
   does not; the rest of the budget goes by that score.
 
+With `chain` on (the default) and room in the budget for the two best paragraphs whole, the
+two hops are chosen per paragraph instead, the way a
+multi-hop retriever ranks passages: each paragraph scores its best sentence, plus `named` when
+the question names its whole subject (one of the two things a comparison asks about), plus
+`unique` for each name or number of the question that no other paragraph holds (a rare film
+title or nickname that points at one passage). The two best paragraphs are the seeds; every
+other paragraph gains what links it to a seed: the seed names its subject (`follow`), it names
+the seed's subject (`reverse`: the bridge reached the other way round), and the seed's new words
+it holds (`bridge`). The best paragraph goes first, then sentences by their paragraph's score,
+less `order` per sentence before them in the paragraph (the facts a passage is kept for are
+mostly its first sentences), plus their own score. With less room (a tight budget on a
+single-hop prompt, where one sentence answers) keeping passages whole costs the answer, and
+the sentence-level second hop above is used.
+
 Selection keeps, with each sentence, its paragraph's title line (`anchor` >= 1) or, where a
 paragraph has none, its lead sentence (`anchor` >= 2): a title costs a few tokens and tells
 the reader who "he" is. Anchors are paid from the same token budget as everything else.
@@ -44,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Structure",
     "bridge_scores",
+    "chain_scores",
     "first_hop",
     "named_share",
     "paragraph_prior",
@@ -53,6 +68,7 @@ __all__ = [
     "structure",
     "subject",
     "subjects_of",
+    "unique_names",
 ]
 
 #: A title line: short, one line, not ending like a sentence or a clause.
@@ -61,6 +77,14 @@ _TITLE_MAX_WORDS = 16
 _NOT_TITLE_END = (".", "!", "?", ",", ";")
 #: A partial name match links weakly: the share of the subject named, to this power.
 _LINK_POWER = 4
+#: The paragraph chain's links (a share of a subject named, 0..1) count to this power.
+_CHAIN_POWER = 2
+#: A question names at most this many passages' whole subjects for it to count as pointing.
+_NAMED_MOST = 2
+#: Names the question shares with one paragraph only count up to this many.
+_UNIQUE_MOST = 2
+#: The seeds of the paragraph chain: the best paragraphs before the links.
+_SEEDS = 2
 _TOKEN = re.compile(r"[^\W_][\w'’.-]*", re.UNICODE)
 
 
@@ -351,6 +375,85 @@ def second_hop(
     score = score + weights.link * link
     # The hop's evidence spreads over its paragraph like the first pass's did.
     return first + paragraph_prior(weights.hop * score.astype(np.float32), shape, weights.paragraph)
+
+
+def unique_names(question: str, bodies: Sequence[str], stop: frozenset[str]) -> np.ndarray:
+    """Per paragraph body, how many of the question's names (capitalised words and numbers of
+    3 characters or more, not stop words) appear in that body and in no other."""
+    bags = [set(_terms(b)) for b in bodies]
+    out = np.zeros(len(bodies), dtype=np.float32)
+    seen: set[str] = set()
+    for raw in _TOKEN.findall(question):
+        term = (_terms(raw) or [""])[0]
+        if len(term) < 3 or term in stop or term in seen or not (raw[:1].isupper() or raw[:1].isdigit()):
+            continue
+        seen.add(term)
+        holders = [k for k, bag in enumerate(bags) if term in bag]
+        if len(holders) == 1:
+            out[holders[0]] += 1
+    return out
+
+
+def chain_scores(
+    question: str,
+    sentences: Sequence[Sentence],
+    first: np.ndarray,
+    weights: Weights,
+    shape: Structure,
+    stop: frozenset[str],
+    count: Callable[[str], int] = count_text,
+) -> tuple[np.ndarray, int]:
+    """Selection order over paragraphs, then sentences (higher keeps first), see the module
+    docstring; and the tokens the two seed paragraphs cost whole (title lines included), so
+    that the caller can tell whether both hops fit. `first` holds the first hop's sentence
+    scores (title lines are never kept on their own, whatever their score here)."""
+    n = len(sentences)
+    if n == 0:
+        return first, 0
+    heads = sorted(set(shape.anchor.tolist()))
+    para = np.searchsorted(np.array(heads), shape.anchor)
+    body_of = [[i for i in range(n) if para[i] == k and not shape.is_title[i]] for k in range(len(heads))]
+    bodies = [" ".join(sentences[i].text for i in members) for members in body_of]
+    best = np.array([max((first[i] for i in m), default=-np.inf) for m in body_of], dtype=np.float64)
+    floor = float(best[np.isfinite(best)].min()) - 1.0 if np.isfinite(best).any() else 0.0
+    best = np.where(np.isfinite(best), best, floor)
+    subjects = subjects_of(sentences, shape, heads)
+    idf = _idf([s.text for s in sentences])
+    named = named_share(subjects, question, idf, stop) >= 0.999
+    if named.sum() > _NAMED_MOST:  # the prompt's common topic, not a pointer (see first_hop)
+        named[:] = False
+    para_score = (
+        best
+        + weights.named * named
+        + weights.unique * np.minimum(unique_names(question, bodies, stop), _UNIQUE_MOST)
+    )
+    order = np.argsort(-para_score, kind="stable")
+    seeds = [int(k) for k in order[:_SEEDS] if body_of[int(k)]]
+    asked = set(_terms(question))
+    link = np.zeros(len(heads), dtype=np.float64)
+    for seed in seeds:
+        seed_known = asked | set(_terms(subjects[seed]))
+        via = weights.bridge * bridge_scores(question, [bodies[seed]], bodies, stop)
+        for k in range(len(heads)):
+            if k in seeds or not body_of[k]:
+                continue
+            follow = " ".join(t for t in _terms(subjects[k]) if t not in seed_known)
+            back = " ".join(t for t in _terms(subjects[seed]) if t not in asked | set(_terms(subjects[k])))
+            names = float(named_share([follow], bodies[seed], idf, stop)[0]) if follow else 0.0
+            named_back = float(named_share([back], bodies[k], idf, stop)[0]) if back else 0.0
+            value = (
+                weights.follow * names**_CHAIN_POWER
+                + weights.reverse * named_back**_CHAIN_POWER
+                + float(via[k])
+            )
+            link[k] = max(link[k], value)
+    para_score = para_score + link
+    position = np.zeros(n, dtype=np.float64)
+    for members in body_of:
+        for rank_in, i in enumerate(members):
+            position[i] = rank_in
+    seeds_cost = sum(count(s.text) + 1 for i, s in enumerate(sentences) if int(para[i]) in seeds)
+    return (weights.chain * para_score[para] - weights.order * position + first).astype(np.float32), seeds_cost
 
 
 def select_anchored(
