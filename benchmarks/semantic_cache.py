@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from thrifty.cache.index import InProcessIndex
-from thrifty.cache.pairdata import embed_cached, load_qqp
+from thrifty.cache.pairdata import ADJUDICATION_FILE, adjudicated_labels, embed_cached, load_adjudication, load_qqp
 from thrifty.cache.semantic import Question, SemanticCache, SemanticCacheSettings, extract_question
 from thrifty.cache.verifier import default_verifier
 from thrifty.config import parse_config
@@ -68,7 +68,7 @@ def report(name: str, hit: np.ndarray, labels: np.ndarray) -> None:
     print(f"  {name:<28} hits {n_hit:5d}  precision {precision:.3f} (95% CI {lo:.3f}-{hi:.3f})  recall {recall:.3f}")
 
 
-def correctness(min_cosine: float) -> None:
+def correctness(min_cosine: float, show_unjudged: int) -> None:
     pairs = [p for p in load_qqp() if p.split == "test"]
     a, b = [p.text_a for p in pairs], [p.text_b for p in pairs]
     labels = np.array([p.label for p in pairs])
@@ -79,10 +79,28 @@ def correctness(min_cosine: float) -> None:
     verdicts = verifier.decide(a, b, ea, eb)
     accepted = np.array([v.same for v in verdicts])
     print(f"QQP test split: {len(pairs)} pairs, {int(labels.sum())} duplicates (held out from training)")
-    print(f"verifier threshold {verifier.threshold:.4f} (chosen on val: {verifier.meta.get('val_precision')} precision)")
+    print(f"verifier threshold {verifier.threshold:.4f} ({verifier.meta.get('threshold_rule', 'chosen on val by QQP labels')})")
     report("cosine >= 0.80", cos >= 0.80, labels)
     report("cosine >= 0.95", cos >= 0.95, labels)
-    report(f"thrifty (cos >= {min_cosine} + verifier)", (cos >= min_cosine) & accepted, labels)
+    served = (cos >= min_cosine) & accepted
+    report(f"thrifty (cos >= {min_cosine} + verifier)", served, labels)
+    # Adjudicated: served pairs QQP labels different, each read and judged (benchmarks/data/qqp_adjudication.jsonl).
+    verdict_file = load_adjudication()
+    judged_labels, judged, missing = adjudicated_labels(pairs, served, verdict_file)
+    n_hit, right = int(served.sum()), int(judged_labels[served].sum())
+    lo, hi = wilson(right, n_hit)
+    print(
+        f"  {'thrifty, adjudicated':<28} hits {n_hit:5d}  precision {right / max(1, n_hit):.3f} (95% CI {lo:.3f}-{hi:.3f})"
+        f"  recall {int(labels[served].sum()) / int(labels.sum()):.3f} (of QQP's duplicates)"
+    )
+    flipped = int((judged_labels[served] != labels[served]).sum())
+    print(
+        f"    {int((served & (labels == 0)).sum())} hits labelled different: {judged} adjudicated in "
+        f"{ADJUDICATION_FILE.name} ({flipped} judged the same question, {judged - flipped} different), "
+        f"{len(missing)} not yet adjudicated (counted as wrong)"
+    )
+    for i in missing[:show_unjudged]:
+        print(f"    NOT ADJUDICATED {pairs[i].text_a!r} / {pairs[i].text_b!r}")
     print("  the trade-off if a route sets another `threshold` (not used to pick the default):")
     for cut in (0.90, 0.93, 0.97, 0.98):
         other = np.array([v.same for v in verifier.decide(a, b, ea, eb, threshold=cut)])
@@ -363,9 +381,10 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=SemanticCacheSettings().top_k)
     ap.add_argument("--requests", type=int, default=2000, help="end-to-end requests (0 to skip)")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--show-unjudged", type=int, default=20, help="list this many served pairs not yet adjudicated")
     ap.add_argument("--pgvector", metavar="URL", help="also measure the pgvector index (a postgresql:// URL, or auto)")
     args = ap.parse_args()
-    correctness(SemanticCacheSettings().min_cosine)
+    correctness(SemanticCacheSettings().min_cosine, args.show_unjudged)
     if not args.skip_latency:
         latency(args.entries, args.queries, args.top_k, args.pgvector)
     if args.requests:

@@ -138,3 +138,64 @@ def embed_cached(texts: list[str], cache_dir: Path | None = None) -> np.ndarray:
         np.savez(tmp, texts=np.array(ordered), vectors=bank)
         tmp.replace(path)
     return bank[[known[t] for t in texts]]
+
+
+ADJUDICATION_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "qqp_adjudication.jsonl"
+
+
+def pair_key(text_a: str, text_b: str) -> str:
+    """A stable key for a QQP pair: the first 16 hex digits of the sha256 of both texts in order."""
+    return hashlib.sha256(f"{text_a}\n{text_b}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Adjudication:
+    """One reader's verdict on a pair QQP labels one way and the verifier decides the other."""
+
+    key: str
+    split: Split
+    text_a: str
+    text_b: str
+    qqp_label: int
+    verdict: Literal["same", "different"]
+    reason: str
+
+
+def load_adjudication(path: Path | None = None) -> dict[str, Adjudication]:
+    """The verdicts recorded in `benchmarks/data/qqp_adjudication.jsonl`, by pair key."""
+    path = path or ADJUDICATION_FILE
+    out: dict[str, Adjudication] = {}
+    if not path.exists():
+        return out
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                if r["verdict"] not in ("same", "different"):
+                    raise ValueError(f"{path}: verdict {r['verdict']!r} of {r['key']} is neither 'same' nor 'different'")
+                out[r["key"]] = Adjudication(
+                    r["key"], r["split"], r["text_a"], r["text_b"], int(r["qqp_label"]), r["verdict"], r["reason"]
+                )
+    return out
+
+
+def adjudicated_labels(
+    pairs: list[Pair], served: np.ndarray, verdicts: dict[str, Adjudication]
+) -> tuple[np.ndarray, int, list[int]]:
+    """Labels with the verdicts applied to served pairs labelled different.
+
+    Returns the labels (1 where QQP says duplicate, or where a served pair labelled different
+    was judged the same question), how many served pairs a verdict decided, and the indices of
+    served pairs labelled different that have no verdict yet (counted as wrong until judged).
+    """
+    labels = np.array([p.label for p in pairs])
+    judged = 0
+    missing: list[int] = []
+    for i in np.flatnonzero(served & (labels == 0)):
+        v = verdicts.get(pair_key(pairs[i].text_a, pairs[i].text_b))
+        if v is None:
+            missing.append(int(i))
+            continue
+        judged += 1
+        labels[i] = int(v.verdict == "same")
+    return labels, judged, missing
