@@ -7,6 +7,10 @@
    right when the pair is labelled a duplicate. Precision and recall of hits for cosine
    >= 0.8 (the GPTCache / LiteLLM / Bifrost default), cosine >= 0.95, and thrifty (index
    candidate with cosine >= min_cosine, then the verifier with its shipped threshold).
+   QQP calls many same-question pairs different (docs/verifier.md), so thrifty's precision
+   is also given adjudicated: each served pair labelled different was read and judged, the
+   verdicts are in benchmarks/data/qqp_adjudication.jsonl; a served pair labelled different
+   with no verdict there is counted wrong and listed (NOT ADJUDICATED) for someone to judge.
 2. Lookup latency with `--entries` cached entries in one tenant's namespace: the stage's
    own lookup (embed the question with a fresh embedder, so no embedding is cached, search
    the HNSW index, verify the candidates). The index holds every real QQP question outside
@@ -21,7 +25,8 @@
    of 3 identical new questions, exact repeats, paraphrase probes (text_b of a QQP test pair
    whose text_a was asked in an earlier wave, duplicates and look-alikes as the data has
    them), new questions and sampled requests. Upstream calls and the ledger's savings by
-   lever; a semantic hit on a pair labelled "not duplicate" is counted as wrong.
+   lever; a semantic hit on a pair labelled "not duplicate" is counted as wrong, and how
+   many of those the adjudication judged the same question is shown beside it.
 """
 
 from __future__ import annotations
@@ -41,7 +46,14 @@ from typing import Any
 import numpy as np
 
 from thrifty.cache.index import InProcessIndex
-from thrifty.cache.pairdata import ADJUDICATION_FILE, adjudicated_labels, embed_cached, load_adjudication, load_qqp
+from thrifty.cache.pairdata import (
+    ADJUDICATION_FILE,
+    adjudicated_labels,
+    embed_cached,
+    load_adjudication,
+    load_qqp,
+    pair_key,
+)
 from thrifty.cache.semantic import Question, SemanticCache, SemanticCacheSettings, extract_question
 from thrifty.cache.verifier import default_verifier
 from thrifty.config import parse_config
@@ -289,7 +301,8 @@ async def end_to_end(requests: int) -> None:
         asked: list[str] = []
         seeded: list[int] = []  # test pairs whose text_a was asked
         probes = {"duplicate": 0, "look-alike": 0}
-        semantic_hits = {"right": 0, "wrong": 0, "other question": 0}
+        semantic_hits = {"right": 0, "wrong": 0, "other question": 0, "judged same": 0, "judged different or unjudged": 0}
+        verdicts = load_adjudication()
         sent = {"burst": 0, "repeat": 0, "paraphrase": 0, "new": 0, "sampled": 0}
         next_pair = 0
 
@@ -307,6 +320,9 @@ async def end_to_end(requests: int) -> None:
                         if served != f"echo: {test[pair].text_a}":
                             semantic_hits["other question"] += 1  # matched an entry other than its pair
                         semantic_hits["right" if test[pair].label else "wrong"] += 1
+                        if not test[pair].label:
+                            v = verdicts.get(pair_key(test[pair].text_a, test[pair].text_b))
+                            semantic_hits["judged same" if v and v.verdict == "same" else "judged different or unjudged"] += 1
 
             started = time.perf_counter()
             waves = max(1, requests // 20)
@@ -367,6 +383,10 @@ async def end_to_end(requests: int) -> None:
     print(
         f"  semantic hits on probes: {semantic_hits['right']} right, {semantic_hits['wrong']} wrong (a look-alike's answer);"
         f" {semantic_hits['other question']} matched another cached question than their pair"
+    )
+    print(
+        f"  of the {semantic_hits['wrong']} labelled wrong, adjudicated ({ADJUDICATION_FILE.name}): "
+        f"{semantic_hits['judged same']} the same question, {semantic_hits['judged different or unjudged']} different or not judged"
     )
     print(f"  upstream calls: {calls} of {total} requests; answered by: {answered}")
     print(f"  cost ${cost:.6f} vs counterfactual ${counterfactual:.6f}: saved {(1 - cost / counterfactual) * 100:.1f}%")
