@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thrifty.cache.pairdata import ADJUDICATION_FILE, embed_cached, load_adjudication, load_qqp, pair_key
+from thrifty.cache.pairdata import ADJUDICATION_FILE, embedded_split, load_adjudication, pair_key
 from thrifty.cache.semantic import SemanticCacheSettings
 from thrifty.cache.verifier import DEFAULT_MODEL, Verifier
 
@@ -57,12 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--todo-below", type=float, default=0.78, help="list unjudged pairs down to this tree score")
     args = ap.parse_args(argv)
 
-    pairs = [p for p in load_qqp() if p.split == "val"]
+    pairs, labels, ea, eb, cos = embedded_split("val")
     a, b = [p.text_a for p in pairs], [p.text_b for p in pairs]
-    labels = np.array([p.label for p in pairs])
-    emb = embed_cached(a + b)
-    ea, eb = emb[: len(a)], emb[len(a) :]
-    cos = np.einsum("ij,ij->i", ea, eb)
     verifier = Verifier.load(MODEL)
     verdicts = verifier.decide(a, b, ea, eb, threshold=0.0)
     tree = np.array([v.score for v in verdicts])

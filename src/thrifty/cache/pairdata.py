@@ -140,6 +140,14 @@ def embed_cached(texts: list[str], cache_dir: Path | None = None) -> np.ndarray:
     return bank[[known[t] for t in texts]]
 
 
+def embedded_split(split: Split) -> tuple[list[Pair], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The QQP pairs of one split with their labels, both sides' embeddings and the cosines."""
+    pairs = [p for p in load_qqp() if p.split == split]
+    emb = embed_cached([p.text_a for p in pairs] + [p.text_b for p in pairs])
+    ea, eb = emb[: len(pairs)], emb[len(pairs) :]
+    return pairs, np.array([p.label for p in pairs]), ea, eb, np.einsum("ij,ij->i", ea, eb)
+
+
 ADJUDICATION_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "qqp_adjudication.jsonl"
 
 
