@@ -326,8 +326,9 @@ async def end_to_end(requests: int) -> None:
                         if served != f"echo: {test[pair].text_a}":
                             semantic_hits["other question"] += 1  # matched an entry other than its pair
                         semantic_hits["right" if test[pair].label else "wrong"] += 1
-                        if not test[pair].label:
-                            v = verdicts.get(pair_key(test[pair].text_a, test[pair].text_b))
+                        if not test[pair].label:  # a verdict speaks of the pair, so only of its own answer
+                            own = served == f"echo: {test[pair].text_a}"
+                            v = verdicts.get(pair_key(test[pair].text_a, test[pair].text_b)) if own else None
                             semantic_hits["judged same" if v and v.verdict == "same" else "judged different or unjudged"] += 1
 
             started = time.perf_counter()
@@ -392,7 +393,7 @@ async def end_to_end(requests: int) -> None:
     )
     print(
         f"  of the {semantic_hits['wrong']} labelled wrong, adjudicated ({ADJUDICATION_FILE.name}): "
-        f"{semantic_hits['judged same']} the same question, {semantic_hits['judged different or unjudged']} different or not judged"
+        f"{semantic_hits['judged same']} the same question, {semantic_hits['judged different or unjudged']} different, not judged, or another question's answer"
     )
     print(f"  upstream calls: {calls} of {total} requests; answered by: {answered}")
     print(f"  cost ${cost:.6f} vs counterfactual ${counterfactual:.6f}: saved {(1 - cost / counterfactual) * 100:.1f}%")
