@@ -6,6 +6,11 @@ white space) form one group, and a group's split is decided by the sha256 of its
 question: digits 0-5 of the first 8 hex digits mod 10 train, 6-7 validate, 8-9 test. The
 rule needs no seed and gives the same split on every machine; the training script only
 ever reads `train` (and `val` for the threshold), the benchmark only `test`.
+
+QQP labels many same-question pairs "different". Where the verifier would serve such a pair,
+a reader's verdict (benchmarks/data/qqp_adjudication.jsonl, keyed by `pair_key`) says whether
+a cache would rightly serve it; `adjudicated_labels` applies the verdicts, so precision is
+measured as a user would see it (docs/verifier.md).
 """
 
 from __future__ import annotations
