@@ -7,6 +7,10 @@
    right when the pair is labelled a duplicate. Precision and recall of hits for cosine
    >= 0.8 (the GPTCache / LiteLLM / Bifrost default), cosine >= 0.95, and thrifty (index
    candidate with cosine >= min_cosine, then the verifier with its shipped threshold).
+   QQP calls many same-question pairs different (docs/verifier.md), so thrifty's precision
+   is also given adjudicated: each served pair labelled different was read and judged, the
+   verdicts are in benchmarks/data/qqp_adjudication.jsonl; a served pair labelled different
+   with no verdict there is counted wrong and listed (NOT ADJUDICATED) for someone to judge.
 2. Lookup latency with `--entries` cached entries in one tenant's namespace: the stage's
    own lookup (embed the question with a fresh embedder, so no embedding is cached, search
    the HNSW index, verify the candidates). The index holds every real QQP question outside
@@ -21,7 +25,8 @@
    of 3 identical new questions, exact repeats, paraphrase probes (text_b of a QQP test pair
    whose text_a was asked in an earlier wave, duplicates and look-alikes as the data has
    them), new questions and sampled requests. Upstream calls and the ledger's savings by
-   lever; a semantic hit on a pair labelled "not duplicate" is counted as wrong.
+   lever; a semantic hit on a pair labelled "not duplicate" is counted as wrong, and how
+   many of those the adjudication judged the same question is shown beside it.
 """
 
 from __future__ import annotations
@@ -41,7 +46,15 @@ from typing import Any
 import numpy as np
 
 from thrifty.cache.index import InProcessIndex
-from thrifty.cache.pairdata import embed_cached, load_qqp
+from thrifty.cache.pairdata import (
+    ADJUDICATION_FILE,
+    adjudicated_labels,
+    embed_cached,
+    embedded_split,
+    load_adjudication,
+    load_qqp,
+    pair_key,
+)
 from thrifty.cache.semantic import Question, SemanticCache, SemanticCacheSettings, extract_question
 from thrifty.cache.verifier import default_verifier
 from thrifty.config import parse_config
@@ -68,25 +81,48 @@ def report(name: str, hit: np.ndarray, labels: np.ndarray) -> None:
     print(f"  {name:<28} hits {n_hit:5d}  precision {precision:.3f} (95% CI {lo:.3f}-{hi:.3f})  recall {recall:.3f}")
 
 
-def correctness(min_cosine: float) -> None:
-    pairs = [p for p in load_qqp() if p.split == "test"]
+def correctness(min_cosine: float, show_unjudged: int) -> None:
+    pairs, labels, ea, eb, cos = embedded_split("test")
     a, b = [p.text_a for p in pairs], [p.text_b for p in pairs]
-    labels = np.array([p.label for p in pairs])
-    emb = embed_cached(a + b)
-    ea, eb = emb[: len(a)], emb[len(a) :]
-    cos = np.einsum("ij,ij->i", ea, eb)
     verifier = default_verifier()
     verdicts = verifier.decide(a, b, ea, eb)
     accepted = np.array([v.same for v in verdicts])
     print(f"QQP test split: {len(pairs)} pairs, {int(labels.sum())} duplicates (held out from training)")
-    print(f"verifier threshold {verifier.threshold:.4f} (chosen on val: {verifier.meta.get('val_precision')} precision)")
+    print(f"verifier threshold {verifier.threshold:.4f} ({verifier.meta.get('threshold_rule', 'chosen on val by QQP labels')})")
     report("cosine >= 0.80", cos >= 0.80, labels)
     report("cosine >= 0.95", cos >= 0.95, labels)
-    report(f"thrifty (cos >= {min_cosine} + verifier)", (cos >= min_cosine) & accepted, labels)
-    print("  the trade-off if a route sets another `threshold` (not used to pick the default):")
-    for cut in (0.90, 0.93, 0.97, 0.98):
-        other = np.array([v.same for v in verifier.decide(a, b, ea, eb, threshold=cut)])
-        report(f"  threshold {cut:.2f}", (cos >= min_cosine) & other, labels)
+    served = (cos >= min_cosine) & accepted
+    report(f"thrifty (cos >= {min_cosine} + verifier)", served, labels)
+    # Adjudicated: served pairs QQP labels different, each read and judged (benchmarks/data/qqp_adjudication.jsonl).
+    verdict_file = load_adjudication()
+    judged_labels, judged, missing = adjudicated_labels(pairs, served, verdict_file)
+    n_hit, right = int(served.sum()), int(judged_labels[served].sum())
+    lo, hi = wilson(right, n_hit)
+    print(
+        f"  {'thrifty, adjudicated':<28} hits {n_hit:5d}  precision {right / max(1, n_hit):.3f} (95% CI {lo:.3f}-{hi:.3f})"
+        f"  recall {int(labels[served].sum()) / int(labels.sum()):.3f} (of QQP's duplicates)"
+    )
+    flipped = int((judged_labels[served] != labels[served]).sum())
+    print(
+        f"    {int((served & (labels == 0)).sum())} hits labelled different: {judged} adjudicated in "
+        f"{ADJUDICATION_FILE.name} ({flipped} judged the same question, {judged - flipped} different), "
+        f"{len(missing)} not yet adjudicated (counted as wrong)"
+    )
+    for i in missing[:show_unjudged]:
+        print(f"    NOT ADJUDICATED {pairs[i].text_a!r} / {pairs[i].text_b!r}")
+    print("  the trade-off if a route sets another `threshold` (not used to pick the default;")
+    print("  adjudicated where every hit labelled different has a verdict):")
+    for cut in (0.80, 0.90, 0.93, 0.9478, 0.97, 0.98):
+        other = (cos >= min_cosine) & np.array([v.same for v in verifier.decide(a, b, ea, eb, threshold=cut)])
+        name = f"  threshold {cut:.4g}" + (" (previous)" if cut == 0.9478 else "")
+        report(name, other, labels)
+        judged_other, _, unjudged = adjudicated_labels(pairs, other, verdict_file)
+        if unjudged:
+            print(f"    {'':<28} adjudicated: {len(unjudged)} hits labelled different have no verdict")
+        else:
+            right, n = int(judged_other[other].sum()), int(other.sum())
+            lo, hi = wilson(right, n)
+            print(f"    {'':<28} adjudicated precision {right / max(1, n):.3f} (95% CI {lo:.3f}-{hi:.3f})")
 
 
 def latency(entries: int, queries: int, top_k: int, pgvector: str | None = None) -> None:
@@ -271,7 +307,8 @@ async def end_to_end(requests: int) -> None:
         asked: list[str] = []
         seeded: list[int] = []  # test pairs whose text_a was asked
         probes = {"duplicate": 0, "look-alike": 0}
-        semantic_hits = {"right": 0, "wrong": 0, "other question": 0}
+        semantic_hits = {"right": 0, "wrong": 0, "other question": 0, "judged same": 0, "judged different or unjudged": 0}
+        verdicts = load_adjudication()
         sent = {"burst": 0, "repeat": 0, "paraphrase": 0, "new": 0, "sampled": 0}
         next_pair = 0
 
@@ -289,6 +326,10 @@ async def end_to_end(requests: int) -> None:
                         if served != f"echo: {test[pair].text_a}":
                             semantic_hits["other question"] += 1  # matched an entry other than its pair
                         semantic_hits["right" if test[pair].label else "wrong"] += 1
+                        if not test[pair].label:  # a verdict speaks of the pair, so only of its own answer
+                            own = served == f"echo: {test[pair].text_a}"
+                            v = verdicts.get(pair_key(test[pair].text_a, test[pair].text_b)) if own else None
+                            semantic_hits["judged same" if v and v.verdict == "same" else "judged different or unjudged"] += 1
 
             started = time.perf_counter()
             waves = max(1, requests // 20)
@@ -350,6 +391,10 @@ async def end_to_end(requests: int) -> None:
         f"  semantic hits on probes: {semantic_hits['right']} right, {semantic_hits['wrong']} wrong (a look-alike's answer);"
         f" {semantic_hits['other question']} matched another cached question than their pair"
     )
+    print(
+        f"  of the {semantic_hits['wrong']} labelled wrong, adjudicated ({ADJUDICATION_FILE.name}): "
+        f"{semantic_hits['judged same']} the same question, {semantic_hits['judged different or unjudged']} different, not judged, or another question's answer"
+    )
     print(f"  upstream calls: {calls} of {total} requests; answered by: {answered}")
     print(f"  cost ${cost:.6f} vs counterfactual ${counterfactual:.6f}: saved {(1 - cost / counterfactual) * 100:.1f}%")
     for lever, amount in sorted(saved.items()):
@@ -363,9 +408,10 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=SemanticCacheSettings().top_k)
     ap.add_argument("--requests", type=int, default=2000, help="end-to-end requests (0 to skip)")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--show-unjudged", type=int, default=20, help="list this many served pairs not yet adjudicated")
     ap.add_argument("--pgvector", metavar="URL", help="also measure the pgvector index (a postgresql:// URL, or auto)")
     args = ap.parse_args()
-    correctness(SemanticCacheSettings().min_cosine)
+    correctness(SemanticCacheSettings().min_cosine, args.show_unjudged)
     if not args.skip_latency:
         latency(args.entries, args.queries, args.top_k, args.pgvector)
     if args.requests:

@@ -105,8 +105,40 @@ def test_a_model_trained_on_other_features_is_refused(tmp_path: Path) -> None:
 
 def test_the_shipped_model_records_its_provenance() -> None:
     meta = default_verifier().meta
-    assert "QQP" in meta["trained_on"] and meta["val_precision"] >= 0.95
+    assert "QQP" in meta["trained_on"] and meta["val_precision_adjudicated_low"] >= 0.95
+    assert "adjudicated" in meta["threshold_rule"]
     assert 0.5 < default_verifier().threshold < 1.0
+
+
+# Paraphrases the trees score between the threshold chosen by adjudicated precision on val
+# (0.856) and the one chosen by QQP's labels before it (0.948): refused then, served now.
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What should I do to become a good programmer?", "How can I become a better programmer?"),
+        ("What are the best exercises for back pain?", "What is the best exercise for back pain?"),
+        ("What are some good books on economics?", "Which are the best books on economics?"),
+        ("How can I lose weight fast?", "What is the fastest way to lose weight?"),
+    ],
+)
+def test_paraphrases_below_the_old_threshold_are_now_served(a: str, b: str) -> None:
+    emb = shared_embedder().embed([a, b])
+    v = default_verifier().decide([a], [b], emb[:1], emb[1:])[0]
+    assert (v.same, v.reason) == (True, "model") and v.score < 0.9478
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What is the best way to learn Python?", "What is the best way to learn Java?"),
+        ("Who is the richest person in India?", "Who is the richest person in China?"),
+        ("How do I get a job at Google?", "How do I get a job at Amazon?"),
+        ("What is the capital of Australia?", "What is the capital of Austria?"),
+        ("What is the difference between a virus and a bacterium?", "What is the difference between a virus and a fungus?"),
+    ],
+)
+def test_look_alikes_about_other_entities_stay_refused(a: str, b: str) -> None:
+    assert verdict(a, b) == (False, "model")
 
 
 def test_the_split_keeps_questions_that_share_a_pair_together() -> None:

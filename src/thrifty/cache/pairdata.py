@@ -6,6 +6,11 @@ white space) form one group, and a group's split is decided by the sha256 of its
 question: digits 0-5 of the first 8 hex digits mod 10 train, 6-7 validate, 8-9 test. The
 rule needs no seed and gives the same split on every machine; the training script only
 ever reads `train` (and `val` for the threshold), the benchmark only `test`.
+
+QQP labels many same-question pairs "different". Where the verifier would serve such a pair,
+a reader's verdict (benchmarks/data/qqp_adjudication.jsonl, keyed by `pair_key`) says whether
+a cache would rightly serve it; `adjudicated_labels` applies the verdicts, so precision is
+measured as a user would see it (docs/verifier.md).
 """
 
 from __future__ import annotations
@@ -138,3 +143,72 @@ def embed_cached(texts: list[str], cache_dir: Path | None = None) -> np.ndarray:
         np.savez(tmp, texts=np.array(ordered), vectors=bank)
         tmp.replace(path)
     return bank[[known[t] for t in texts]]
+
+
+def embedded_split(split: Split) -> tuple[list[Pair], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The QQP pairs of one split with their labels, both sides' embeddings and the cosines."""
+    pairs = [p for p in load_qqp() if p.split == split]
+    emb = embed_cached([p.text_a for p in pairs] + [p.text_b for p in pairs])
+    ea, eb = emb[: len(pairs)], emb[len(pairs) :]
+    return pairs, np.array([p.label for p in pairs]), ea, eb, np.einsum("ij,ij->i", ea, eb)
+
+
+ADJUDICATION_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "qqp_adjudication.jsonl"
+
+
+def pair_key(text_a: str, text_b: str) -> str:
+    """A stable key for a QQP pair: the first 16 hex digits of the sha256 of both texts in order."""
+    return hashlib.sha256(f"{text_a}\n{text_b}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Adjudication:
+    """One reader's verdict on a pair QQP labels one way and the verifier decides the other."""
+
+    key: str
+    split: Split
+    text_a: str
+    text_b: str
+    qqp_label: int
+    verdict: Literal["same", "different"]
+    reason: str
+
+
+def load_adjudication(path: Path | None = None) -> dict[str, Adjudication]:
+    """The verdicts recorded in `benchmarks/data/qqp_adjudication.jsonl`, by pair key."""
+    path = path or ADJUDICATION_FILE
+    out: dict[str, Adjudication] = {}
+    if not path.exists():
+        return out
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                if r["verdict"] not in ("same", "different"):
+                    raise ValueError(f"{path}: verdict {r['verdict']!r} of {r['key']} is neither 'same' nor 'different'")
+                out[r["key"]] = Adjudication(
+                    r["key"], r["split"], r["text_a"], r["text_b"], int(r["qqp_label"]), r["verdict"], r["reason"]
+                )
+    return out
+
+
+def adjudicated_labels(
+    pairs: list[Pair], served: np.ndarray, verdicts: dict[str, Adjudication]
+) -> tuple[np.ndarray, int, list[int]]:
+    """Labels with the verdicts applied to served pairs labelled different.
+
+    Returns the labels (1 where QQP says duplicate, or where a served pair labelled different
+    was judged the same question), how many served pairs a verdict decided, and the indices of
+    served pairs labelled different that have no verdict yet (counted as wrong until judged).
+    """
+    labels = np.array([p.label for p in pairs])
+    judged = 0
+    missing: list[int] = []
+    for i in np.flatnonzero(served & (labels == 0)):
+        v = verdicts.get(pair_key(pairs[i].text_a, pairs[i].text_b))
+        if v is None:
+            missing.append(int(i))
+            continue
+        judged += 1
+        labels[i] = int(v.verdict == "same")
+    return labels, judged, missing

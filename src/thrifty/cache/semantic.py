@@ -61,7 +61,7 @@ class SemanticCacheSettings(BaseModel):
     top_k: int = Field(default=4, ge=1, le=50)
     #: Candidates below this cosine similarity are not even checked.
     min_cosine: float = Field(default=0.7, ge=-1.0, le=1.0)
-    #: Verifier probability needed to serve; unset uses the shipped threshold (precision >= 0.95 on QQP validation).
+    #: Verifier probability needed to serve; unset uses the shipped threshold (adjudicated precision >= 0.95 on QQP validation).
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     #: "only": the request must have one user message (after system messages);
     #: "last": the last user message is the question, the earlier turns join the namespace.

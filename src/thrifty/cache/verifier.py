@@ -317,7 +317,7 @@ class Verdict:
 
 
 class Verifier:
-    """Scores question pairs; `threshold` was chosen on validation for precision >= 0.95."""
+    """Scores question pairs; `threshold` was chosen on validation for adjudicated precision >= 0.95."""
 
     def __init__(self, model: TreeEnsemble, projection: np.ndarray | None, threshold: float, meta: dict[str, Any]):
         self.model = model
