@@ -129,6 +129,9 @@ class ServerConfig(Strict):
     #: Seconds `thrifty serve` waits at start for a durable store (PostgreSQL) to answer
     #: before it exits naming it (a replica restarted during a short blip still starts).
     store_wait: float = Field(default=15.0, ge=0)
+    #: Requests (POST) in flight past which a replica answers 503 with Retry-After at once
+    #: rather than queue; None: no limit. LLM calls last seconds, so set it from a load test.
+    max_in_flight: int | None = Field(default=None, ge=1)
 
 
 class LedgerConfig(Strict):

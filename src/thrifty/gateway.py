@@ -82,6 +82,8 @@ class Gateway:
         self.services = Services()
         #: HTTP requests being handled now (the autoscaling signal on /metrics).
         self.in_flight = 0
+        #: Requests refused at the door because `server.max_in_flight` were in flight.
+        self.shed = 0
         self._temp_spool: Path | None = None
 
     async def start(self, *, ledger: bool = True) -> None:

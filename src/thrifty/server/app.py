@@ -396,6 +396,15 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     It also counts the requests in flight (`gateway.in_flight`, the autoscaling signal on
     /metrics), which costs no extra middleware on the request path."""
     gateway = request.app[GATEWAY]
+    limit = gateway.config.server.max_in_flight
+    if limit is not None and gateway.in_flight >= limit and request.method == "POST":
+        # Shed at the door: a replica past its capacity answers at once (the balancer or the
+        # SDK's retry tries again) instead of queueing requests past their clients' timeouts.
+        gateway.shed += 1
+        protocol_: Wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"
+        return error_response(protocol_, 503, f"thrifty is at capacity ({limit} requests in flight, "
+                              "server.max_in_flight); retry in a second", code="overloaded",
+                              headers={"Retry-After": "1"})
     gateway.in_flight += 1
     try:
         return await handler(request)

@@ -226,6 +226,9 @@ def _gateway_lines(gateway: Gateway) -> list[str]:
         "# HELP thrifty_in_flight_requests HTTP requests this replica is handling now (scrapes included).",
         "# TYPE thrifty_in_flight_requests gauge",
         f"thrifty_in_flight_requests {gateway.in_flight}",
+        "# HELP thrifty_shed_total Requests refused at once because server.max_in_flight were in flight.",
+        "# TYPE thrifty_shed_total counter",
+        f"thrifty_shed_total {gateway.shed}",
     ]
     ledger = gateway.ledger
     if ledger is not None:
