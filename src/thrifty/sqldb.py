@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from thrifty.migrations import Dialect, Migration, migrate
+from thrifty.urls import sqlite_path
 
 __all__ = ["SQLDatabase"]
 
@@ -27,11 +28,8 @@ class SQLDatabase:
         self._lock = threading.Lock()
         self.dialect: Dialect
         self._conn: Any
-        if url.startswith("sqlite://"):
-            path = url[len("sqlite://"):]
-            if path.startswith("/"):
-                path = path[1:]  # as the ledger reads it: sqlite:///rel.db, sqlite:////abs.db
-            path = path or "thrifty.db"
+        path = sqlite_path(url)
+        if path is not None:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.dialect = "sqlite"

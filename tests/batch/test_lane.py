@@ -233,3 +233,21 @@ async def test_lines_not_run_by_the_deadline_expire(upstream: MockUpstream, tmp_
         counts = lane.store.counts(job_id)
     assert 1 <= counts["done"] <= 3 and counts["expired"] == 6 - counts["done"]
     assert {e["error"]["code"] for e in errors} == {"batch_expired"} and upstream.calls["openai"] == counts["done"]
+
+
+def test_queue_depth_counts_the_lines_of_unfinished_jobs_only(tmp_path: Path) -> None:
+    from thrifty.batch.store import BatchStore
+
+    store = BatchStore(f"sqlite:///{tmp_path}/batch.db")
+    try:
+        for job_id in ("open", "done"):
+            store.create_job({"id": job_id, "protocol": "openai", "endpoint": "/v1/chat/completions",
+                              "status": "in_progress", "target": "calls", "created_at": 1.0, "deadline_at": 2.0,
+                              "tenant": "default", "metadata": "{}", "lines": 3},
+                             [(i, f"c{i}", "{}") for i in range(3)])
+        store.settle("open", 0, state="done")
+        assert store.queue_depth() == 5  # 2 waiting of "open", 3 of "done" until it ends
+        assert store.finish_job("done", "completed", None, None)
+        assert store.queue_depth() == 2
+    finally:
+        store.close()

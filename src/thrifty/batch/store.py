@@ -23,6 +23,7 @@ from typing import Any
 
 from thrifty.batch.schema import MIGRATIONS
 from thrifty.migrations import migrate
+from thrifty.urls import sqlite_path
 
 __all__ = ["FINAL", "JOB_COLUMNS", "LINE_COLUMNS", "BatchStore", "open_batch_store"]
 
@@ -46,11 +47,8 @@ class BatchStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self._lock = threading.RLock()
-        if url.startswith("sqlite://"):
-            path = url[len("sqlite://") :]
-            if path.startswith("/"):
-                path = path[1:]
-            path = path or "thrifty.db"
+        path = sqlite_path(url)
+        if path is not None:
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.dialect = "sqlite"
@@ -281,7 +279,11 @@ class BatchStore:
 
     def queue_depth(self) -> int:
         """Lines of every job still to run (waiting or leased): what a batch autoscaler reads."""
-        return int(self._all("SELECT COUNT(*) FROM batch_lines WHERE state IN ('pending', 'leased')")[0][0])
+        # only unfinished jobs' lines, along the (job_id, state) index: finished jobs' lines
+        # pile up for good, and a scrape must not scan them
+        return int(self._all(
+            "SELECT COUNT(*) FROM batch_lines WHERE job_id IN (SELECT id FROM batch_jobs WHERE finished_at IS NULL) "
+            "AND state IN ('pending', 'leased')")[0][0])
 
     def counts(self, job_id: str) -> dict[str, int]:
         """Lines per state; failed lines whose deadline passed count as `expired`."""

@@ -27,6 +27,7 @@ from thrifty.ledger.tokens import count_text
 from thrifty.migrations import Migration
 from thrifty.sqldb import SQLDatabase
 from thrifty.types import Wire
+from thrifty.urls import store_url
 
 DEFAULT_INSTRUCTION = (
     "Summarise the conversation below for the assistant who will continue it. Keep every fact, "
@@ -77,8 +78,7 @@ class SummaryCache:
         self._size = size
         self._db: SQLDatabase | None = None
         if path:
-            url = path if path.startswith(("sqlite://", "postgres://", "postgresql://")) else f"sqlite:///{path}"
-            self._db = SQLDatabase(url, "history_summaries", SUMMARY_MIGRATIONS)
+            self._db = SQLDatabase(store_url(path), "history_summaries", SUMMARY_MIGRATIONS)
 
     def _remember(self, key: str, summary: str) -> None:
         self._lru[key] = summary

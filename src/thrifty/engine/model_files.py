@@ -15,6 +15,7 @@ so a small sidecar file remembers the size, mtime and sha256 that were last veri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -192,8 +193,7 @@ def _verified(path: Path, expected: str) -> bool:
 def _remember(path: Path, sha: str) -> None:
     st = path.stat()
     sidecar = _sidecar(path)
-    try:
+    # Best effort: where the sidecar cannot be written, the file is hashed again at the next start.
+    with contextlib.suppress(OSError):
         sidecar.parent.mkdir(parents=True, exist_ok=True)
         sidecar.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}))
-    except OSError:
-        pass  # nowhere to remember it: the file is hashed again at the next start

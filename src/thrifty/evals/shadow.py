@@ -51,6 +51,7 @@ from thrifty.pipeline.lever import Lever
 from thrifty.protocol.view import answer_text, last_user_text
 from thrifty.sqldb import SQLDatabase
 from thrifty.types import Context, Handler, Reply
+from thrifty.urls import sqlite_path, store_url
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -95,13 +96,10 @@ class ShadowSettings(BaseModel):
         return self.mode or ("reference" if self.reference_model else "lever_off")
 
 
-def _sqlite_path(store_url: str) -> str | None:
-    if not store_url.startswith("sqlite://"):
-        return None
-    path = store_url[len("sqlite://") :]
-    if path.startswith("/"):
-        path = path[1:]
-    return None if path in ("", ":memory:") else path
+def _sqlite_path(url: str) -> str | None:
+    """The ledger's SQLite file, if it has one (not in memory)."""
+    path = sqlite_path(url)
+    return None if path == ":memory:" else path
 
 
 def _schema(dialect: str) -> tuple[str, ...]:
@@ -138,8 +136,7 @@ class ShadowStore:
 
     def __init__(self, where: str) -> None:
         self.path = where
-        url = where if where.startswith(("sqlite://", "postgres://", "postgresql://")) else f"sqlite:///{where}"
-        self._db = SQLDatabase(url, "shadow", SHADOW_MIGRATIONS)
+        self._db = SQLDatabase(store_url(where), "shadow", SHADOW_MIGRATIONS)
 
     def add(self, rows: list[tuple[Any, ...]]) -> None:
         for row in rows:

@@ -21,6 +21,7 @@ import click
 
 from thrifty.config import ConfigError, load_config
 from thrifty.migrations import Dialect, Migration, applied, migrate
+from thrifty.urls import sqlite_path
 
 __all__ = ["db"]
 
@@ -59,10 +60,9 @@ def schemas(store: str, config_path: str | None) -> list[Schema]:
 
 @contextmanager
 def connect(url: str) -> Iterator[tuple[Any, Dialect]]:
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
-        path = path[1:] if path.startswith("/") else path
-        conn = sqlite3.connect(path or "thrifty.db")
+    path = sqlite_path(url)
+    if path is not None:
+        conn = sqlite3.connect(path)
         try:
             yield conn, "sqlite"
         finally:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from thrifty.ledger.journal import decode
 from thrifty.ledger.record import LedgerRecord
+from thrifty.urls import sqlite_path
 
 __all__ = ["Spool", "claim_dir", "default_spool_dir"]
 
@@ -32,11 +33,9 @@ log = logging.getLogger("thrifty.ledger")
 
 def default_spool_dir(store_url: str) -> Path:
     """The spool directory for the ledger store at `store_url` (see the module's docstring)."""
-    if store_url.startswith("sqlite://"):
-        path = store_url[len("sqlite://") :]
-        if path.startswith("/"):
-            path = path[1:]
-        if path in ("", ":memory:"):
+    path = sqlite_path(store_url)
+    if path is not None:
+        if path == ":memory:":
             return _state_home() / "memory-ledger.spool"
         p = Path(path).resolve()
         return p.with_name(p.name + ".spool")

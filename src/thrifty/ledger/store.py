@@ -19,7 +19,7 @@ import orjson
 
 from thrifty.ledger.record import COLUMNS, MIGRATIONS, LedgerRecord, from_pico, to_pico
 from thrifty.migrations import migrate
-from thrifty.urls import redacted
+from thrifty.urls import redacted, sqlite_path
 
 #: Dimensions `spend` can group by, and the SQL expression of each.
 GROUPS = {
@@ -361,11 +361,9 @@ class PostgresStore(LedgerStore):
 
 def open_store(url: str) -> LedgerStore:
     """Open the store named by `url`: `sqlite:///path.db`, `sqlite://:memory:`, or `postgresql://...`."""
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
-        if path.startswith("/"):
-            path = path[1:]  # sqlite:///rel.db is relative; sqlite:////abs.db is absolute
-        return SQLiteStore(path or "thrifty.db")
+    path = sqlite_path(url)
+    if path is not None:
+        return SQLiteStore(path)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(url)
     raise ValueError(f"unknown store {url!r}: use sqlite:///thrifty.db or postgresql://user@host/db")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from thrifty.config import Config
 from thrifty.errors import StoreUnreachable
-from thrifty.urls import redacted
+from thrifty.urls import redacted, sqlite_path
 
 __all__ = ["durable_stores", "reach_stores"]
 
@@ -42,11 +42,9 @@ def _probe(url: str) -> None:
 
         with psycopg.connect(url, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
-    elif url.startswith("sqlite://"):
-        path = url[len("sqlite://") :].removeprefix("/")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            sqlite3.connect(path, timeout=3).close()
+    elif (path := sqlite_path(url)) is not None and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(path, timeout=3).close()
 
 
 def reach_stores(config: Config, probe: Callable[[str], None] = _probe) -> None:
