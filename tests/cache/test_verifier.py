@@ -15,6 +15,7 @@ from thrifty.cache.verifier import (
     Verifier,
     default_verifier,
     lexical_features,
+    direction_differs,
     negation_differs,
     numbers_differ,
 )
@@ -52,6 +53,9 @@ def test_the_same_text_spelled_differently_is_the_same_question() -> None:
         ("How can I get a refund for my ticket?", "How can I get a refund for my 2 tickets?", "numbers differ"),
         ("Is coffee good for your health?", "Is coffee not good for your health?", "negation differs"),
         ("Why do cats purr?", "Why don't cats purr?", "negation differs"),
+        ("How do you convert ethane to ethene?", "How do you convert ethene to ethane?", "direction differs"),
+        ("Is it safe to drive from Texas to California?", "Is it safe to drive from California to Texas?",
+         "direction differs"),
     ],
 )
 def test_number_and_negation_traps_are_refused(a: str, b: str, reason: str) -> None:
@@ -70,6 +74,16 @@ def test_guards() -> None:
     assert not numbers_differ("1,000 words", "1000 words")
     assert negation_differs("can I swim", "can't I swim")
     assert not negation_differs("I can't not go", "I must go there")  # two negations cancel
+
+
+def test_a_reversed_direction_is_a_different_question_but_a_symmetric_pair_is_not() -> None:
+    assert direction_differs("convert miles to kilometers", "convert kilometers to miles")
+    assert direction_differs("Is Rust faster than Go?", "Is Go faster than Rust?")
+    assert not direction_differs("Python or Java for a beginner?", "Java or Python for a beginner?")
+    assert not direction_differs("How is the brain different from the mind?", "How is the mind different from the brain?")
+    assert not direction_differs("How do I switch from Windows to Linux?", "How do I switch to Linux from Windows?")
+    assert not direction_differs("How do I go to Paris?", "How do I go to Paris from here?")  # other words
+    assert not direction_differs("how to learn python", "learn python how to")  # nothing on one side
 
 
 def test_features_have_their_names() -> None:

@@ -5,8 +5,9 @@ A cosine threshold on sentence embeddings confuses "how do I lose 5 kg" with "ho
 time it hits. The verifier looks at what embeddings blur -- numbers, negations, names,
 question words, which words differ -- together with the embedding geometry, and a gradient
 boosted tree model (trained by `scripts/train_verifier.py`, provenance in docs/verifier.md)
-turns that into a probability. Two guards are hard rules on top of the model: different
-numbers, or a negation on one side only, are never the same question.
+turns that into a probability. Three guards are hard rules on top of the model: different
+numbers, a negation on one side only, or the same words with a direction swapped ("convert
+ethane to ethene" / "ethene to ethane") are never the same question.
 
 The model ships as a `.npz` of plain arrays (no pickle): tree nodes, a projection of the
 embeddings, the threshold and its metadata. Prediction is a few vectorised numpy steps.
@@ -166,6 +167,48 @@ def numbers_differ(a: str, b: str) -> bool:
 def negation_differs(a: str, b: str) -> bool:
     """One question is negated and the other is not."""
     return (_analyse(a).negations % 2) != (_analyse(b).negations % 2)
+
+
+#: Words that give a relation a direction: what stands before and after them cannot swap.
+_DIRECTIONAL = frozenset(["to", "into", "onto", "from", "than", "toward", "towards"])
+#: ... unless the relation is symmetric: "A is different from B" asks what "B is different from A" does.
+_SYMMETRIC_BEFORE = frozenset(["different", "differ", "differs", "difference", "distinct", "apart", "separate"])
+
+
+def _sides(t: _Text) -> dict[tuple[str, int], tuple[set[str], set[str]]]:
+    """For the k-th occurrence of each directional word: the content words before and after."""
+    out: dict[tuple[str, int], tuple[set[str], set[str]]] = {}
+    seen: dict[str, int] = {}
+    for i, w in enumerate(t.lower):
+        if w in _DIRECTIONAL and not (i and t.lower[i - 1] in _SYMMETRIC_BEFORE):
+            k = seen[w] = seen.get(w, -1) + 1
+            before = {x for x in t.lower[:i] if x in t.content}
+            after = {x for x in t.lower[i + 1 :] if x in t.content}
+            out[w, k] = (before, after)
+    return out
+
+
+def direction_differs(a: str, b: str) -> bool:
+    """The same content words, but a directed relation the other way round: "convert miles to
+    kilometers" / "kilometers to miles", "drive from Texas to California" / the reverse, "is
+    Rust faster than Go" / "Go faster than Rust": one word moved from before the directional
+    word to after it, and another the other way.
+
+    An embedding and every bag-of-words feature see these as one question; the answer to one
+    is wrong for the other. Symmetric links ("X or Y", "X vs Y") are not directions, and moving
+    a phrase round ("to Linux from Windows") is not a swap.
+    """
+    ta, tb = _analyse(a), _analyse(b)
+    if ta.content != tb.content or len(ta.content) < 2:
+        return False
+    sb = _sides(tb)
+    for key, (before_a, after_a) in _sides(ta).items():
+        if key not in sb:
+            continue
+        before_b, after_b = sb[key]
+        if (before_a & after_b) - before_b and (after_a & before_b) - after_b:
+            return True
+    return False
 
 
 def lexical_features(a: str, b: str, cosine: float) -> list[float]:
@@ -381,6 +424,8 @@ class Verifier:
                 out.append(Verdict(False, float(p), "numbers differ"))
             elif negation_differs(a, b):
                 out.append(Verdict(False, float(p), "negation differs"))
+            elif direction_differs(a, b):
+                out.append(Verdict(False, float(p), "direction differs"))
             else:
                 out.append(Verdict(bool(p >= cut), float(p), "model"))
         return out
