@@ -14,8 +14,8 @@ from thrifty.cache.verifier import (
     TreeEnsemble,
     Verifier,
     default_verifier,
-    lexical_features,
     direction_differs,
+    lexical_features,
     negation_differs,
     numbers_differ,
 )
