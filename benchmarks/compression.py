@@ -44,6 +44,7 @@ from thrifty.compress.context import ContextSettings, compress_parts
 from thrifty.compress.extract import join, select
 from thrifty.compress.sentences import split_sentences
 from thrifty.embed import Embedder, shared_embedder
+from thrifty.evals.stats import mean_ci, paired_delta
 from thrifty.ledger.tokens import count_text
 
 RELATIVE = Path("shared/data/compression/squad_v2_dev_subset.json")
@@ -122,6 +123,9 @@ class MultiHopPrompt:
     answer: str
     #: the supporting sentences, grouped by their paragraph (two groups)
     facts: list[list[str]]
+    #: HotpotQA's question type: "bridge" (the second passage is reached through the first) or
+    #: "comparison" (the question names both)
+    kind: str = ""
 
 
 #: How retrieved paragraphs are laid out; each prompt uses one, chosen with a fixed seed, so
@@ -161,7 +165,9 @@ def multihop_prompts(path: Path = MULTIHOP_DATA, split: str = "test", seed: int 
             groups.setdefault(title, []).append(by_title[title][i].strip())
         question = "Question: " + ex["question"].strip()
         prompts.append(
-            MultiHopPrompt(context + question, question, context, ex["answer"], list(groups.values()))
+            MultiHopPrompt(
+                context + question, question, context, ex["answer"], list(groups.values()), ex.get("type", "")
+            )
         )
     return prompts
 
@@ -312,6 +318,20 @@ def multihop(split: str, embedder: Embedder) -> None:
         print(
             f"not met; best at >= 60% fewer tokens: budget {b[0]:.2f}, {b[2]:.1%} fewer, {b[3]:.1%} keep every fact"
         )
+    # How far one split of ~150 questions can be trusted: a bootstrap interval on that row,
+    # the paired gain over the earlier scorer, and the question types apart.
+    kept = [float(v[1]) for v in stats[b[0], "extractive"]]
+    ci = mean_ci(kept)
+    gain = paired_delta([float(v[1]) for v in stats[b[0], "sentence hops"]], kept).delta
+    kinds = [p.kind for p in prompts]
+    by_kind = ", ".join(
+        f"{k} {np.mean([x for x, t in zip(kept, kinds, strict=True) if t == k]):.1%} of {kinds.count(k)}"
+        for k in sorted(set(kinds))
+    )
+    print(
+        f"  budget {b[0]:.2f}: facts kept {ci.mean:.1%} (95% CI {ci.low:.1%}-{ci.high:.1%}, bootstrap over "
+        f"{ci.n} questions); over sentence hops {gain.mean:+.1%} ({gain.low:+.1%} to {gain.high:+.1%}); {by_kind}"
+    )
 
 
 def main() -> int:
