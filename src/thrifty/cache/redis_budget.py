@@ -33,7 +33,7 @@ from thrifty.urls import redacted
 
 __all__ = ["RedisBudget", "start_request"]
 
-log = logging.getLogger("thrifty.redis")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

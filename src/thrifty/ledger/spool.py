@@ -28,7 +28,7 @@ from thrifty.urls import sqlite_path
 
 __all__ = ["Spool", "claim_dir", "default_spool_dir"]
 
-log = logging.getLogger("thrifty.ledger")
+log = logging.getLogger(__name__)
 
 
 def default_spool_dir(store_url: str) -> Path:

@@ -26,7 +26,7 @@ from thrifty.types import Context, Usage
 
 __all__ = ["DEFAULT_MAX_USAGE_TOKENS", "check_usage"]
 
-log = logging.getLogger("thrifty.usage")
+log = logging.getLogger(__name__)
 
 #: More tokens than any model's context window plus output limit (2M context models exist).
 DEFAULT_MAX_USAGE_TOKENS = 4_000_000
