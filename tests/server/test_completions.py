@@ -5,12 +5,15 @@ by the exact cache and deduplicated like chat."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
 from tests.conftest import RunningGateway, StartGateway, mock_config
+from thrifty.server import completions as completions_server
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -44,6 +47,27 @@ async def test_cut_stream_is_partial_and_estimated(thrifty: RunningGateway) -> N
             pass
     [row] = thrifty.rows()
     assert row["outcome"] == "partial" and row["usage_estimated"] and row["output_tokens"] > 0
+
+
+async def test_a_stream_that_breaks_inside_thrifty_ends_with_an_error_event_and_a_row(
+    thrifty: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever raises while a completion streams (here the event parser, after one event), the
+    # client gets the protocol's error event and the ledger its row, as chat and responses do.
+    real = completions_server.sse_events
+
+    async def one_then_a_bug(resp: Any) -> AsyncIterator[Any]:
+        async for ev in real(resp):
+            yield ev
+            raise ValueError("a bug")
+
+    monkeypatch.setattr(completions_server, "sse_events", one_then_a_bug)
+    stream = await client(thrifty).completions.create(model="gpt-test", prompt="one two", stream=True)
+    with pytest.raises(openai.APIError, match=r"thrifty failed while streaming \(ValueError\)"):
+        async for _ in stream:
+            pass
+    [row] = thrifty.rows()
+    assert (row["status"], row["outcome"]) == (500, "error") and row["usage_estimated"]
 
 
 async def test_a_model_without_text_completions_is_refused_by_name(thrifty: RunningGateway, upstream: MockUpstream) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -134,47 +135,59 @@ class Handlers:
                       headers: dict[str, str], started: float) -> web.StreamResponse:
         stream = reply.stream
         assert stream is not None
-        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
         options = ctx.body.get("stream_options")  # not checked on Anthropic requests: may be anything
         hide_usage = ctx.protocol == "openai" and not (isinstance(options, dict) and options.get("include_usage"))
-        ttfb: float | None = None
-        outcome = "ok"
-        try:
-            await response.prepare(request)
+
+        async def body(out: EventWriter) -> tuple[str, str | None]:
             async for ev in stream:
                 if hide_usage and _is_usage_only(ev):
                     continue
-                await response.write(encode_event(ev))
-                if ttfb is None:
-                    ttfb = time.perf_counter()
+                await out.write(ev)
             if stream.error and not stream.complete:
-                outcome = "partial"
-                await response.write(encode_event(_stream_error(ctx.protocol, stream.error)))
+                await out.write(_stream_error(ctx.protocol, stream.error))
+                return "partial", stream.error
+            return ("ok" if stream.complete else "partial"), None
+
+        return await self.relay_sse(request, ctx, reply, headers, started, body,
+                                    lambda message: _stream_error(ctx.protocol, message))
+
+    async def relay_sse(self, request: web.Request, ctx: Context, reply: Reply, headers: dict[str, str],
+                        started: float, body: Callable[[EventWriter], Awaitable[tuple[str, str | None]]],
+                        failed: Callable[[str], SSEEvent]) -> web.StreamResponse:
+        """Serve `reply.stream` as server-sent events, however it ends: `body` writes the events
+        and says how the stream ended (ok or partial, and why); a client that goes away is
+        recorded as cancelled (499); an exception inside thrifty ends the stream with the
+        `failed` event of the protocol and is recorded as an error (500). Every way out closes
+        the upstream stream and writes exactly one ledger row."""
+        stream = reply.stream
+        assert stream is not None
+        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
+        out = EventWriter(response)
+        try:
+            await response.prepare(request)
+            outcome, error = await body(out)
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError) as exc:
-            outcome = "cancelled"
             await stream.aclose()
+            self._record(ctx, reply, 499, "cancelled", "the client went away", started, out.ttfb)
             if isinstance(exc, asyncio.CancelledError):
-                self._record(ctx, reply, 499, outcome, "the client went away", started, ttfb)
                 raise
+            return response
         except Exception as exc:  # a bug, or an upstream event no translator expected: end cleanly
             log.exception("stream of request %s failed inside thrifty", ctx.request_id)
-            outcome = "error"
             await stream.aclose()
-            message = f"thrifty failed while streaming ({exc.__class__.__name__}); see the server log for request {ctx.request_id}"
+            message = (f"thrifty failed while streaming ({exc.__class__.__name__}); "
+                       f"see the server log for request {ctx.request_id}")
             try:
-                await response.write(encode_event(_stream_error(ctx.protocol, message)))
+                await response.write(encode_event(failed(message)))
                 await response.write_eof()
             except (ConnectionResetError, RuntimeError):
                 pass
-            self._record(ctx, reply, 500, outcome, message, started, ttfb)
+            self._record(ctx, reply, 500, "error", message, started, out.ttfb)
             return response
         finally:
             await stream.aclose()
-        if outcome == "ok" and not stream.complete:
-            outcome = "partial"
-        status = 200 if outcome == "ok" else (499 if outcome == "cancelled" else 502)
-        self._record(ctx, reply, status, outcome, stream.error if outcome != "ok" else None, started, ttfb)
+        self._record(ctx, reply, 200 if outcome == "ok" else 502, outcome, error, started, out.ttfb)
         return response
 
     # -- helpers -----------------------------------------------------------------------
@@ -356,6 +369,19 @@ class Handlers:
         body = {"by": by, "since": since, "rows": rows, "total": total,
                 "savings_by_lever": await asyncio.to_thread(ledger.store.savings_by_lever, since)}
         return web.Response(body=orjson.dumps(body, default=str), content_type="application/json")
+
+
+class EventWriter:
+    """Writes events to an SSE response and notes when the first one went out (time to first byte)."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
+        self.ttfb: float | None = None
+
+    async def write(self, event: SSEEvent) -> None:
+        await self.response.write(encode_event(event))
+        if self.ttfb is None:
+            self.ttfb = time.perf_counter()
 
 
 _FORWARDED = {"anthropic-version", "anthropic-beta", "cache-control", "user-agent", "x-thrifty-task"}

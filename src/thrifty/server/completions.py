@@ -17,7 +17,6 @@ on raw text.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -36,9 +35,8 @@ from thrifty.ledger.tokens import count_text
 from thrifty.pipeline.pipeline import Pipeline
 from thrifty.protocol.errors import truncate
 from thrifty.protocol.openai import usage_from_openai
-from thrifty.protocol.streams import encode_event
 from thrifty.providers.transport import connection_error, post, sse_events
-from thrifty.server.app import _FORWARDED, _SSE_HEADERS, Handlers, parse_tags
+from thrifty.server.app import _FORWARDED, EventWriter, Handlers, parse_tags
 from thrifty.server.guard import KEYS, error_response
 from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
@@ -202,31 +200,19 @@ class CompletionsHandlers:
         assert stream is not None
         options = ctx.body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        out = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
-        outcome, ttfb = "ok", None
-        try:
-            await out.prepare(request)
+
+        async def body(out: EventWriter) -> tuple[str, str | None]:
             async for ev in stream:
                 data = ev.data
                 if isinstance(data, dict) and data.get("usage") and not data.get("choices") and not wants_usage:
                     continue
-                await out.write(encode_event(ev))
-                ttfb = ttfb or time.perf_counter()
+                await out.write(ev)
             if not stream.complete:
-                outcome = "partial"
-                await out.write(encode_event(_error_event(stream.error or "stream cut")))
-            await out.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError) as exc:
-            await stream.aclose()
-            self.h._record(ctx, reply, 499, "cancelled", "the client went away", started, ttfb)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return out
-        finally:
-            await stream.aclose()
-        status = 200 if outcome == "ok" else 502
-        self.h._record(ctx, reply, status, outcome, stream.error if outcome != "ok" else None, started, ttfb)
-        return out
+                await out.write(_error_event(stream.error or "stream cut"))
+                return "partial", stream.error
+            return "ok", None
+
+        return await self.h.relay_sse(request, ctx, reply, headers, started, body, _error_event)
 
 
 def _prompt_text(body: dict[str, Any]) -> str:

@@ -39,8 +39,7 @@ from thrifty.protocol.errors import truncate
 from thrifty.protocol.openai import finish_reason_of
 from thrifty.protocol.responses_native import is_response, is_response_event
 from thrifty.protocol.responses_stream import ChatToResponsesStream
-from thrifty.protocol.streams import encode_event
-from thrifty.server.app import _FORWARDED, _SSE_HEADERS, Handlers, parse_tags
+from thrifty.server.app import _FORWARDED, EventWriter, Handlers, parse_tags
 from thrifty.server.auth import Principal
 from thrifty.server.guard import KEYS, error_response
 from thrifty.server.response_store import ResponsesSettings, ResponseStore, StoredResponse
@@ -206,67 +205,49 @@ class ResponsesHandlers:
         stream = reply.stream
         assert stream is not None
         translator = ChatToResponsesStream(turn.request, turn.response_id)
-        response = web.StreamResponse(status=200, headers={**_SSE_HEADERS, **headers})
-        ttfb: float | None = None
-        outcome, error = "ok", None
-        passed: PassedStream | None = None
-        stored = False
-        try:
-            await response.prepare(request)
+        passed: PassedStream | None = None  # set when the upstream speaks the Responses API itself
+
+        async def body(out: EventWriter) -> tuple[str, str | None]:
+            nonlocal passed
+            stored = False
             first = await _first(stream)
             if first is not None and is_response_event(first):
                 passed = PassedStream(turn)  # the upstream's own events, relayed
             else:
                 for ev in translator.start():
-                    await response.write(encode_event(ev))
-            ttfb = time.perf_counter()
+                    await out.write(ev)
             async for chunk in _chain(first, stream):
                 if passed is not None:
-                    out = passed.feed(chunk)
-                    if out is None:
+                    relayed = passed.feed(chunk)
+                    if relayed is None:
                         continue
                     if passed.final is not None and turn.store and not stored:  # before the client reads its end
                         await self.store.aput(ctx.tenant, passed.final, turn.items, turn.history)
                         stored = True
-                    await response.write(encode_event(out))
+                    await out.write(relayed)
                     continue
                 for ev in translator.feed(chunk):
-                    await response.write(encode_event(ev))
+                    await out.write(ev)
             if passed is not None:
                 if not stream.complete or passed.final is None:
-                    outcome, error = "partial", stream.error or "the upstream stream ended early"
-                    await response.write(encode_event(passed.failed_event(error)))
+                    error = stream.error or "the upstream stream ended early"
+                    await out.write(passed.failed_event(error))
+                    return "partial", error
             elif stream.complete:
                 final = translator.final()
                 if turn.store:
                     await self.store.aput(ctx.tenant, final, turn.items, turn.history)
-                await response.write(encode_event(translator.completed_event(final)))
+                await out.write(translator.completed_event(final))
             else:
-                outcome, error = "partial", stream.error or "the upstream stream ended early"
-                await response.write(encode_event(translator.failed_event(error)))
-            await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError) as exc:
-            await stream.aclose()
-            self.h._record(ctx, reply, 499, "cancelled", "the client went away", started, ttfb)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return response
-        except Exception as exc:
-            log.exception("responses stream of request %s failed inside thrifty", ctx.request_id)
-            await stream.aclose()
-            error = f"thrifty failed while streaming ({exc.__class__.__name__}); see the server log for request {ctx.request_id}"
-            try:
-                failed = passed.failed_event(error) if passed is not None else translator.failed_event(error)
-                await response.write(encode_event(failed))
-                await response.write_eof()
-            except (ConnectionResetError, RuntimeError):
-                pass
-            self.h._record(ctx, reply, 500, "error", error, started, ttfb)
-            return response
-        finally:
-            await stream.aclose()
-        self.h._record(ctx, reply, 200 if outcome == "ok" else 502, outcome, error, started, ttfb)
-        return response
+                error = stream.error or "the upstream stream ended early"
+                await out.write(translator.failed_event(error))
+                return "partial", error
+            return "ok", None
+
+        def failed(message: str) -> SSEEvent:
+            return passed.failed_event(message) if passed is not None else translator.failed_event(message)
+
+        return await self.h.relay_sse(request, ctx, reply, headers, started, body, failed)
 
     # -- GET / DELETE ---------------------------------------------------------------------
 
