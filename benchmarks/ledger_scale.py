@@ -162,6 +162,7 @@ def measure(store: LedgerStore, label: str, now: float, size_sql: str, total_byt
         ("thrifty spend --since 24h --by key", lambda: store.spend("key", now - DAY)),
         ("thrifty spend --since 30d --by model", lambda: store.spend("model", now - 30 * DAY)),
         ("thrifty spend --by day (90 days)", lambda: store.spend("day")),
+        ("  + its savings by lever (90 days)", lambda: store.savings_by_lever()),
         ("dashboard stats, last 24 h", lambda: collect(store, now - DAY, now)),
         ("budget rebuild: one key's month", lambda: store.execute(
             "SELECT ts, cost_pico FROM requests WHERE ts >= ? AND key_name IN (?)", (now - 30 * DAY, "key-7"))),

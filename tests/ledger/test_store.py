@@ -82,6 +82,19 @@ def test_spend_groups_and_sums_exactly(store: LedgerStore) -> None:
         store.spend("colour")
 
 
+def test_savings_by_lever_sums_exactly_within_the_window(store: LedgerStore) -> None:
+    old, new = record(saved={"cache": Decimal("0.1")}), record(saved={"cache": Decimal("0.000000000001")})
+    old.ts -= 3600
+    negative = record(saved={"route": Decimal("0.2"), "cascade": Decimal("-0.05")})
+    store.write([old, new, negative, record(), record()])  # two rows that saved nothing
+    assert store.savings_by_lever() == {
+        "route": Decimal("0.2"), "cache": Decimal("0.100000000001"), "cascade": Decimal("-0.05")
+    }
+    assert store.savings_by_lever(since=new.ts - 60) == {
+        "route": Decimal("0.2"), "cache": Decimal("0.000000000001"), "cascade": Decimal("-0.05")
+    }
+
+
 def test_a_large_batch_is_written_whole_and_a_repeated_id_replaces_its_row(store: LedgerStore) -> None:
     # More rows than one multi-row INSERT carries, with one request id written twice.
     rows = [record(cost=f"0.00{i % 10}") for i in range(700)]

@@ -112,6 +112,8 @@ class LedgerStore(ABC):
 
     def savings_by_lever(self, since: float | None = None, until: float | None = None) -> dict[str, Decimal]:
         where, params = _window(since, until)
+        # Most requests save nothing ("{}"): leave them in the database instead of parsing them here.
+        where = f"{where} AND savings <> '{{}}'" if where else "WHERE savings <> '{}'"
         totals: dict[str, Decimal] = {}
         for (savings,) in self.execute(f"SELECT savings FROM requests {where}", params):
             for lever, amount in orjson.loads(savings).items():
