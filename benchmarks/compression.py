@@ -146,8 +146,11 @@ def paragraph_text(sentences: list[str]) -> str:
     return out.strip()
 
 
-def multihop_prompts(path: Path = MULTIHOP_DATA, split: str = "test", seed: int = 13) -> list[MultiHopPrompt]:
-    """HotpotQA questions with their 10 paragraphs, as RAG prompts (`split`: dev, test or all)."""
+def multihop_prompts(
+    path: Path = MULTIHOP_DATA, split: str = "test", seed: int = 13, header: str = HEADER
+) -> list[MultiHopPrompt]:
+    """HotpotQA questions with their 10 paragraphs, as RAG prompts (`split`: dev, test or all),
+    after `header` (an instruction, then "Context:", by default)."""
     examples = json.loads(lzma.decompress(path.read_bytes()))["examples"]
     rng = random.Random(seed)
     prompts = []
@@ -159,7 +162,7 @@ def multihop_prompts(path: Path = MULTIHOP_DATA, split: str = "test", seed: int 
         blocks = [
             layout.format(n=n, title=t, text=paragraph_text(s)) for n, (t, s) in enumerate(ex["context"], 1)
         ]
-        context = HEADER + "\n\n".join(blocks) + "\n\n"
+        context = header + "\n\n".join(blocks) + "\n\n"
         groups: dict[str, list[str]] = {}
         for title, i in ex["supporting_facts"]:
             groups.setdefault(title, []).append(by_title[title][i].strip())
@@ -275,8 +278,8 @@ def squad(
         print(f"plot written to {plot}")
 
 
-def multihop(split: str, embedder: Embedder) -> None:
-    prompts = multihop_prompts(split=split)
+def multihop(split: str, embedder: Embedder, header: str = HEADER) -> None:
+    prompts = multihop_prompts(split=split, header=header)
     mean_tokens = sum(count_text(p.text) for p in prompts) / len(prompts)
     print(
         f"\n{len(prompts)} HotpotQA questions ({split} split), 10 paragraphs each, two needed, "
@@ -348,6 +351,12 @@ def main() -> int:
         "--multihop-split", choices=("dev", "test", "all"), default="test", help="HotpotQA part to report"
     )
     ap.add_argument("--multihop-only", action="store_true", help="skip the SQuAD table")
+    ap.add_argument(
+        "--header",
+        default=HEADER.replace("\n", "\\n"),
+        help=r"what precedes the HotpotQA paragraphs (\n for a line break; '' for nothing), to check "
+        "that the figures do not hang on one prompt layout",
+    )
     args = ap.parse_args()
 
     embedder = shared_embedder()
@@ -356,7 +365,7 @@ def main() -> int:
     t0 = time.perf_counter()
     if not args.multihop_only:
         squad(prompts, embedder, args.ablation, mean_tokens, args.plot)
-    multihop(args.multihop_split, embedder)
+    multihop(args.multihop_split, embedder, args.header.replace("\\n", "\n"))
     elapsed = time.perf_counter() - t0
     # Latency with no embedding cache (every sentence embedded anew), one thread.
     cold_embedder = Embedder(threads=1, cache_size=1)
