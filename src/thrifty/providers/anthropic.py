@@ -12,7 +12,15 @@ from thrifty.config import DEFAULT_BASE_URLS
 from thrifty.errors import UpstreamError
 from thrifty.protocol.anthropic import usage_from_anthropic
 from thrifty.providers.base import Provider
-from thrifty.providers.transport import connection_error, post, scrub, session, sse_events, upstream_error
+from thrifty.providers.transport import (
+    connection_error,
+    post,
+    reading,
+    scrub,
+    session,
+    sse_events,
+    upstream_error,
+)
 from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
 API_VERSION = "2023-06-01"
@@ -80,39 +88,35 @@ class AnthropicProvider(Provider):
         stream: EventStream = holder()
         usage: dict[str, Any] = {}
         try:
-            async for ev in sse_events(resp):
-                data = ev.data
-                if not isinstance(data, dict):
-                    continue  # not JSON: no client could parse it
-                kind = data.get("type")
-                if kind == "message_start":
-                    message = data.get("message")
-                    if not isinstance(message, dict):
-                        continue  # an event of the wrong shape
-                    usage.update(_dict(message.get("usage")))
-                    stream.usage = usage_from_anthropic(usage)
-                elif kind == "message_delta":
-                    if not isinstance(data.get("usage", {}), dict):
-                        continue  # an event of the wrong shape
-                    # Later counts replace earlier ones; output_tokens is cumulative.
-                    usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
-                    stream.usage = usage_from_anthropic(usage)
-                elif kind == "message_stop":
-                    stream.complete = True
-                elif kind == "error":
-                    err = data.get("error")
-                    message = err.get("message") if isinstance(err, dict) else err
-                    stream.error = scrub(str(message or "upstream error"), self.config.api_key())
-                    return
-                yield ev
-            if not stream.complete:
-                stream.error = "the upstream closed the stream before it finished"
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            stream.error = connection_error(exc, f"{self.name} upstream").message
+            async with reading(resp, stream, self.name):
+                async for ev in sse_events(resp):
+                    data = ev.data
+                    if not isinstance(data, dict):
+                        continue  # not JSON: no client could parse it
+                    kind = data.get("type")
+                    if kind == "message_start":
+                        message = data.get("message")
+                        if not isinstance(message, dict):
+                            continue  # an event of the wrong shape
+                        usage.update(_dict(message.get("usage")))
+                        stream.usage = usage_from_anthropic(usage)
+                    elif kind == "message_delta":
+                        if not isinstance(data.get("usage", {}), dict):
+                            continue  # an event of the wrong shape
+                        # Later counts replace earlier ones; output_tokens is cumulative.
+                        usage.update({k: v for k, v in _dict(data.get("usage")).items() if v is not None})
+                        stream.usage = usage_from_anthropic(usage)
+                    elif kind == "message_stop":
+                        stream.complete = True
+                    elif kind == "error":
+                        err = data.get("error")
+                        message = err.get("message") if isinstance(err, dict) else err
+                        stream.error = scrub(str(message or "upstream error"), self.config.api_key())
+                        return
+                    yield ev
         finally:
             if stream.usage == Usage() and usage:
                 stream.usage = usage_from_anthropic(usage)
-            resp.release()
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from yarl import URL
 from thrifty.errors import ConfigError, TranslationError, UpstreamError
 from thrifty.protocol.openai import usage_to_openai
 from thrifty.providers.base import Provider
-from thrifty.providers.transport import connection_error, error_from, session
+from thrifty.providers.transport import connection_error, error_from, reading, session
 from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
 __all__ = ["BedrockOptions", "BedrockProvider", "bedrock_usage", "converse_request"]
@@ -240,7 +240,7 @@ class BedrockProvider(Provider):
                                   "choices": choices, **extra})
 
         buffer = EventStreamBuffer()
-        try:
+        async with reading(resp, stream, self.name):
             async for data in resp.content.iter_any():
                 buffer.add_data(data)
                 for message in buffer:
@@ -271,12 +271,7 @@ class BedrockProvider(Provider):
                     elif kind == "metadata":
                         stream.usage = bedrock_usage(event.get("usage"))
             if finish is None:
-                stream.error = "the upstream closed the stream before it finished"
-                return
+                return  # cut short: `reading` records it
             yield chunk(None, usage=usage_to_openai(stream.usage))
             yield SSEEvent(data="[DONE]")
             stream.complete = True
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            stream.error = connection_error(exc, f"{self.name} upstream").message
-        finally:
-            resp.release()

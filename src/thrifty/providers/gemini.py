@@ -28,7 +28,7 @@ import aiohttp
 from thrifty.errors import TranslationError, UpstreamError
 from thrifty.protocol.openai import usage_to_openai
 from thrifty.providers.base import Provider
-from thrifty.providers.transport import connection_error, post, scrub, sse_events
+from thrifty.providers.transport import post, reading, scrub, sse_events
 from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
 
 __all__ = ["GeminiProvider", "gemini_request", "gemini_usage"]
@@ -242,7 +242,7 @@ class GeminiProvider(Provider):
             return SSEEvent(data={"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                                   "choices": choices, **extra})
 
-        try:
+        async with reading(resp, stream, self.name):
             yield chunk({"role": "assistant", "content": ""})
             async for ev in sse_events(resp):
                 data = ev.data
@@ -269,13 +269,8 @@ class GeminiProvider(Provider):
                     if candidate.get("finishReason"):
                         finish = "tool_calls" if calls_seen else _FINISH.get(candidate["finishReason"], "stop")
             if finish is None:
-                stream.error = "the upstream closed the stream before it finished"
-                return
+                return  # cut short: `reading` records it
             yield chunk({}, finish)
             yield chunk(None, usage=usage_to_openai(stream.usage))
             yield SSEEvent(data="[DONE]")
             stream.complete = True
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            stream.error = connection_error(exc, f"{self.name} upstream").message
-        finally:
-            resp.release()

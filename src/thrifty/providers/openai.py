@@ -23,7 +23,7 @@ from thrifty.errors import UpstreamError
 from thrifty.protocol.openai import usage_from_openai
 from thrifty.protocol.responses_native import FINAL_EVENTS, is_response, usage_from_responses
 from thrifty.providers.base import Provider
-from thrifty.providers.transport import connection_error, post, scrub, sse_events
+from thrifty.providers.transport import post, reading, scrub, sse_events
 from thrifty.types import Context, EventStream, Reply, SSEEvent
 
 __all__ = ["OpenAIOptions", "OpenAIProvider"]
@@ -86,7 +86,7 @@ class OpenAIProvider(Provider):
     async def _relay(self, resp: aiohttp.ClientResponse, holder: Any) -> AsyncIterator[SSEEvent]:
         stream: EventStream = holder()
         finished = False
-        try:
+        async with reading(resp, stream, self.name):
             async for ev in sse_events(resp):
                 data = ev.data
                 if data == "[DONE]":
@@ -112,12 +112,6 @@ class OpenAIProvider(Provider):
                 yield ev
             if not stream.complete and finished:
                 stream.complete = True
-            if not stream.complete:
-                stream.error = "the upstream closed the stream before it finished"
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            stream.error = connection_error(exc, f"{self.name} upstream").message
-        finally:
-            resp.release()
 
     # -- the Responses API, passed through ------------------------------------------------
 
@@ -142,7 +136,7 @@ class OpenAIProvider(Provider):
         final event (`response.completed` or `response.incomplete`: complete; `failed` or
         `error`: an error)."""
         stream: EventStream = holder()
-        try:
+        async with reading(resp, stream, self.name):
             async for ev in sse_events(resp):
                 data = ev.data
                 if not isinstance(data, dict):
@@ -162,9 +156,3 @@ class OpenAIProvider(Provider):
                         return
                     stream.complete = True
                 yield ev
-            if not stream.complete:
-                stream.error = "the upstream closed the stream before it finished"
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            stream.error = connection_error(exc, f"{self.name} upstream").message
-        finally:
-            resp.release()

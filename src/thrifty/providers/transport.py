@@ -9,6 +9,7 @@ import email.utils
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,7 @@ import orjson
 
 from thrifty.errors import UpstreamError
 from thrifty.providers.lean_client import H1Client, InvalidHeader, UpstreamClosed
-from thrifty.types import SSEEvent
+from thrifty.types import EventStream, SSEEvent
 
 _session: aiohttp.ClientSession | None = None
 _session_loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +160,27 @@ def connection_error(exc: BaseException, where: str) -> UpstreamError:
         return UpstreamError(502, f"{where} closed the connection before its answer was complete", retryable=True,
                              error_type="connection_error")
     return UpstreamError(502, f"could not reach {where}: {exc.__class__.__name__}", retryable=True, error_type="connection_error")
+
+
+#: The error of a stream whose upstream stopped sending before its end.
+STREAM_CUT = "the upstream closed the stream before it finished"
+
+
+@asynccontextmanager
+async def reading(resp: aiohttp.ClientResponse, stream: EventStream, upstream: str) -> AsyncIterator[None]:
+    """Read `resp`, the body of `stream`, inside this block; every provider's stream ends the same
+    way through it. Left with the stream neither complete nor in error: the upstream cut it
+    (`STREAM_CUT`). A timeout or connection failure becomes the stream's error. The response
+    is released however the block is left, the client going away included."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        stream.error = connection_error(exc, f"{upstream} upstream").message
+    else:
+        if not stream.complete and stream.error is None:
+            stream.error = STREAM_CUT
+    finally:
+        resp.release()
 
 
 async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:

@@ -35,7 +35,7 @@ from thrifty.ledger.tokens import count_text
 from thrifty.pipeline.pipeline import Pipeline
 from thrifty.protocol.errors import truncate
 from thrifty.protocol.openai import usage_from_openai
-from thrifty.providers.transport import connection_error, post, sse_events
+from thrifty.providers.transport import post, reading, sse_events
 from thrifty.server.app import _FORWARDED, EventWriter, Handlers, parse_tags
 from thrifty.server.guard import KEYS, error_response
 from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
@@ -163,23 +163,19 @@ class CompletionsHandlers:
         texts: list[str] = []
         usage: Any = None
         try:
-            async for ev in sse_events(resp):
-                data = ev.data
-                if data == "[DONE]":
-                    stream.complete = True
-                elif isinstance(data, dict):
-                    if data.get("usage"):
-                        usage = data["usage"]
-                    for choice in data.get("choices") or []:
-                        if isinstance(choice, dict):
-                            texts.append(str(choice.get("text") or ""))
-                yield ev
-            if not stream.complete:
-                stream.error = "the upstream closed the stream before it finished"
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            stream.error = connection_error(exc, f"{cfg.name} upstream").message
+            async with reading(resp, stream, cfg.name):
+                async for ev in sse_events(resp):
+                    data = ev.data
+                    if data == "[DONE]":
+                        stream.complete = True
+                    elif isinstance(data, dict):
+                        if data.get("usage"):
+                            usage = data["usage"]
+                        for choice in data.get("choices") or []:
+                            if isinstance(choice, dict):
+                                texts.append(str(choice.get("text") or ""))
+                    yield ev
         finally:
-            resp.release()
             if usage is not None:
                 stream.usage = usage_from_openai(usage)
             else:  # cut short: estimate what was consumed, and say so
