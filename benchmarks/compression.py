@@ -24,14 +24,17 @@ HotpotQA figures (on the test split unless `--multihop-split dev`):
 - answer: the gold answer text is still in the context (yes/no questions count as kept).
 
 Run:  PYTHONPATH=src python benchmarks/compression.py [--limit N] [--plot out.png]
-      [--multihop-split dev|test|all] [--multihop-only]
+      [--multihop-split dev|test|all] [--multihop-only] [--multihop-data FILE]
+
+`--multihop-data FILE` scores another file of HotpotQA examples the same way (HotpotQA's own
+JSON such as the first 100 questions of hotpot_dev_distractor_v1.json, JSON lines, or .xz;
+see benchmarks/hotpotqa.py): a held-out check is one command, with no setting changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import random
 import sys
 import time
@@ -46,6 +49,9 @@ from thrifty.compress.sentences import split_sentences
 from thrifty.embed import Embedder, shared_embedder
 from thrifty.evals.stats import mean_ci, paired_delta
 from thrifty.ledger.tokens import count_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hotpotqa import load_examples  # noqa: E402  (benchmarks/ is not a package)
 
 RELATIVE = Path("shared/data/compression/squad_v2_dev_subset.json")
 MULTIHOP_DATA = Path(__file__).resolve().parent / "data" / "hotpotqa_multihop.json.xz"
@@ -149,14 +155,15 @@ def paragraph_text(sentences: list[str]) -> str:
 def multihop_prompts(
     path: Path = MULTIHOP_DATA, split: str = "test", seed: int = 13, header: str = HEADER
 ) -> list[MultiHopPrompt]:
-    """HotpotQA questions with their 10 paragraphs, as RAG prompts (`split`: dev, test or all),
-    after `header` (an instruction, then "Context:", by default)."""
-    examples = json.loads(lzma.decompress(path.read_bytes()))["examples"]
+    """HotpotQA questions with their 10 paragraphs, as RAG prompts (`split`: dev, test or all;
+    a file whose examples have no split is all held out, so every example counts), after
+    `header` (an instruction, then "Context:", by default)."""
+    examples, _ = load_examples(path)
     rng = random.Random(seed)
     prompts = []
     for ex in examples:
         layout = rng.choice(LAYOUTS)
-        if split != "all" and ex["split"] != split:
+        if split != "all" and ex.get("split", split) != split:
             continue
         by_title = {t: s for t, s in ex["context"]}
         blocks = [
@@ -278,11 +285,16 @@ def squad(
         print(f"plot written to {plot}")
 
 
-def multihop(split: str, embedder: Embedder, header: str = HEADER) -> None:
-    prompts = multihop_prompts(split=split, header=header)
+def multihop(split: str, embedder: Embedder, header: str = HEADER, path: Path = MULTIHOP_DATA) -> None:
+    prompts = multihop_prompts(path, split=split, header=header)
+    if not prompts:
+        raise SystemExit(f"{path}: no usable HotpotQA example (10 paragraphs, two of them supporting)")
     mean_tokens = sum(count_text(p.text) for p in prompts) / len(prompts)
+    label = f"{split} split"
+    if path != MULTIHOP_DATA:
+        label = f"{path.name}, {load_examples(path)[1]} rows left out as unusable"
     print(
-        f"\n{len(prompts)} HotpotQA questions ({split} split), 10 paragraphs each, two needed, "
+        f"\n{len(prompts)} HotpotQA questions ({label}), 10 paragraphs each, two needed, "
         f"mean prompt {mean_tokens:.0f} tokens"
     )
     names = ["extractive", "sentence hops", "single pass", "random", "first"]
@@ -309,7 +321,7 @@ def multihop(split: str, embedder: Embedder, header: str = HEADER) -> None:
         print(f"{ratio:>7.2f} {method:<13} {red:>9.1%} {facts:>10.1%} {hops:>9.1%} {answer:>7.1%}")
     best = [r for r in rows if r[1] == "extractive" and r[2] >= 0.60 and r[3] >= 0.95]
     print(
-        f"\nmulti-hop target (>= 60% fewer tokens, every supporting sentence kept in >= 95%, {split}): ",
+        f"\nmulti-hop target (>= 60% fewer tokens, every supporting sentence kept in >= 95%, {label}): ",
         end="",
     )
     if best:
@@ -352,6 +364,14 @@ def main() -> int:
     )
     ap.add_argument("--multihop-only", action="store_true", help="skip the SQuAD table")
     ap.add_argument(
+        "--multihop-data",
+        type=Path,
+        default=MULTIHOP_DATA,
+        help="HotpotQA examples to score instead of the committed file: HotpotQA's own JSON (e.g. "
+        "hotpot_dev_distractor_v1.json, or its first 100 questions), JSON lines, .xz; examples without "
+        "a split all count",
+    )
+    ap.add_argument(
         "--header",
         default=HEADER.replace("\n", "\\n"),
         help=r"what precedes the HotpotQA paragraphs (\n for a line break; '' for nothing), to check "
@@ -365,7 +385,7 @@ def main() -> int:
     t0 = time.perf_counter()
     if not args.multihop_only:
         squad(prompts, embedder, args.ablation, mean_tokens, args.plot)
-    multihop(args.multihop_split, embedder, args.header.replace("\\n", "\n"))
+    multihop(args.multihop_split, embedder, args.header.replace("\\n", "\n"), args.multihop_data)
     elapsed = time.perf_counter() - t0
     # Latency with no embedding cache (every sentence embedded anew), one thread.
     cold_embedder = Embedder(threads=1, cache_size=1)

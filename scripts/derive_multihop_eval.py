@@ -22,7 +22,6 @@ Run: python scripts/derive_multihop_eval.py AMOR_TEST AMOR_DEV --exclude FIRST10
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import lzma
 import random
@@ -30,60 +29,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from hotpotqa import read_rows, usable  # noqa: E402  (benchmarks/ is not a package)
+
 #: Share of the examples, per source, that go to the dev split (settings are tuned there).
 DEV_SHARE = 0.4
 SEED = 21
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """A JSON array or JSON lines."""
-    text = path.read_text(encoding="utf-8").strip()
-    if text.startswith("["):
-        rows = json.loads(text)
-    else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    return list(rows)
-
-
-def facts(row: dict[str, Any]) -> list[tuple[str, int]]:
-    """Supporting facts as (title, sentence index), whichever of the two shapes the row has."""
-    out: list[tuple[str, int]] = []
-    for fact in row["supporting_facts"]:
-        title, ids = fact[0], fact[1]
-        for i in ids if isinstance(ids, list) else [ids]:
-            out.append((str(title), int(i)))
-    return out
-
-
-def context(row: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    raw = row["context"]
-    if isinstance(raw, str):  # AMOR's dev file stores it as a Python literal
-        raw = ast.literal_eval(raw)
-    if isinstance(raw, dict):  # Hugging Face's column shape
-        raw = list(zip(raw["title"], raw["sentences"], strict=True))
-    return [(str(t), [str(s) for s in sents]) for t, sents in raw]
-
-
-def usable(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The example in the committed shape, or None when it cannot test two hops."""
-    paragraphs = context(row)
-    if len(paragraphs) != 10:
-        return None
-    by_title = dict(paragraphs)
-    sp = sorted(set(facts(row)))
-    gold = {t for t, _ in sp}
-    if len(gold) != 2 or any(t not in by_title or i >= len(by_title[t]) for t, i in sp):
-        return None
-    if len(by_title) != len(paragraphs):  # a repeated title makes "the" gold paragraph ambiguous
-        return None
-    return {
-        "id": row["_id"],
-        "question": row["question"],
-        "answer": row["answer"],
-        "type": row.get("type", ""),
-        "supporting_facts": [[t, i] for t, i in sp],
-        "context": [[t, s] for t, s in paragraphs],
-    }
 
 
 def main() -> int:
