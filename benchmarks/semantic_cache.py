@@ -11,6 +11,10 @@
    is also given adjudicated: each served pair labelled different was read and judged, the
    verdicts are in benchmarks/data/qqp_adjudication.jsonl; a served pair labelled different
    with no verdict there is counted wrong and listed (NOT ADJUDICATED) for someone to judge.
+   `--pairs FILE` scores another file of pairs in QQP's format instead (a held-out set: every
+   pair counts, and how many share a question with the verifier's training data is said);
+   `--write-unjudged OUT` writes the served pairs labelled different that have no verdict as
+   lines to fill in, and `--adjudication OUT` reads them back.
 2. Lookup latency with `--entries` cached entries in one tenant's namespace: the stage's
    own lookup (embed the question with a fresh embedder, so no embedding is cached, search
    the HNSW index, verify the candidates). The index holds every real QQP question outside
@@ -50,9 +54,12 @@ from thrifty.cache.pairdata import (
     ADJUDICATION_FILE,
     adjudicated_labels,
     embed_cached,
+    embedded_pairs,
     embedded_split,
     load_adjudication,
+    load_pairs,
     load_qqp,
+    normalise,
     pair_key,
 )
 from thrifty.cache.semantic import Question, SemanticCache, SemanticCacheSettings, extract_question
@@ -81,20 +88,36 @@ def report(name: str, hit: np.ndarray, labels: np.ndarray) -> None:
     print(f"  {name:<28} hits {n_hit:5d}  precision {precision:.3f} (95% CI {lo:.3f}-{hi:.3f})  recall {recall:.3f}")
 
 
-def correctness(min_cosine: float, show_unjudged: int) -> None:
-    pairs, labels, ea, eb, cos = embedded_split("test")
+def correctness(
+    min_cosine: float,
+    show_unjudged: int,
+    pairs_file: Path | None = None,
+    adjudication: Path | None = None,
+    write_unjudged: Path | None = None,
+) -> None:
+    if pairs_file is None:
+        pairs, labels, ea, eb, cos = embedded_split("test")
+        print(f"QQP test split: {len(pairs)} pairs, {int(labels.sum())} duplicates (held out from training)")
+    else:
+        pairs = load_pairs(pairs_file)
+        labels, ea, eb, cos = embedded_pairs(pairs)
+        seen = {normalise(t) for p in load_qqp() if p.split != "test" for t in (p.text_a, p.text_b)}
+        overlap = sum(normalise(p.text_a) in seen or normalise(p.text_b) in seen for p in pairs)
+        print(
+            f"{pairs_file.name}: {len(pairs)} pairs, {int(labels.sum())} duplicates; {overlap} pairs share a "
+            "question with the verifier's training or validation split"
+        )
     a, b = [p.text_a for p in pairs], [p.text_b for p in pairs]
     verifier = default_verifier()
     verdicts = verifier.decide(a, b, ea, eb)
     accepted = np.array([v.same for v in verdicts])
-    print(f"QQP test split: {len(pairs)} pairs, {int(labels.sum())} duplicates (held out from training)")
     print(f"verifier threshold {verifier.threshold:.4f} ({verifier.meta.get('threshold_rule', 'chosen on val by QQP labels')})")
     report("cosine >= 0.80", cos >= 0.80, labels)
     report("cosine >= 0.95", cos >= 0.95, labels)
     served = (cos >= min_cosine) & accepted
     report(f"thrifty (cos >= {min_cosine} + verifier)", served, labels)
     # Adjudicated: served pairs QQP labels different, each read and judged (benchmarks/data/qqp_adjudication.jsonl).
-    verdict_file = load_adjudication()
+    verdict_file = load_adjudication(adjudication)
     judged_labels, judged, missing = adjudicated_labels(pairs, served, verdict_file)
     n_hit, right = int(served.sum()), int(judged_labels[served].sum())
     lo, hi = wilson(right, n_hit)
@@ -105,11 +128,25 @@ def correctness(min_cosine: float, show_unjudged: int) -> None:
     flipped = int((judged_labels[served] != labels[served]).sum())
     print(
         f"    {int((served & (labels == 0)).sum())} hits labelled different: {judged} adjudicated in "
-        f"{ADJUDICATION_FILE.name} ({flipped} judged the same question, {judged - flipped} different), "
-        f"{len(missing)} not yet adjudicated (counted as wrong)"
+        f"{(adjudication or ADJUDICATION_FILE).name} ({flipped} judged the same question, {judged - flipped} "
+        f"different), {len(missing)} not yet adjudicated (counted as wrong)"
     )
+    if missing:
+        best = (right + len(missing)) / max(1, n_hit)
+        print(f"    if every one of them were judged the same question: precision {best:.3f}")
     for i in missing[:show_unjudged]:
         print(f"    NOT ADJUDICATED {pairs[i].text_a!r} / {pairs[i].text_b!r}")
+    if write_unjudged is not None and missing:
+        with write_unjudged.open("w", encoding="utf-8") as f:
+            for i in missing:
+                p = pairs[i]
+                row = {"key": pair_key(p.text_a, p.text_b), "split": p.split, "text_a": p.text_a,
+                       "text_b": p.text_b, "qqp_label": p.label, "verdict": "", "reason": ""}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        print(
+            f"    wrote {len(missing)} pairs to judge to {write_unjudged}: set each verdict to same or different, "
+            "then pass it with --adjudication"
+        )
     print("  the trade-off if a route sets another `threshold` (not used to pick the default;")
     print("  adjudicated where every hit labelled different has a verdict):")
     for cut in (0.80, 0.90, 0.93, 0.9478, 0.97, 0.98):
@@ -410,8 +447,23 @@ def main() -> None:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--show-unjudged", type=int, default=20, help="list this many served pairs not yet adjudicated")
     ap.add_argument("--pgvector", metavar="URL", help="also measure the pgvector index (a postgresql:// URL, or auto)")
+    ap.add_argument(
+        "--pairs", type=Path, metavar="FILE",
+        help="score the hits on these pairs instead of the QQP test split: a held-out file in QQP's format "
+        "(text_a, text_b, label per JSON line), every pair counted",
+    )
+    ap.add_argument(
+        "--adjudication", type=Path, metavar="FILE",
+        help=f"verdicts on served pairs labelled different (default: benchmarks/data/{ADJUDICATION_FILE.name})",
+    )
+    ap.add_argument(
+        "--write-unjudged", type=Path, metavar="FILE",
+        help="write the served pairs labelled different that have no verdict, as lines to fill in",
+    )
     args = ap.parse_args()
-    correctness(SemanticCacheSettings().min_cosine, args.show_unjudged)
+    correctness(
+        SemanticCacheSettings().min_cosine, args.show_unjudged, args.pairs, args.adjudication, args.write_unjudged
+    )
     if not args.skip_latency:
         latency(args.entries, args.queries, args.top_k, args.pgvector)
     if args.requests:

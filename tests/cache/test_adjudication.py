@@ -13,6 +13,7 @@ from thrifty.cache.pairdata import (
     Pair,
     adjudicated_labels,
     load_adjudication,
+    load_pairs,
     pair_key,
 )
 
@@ -58,3 +59,24 @@ def test_a_verdict_must_be_same_or_different(tmp_path: Path) -> None:
 
 def test_the_file_is_in_the_repository() -> None:
     assert ADJUDICATION_FILE.exists() and ADJUDICATION_FILE.parent.name == "data"
+
+
+def test_a_template_line_not_yet_judged_is_skipped(tmp_path: Path) -> None:
+    """The benchmark's --write-unjudged lines have an empty verdict until a reader fills it in."""
+    path = tmp_path / "to-judge.jsonl"
+    row = {"key": pair_key("a", "b"), "split": "test", "text_a": "a", "text_b": "b", "qqp_label": 0, "reason": ""}
+    path.write_text(json.dumps({**row, "verdict": ""}) + "\n" + json.dumps({**row, "key": "k2", "verdict": "same"}) + "\n")
+    assert list(load_adjudication(path)) == ["k2"]
+
+
+def test_a_held_out_file_is_all_test_pairs_and_says_which_line_is_bad(tmp_path: Path) -> None:
+    path = tmp_path / "held_out.jsonl"
+    path.write_text(
+        json.dumps({"text_a": "How do I learn guitar?", "text_b": "Best way to learn guitar?", "label": 1}) + "\n\n"
+        + json.dumps({"text_a": "Who won?", "text_b": "Who lost?", "label": 0}) + "\n"
+    )
+    pairs = load_pairs(path)
+    assert [(p.label, p.split) for p in pairs] == [(1, "test"), (0, "test")]
+    path.write_text(json.dumps({"text_a": "x", "label": 0}) + "\n")
+    with pytest.raises(ValueError, match=r"held_out.jsonl:1: .*'text_b' is missing"):
+        load_pairs(path)

@@ -108,6 +108,22 @@ def load_qqp(path: Path | None = None) -> list[Pair]:
     return assign_splits(rows)
 
 
+def load_pairs(path: Path) -> list[Pair]:
+    """A file of pairs in QQP's format (`text_a`, `text_b`, `label` per JSON line) held out
+    from everything: each pair is test data, whatever the split rule would say."""
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            try:
+                rows.append(Pair(str(r["text_a"]), str(r["text_b"]), int(r["label"]), "test"))
+            except KeyError as missing:
+                raise ValueError(f"{path}:{n}: a pair needs text_a, text_b and label; {missing} is missing") from None
+    return rows
+
+
 def load_mock_pairs(path: Path | None = None) -> list[tuple[str, str]]:
     """GPTCache's paraphrase pairs (origin, similar): positives only, used for training."""
     path = path or shared_data(MOCK_FILE)
@@ -148,9 +164,14 @@ def embed_cached(texts: list[str], cache_dir: Path | None = None) -> np.ndarray:
 def embedded_split(split: Split) -> tuple[list[Pair], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The QQP pairs of one split with their labels, both sides' embeddings and the cosines."""
     pairs = [p for p in load_qqp() if p.split == split]
+    return (pairs, *embedded_pairs(pairs))
+
+
+def embedded_pairs(pairs: list[Pair]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The labels of `pairs`, both sides' embeddings and their cosines."""
     emb = embed_cached([p.text_a for p in pairs] + [p.text_b for p in pairs])
     ea, eb = emb[: len(pairs)], emb[len(pairs) :]
-    return pairs, np.array([p.label for p in pairs]), ea, eb, np.einsum("ij,ij->i", ea, eb)
+    return np.array([p.label for p in pairs]), ea, eb, np.einsum("ij,ij->i", ea, eb)
 
 
 ADJUDICATION_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "qqp_adjudication.jsonl"
@@ -175,7 +196,9 @@ class Adjudication:
 
 
 def load_adjudication(path: Path | None = None) -> dict[str, Adjudication]:
-    """The verdicts recorded in `benchmarks/data/qqp_adjudication.jsonl`, by pair key."""
+    """The verdicts recorded in `benchmarks/data/qqp_adjudication.jsonl` (or `path`), by pair
+    key. A line whose verdict is still empty (a template the benchmark wrote for a reader to
+    fill in) is not a verdict yet and is skipped."""
     path = path or ADJUDICATION_FILE
     out: dict[str, Adjudication] = {}
     if not path.exists():
@@ -184,6 +207,8 @@ def load_adjudication(path: Path | None = None) -> dict[str, Adjudication]:
         for line in f:
             if line.strip():
                 r = json.loads(line)
+                if not r["verdict"]:
+                    continue
                 if r["verdict"] not in ("same", "different"):
                     raise ValueError(f"{path}: verdict {r['verdict']!r} of {r['key']} is neither 'same' nor 'different'")
                 out[r["key"]] = Adjudication(
