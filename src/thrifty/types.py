@@ -237,9 +237,12 @@ class RouteDecision:
     counterfactual_model: str | None = None
     #: Each cascade tier tried and refused: model, reason, score, cost (USD string).
     escalations: list[dict[str, Any]] = field(default_factory=list)
+    #: What the cascade's judge tier was paid, for every answer it graded (served or not).
+    judge_cost: Decimal = Decimal(0)
 
     def escalation_cost(self) -> Decimal:
-        return sum((Decimal(str(e.get("cost", 0))) for e in self.escalations), Decimal(0))
+        """What the cascade paid beside the served answer: refused tiers and the judge."""
+        return sum((Decimal(str(e.get("cost", 0))) for e in self.escalations), Decimal(0)) + self.judge_cost
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"requested": self.requested, "model": self.model, "via": self.via, **self.detail}

@@ -7,27 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.routing.gsm8k_cascade import CHEAP, STRONG, cascade_files, serve
 from thrifty.config import ConfigError, parse_config
 from thrifty.gateway import Gateway
-from thrifty.protocol.view import answer_text
 from thrifty.routing.cascade_eval import CascadeConfig, train_cascade
-from thrifty.routing.datasets import convert_routellm_gsm8k
-from thrifty.routing.labeled import Example, load_labeled, split_fixed, write_labeled
+from thrifty.routing.labeled import load_labeled, write_labeled
 from thrifty.routing.stage import RouteStage
-from thrifty.types import Context
-
-CHEAP, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 
 
 @pytest.fixture(scope="module")
 def files(routing_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("signals")
-    conv = convert_routellm_gsm8k(routing_data / "routellm_gsm8k_responses.csv")
-    train, test = split_fixed(conv.examples, 0.8, salt="gsm8k-80-20")
-    art, _ = train_cascade(train[:300], CascadeConfig([[CHEAP], [STRONG]], "numeric"), target=0.9, max_cost=0.5)
-    art.save(d / "cascade.pkl")
-    write_labeled(test[:20], d / "test.jsonl")
-    return {"test": d / "test.jsonl", "cascade": d / "cascade.pkl"}
+    return cascade_files(routing_data, tmp_path_factory.mktemp("signals"))
 
 
 async def gateway(files: dict[str, Path], cascade: str) -> Gateway:
@@ -42,15 +32,6 @@ route:
     gw = Gateway(parse_config(text, source="thrifty.yaml"))
     await gw.start(ledger=False)
     return gw
-
-
-async def serve(gw: Gateway, ex: Example) -> tuple[Context, str]:
-    body = {"model": STRONG, "messages": [{"role": "user", "content": ex.text}]}
-    ctx = Context(protocol="openai", body=body, config=gw.config, requested_model=STRONG)
-    assert gw.pipeline is not None
-    reply = await gw.pipeline(ctx)
-    assert reply.ok
-    return ctx, answer_text(reply.body)
 
 
 async def test_a_trusted_cheap_answer_is_served_and_paid_once(files: dict[str, Path]) -> None:

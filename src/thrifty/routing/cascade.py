@@ -11,7 +11,10 @@ the router (one logistic regression per tier model on MiniLM + structural featur
 pair), from labeled data with recorded responses. A provider's token logprobs, when it returns them, are a
 second signal: a mean logprob under `min_mean_logprob` rejects the answer. In both ways the
 route's own verifiers (`verify`: a final number, a regex, a JSON schema, tests run against the
-answer's code in the sandbox) reject an answer that fails them. Every rejected
+answer's code in the sandbox) reject an answer that fails them. A `judge` tier grades an
+answer that passed them but scored below `accept` (from its `min_score` up; every answer when
+there is no scorer): a judge's pass serves it, anything else (a low score, a failed,
+timed-out or unreadable judge) escalates; the judge's call is side cost. Every rejected
 attempt is an escalation; its model, score and cost go to `ctx.route_decision.escalations`.
 
 Tier attempts other than the last are side calls (`gateway.call_model`), which the ledger
@@ -30,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from thrifty.errors import UpstreamError
+from thrifty.evals.graders import judge_messages, parse_judge_score
 from thrifty.protocol.view import answer_text, request_text
 from thrifty.routing.execution import run_tests
 from thrifty.routing.features import Embed, FeatureSpec, featurize, pair_text
 from thrifty.routing.labeled import Example, data_hash
 from thrifty.routing.learned import RouterArtifact, _folds, fit_candidate
-from thrifty.routing.settings import CascadeSettings
+from thrifty.routing.settings import CascadeSettings, JudgeTierSettings
 from thrifty.routing.signals import Answer, check_format, pool_signals
 from thrifty.types import Context, Handler, Reply, RouteDecision
 
@@ -56,6 +60,14 @@ def mean_logprob(reply: Reply) -> float | None:
         return None
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
+
+
+def judge_needed(score: float | None, accept: float, judge: JudgeTierSettings | None) -> bool:
+    """Whether an answer that passed the route's verifiers goes to the judge: with one
+    configured, when there is no score to go by, or the score falls in [min_score, accept)."""
+    if judge is None:
+        return False
+    return score is None or judge.min_score <= score < accept
 
 
 class Cascade:
@@ -106,6 +118,43 @@ class Cascade:
                     reasons.append("no code to test" if passed is None else "fails the route's tests")
         return reasons
 
+    async def judged(
+        self, ctx: Context, prompt: str, answer: str, unavailable: Callable[[str], str | None]
+    ) -> tuple[bool, dict[str, Any]]:
+        """Ask the judge tier about one answer: (served, what the judge said). Only a readable
+        score at or above `pass_score` serves it; the call's cost is side cost."""
+        judge = self.settings.judge
+        assert judge is not None
+        info: dict[str, Any] = {"model": judge.model}
+        why = unavailable(judge.model)
+        if why is not None:
+            return False, {**info, "error": why}
+        messages = judge_messages({"rubric": judge.rubric, "scale": judge.scale}, prompt, answer, None)
+        body = {"model": judge.model, "messages": messages, "temperature": 0, "max_tokens": judge.max_tokens}
+        try:
+            reply = await asyncio.wait_for(self.gateway.call_model(ctx, judge.model, body, "openai"), judge.timeout)
+        except TimeoutError:
+            return False, {**info, "error": f"timed out after {judge.timeout:g}s"}
+        except UpstreamError as exc:
+            return False, {**info, "error": f"error {exc.status}"}
+        info["cost"] = str(reply.cost)
+        if ctx.route_decision is not None:
+            ctx.route_decision.judge_cost += reply.cost
+        if not reply.ok:
+            return False, {**info, "error": f"error {reply.status}"}
+        score = parse_judge_score(answer_text(reply.body), judge.scale)
+        if score is None:
+            return False, {**info, "error": "no readable score"}
+        info["score"] = score
+        return score >= judge.pass_score, info
+
+    def _judge_reason(self, info: dict[str, Any]) -> str:
+        judge = self.settings.judge
+        assert judge is not None
+        if "error" in info:
+            return f"judge {judge.model}: {info['error']}"
+        return f"judge {judge.model}: {info['score']:g}/{judge.scale} < {judge.pass_score:g}"
+
     async def run(self, ctx: Context, next: Handler, unavailable: Callable[[str], str | None]) -> Reply:
         decision = ctx.route_decision
         if decision is None:  # called outside the route lever (tests, simulations)
@@ -133,7 +182,12 @@ class Cascade:
             score = await asyncio.to_thread(self.score, tier, prompt, answer)
             lp = mean_logprob(reply)
             reasons = await self.rejected(reply, answer)
-            if score is not None and score < self.accept:
+            judge: dict[str, Any] | None = None
+            if not reasons and judge_needed(score, self.accept, self.settings.judge):
+                passed, judge = await self.judged(ctx, prompt, answer, unavailable)
+                if not passed:
+                    reasons.append(self._judge_reason(judge))
+            elif score is not None and score < self.accept:
                 reasons.insert(0, f"score {score:.3f} < {self.accept}")
             if not reasons:
                 ctx.side_cost -= cost  # the accepted side call's cost is the request's own
@@ -142,6 +196,7 @@ class Cascade:
                     "accepted": tier,
                     "score": score,
                     "mean_logprob": lp,
+                    **({"judge": judge} if judge is not None else {}),
                 }
                 return reply
             escalations.append(
@@ -151,6 +206,7 @@ class Cascade:
                     "mean_logprob": lp,
                     "reason": "; ".join(reasons),
                     "cost": str(cost),
+                    **({"judge": judge} if judge is not None else {}),
                 }
             )
         ctx.target_model = self.tiers[-1]
@@ -212,7 +268,14 @@ class Cascade:
             i = int(np.argmax(ps))
             stage_cost = sum((r.cost for r in replies[len(replies) - len(asks) :] if r is not None), Decimal(0))
             chosen = replies[i]
-            if chosen is not None and not gates[i] and ps[i] >= self.accept:
+            served = chosen is not None and not gates[i] and ps[i] >= self.accept
+            judge: dict[str, Any] | None = None
+            reason = "; ".join(gates[i]) or f"score {ps[i]:.3f} < {self.accept}"
+            if chosen is not None and not gates[i] and judge_needed(float(ps[i]), self.accept, self.settings.judge):
+                served, judge = await self.judged(ctx, prompt, answers[i].text or "", unavailable)
+                if not served:
+                    reason = f"score {ps[i]:.3f} < {self.accept}; {self._judge_reason(judge)}"
+            if served and chosen is not None:
                 ctx.side_cost -= chosen.cost  # the served answer's cost is the request's own
                 ctx.target_model = answers[i].model
                 decision.cascade = {
@@ -223,6 +286,7 @@ class Cascade:
                     "signals": sig.kind,
                     # paid for and not served: the route's saving is net of it
                     "unserved_cost": str(stage_cost - chosen.cost),
+                    **({"judge": judge} if judge is not None else {}),
                 }
                 return chosen
             escalations.append(
@@ -232,8 +296,9 @@ class Cascade:
                     "answers": len(asks),
                     "best": answers[i].model,
                     "score": round(float(ps[i]), 4),
-                    "reason": "; ".join(gates[i]) or f"score {ps[i]:.3f} < {self.accept}",
+                    "reason": reason,
                     "cost": str(stage_cost),
+                    **({"judge": judge} if judge is not None else {}),
                 }
             )
         ctx.target_model = self.tiers[-1]

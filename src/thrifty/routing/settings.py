@@ -82,6 +82,34 @@ class VerifySettings(_Strict):
         return v
 
 
+class JudgeTierSettings(_Strict):
+    """A model that grades a cheap answer the scorer is unsure of, before the cascade escalates.
+
+    Asked only for an answer that passed the route's verifiers and scored in
+    [`min_score`, `accept`) (every such answer when the cascade has no scorer): a judge call
+    costs far less than the strong model's answer, so it pays off where the scorer cannot
+    tell. Its cost is side cost in the ledger. A failed, timed-out or unreadable judge never
+    lets an answer through."""
+
+    #: the grading model (any model of `models:`; a cheap strong-reasoning one, say)
+    model: str = Field(min_length=1)
+    #: what a good answer does
+    rubric: str = "The answer is correct and complete, and answers exactly what was asked."
+    scale: int = Field(default=10, ge=1)
+    #: the judge's score at or above which the answer is served
+    pass_score: float = Field(default=8, ge=0)
+    #: below this scorer P(good), escalate without asking the judge
+    min_score: float = Field(default=0.0, ge=0, le=1)
+    timeout: float = Field(default=20.0, gt=0)
+    max_tokens: int = Field(default=256, ge=16)
+
+    @model_validator(mode="after")
+    def _pass_within_scale(self) -> JudgeTierSettings:
+        if self.pass_score > self.scale:
+            raise ValueError(f"judge: pass_score {self.pass_score:g} is above the scale ({self.scale})")
+        return self
+
+
 class CascadeSettings(_Strict):
     #: models from cheapest to strongest; the last one's answer is always accepted (with
     #: `signals`, the artifact's stages replace them)
@@ -101,6 +129,8 @@ class CascadeSettings(_Strict):
     #: reject an answer whose mean token logprob is below this (when the provider returns them)
     min_mean_logprob: float | None = None
     verify: VerifySettings | None = None
+    #: a judge tier for answers the scorer is unsure of (see JudgeTierSettings)
+    judge: JudgeTierSettings | None = None
 
     @model_validator(mode="after")
     def _stages(self) -> CascadeSettings:

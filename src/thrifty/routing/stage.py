@@ -106,6 +106,8 @@ def make_plan(gateway: Gateway, route_name: str, artifacts: dict[str, RouterArti
         from thrifty.routing.cascade import Cascade
 
         _check_models(s.cascade.tiers, config, where + ".cascade")
+        if s.cascade.judge is not None:
+            _check_models([s.cascade.judge.model], config, where + ".cascade.judge")
         signals = None
         if s.cascade.signals:  # a cascade over stages, scored on its answers' signals
             from thrifty.routing.cascade_eval import load_cascade
