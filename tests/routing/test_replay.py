@@ -66,6 +66,8 @@ async def test_streams_the_same_text(mbpp_test: Path) -> None:
     assert text == ex.candidates["claude-v2"].response
     assert events[-1].data == "[DONE]" and isinstance(events[-2].data, dict) and "usage" in events[-2].data
     assert reply.cost == ex.candidates["claude-v2"].cost
+    # It reached its end: the ledger records it "ok", not "partial", and the cache may keep it.
+    assert reply.stream.complete and reply.stream.error is None
 
 
 async def test_unknown_prompt_is_a_404(mbpp_test: Path) -> None:

@@ -20,16 +20,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.errors import ConfigError, UpstreamError
+from thrifty.protocol.openai import replay_openai
 from thrifty.protocol.view import request_text
 from thrifty.providers.base import Provider
-from thrifty.types import Context, EventStream, Reply, SSEEvent, Usage
+from thrifty.types import Context, EventStream, Reply, Usage
 
 if TYPE_CHECKING:
     from thrifty.config import ModelConfig
@@ -125,26 +125,6 @@ class ReplayProvider(Provider):
         model = self.config.upstream_model
         rid = "chatcmpl-replay-" + uuid.uuid4().hex[:16]
         created = int(time.time())
-        if body.get("stream"):
-            stream = EventStream(
-                _chunks(
-                    rid,
-                    created,
-                    model,
-                    text,
-                    usage,
-                    bool((body.get("stream_options") or {}).get("include_usage")),
-                )
-            )
-            stream.usage = usage
-            return Reply(
-                status=200,
-                stream=stream,
-                usage=usage,
-                served_model=self.name,
-                provider="replay",
-                cost=cand.cost,
-            )
         out = {
             "id": rid,
             "object": "chat.completion",
@@ -155,6 +135,19 @@ class ReplayProvider(Provider):
             ],
             "usage": _usage_json(usage),
         }
+        if body.get("stream"):  # the same answer as the chunks a live stream sends, ending complete
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+            stream = EventStream.replay(replay_openai(out, include_usage))
+            stream.usage = usage
+            return Reply(
+                status=200,
+                stream=stream,
+                usage=usage,
+                served_model=self.name,
+                provider="replay",
+                cost=Decimal(cand.cost),
+            )
         return Reply(
             status=200,
             body=out,
@@ -172,35 +165,3 @@ def _usage_json(u: Usage) -> dict[str, int]:
         "total_tokens": u.input_tokens + u.output_tokens,
     }
 
-
-async def _chunks(
-    rid: str, created: int, model: str, text: str, usage: Usage, include_usage: bool
-) -> AsyncIterator[SSEEvent]:
-    def chunk(delta: dict[str, Any], finish: str | None) -> SSEEvent:
-        return SSEEvent(
-            {
-                "id": rid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-        )
-
-    yield chunk({"role": "assistant", "content": ""}, None)
-    step = 64
-    for i in range(0, len(text), step):
-        yield chunk({"content": text[i : i + step]}, None)
-    yield chunk({}, "stop")
-    if include_usage:
-        yield SSEEvent(
-            {
-                "id": rid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [],
-                "usage": _usage_json(usage),
-            }
-        )
-    yield SSEEvent("[DONE]")
