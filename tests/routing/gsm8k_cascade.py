@@ -26,6 +26,19 @@ def cascade_files(routing_data: Path, folder: Path) -> dict[str, Path]:
     return {"test": folder / "test.jsonl", "cascade": folder / "cascade.pkl"}
 
 
+def cascade_config(files: dict[str, Path], cascade: str, store: Path | None = None, more_models: str = "") -> str:
+    """A config replaying both models from `files["test"]`, routed through `cascade` (the
+    inside of its flow mapping); a SQLite ledger at `store` if given."""
+    head = f'store: "sqlite:///{store}"\n' if store is not None else ""
+    return head + f"""models:
+  - {{name: {CHEAP}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
+  - {{name: {STRONG}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
+{more_models}route:
+  default: {STRONG}
+  cascade: {{{cascade}}}
+"""
+
+
 async def serve(gw: Gateway, ex: Example) -> tuple[Context, str]:
     """Ask `ex`'s question of the strong model through the pipeline: the context and the answer."""
     body = {"model": STRONG, "messages": [{"role": "user", "content": ex.text}]}

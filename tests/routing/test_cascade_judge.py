@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import serving
-from tests.routing.gsm8k_cascade import CHEAP, STRONG, cascade_files, serve
+from tests.routing.gsm8k_cascade import CHEAP, STRONG, cascade_config, cascade_files, serve
 from thrifty.config import ConfigError, parse_config
 from thrifty.gateway import Gateway
 from thrifty.routing.cascade import judge_needed
@@ -69,19 +69,14 @@ def files(routing_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return cascade_files(routing_data, tmp_path_factory.mktemp("judge"))
 
 
-def models(files: dict[str, Path], judge: MockJudge) -> str:
-    return f"""
-models:
-  - {{name: {CHEAP}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
-  - {{name: {STRONG}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
-  - {{name: judge, provider: openai, base_url: "{judge.url}", price: {{input: 1.0, output: 2.0}},
+def judge_model(judge: MockJudge) -> str:
+    return f"""  - {{name: judge, provider: openai, base_url: "{judge.url}", price: {{input: 1.0, output: 2.0}},
       max_retries: 0, timeout: 5}}
 """
 
 
 async def gateway(files: dict[str, Path], judge: MockJudge, cascade: str) -> Gateway:
-    text = models(files, judge) + f"route:\n  default: {STRONG}\n  cascade: {{{cascade}}}\n"
-    gw = Gateway(parse_config(text, source="thrifty.yaml"))
+    gw = Gateway(parse_config(cascade_config(files, cascade, more_models=judge_model(judge)), source="thrifty.yaml"))
     await gw.start(ledger=False)
     return gw
 
@@ -173,9 +168,7 @@ async def test_the_ledger_row_carries_the_judge(files: dict[str, Path], judge: M
 
     ex = example(files, cheap_right=True)
     judge.right = {ex.candidates[CHEAP].response or ""}
-    text = f'store: "sqlite:///{tmp_path / "ledger.db"}"\n' + models(files, judge) + (
-        f"route:\n  default: {STRONG}\n  cascade: {{{TIERS}}}\n"
-    )
+    text = cascade_config(files, TIERS, tmp_path / "ledger.db", judge_model(judge))
     gw = Gateway(parse_config(text, source="thrifty.yaml"))
     async with serving(create_app(gw)) as port, aiohttp.ClientSession() as http:
         body = {"model": STRONG, "messages": [{"role": "user", "content": ex.text}]}
@@ -201,9 +194,11 @@ def test_when_the_judge_is_asked() -> None:
 
 
 def test_the_judge_must_be_a_configured_model_on_its_scale(files: dict[str, Path], judge: MockJudge) -> None:
-    text = models(files, judge) + f"route:\n  cascade: {{tiers: [{CHEAP}, {STRONG}], judge: {{model: nope}}}}\n"
+    text = cascade_config(files, f"tiers: [{CHEAP}, {STRONG}], judge: {{model: nope}}", more_models=judge_model(judge))
     with pytest.raises(ConfigError, match=r"cascade\.judge: not configured models: nope"):
         RouteStage.build(Gateway(parse_config(text)))
-    text = models(files, judge) + f"route:\n  cascade: {{tiers: [{CHEAP}, {STRONG}], judge: {{model: judge, pass_score: 11}}}}\n"
+    text = cascade_config(
+        files, f"tiers: [{CHEAP}, {STRONG}], judge: {{model: judge, pass_score: 11}}", more_models=judge_model(judge)
+    )
     with pytest.raises(ConfigError, match="pass_score 11 is above the scale"):
         RouteStage.build(Gateway(parse_config(text)))

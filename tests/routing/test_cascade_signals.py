@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.routing.gsm8k_cascade import CHEAP, STRONG, cascade_files, serve
+from tests.routing.gsm8k_cascade import CHEAP, STRONG, cascade_config, cascade_files, serve
 from thrifty.config import ConfigError, parse_config
 from thrifty.gateway import Gateway
 from thrifty.routing.cascade_eval import CascadeConfig, train_cascade
@@ -21,14 +21,7 @@ def files(routing_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 async def gateway(files: dict[str, Path], cascade: str) -> Gateway:
-    text = f"""
-models:
-  - {{name: {CHEAP}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
-  - {{name: {STRONG}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
-route:
-  default: {STRONG}
-  cascade: {{signals: "{files["cascade"]}", {cascade}}}
-"""
+    text = cascade_config(files, f'signals: "{files["cascade"]}", {cascade}')
     gw = Gateway(parse_config(text, source="thrifty.yaml"))
     await gw.start(ledger=False)
     return gw
@@ -93,15 +86,7 @@ async def test_the_ledger_row_carries_every_sample(files: dict[str, Path], tmp_p
     from tests.conftest import serving
     from thrifty.server.app import create_app
 
-    text = f"""
-store: "sqlite:///{tmp_path / "ledger.db"}"
-models:
-  - {{name: {CHEAP}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
-  - {{name: {STRONG}, provider: replay, options: {{dataset: "{files["test"]}"}}}}
-route:
-  default: {STRONG}
-  cascade: {{signals: "{files["cascade"]}", accept: 0.0, samples: 2}}
-"""
+    text = cascade_config(files, f'signals: "{files["cascade"]}", accept: 0.0, samples: 2', tmp_path / "ledger.db")
     ex = load_labeled(files["test"])[5]
     gw = Gateway(parse_config(text, source="thrifty.yaml"))
     async with serving(create_app(gw)) as port, aiohttp.ClientSession() as http:

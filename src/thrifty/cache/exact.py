@@ -29,6 +29,7 @@ from thrifty.config import Config, lever_model
 from thrifty.health import DependencyUnavailable
 from thrifty.pipeline.lever import Lever
 from thrifty.pipeline.tap import tap
+from thrifty.protocol.replay import replay_events
 from thrifty.types import Answerer, Context, EventStream, Handler, Reply, SSEEvent, Usage
 
 if TYPE_CHECKING:
@@ -248,28 +249,9 @@ class ExactCacheStage(Lever[CacheSettings]):
         if not ctx.stream:
             reply.body = body
             return reply
-        if ctx.endpoint == "completions":
-            from thrifty.protocol.completions import replay_completion
-
-            options = ctx.body.get("stream_options")
-            reply.stream = EventStream.replay(
-                replay_completion(body, isinstance(options, dict) and bool(options.get("include_usage"))))
-            return reply
-        if body.get("object") == "response":  # a Responses answer passed through (ctx.responses)
-            from thrifty.protocol.responses_native import replay_response
-
-            reply.stream = EventStream.replay(replay_response(body))
-            return reply
-        if ctx.protocol == "anthropic":
-            from thrifty.protocol.anthropic import replay_anthropic
-
-            events = replay_anthropic(body)
-        else:
-            from thrifty.protocol.openai import replay_openai
-
-            options = ctx.body.get("stream_options") or {}
-            events = replay_openai(body, bool(options.get("include_usage")))
-        reply.stream = EventStream.replay(events)
+        reply.stream = EventStream.replay(
+            replay_events(body, ctx.protocol, ctx.endpoint, ctx.body.get("stream_options"))
+        )
         return reply
 
     def _entry(

@@ -17,6 +17,9 @@ there is no scorer): a judge's pass serves it, anything else (a low score, a fai
 timed-out or unreadable judge) escalates; the judge's call is side cost. Every rejected
 attempt is an escalation; its model, score and cost go to `ctx.route_decision.escalations`.
 
+A streaming request skips the cascade unless `stream: buffer`: then tiers are asked whole as
+always, and a served cheap answer is replayed as the client's stream (`as_client_asked`).
+
 Tier attempts other than the last are side calls (`gateway.call_model`), which the ledger
 counts as side cost; an accepted attempt becomes the request's reply, so its cost is moved
 out of the side cost. The last tier is called through the rest of the pipeline as usual.
@@ -34,6 +37,7 @@ import numpy as np
 
 from thrifty.errors import UpstreamError
 from thrifty.evals.graders import judge_messages, parse_judge_score
+from thrifty.protocol.replay import replay_events
 from thrifty.protocol.view import answer_text, request_text
 from thrifty.routing.execution import run_tests
 from thrifty.routing.features import Embed, FeatureSpec, featurize, pair_text
@@ -41,7 +45,7 @@ from thrifty.routing.labeled import Example, data_hash
 from thrifty.routing.learned import RouterArtifact, _folds, fit_candidate
 from thrifty.routing.settings import CascadeSettings, JudgeTierSettings
 from thrifty.routing.signals import Answer, check_format, pool_signals
-from thrifty.types import Context, Handler, Reply, RouteDecision
+from thrifty.types import Context, EventStream, Handler, Reply, RouteDecision
 
 if TYPE_CHECKING:
     from thrifty.gateway import Gateway
@@ -60,6 +64,17 @@ def mean_logprob(reply: Reply) -> float | None:
         return None
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
+
+
+def as_client_asked(ctx: Context, reply: Reply) -> Reply:
+    """A served side answer (always asked for whole) as the client asked for it: for a
+    streaming client, its body replayed as that protocol's stream, with its usage and cost."""
+    if not ctx.stream or reply.body is None or reply.stream is not None:
+        return reply
+    stream = EventStream.replay(replay_events(reply.body, ctx.protocol, ctx.endpoint, ctx.body.get("stream_options")))
+    stream.usage = reply.usage
+    reply.stream, reply.body = stream, None
+    return reply
 
 
 def judge_needed(score: float | None, accept: float, judge: JudgeTierSettings | None) -> bool:
@@ -198,7 +213,7 @@ class Cascade:
                     "mean_logprob": lp,
                     **({"judge": judge} if judge is not None else {}),
                 }
-                return reply
+                return as_client_asked(ctx, reply)
             escalations.append(
                 {
                     "model": tier,
@@ -288,7 +303,7 @@ class Cascade:
                     "unserved_cost": str(stage_cost - chosen.cost),
                     **({"judge": judge} if judge is not None else {}),
                 }
-                return chosen
+                return as_client_asked(ctx, chosen)
             escalations.append(
                 {
                     "stage": s,

@@ -131,6 +131,10 @@ class CascadeSettings(_Strict):
     verify: VerifySettings | None = None
     #: a judge tier for answers the scorer is unsure of (see JudgeTierSettings)
     judge: JudgeTierSettings | None = None
+    #: a streaming request: `skip` the cascade (its last tier streams as usual), or `buffer`:
+    #: run the cascade, then replay a served cheap answer as the stream the client asked for
+    #: (the first token waits for the whole cheap answer; an escalation streams live)
+    stream: Literal["skip", "buffer"] = "skip"
 
     @model_validator(mode="after")
     def _stages(self) -> CascadeSettings:

@@ -214,7 +214,8 @@ class RouteStage(Lever[RouteSettings]):
             probs = {c: round(float(p[0, art.candidates.index(c)]), 4) for c in plan.candidates}
             return Decision(chosen, "router", {"p": probs, "policy": plan.policy, "knob": plan.knob})
         if plan.cascade is not None:
-            if ctx.stream:  # a streamed answer cannot be scored before it reaches the client
+            if ctx.stream and plan.cascade.settings.stream == "skip":
+                # a streamed answer cannot be scored before it reaches the client
                 return Decision(
                     s.default or plan.cascade.tiers[-1], "cascade", {"stream": "skipped the cascade"}
                 )
@@ -245,7 +246,12 @@ class RouteStage(Lever[RouteSettings]):
         if why is not None and s.default and decision.model != s.default:
             self._fall_back(ctx, info, decision.model, why, s.default)
             decision = Decision(s.default, decision.via)
-        if decision.via == "cascade" and plan.cascade is not None and not ctx.stream and info.fallback is None:
+        if (
+            decision.via == "cascade"
+            and plan.cascade is not None
+            and (not ctx.stream or plan.cascade.settings.stream == "buffer")
+            and info.fallback is None
+        ):
             reply = await plan.cascade.run(ctx, next, self.unavailable)
             info.model = ctx.target_model
         else:
