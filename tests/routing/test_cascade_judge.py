@@ -24,6 +24,7 @@ from thrifty.routing.cascade import judge_needed
 from thrifty.routing.labeled import Example, load_labeled
 from thrifty.routing.settings import JudgeTierSettings
 from thrifty.routing.stage import RouteStage
+from thrifty.types import Context
 
 #: The mock judge's price and usage: 100 input and 20 output tokens at $1 / $2 per million.
 JUDGE_COST = Decimal("0.00014")
@@ -49,6 +50,15 @@ async def judge() -> AsyncIterator[MockJudge]:
         await asyncio.sleep(mock.delay)
         if mock.status != 200:
             return web.json_response({"error": {"message": "judge down", "type": "server_error"}}, status=mock.status)
+        if body["model"] == "tool-model":  # a cheap agent model: it answers with a tool call
+            return web.json_response({
+                "id": "chatcmpl-tool", "object": "chat.completion", "created": 0, "model": "tool-model",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": None,
+                    "tool_calls": [{"id": "call_1", "type": "function",
+                                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}}],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
+            })
         graded = body["messages"][-1]["content"].split("Assistant's answer:\n", 1)[1]
         text = "The working checks out.\nScore: 9" if graded in mock.right else "The total is wrong.\nScore: 2"
         return web.json_response({
@@ -182,6 +192,25 @@ async def test_the_ledger_row_carries_the_judge(files: dict[str, Path], judge: M
     assert Decimal(cost) / Decimal(10) ** 12 == ex.candidates[CHEAP].cost + JUDGE_COST
     verdict = json.loads(extra)["route"]["cascade"]["judge"]
     assert verdict == {"model": "judge", "cost": str(JUDGE_COST), "score": 9.0}
+
+
+async def test_the_judge_grades_a_tool_call_not_an_empty_answer(files: dict[str, Path], judge: MockJudge) -> None:
+    """An agent's cheap tier answers with a tool call: the judge sees the call and can pass it."""
+    judge.right = {'[tool call] get_weather({"city": "Paris"})'}
+    tool_model = judge_model(judge).replace("name: judge", "name: tool-model")
+    text = cascade_config(files, f"tiers: [tool-model, {STRONG}], judge: {{model: judge}}",
+                          more_models=judge_model(judge) + tool_model)
+    gw = Gateway(parse_config(text, source="thrifty.yaml"))
+    await gw.start(ledger=False)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    body = {"model": STRONG, "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": tools}
+    ctx = Context(protocol="openai", body=body, config=gw.config, requested_model=STRONG)
+    assert gw.pipeline is not None
+    reply = await gw.pipeline(ctx)
+    assert ctx.target_model == "tool-model" and reply.body is not None
+    assert reply.body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    (graded,) = [c for c in judge.calls if c["model"] == "judge"]
+    assert graded["messages"][-1]["content"].endswith('[tool call] get_weather({"city": "Paris"})')
 
 
 def test_when_the_judge_is_asked() -> None:

@@ -9,10 +9,20 @@ turn, the whole prompt, the answer. Bodies come in the OpenAI chat shape (`messa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
 
-__all__ = ["answer_text", "content_text", "last_user_text", "only_text", "request_text", "system_text"]
+__all__ = [
+    "answer_text",
+    "answer_with_calls",
+    "content_text",
+    "last_user_text",
+    "only_text",
+    "request_text",
+    "system_text",
+    "tool_calls_text",
+]
 
 
 def content_text(content: Any, *, sep: str = "\n", types: Collection[str] | None = None) -> str:
@@ -109,3 +119,47 @@ def answer_text(body: dict[str, Any] | None) -> str:
             b["text"] for b in blocks if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
         )
     return ""
+
+
+def _call_line(name: Any, arguments: Any) -> str:
+    if isinstance(arguments, str):  # OpenAI sends the arguments as JSON text
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return f"{name}({' '.join(arguments.split())})"
+    return f"{name}({json.dumps(arguments, sort_keys=True, ensure_ascii=False)})"
+
+
+def tool_calls_text(body: dict[str, Any] | None) -> str:
+    """The tool calls of a complete reply body, one per line as `name({...})` with the
+    arguments as JSON with sorted keys, so that two answers making the same call read the
+    same ("" when it calls none)."""
+    return "\n".join(_tool_calls(body))
+
+
+def _tool_calls(body: dict[str, Any] | None) -> list[str]:
+    if not isinstance(body, dict):
+        return []
+    lines: list[str] = []
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        message = choices[0].get("message")
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        for call in calls if isinstance(calls, list) else []:
+            fn = call.get("function") if isinstance(call, dict) else None
+            if isinstance(fn, dict):
+                lines.append(_call_line(fn.get("name"), fn.get("arguments")))
+    blocks = body.get("content")
+    if isinstance(blocks, list):
+        for b in blocks:
+            if isinstance(b, dict) and b.get("type") == "tool_use":
+                lines.append(_call_line(b.get("name"), b.get("input")))
+    return lines
+
+
+def answer_with_calls(body: dict[str, Any] | None) -> str:
+    """What a reply answers, for whoever judges it: its text, then its tool calls (see
+    `tool_calls_text`) each on a line starting "[tool call] "."""
+    text = answer_text(body)
+    marked = "\n".join("[tool call] " + line for line in _tool_calls(body))
+    return f"{text}\n{marked}" if text and marked else text or marked

@@ -38,7 +38,7 @@ import numpy as np
 from thrifty.errors import UpstreamError
 from thrifty.evals.graders import judge_messages, parse_judge_score
 from thrifty.protocol.replay import replay_events
-from thrifty.protocol.view import answer_text, request_text
+from thrifty.protocol.view import answer_text, answer_with_calls, request_text
 from thrifty.routing.execution import run_tests
 from thrifty.routing.features import Embed, FeatureSpec, featurize, pair_text
 from thrifty.routing.labeled import Example, data_hash
@@ -193,7 +193,7 @@ class Cascade:
             if not reply.ok:
                 escalations.append({"model": tier, "reason": f"error {reply.status}", "cost": str(cost)})
                 continue
-            answer = answer_text(reply.body)
+            answer = answer_with_calls(reply.body)  # a tool call is judged too, not read as ""
             score = await asyncio.to_thread(self.score, tier, prompt, answer)
             lp = mean_logprob(reply)
             reasons = await self.rejected(reply, answer)
@@ -262,7 +262,7 @@ class Cascade:
             got = await asyncio.gather(*(self._ask(ctx, m, body, k, unavailable) for m, k in asks))
             fresh: list[tuple[Reply, str] | None] = []
             for (m, _), (reply, why) in zip(asks, got, strict=True):
-                text = answer_text(reply.body) if reply is not None else None
+                text = answer_with_calls(reply.body) if reply is not None else None
                 answers.append(Answer(m, text, mean_logprob(reply) if reply is not None else None))
                 replies.append(reply)
                 fresh.append(None if reply is None or text is None else (reply, text))
