@@ -1,7 +1,8 @@
 """A cascade for streaming clients: skipped by default, or buffered and replayed as their stream.
 
-Over real HTTP, GSM8K answers replayed: the client streams (OpenAI chat chunks or Anthropic
-Messages events) and reads the cheap model's answer as a stream when the cascade serves it.
+Over real HTTP, GSM8K answers replayed: the client streams (OpenAI chat chunks, Anthropic
+Messages events or Responses events) and reads the cheap model's answer as a stream when the
+cascade serves it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def sse_data(raw: str) -> list[Any]:
 
 def streamed_text(raw: str, protocol: str) -> str:
     events = [e for e in sse_data(raw) if e != "[DONE]"]
+    if protocol == "responses":
+        return "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     if protocol == "anthropic":
         return "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
     return "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
@@ -54,6 +57,8 @@ async def stream_one(files: dict[str, Path], tmp: Path, cascade: str, ex: Exampl
     messages = [{"role": "user", "content": ex.text}]
     if protocol == "anthropic":
         path, body = "/v1/messages", {"model": STRONG, "max_tokens": 1024, "stream": True, "messages": messages}
+    elif protocol == "responses":  # what Codex CLI sends
+        path, body = "/v1/responses", {"model": STRONG, "stream": True, "input": ex.text}
     else:
         path = "/v1/chat/completions"
         body = {"model": STRONG, "stream": True, "stream_options": {"include_usage": True}, "messages": messages}
@@ -69,7 +74,7 @@ async def stream_one(files: dict[str, Path], tmp: Path, cascade: str, ex: Exampl
     return raw, row
 
 
-@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "responses"])
 async def test_a_buffered_cascade_streams_the_cheap_answer_it_serves(
     files: dict[str, Path], tmp_path: Path, protocol: str
 ) -> None:
@@ -81,8 +86,10 @@ async def test_a_buffered_cascade_streams_the_cheap_answer_it_serves(
     if protocol == "openai":
         assert sse_data(raw)[-1] == "[DONE]"
         assert sse_data(raw)[-2]["usage"]["completion_tokens"] > 0  # include_usage was asked for
-    else:
+    elif protocol == "anthropic":
         assert [e["type"] for e in sse_data(raw)][-1] == "message_stop"
+    else:
+        assert sse_data(raw)[-1]["type"] == "response.completed"
     assert served == CHEAP and stream == 1 and outcome == "ok"
     assert Decimal(cost) / PICO == ex.candidates[CHEAP].cost.quantize(Decimal("1e-12"))
     assert json.loads(extra)["route"]["cascade"]["accepted"] == CHEAP
