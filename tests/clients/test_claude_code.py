@@ -4,13 +4,12 @@ OpenAI-protocol upstream (translated both ways, streamed) and an Anthropic one."
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.clients.cli import claude_print
 from tests.conftest import RunningGateway
 from thrifty.testing.mock_upstream import MockUpstream
 
@@ -22,22 +21,9 @@ async def test_claude_code_runs_a_tool_and_answers_through_thrifty(
 ) -> None:
     upstream.script = [{"tool": "Bash", "arguments": {"command": "echo hello-from-claude-tool", "description": "Print"}},
                        {"text": "It printed hello-from-claude-tool."}]
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home), "ANTHROPIC_BASE_URL": thrifty.url, "ANTHROPIC_API_KEY": "unused",
-           "ANTHROPIC_SMALL_FAST_MODEL": model, "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
-           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        str(claude_bin), "-p", "--model", model, "--allowedTools", "Bash(echo:*)", "--output-format", "text",
-        "Run echo and tell me what it printed", env=env, cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-    except TimeoutError:
-        proc.kill()
-        out, err = await proc.communicate()
-    assert proc.returncode == 0, (out + err).decode()[-3000:]
-    assert "It printed hello-from-claude-tool." in out.decode()
+    rc, out, err = await claude_print(claude_bin, thrifty.url, model, "Run echo and tell me what it printed", tmp_path)
+    assert rc == 0, (out + err)[-3000:]
+    assert "It printed hello-from-claude-tool." in out
     assert len(upstream.bodies) == 2 and not upstream.script
     second = upstream.bodies[1]
     if model == "gpt-test":

@@ -12,14 +12,15 @@ thrifty passes its request through as it is.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.clients.cli import run_cli
 from tests.conftest import RunningGateway, StartGateway, mock_config
+from thrifty.protocol.view import content_text
 from thrifty.testing.mock_upstream import MockUpstream
 
 
@@ -34,14 +35,7 @@ async def codex_exec(codex: Path, gw: RunningGateway, model: str, prompt: str, c
             "-c", 'model_providers.thrifty.wire_api="responses"',
             "-c", 'model_providers.thrifty.env_key="THRIFTY_KEY"',
             *([] if defaults else ["--disable", "multi_agent", "-c", 'web_search="disabled"']), prompt]
-    proc = await asyncio.create_subprocess_exec(*args, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-    except TimeoutError:
-        proc.kill()
-        out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(), err.decode()
+    return await run_cli(args, env, cwd)
 
 
 @pytest.mark.slow
@@ -99,3 +93,35 @@ async def test_codex_with_its_defaults_through_a_pass_through(
     rows = gw.rows()
     assert len(rows) == 2 and all(r["outcome"] == "ok" and r["stream"] for r in rows)
     assert all(json.loads(r["extra"]).get("responses") == "native" for r in rows)
+
+
+@pytest.mark.slow
+async def test_codex_through_a_judged_cascade(
+    codex_bin: Path, upstream: MockUpstream, tmp_path: Path, start_gateway: StartGateway
+) -> None:
+    """Codex streams Responses; a buffered cascade asks the cheap model for whole chat answers,
+    a judge grades each (the tool call too), and the passed answer reaches Codex as Responses
+    events: the shell call it runs, then the final text. The strong model is never asked."""
+    extra = f"""  - {{name: gpt-cheap, provider: openai, model: gpt-4.1-nano, base_url: "{upstream.base_url}/v1",
+      price: {{input: 0.1, output: 0.4}}, retry_backoff: 0.01}}
+route:
+  default: gpt-test
+  cascade: {{tiers: [gpt-cheap, gpt-test], judge: {{model: claude-test}}, stream: buffer}}
+"""
+    gw = await start_gateway(mock_config(upstream, tmp_path, extra))
+    upstream.script = [{"tool": "exec_command", "arguments": {"cmd": "echo hello-from-the-cheap-tier"}},
+                       {"text": "The call runs what was asked.\nScore: 9"},
+                       {"text": "The command printed hello-from-the-cheap-tier."},
+                       {"text": "Right.\nScore: 10"}]
+    rc, out, err = await codex_exec(codex_bin, gw, "gpt-test", "Run echo and tell me what it printed", tmp_path)
+    assert rc == 0, err[-3000:]
+    assert "The command printed hello-from-the-cheap-tier." in out and not upstream.script
+    cheap, grade1, cheap2, _ = upstream.bodies
+    assert cheap["model"] == cheap2["model"] == "gpt-4.1-nano" and not cheap.get("stream")
+    graded = content_text(grade1["messages"][-1]["content"])  # the judge (an Anthropic model here) saw the call
+    assert graded.endswith('[tool call] exec_command({"cmd": "echo hello-from-the-cheap-tier"})')
+    [result] = [m for m in cheap2["messages"] if m["role"] == "tool"]  # Codex ran the call and sent its output
+    assert "hello-from-the-cheap-tier" in result["content"]
+    rows = gw.rows()
+    assert len(rows) == 2 and all(r["outcome"] == "ok" and r["served_model"] == "gpt-cheap" for r in rows)
+    assert [json.loads(r["extra"])["route"]["cascade"]["judge"]["score"] for r in rows] == [9.0, 10.0]
