@@ -202,6 +202,8 @@ class Cascade:
                 passed, judge = await self.judged(ctx, prompt, answer, unavailable)
                 if not passed:
                     reasons.append(self._judge_reason(judge))
+                    if score is not None:
+                        reasons.insert(0, f"score {score:.3f} < {self.accept}")
             elif score is not None and score < self.accept:
                 reasons.insert(0, f"score {score:.3f} < {self.accept}")
             if not reasons:
