@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from thrifty.errors import ConfigError, UpstreamError
-from thrifty.protocol.openai import replay_openai
+from thrifty.protocol.replay import replay_events
 from thrifty.protocol.view import request_text
 from thrifty.providers.base import Provider
 from thrifty.types import Context, EventStream, Reply, Usage
@@ -135,28 +135,12 @@ class ReplayProvider(Provider):
             ],
             "usage": _usage_json(usage),
         }
+        reply = Reply(status=200, body=out, usage=usage, served_model=self.name, provider="replay",
+                      cost=Decimal(cand.cost))
         if body.get("stream"):  # the same answer as the chunks a live stream sends, ending complete
-            options = body.get("stream_options")
-            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            stream = EventStream.replay(replay_openai(out, include_usage))
-            stream.usage = usage
-            return Reply(
-                status=200,
-                stream=stream,
-                usage=usage,
-                served_model=self.name,
-                provider="replay",
-                cost=Decimal(cand.cost),
-            )
-        return Reply(
-            status=200,
-            body=out,
-            usage=usage,
-            served_model=self.name,
-            provider="replay",
-            cost=Decimal(cand.cost),
-        )
-
+            reply.stream = EventStream.replay(replay_events(out, "openai", "chat", body.get("stream_options")))
+            reply.stream.usage, reply.body = usage, None
+        return reply
 
 def _usage_json(u: Usage) -> dict[str, int]:
     return {
